@@ -1,0 +1,141 @@
+"""Configuration dataclasses, one per concern.
+
+`ModelConfig` is read from a checkpoint's `config.json`; the others are chosen by
+whoever runs the engine (the service, the benchmark, a test).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a speech-token LM and the meaning of its token channels.
+
+    Every sequence position is a *frame* of `num_channels` integer tokens:
+    channel 0 carries text/phoneme or control tokens, channels 1..num_codebooks carry
+    audio codebook tokens. Each channel has its own embedding table; a position's
+    input is the sum of its channel embeddings, and each channel has its own output
+    head. A text-only prompt position puts `audio_pad` in the audio channels; a
+    generated audio frame puts a control token (`text_pad`, `advance`, `eos`) in
+    channel 0.
+    """
+
+    dim: int = 384
+    n_layers: int = 6
+    n_heads: int = 6
+    n_kv_heads: int = 2
+    ffn_dim: int = 1024
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    max_positions: int = 4096
+    text_vocab: int = 128  # channel 0 size, including the control tokens below
+    num_codebooks: int = 4
+    codebook_size: int = 256  # audio channels hold codebook_size + 1 ids (the last is audio_pad)
+    # Control tokens in channel 0.
+    text_pad: int = 0  # "no text at this position" (an audio frame)
+    bos: int = 1
+    speech_start: int = 2  # separates the text to speak from the audio that follows
+    eos: int = 3  # end of speech
+    advance: int | None = None  # "the phoneme pointer moves on"; None: model gives no timings
+    # Guard against a model that never stops: frames allowed per text token.
+    max_frames_per_text_token: float = 8.0
+    min_frames_guard: int = 25
+    # Audio framing, needed to turn frame indices into milliseconds.
+    frame_rate: float = 25.0
+    codec: str = "parametric"
+    tokenizer: str = "chars"
+    description: str = ""
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def num_channels(self) -> int:
+        return 1 + self.num_codebooks
+
+    @property
+    def audio_pad(self) -> int:
+        return self.codebook_size
+
+    def channel_vocab(self, channel: int) -> int:
+        return self.text_vocab if channel == 0 else self.codebook_size + 1
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        raw = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown model config keys {sorted(unknown)}")
+        return cls(**raw)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Paged KV pool. The pool is preallocated once from `memory_budget_mb`."""
+
+    block_size: int = 16
+    memory_budget_mb: float = 256.0
+    num_blocks: int | None = None  # overrides the budget (tests use tiny pools)
+    # Share of the pool that pinned (warmed) voices may hold; beyond it the least
+    # recently warmed voice is unpinned.
+    max_pinned_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_running: int = 32  # streams decoded together in one step
+    max_waiting: int = 256  # beyond this, submit() raises EngineOverloaded
+    prefill_chunk_tokens: int = 512  # prompt tokens prefilled per step (chunked prefill)
+    max_buffered_frames: int = 100  # a stream whose reader lags this far is paused
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How generated frames become waveform chunks."""
+
+    first_chunk_frames: int = 2  # small, so first audio comes quickly
+    chunk_frames: int = 8
+    context_frames: int = 2  # earlier frames re-decoded for the crossfade
+    crossfade_ms: float = 10.0
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 0  # 0 disables
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0  # 1.0 disables; applied to audio channels
+    repetition_window: int = 32  # frames looked back for the repetition penalty
+    seed: int | None = None  # None: a random seed is drawn at submit
+    max_frames: int | None = None  # further cap on top of the text-length guard
+    ignore_eos: bool = False  # benchmarks and tests that need a fixed length
+
+    def validate(self) -> None:
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be > 0")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError("max_frames must be >= 1")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    device: str = "auto"  # "auto" picks CUDA when present
+    dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 on CUDA
+    num_threads: int | None = None  # torch intra-op threads on CPU

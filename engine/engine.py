@@ -1,0 +1,301 @@
+"""The public engine: submit, stream, cancel, warm a voice, read stats.
+
+One thread owns the model, the block pool and the scheduler. Other threads talk
+to it only by posting commands, so nothing in the hot loop takes a lock for
+longer than a queue operation.
+"""
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from engine.block_manager import BlockManager
+from engine.codec import make_codec
+from engine.config import EngineConfig, SamplingParams
+from engine.model import load_model
+from engine.model_runner import ModelRunner
+from engine.outputs import Outbox, UtteranceStream
+from engine.sampler import sample_frame
+from engine.scheduler import Scheduler
+from engine.sequence import Sequence
+from engine.text import make_tokenizer
+from engine.voice import VoicePrompt, utterance_prompt, voice_prefix
+
+
+class EngineOverloaded(RuntimeError):
+    """More work is queued than the engine admits; retry after `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    num_blocks: int
+    free_blocks: int
+    running: int
+    waiting: int
+    prefix_hits: int  # cached blocks reused (full blocks and voice-prefix tails)
+    prefix_misses: int
+    prefix_evictions: int
+    prefill_frames: int  # frames computed by prefill, including recompute after preemption
+    cached_frames: int  # prompt frames supplied by the prefix cache
+    decode_frames: int
+    steps: int
+    preemptions: int
+    pinned_voices: int
+    pinned_blocks: int
+
+
+def _resolve(cfg: EngineConfig) -> tuple[torch.device, torch.dtype]:
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    if cfg.dtype == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    else:
+        dtype = getattr(torch, cfg.dtype)
+    return device, dtype
+
+
+class Engine:
+    def __init__(self, model_dir: str | Path, config: EngineConfig | None = None):
+        self.config = config or EngineConfig()
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        self.device, self.dtype = _resolve(self.config)
+        self.model = load_model(model_dir, self.device, self.dtype)
+        self.model_cfg = self.model.cfg
+        self.codec = make_codec(self.model_cfg.codec, self.model_cfg.frame_rate)
+        self.tokenizer = make_tokenizer(self.model_cfg.tokenizer, self.model_cfg.text_vocab)
+        self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)
+        self.blocks = BlockManager(self.runner.num_blocks, self.config.cache.block_size, self.runner.copy_rows)
+        self.scheduler = Scheduler(self.config.scheduler, self.blocks)
+        self._outboxes: dict[int, Outbox] = {}
+        self._on_prefilled: dict[int, Callable[[Sequence], None]] = {}
+        self._pins: OrderedDict[str, list[int]] = OrderedDict()
+        self._commands: deque[Callable[[], None]] = deque()
+        self._cv = threading.Condition()
+        self._stop = False
+        self.counters = dict(prefill_frames=0, decode_frames=0, steps=0)
+        self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
+        self._thread.start()
+
+    # ---- public API (any thread) -------------------------------------------
+    def make_voice(self, wave: torch.Tensor, sample_rate: int, transcript: str, voice_id: str) -> VoicePrompt:
+        """Tokenise a reference recording once: its transcript and its audio codes."""
+        import torchaudio.functional as AF
+
+        wave = torch.as_tensor(wave, dtype=torch.float32)
+        wave = wave.mean(0) if wave.ndim == 2 else wave
+        if sample_rate != self.codec.sample_rate:
+            wave = AF.resample(wave, sample_rate, self.codec.sample_rate)
+        ids = self.tokenizer.encode(transcript)
+        if not ids:
+            raise ValueError("the reference transcript is empty")
+        codes = self.codec.encode(wave)
+        key = f"{self.model_cfg.codec}|{self.model_cfg.tokenizer}|{voice_id}".encode()
+        return VoicePrompt(voice_prefix(self.model_cfg, ids, codes), key)
+
+    def submit(self, voice: VoicePrompt, text: str, sampling: SamplingParams | None = None,
+               sample_rate: int | None = None, chunk_frames: int | None = None) -> UtteranceStream:
+        """Queue an utterance; iterate the returned stream for audio chunks and timing marks."""
+        sampling = sampling or SamplingParams()
+        sampling.validate()
+        ids = self.tokenizer.encode(text)
+        if not ids:
+            raise ValueError("text to speak is empty")
+        prompt = utterance_prompt(self.model_cfg, voice, ids)
+        cfg = self.model_cfg
+        guard = math.ceil(len(ids) * cfg.max_frames_per_text_token) + cfg.min_frames_guard
+        max_frames = min(guard, sampling.max_frames or guard, cfg.max_positions - len(prompt))
+        if max_frames < 1:
+            raise ValueError(f"prompt of {len(prompt)} frames leaves no room under max_positions {cfg.max_positions}")
+        need = -(-(len(prompt) + max_frames) // self.blocks.block_size)
+        if need > self.blocks.num_blocks:
+            raise ValueError(f"utterance needs {need} KV blocks but the pool has {self.blocks.num_blocks}")
+        if len(self.scheduler.waiting) >= self.config.scheduler.max_waiting:
+            raise EngineOverloaded(f"{len(self.scheduler.waiting)} utterances already waiting", retry_after_s=1.0)
+        seed = sampling.seed if sampling.seed is not None else random.SystemRandom().getrandbits(63)
+        seq = Sequence(prompt, voice.num_frames, voice.key, sampling, max_frames, seed)
+        outbox = Outbox(self._wake)
+        stream = UtteranceStream(seq, outbox, self.codec, self.config.stream,
+                                 sample_rate or self.codec.sample_rate, chunk_frames, lambda: self.cancel(seq))
+        self._post(lambda: self._admit(seq, outbox))
+        return stream
+
+    def cancel(self, seq: Sequence) -> None:
+        seq.cancelled.set()
+        self._post(lambda: self._finish(seq, "cancelled"))
+
+    def warm_voice(self, voice: VoicePrompt, timeout: float | None = None) -> bool:
+        """Compute and pin a voice's prefix now. Returns whether it was already cached."""
+        return self._call(lambda fut: self._warm(voice, fut)).result(timeout)
+
+    def unpin_voice(self, voice: VoicePrompt) -> None:
+        self._call(lambda fut: fut.set_result(self._unpin(voice.voice_hash))).result()
+
+    def is_cached(self, voice: VoicePrompt) -> bool:
+        """Whether every frame of the voice prefix is in the prefix cache right now."""
+        def probe(fut: Future) -> None:
+            fut.set_result(self.blocks.match(voice.frames, voice.num_frames, voice.key).cached_tokens == voice.num_frames)
+        return self._call(probe).result()
+
+    def stats(self) -> EngineStats:
+        """A snapshot read without stopping the engine; fields may be one step apart."""
+        b, s = self.blocks, self.scheduler
+        return EngineStats(b.num_blocks, b.num_free, len(s.running), len(s.waiting), b.hits, b.misses,
+                           b.evictions, self.counters["prefill_frames"], s.cached_frames,
+                           self.counters["decode_frames"], self.counters["steps"], s.preemptions,
+                           len(self._pins), sum(len(v) for v in list(self._pins.values())))
+
+    def close(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- plumbing ------------------------------------------------------------
+    def _post(self, command: Callable[[], None]) -> None:
+        with self._cv:
+            self._commands.append(command)
+            self._cv.notify()
+
+    def _call(self, fn: Callable[[Future], None]) -> Future:
+        fut: Future = Future()
+        self._post(lambda: fn(fut))
+        return fut
+
+    def _wake(self) -> None:
+        with self._cv:
+            self._cv.notify()
+
+    # ---- engine thread -------------------------------------------------------
+    def _admit(self, seq: Sequence, outbox: Outbox) -> None:
+        if seq.cancelled.is_set():
+            outbox.put("done", ("cancelled", None))
+            return
+        self._outboxes[seq.seq_id] = outbox
+        self.scheduler.add(seq)
+
+    def _finish(self, seq: Sequence, reason: str, error: str | None = None) -> None:
+        outbox = self._outboxes.pop(seq.seq_id, None)
+        self._on_prefilled.pop(seq.seq_id, None)
+        self.scheduler.remove(seq)
+        if outbox is not None:
+            outbox.put("done", (reason, error))
+
+    def _ready(self, seq: Sequence) -> bool:
+        box = self._outboxes.get(seq.seq_id)
+        return box is None or box.pending_frames < self.config.scheduler.max_buffered_frames
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                if self._stop:
+                    return
+                commands, self._commands = list(self._commands), deque()
+            for command in commands:
+                command()
+            batch = self.scheduler.schedule(self._ready)
+            if not batch:
+                with self._cv:
+                    if not self._commands and not self._stop:
+                        self._cv.wait(timeout=0.05)
+                continue
+            self.counters["steps"] += 1
+            for items in ([(s, len(s) - 1, 1) for s in batch.decode], batch.prefill):
+                if items:
+                    self._run(items)
+
+    @torch.inference_mode()
+    def _run(self, items: list[tuple[Sequence, int, int]]) -> None:
+        try:
+            logits = self.runner.forward(items)
+        except Exception as exc:  # a failed forward fails its batch, never the engine
+            for seq, _, _ in items:
+                self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
+            return
+        for (seq, start, n), row in zip(items, logits):
+            if n > 1 or start < seq.prompt_len:
+                self.counters["prefill_frames"] += n
+            else:
+                self.counters["decode_frames"] += 1
+            seq.num_computed = start + n
+            self.blocks.register(seq)
+            if seq.num_computed == len(seq):
+                try:
+                    self._emit(seq, row)
+                except Exception as exc:
+                    self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
+
+    def _emit(self, seq: Sequence, logits: torch.Tensor) -> None:
+        if seq.max_frames == 0:  # a warm-up: the prefix is computed, nothing to speak
+            callback = self._on_prefilled.pop(seq.seq_id)
+            callback(seq)
+            self._finish(seq, "length")
+            return
+        cfg = self.model_cfg
+        if seq.sampling.ignore_eos:
+            logits[0, cfg.eos] = float("-inf")
+        frame = sample_frame(logits, seq.sampling, seq.generator, seq.generated(), slice(1, None))
+        if int(frame[0]) == cfg.eos:
+            self._finish(seq, "eos")
+            return
+        seq.append(frame)
+        outbox = self._outboxes[seq.seq_id]
+        outbox.put("frame", frame)
+        if cfg.advance is not None and (seq.num_generated == 1 or int(frame[0]) == cfg.advance):
+            outbox.put("mark", (seq.marks, seq.num_generated - 1))
+            seq.marks += 1
+        if seq.num_generated >= seq.max_frames:
+            self._finish(seq, "length")
+
+    def _warm(self, voice: VoicePrompt, fut: Future) -> None:
+        name = voice.voice_hash
+        if name in self._pins:
+            self._pins.move_to_end(name)
+            fut.set_result(True)
+            return
+        pinned = self.blocks.pin(voice.frames, voice.key)
+        if pinned is not None:
+            self._keep_pin(name, pinned)
+            fut.set_result(True)
+            return
+        seq = Sequence(voice.frames, voice.num_frames, voice.key, SamplingParams(), 0, 0)
+
+        def done(s: Sequence) -> None:
+            pins = self.blocks.pin(voice.frames, voice.key)
+            if pins is not None:
+                self._keep_pin(name, pins)
+            fut.set_result(False)
+
+        self._on_prefilled[seq.seq_id] = done
+        self.scheduler.add(seq)
+
+    def _keep_pin(self, name: str, blocks: list[int]) -> None:
+        self._pins[name] = blocks
+        budget = self.config.cache.max_pinned_fraction * self.blocks.num_blocks
+        while len(self._pins) > 1 and sum(len(v) for v in self._pins.values()) > budget:
+            self._unpin(next(iter(self._pins)))
+
+    def _unpin(self, name: str) -> bool:
+        blocks = self._pins.pop(name, None)
+        if blocks is not None:
+            self.blocks.unpin(blocks)
+        return blocks is not None

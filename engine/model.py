@@ -1,0 +1,196 @@
+"""Decoder-only speech-token transformer: RMSNorm, rotary positions, SwiGLU, GQA.
+
+Attention reads and writes keys/values through a paged cache when one is given
+(`PagedAttention` metadata), and falls back to plain causal attention otherwise,
+which the tests use as the reference the paged path must match.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.config import ModelConfig
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class PagedAttention:
+    """Per-forward metadata shared by every layer.
+
+    Queries come padded as [B, T]; `rows` lists the real positions. New keys/values
+    are scattered to `slots` (flat indices into the block pool), then each row
+    gathers its whole context through `block_tables` and attends under `mask`.
+    """
+
+    k_cache: torch.Tensor  # [layers, blocks, block_size, kv_heads, head_dim]
+    v_cache: torch.Tensor
+    k_buf: torch.Tensor  # [>= B * max_blocks, block_size * kv_heads * head_dim] gather workspace
+    v_buf: torch.Tensor
+    rows: torch.Tensor  # [num valid] long: flat indices of real positions in [B * T]
+    slots: torch.Tensor  # [num valid] long: where their K/V go in the pool
+    block_tables: torch.Tensor  # [B, max_blocks] long
+    mask: torch.Tensor  # [B, 1, T, max_blocks * block_size] additive float (0 or -inf)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 so bf16/fp16 runs keep the same scale.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return xf.to(x.dtype) * self.weight
+
+
+def rope_tables(cfg: ModelConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    half = cfg.head_dim // 2
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(half, device=device).float() / half))
+    angles = torch.outer(torch.arange(cfg.max_positions, device=device).float(), inv)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, T, heads, head_dim]; cos/sin: [B, T, head_dim/2] (rotate-half layout)."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    c, s = cos.unsqueeze(2), sin.unsqueeze(2)
+    return torch.cat([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.wqkv = nn.Linear(cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x, cos, sin, paged: PagedAttention | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.wqkv(x).split([self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], -1)
+        q = apply_rope(q.view(B, T, self.n_heads, self.hd), cos, sin)
+        k = apply_rope(k.view(B, T, self.n_kv, self.hd), cos, sin)
+        v = v.view(B, T, self.n_kv, self.hd)
+        if paged is None:
+            out = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
+            )
+        else:
+            kc, vc = paged.k_cache[self.layer], paged.v_cache[self.layer]
+            # Write this step's keys first so every query sees its own position.
+            kc.view(-1, self.n_kv, self.hd).index_copy_(0, paged.slots, k.reshape(B * T, self.n_kv, self.hd)[paged.rows])
+            vc.view(-1, self.n_kv, self.hd).index_copy_(0, paged.slots, v.reshape(B * T, self.n_kv, self.hd)[paged.rows])
+            # index_select on the flattened pool is a plain row copy, several times
+            # faster on CPU than advanced indexing with a [B, blocks] table.
+            # The gathers land in preallocated buffers: fresh multi-MB tensors every
+            # layer cost more in page faults than the copy itself.
+            flat = paged.block_tables.flatten()
+            kbuf, vbuf = paged.k_buf[: len(flat)], paged.v_buf[: len(flat)]
+            keys = torch.index_select(kc.flatten(1), 0, flat, out=kbuf).view(B, -1, self.n_kv, self.hd).transpose(1, 2)
+            vals = torch.index_select(vc.flatten(1), 0, flat, out=vbuf).view(B, -1, self.n_kv, self.hd).transpose(1, 2)
+            out = F.scaled_dot_product_attention(
+                q.transpose(1, 2), keys, vals, attn_mask=paged.mask, enable_gqa=True
+            )
+        return self.wo(out.transpose(1, 2).reshape(B, T, -1))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w13 = nn.Linear(cfg.dim, 2 * cfg.ffn_dim, bias=False)
+        self.w2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg, layer)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn = SwiGLU(cfg)
+
+    def forward(self, x, cos, sin, paged):
+        x = x + self.attn(self.attn_norm(x), cos, sin, paged)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class SpeechLM(nn.Module):
+    """Maps frames [B, T, C] to next-frame logits, one head per channel.
+
+    The frame head is the extension point: a model whose frames are a continuous
+    latent would swap `heads` (and the sampler) while the paged attention,
+    scheduler and streaming stay as they are.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        vocabs = [cfg.channel_vocab(c) for c in range(cfg.num_channels)]
+        self.embeds = nn.ModuleList(nn.Embedding(v, cfg.dim) for v in vocabs)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.heads = nn.ModuleList(nn.Linear(cfg.dim, v, bias=False) for v in vocabs)
+        self.max_vocab = max(vocabs)
+        cos, sin = rope_tables(cfg, torch.device("cpu"))
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        x = self.embeds[0](frames[..., 0])
+        for c in range(1, self.cfg.num_channels):
+            x = x + self.embeds[c](frames[..., c])
+        return x
+
+    def forward(
+        self, frames: torch.Tensor, positions: torch.Tensor, paged: PagedAttention | None = None
+    ) -> torch.Tensor:
+        """Returns final hidden states [B, T, dim]."""
+        if int(positions.max()) >= self.cfg.max_positions:
+            raise ValueError(f"position {int(positions.max())} exceeds max_positions {self.cfg.max_positions}")
+        x = self.embed(frames)
+        # Tables stay float32 even when the weights are bf16/fp16.
+        cos, sin = self.rope_cos[positions].float(), self.rope_sin[positions].float()
+        for layer in self.layers:
+            x = layer(x, cos, sin, paged)
+        return self.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [N, dim] -> logits [N, C, max_vocab], float32, -inf past each channel's vocab."""
+        out = hidden.new_full((hidden.shape[0], self.cfg.num_channels, self.max_vocab), float("-inf"), dtype=torch.float32)
+        for c, head in enumerate(self.heads):
+            out[:, c, : head.out_features] = head(hidden).float()
+        return out
+
+
+def load_model(model_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> SpeechLM:
+    """Build a SpeechLM from `config.json` + `model.safetensors` in `model_dir`."""
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir)
+    cfg = ModelConfig.load(model_dir / CONFIG_FILE)
+    model = SpeechLM(cfg)
+    state = load_file(str(model_dir / WEIGHTS_FILE))
+    model.load_state_dict(state, strict=True)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def save_model(model: SpeechLM, model_dir: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.cfg.save(model_dir / CONFIG_FILE)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(model_dir / WEIGHTS_FILE))

@@ -1,0 +1,85 @@
+"""Owns the model and the K/V block pool; turns scheduled work into one forward pass."""
+from __future__ import annotations
+
+import torch
+
+from engine.config import CacheConfig
+from engine.model import PagedAttention, SpeechLM
+from engine.sequence import Sequence
+
+
+def blocks_for_budget(model: SpeechLM, cache: CacheConfig, dtype: torch.dtype) -> int:
+    if cache.num_blocks is not None:
+        return cache.num_blocks
+    cfg = model.cfg
+    per_block = 2 * cfg.n_layers * cache.block_size * cfg.n_kv_heads * cfg.head_dim * torch.finfo(dtype).bits // 8
+    return max(2, int(cache.memory_budget_mb * 2**20 // per_block))
+
+
+class ModelRunner:
+    def __init__(self, model: SpeechLM, cache: CacheConfig, device: torch.device, dtype: torch.dtype):
+        self.model = model
+        self.device = device
+        self.block_size = cache.block_size
+        self.num_blocks = blocks_for_budget(model, cache, dtype)
+        cfg = model.cfg
+        shape = (cfg.n_layers, self.num_blocks, cache.block_size, cfg.n_kv_heads, cfg.head_dim)
+        self.k_cache = torch.zeros(shape, device=device, dtype=dtype)
+        self.v_cache = torch.zeros(shape, device=device, dtype=dtype)
+        self.k_buf = self.v_buf = torch.empty(0, device=device, dtype=dtype)
+        self.pad_frame = torch.tensor([cfg.text_pad] + [cfg.audio_pad] * cfg.num_codebooks, dtype=torch.long)
+
+    @property
+    def pool_bytes(self) -> int:
+        return 2 * self.k_cache.numel() * self.k_cache.element_size()
+
+    def copy_rows(self, src: int, dst: int, n: int) -> None:
+        self.k_cache[:, dst, :n] = self.k_cache[:, src, :n]
+        self.v_cache[:, dst, :n] = self.v_cache[:, src, :n]
+
+    def forward(self, items: list[tuple[Sequence, int, int]]) -> torch.Tensor:
+        """Run frames [start, start + n) of each sequence; K/V for them land in the pool.
+
+        Returns float32 logits [B, channels, vocab] at each item's last frame.
+        """
+        bs, B = self.block_size, len(items)
+        T = max(n for _, _, n in items)
+        nb = max(len(seq.block_table) for seq, _, _ in items)
+        frames = self.pad_frame.repeat(B, T, 1)
+        starts = torch.tensor([start for _, start, _ in items])
+        lens = torch.tensor([n for _, _, n in items])
+        tables = torch.zeros((B, nb), dtype=torch.long)
+        for b, (seq, start, n) in enumerate(items):
+            frames[b, :n] = seq.tokens[start : start + n]
+            tables[b, : len(seq.block_table)] = torch.tensor(seq.block_table)
+        steps = torch.arange(T)
+        positions = starts[:, None] + steps[None, :]  # [B, T]
+        valid = steps[None, :] < lens[:, None]
+        rows = torch.arange(B)[:, None].expand(B, T)[valid]
+        pos = positions[valid]
+        slots = tables[rows, pos // bs] * bs + pos % bs
+        mask = torch.arange(nb * bs)[None, None, :] <= positions[:, :, None]  # causal over the context
+        # Padded query rows attend to key 0 only, so softmax never sees an empty row.
+        mask &= valid[:, :, None]
+        mask[:, :, 0] |= ~valid
+        dev = self.device
+        # An additive mask, built once per step rather than converted in every layer.
+        if self.k_buf.shape[0] < B * nb:  # grow the gather workspace, never shrink it
+            row = self.k_cache[0, 0].numel()
+            self.k_buf = torch.empty((B * nb, row), device=dev, dtype=self.k_cache.dtype)
+            self.v_buf = torch.empty_like(self.k_buf)
+        bias = torch.zeros(mask.shape, dtype=self.k_cache.dtype).masked_fill_(~mask, float("-inf"))
+        paged = PagedAttention(
+            k_cache=self.k_cache,
+            v_cache=self.v_cache,
+            k_buf=self.k_buf,
+            v_buf=self.v_buf,
+            rows=valid.flatten().nonzero().squeeze(1).to(dev),
+            slots=slots.to(dev),
+            block_tables=tables.to(dev),
+            mask=bias[:, None].to(dev),
+        )
+        positions = torch.where(valid, positions, 0)
+        hidden = self.model(frames.to(dev), positions.to(dev), paged)
+        last = hidden[torch.arange(B, device=dev), (lens - 1).to(dev)]
+        return self.model.logits(last).cpu()

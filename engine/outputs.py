@@ -1,0 +1,160 @@
+"""What a caller gets back from the engine, and the per-utterance handle.
+
+The engine thread only appends frames to a bounded outbox; turning frames into
+audio (codec, crossfade, resampling) runs in the consumer's own thread, so many
+consumers decode in parallel and a slow one never delays the batch.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from engine.codec import Codec
+from engine.config import StreamConfig
+from engine.streaming import AudioStreamer
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    samples: np.ndarray  # float32 mono in [-1, 1]
+    offset: int  # index of the first sample within the utterance
+    sample_rate: int
+    is_last: bool
+
+    def pcm16(self) -> bytes:
+        return (np.clip(self.samples, -1.0, 1.0) * 32767).round().astype("<i2").tobytes()
+
+    def float32(self) -> bytes:
+        return self.samples.astype("<f4").tobytes()
+
+
+@dataclass(frozen=True)
+class TimingMark:
+    """The model moved on to text unit `text_index` at `start_ms` into the utterance."""
+
+    text_index: int
+    start_ms: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: str  # "eos", "length", "cancelled" or "error"
+    frames: int
+    audio_seconds: float
+    prompt_frames: int
+    cached_frames: int  # prompt frames the prefix cache supplied
+    ttfa_ms: float | None  # submit to first audio chunk, measured by this consumer
+    error: str | None = None
+
+
+class Outbox:
+    """Engine -> consumer events. Only the engine thread appends."""
+
+    def __init__(self, on_drain: Callable[[], None]):
+        self._events: deque = deque()
+        self._cv = threading.Condition()
+        self.pending_frames = 0
+        self._on_drain = on_drain
+
+    def put(self, kind: str, value) -> None:
+        with self._cv:
+            self._events.append((kind, value))
+            self.pending_frames += kind == "frame"
+            self._cv.notify()
+
+    def take(self, timeout: float | None = None) -> list:
+        with self._cv:
+            if not self._events:
+                self._cv.wait(timeout)
+            events, self._events = list(self._events), deque()
+            self.pending_frames = 0
+        self._on_drain()  # the engine may have paused this stream for lagging
+        return events
+
+
+class UtteranceStream:
+    """Iterate for AudioChunk and TimingMark events, ending with one Finished."""
+
+    def __init__(self, seq, outbox: Outbox, codec: Codec, stream_cfg: StreamConfig,
+                 sample_rate: int, chunk_frames: int | None, cancel: Callable[[], None]):
+        self.seq = seq
+        self._outbox = outbox
+        self._codec = codec
+        self._stream_cfg = stream_cfg
+        self.sample_rate = sample_rate
+        self._chunk_frames = chunk_frames
+        self._cancel = cancel
+        self.submitted_at = time.perf_counter()
+        self.finished: Finished | None = None
+        self._done = False
+
+    @property
+    def utterance_id(self) -> int:
+        return self.seq.seq_id
+
+    @property
+    def cached_frames(self) -> int:
+        return self.seq.cached_on_admit
+
+    def cancel(self) -> None:
+        """Stop at the next engine step; nothing more is yielded after this returns."""
+        if not self._done:
+            self._done = True
+            self._cancel()
+
+    def events(self) -> Iterator[tuple[str, object]]:
+        """Raw events: ("frame", ids [channels]), ("mark", (text_index, frame)), ("done", (reason, error))."""
+        try:
+            while not self._done:
+                for kind, value in self._outbox.take(timeout=1.0):
+                    if self._done:
+                        return
+                    yield kind, value
+                    if kind == "done":
+                        self._done = True
+                        return
+        finally:
+            self.cancel()  # the consumer stopped early: free the engine's work now
+
+    def __iter__(self) -> Iterator[AudioChunk | TimingMark | Finished]:
+        streamer = AudioStreamer(self._codec, self._stream_cfg, self.sample_rate, self._chunk_frames)
+        offset, ttfa, frames, frame_ms = 0, None, 0, 1000.0 / self._codec.frame_rate
+        reason, error = "cancelled", None
+        for kind, value in self.events():
+            if kind == "frame":
+                frames += 1
+                out = streamer.push(value[None, 1:])  # channel 0 is text/control
+                if out is not None and len(out):
+                    ttfa = ttfa if ttfa is not None else (time.perf_counter() - self.submitted_at) * 1000
+                    yield AudioChunk(out.numpy().astype(np.float32), offset, self.sample_rate, False)
+                    offset += len(out)
+            elif kind == "mark":
+                yield TimingMark(value[0], value[1] * frame_ms)
+            else:
+                reason, error = value
+                if reason != "cancelled":
+                    out = streamer.finish()
+                    if ttfa is None and len(out):
+                        ttfa = (time.perf_counter() - self.submitted_at) * 1000
+                    yield AudioChunk(out.numpy().astype(np.float32), offset, self.sample_rate, True)
+                    offset += len(out)
+        self.finished = Finished(reason, frames, offset / self.sample_rate, self.seq.prompt_len,
+                                 self.seq.cached_on_admit, ttfa, error)
+        yield self.finished
+
+    def wait_frames(self) -> torch.Tensor:
+        """Collect every generated frame [n, channels] without decoding audio (tests, benchmarks)."""
+        rows = []
+        for kind, value in self.events():
+            if kind == "frame":
+                rows.append(value)
+            elif kind == "done":
+                self.finished = Finished(value[0], len(rows), 0.0, self.seq.prompt_len,
+                                         self.seq.cached_on_admit, None, value[1])
+        return torch.stack(rows) if rows else torch.empty((0, len(self.seq.last_frame)), dtype=torch.long)

@@ -1,0 +1,127 @@
+"""Frames in, click-free audio chunks out, at any rate from 8 to 48 kHz.
+
+`ChunkDecoder` re-decodes a few frames of context before each chunk and
+crossfades the overlap with the tail it held back from the previous chunk, so a
+codec that is not causal still streams without a step at chunk borders.
+`StreamingResampler` keeps filter context across chunks, so resampling chunk by
+chunk gives the same samples as resampling the whole utterance at once.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torchaudio.functional as AF
+
+from engine.codec import Codec
+from engine.config import StreamConfig
+
+MIN_RATE, MAX_RATE = 8000, 48000
+
+
+class ChunkDecoder:
+    def __init__(self, codec: Codec, cfg: StreamConfig):
+        self.codec = codec
+        self.context = cfg.context_frames
+        spf = codec.samples_per_frame
+        self.fade = min(int(codec.sample_rate * cfg.crossfade_ms / 1000), self.context * spf)
+        # Equal-power fades: the two overlapping decodes are not phase-locked.
+        ramp = (torch.arange(self.fade) + 0.5) / max(self.fade, 1)
+        self.fade_in = torch.sin(0.5 * math.pi * ramp)
+        self.fade_out = torch.cos(0.5 * math.pi * ramp)
+        self.history = torch.empty((0, codec.num_codebooks), dtype=torch.long)
+        self.tail: torch.Tensor | None = None
+
+    def push(self, codes: torch.Tensor) -> torch.Tensor:
+        """Decode new frames; returns every sample that is final now."""
+        ctx = self.history[-self.context :] if self.context else self.history[:0]
+        wave = self.codec.decode(torch.cat([ctx, codes]))
+        split = len(ctx) * self.codec.samples_per_frame
+        body = wave[split:]
+        self.history = torch.cat([ctx, codes])
+        if self.fade == 0:
+            return body
+        parts = []
+        if self.tail is not None:
+            overlap = wave[split - self.fade : split] if split >= self.fade else body[: self.fade]
+            parts.append(self.tail * self.fade_out + overlap * self.fade_in)
+        parts.append(body[: -self.fade])
+        self.tail = body[-self.fade :]
+        return torch.cat(parts)
+
+    def finish(self) -> torch.Tensor:
+        """The held-back tail, which ends the utterance."""
+        tail, self.tail = self.tail, None
+        return torch.zeros(0) if tail is None else tail
+
+
+class StreamingResampler:
+    def __init__(self, orig: int, new: int, lowpass_filter_width: int = 6):
+        self.orig, self.new = orig, new
+        g = math.gcd(orig, new)
+        self.o, self.n = orig // g, new // g
+        self.width = lowpass_filter_width
+        # Context on each side, in input samples: wider than the sinc kernel
+        # and a whole number of input periods so output samples stay aligned.
+        kernel = math.ceil(lowpass_filter_width * self.o / (min(self.o, self.n) * 0.99))
+        self.ctx = math.ceil((kernel + 8) / self.o) * self.o
+        self.buf = torch.zeros(self.ctx)  # left context starts as silence, like offline padding
+
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
+        return AF.resample(x, self.orig, self.new, lowpass_filter_width=self.width)
+
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        if self.orig == self.new:
+            return x
+        self.buf = torch.cat([self.buf, x])
+        ready = (len(self.buf) - 2 * self.ctx) // self.o * self.o
+        if ready <= 0:
+            return x[:0]
+        y = self._resample(self.buf[: 2 * self.ctx + ready])
+        lo = self.ctx * self.n // self.o
+        out = y[lo : lo + ready * self.n // self.o]
+        self.buf = self.buf[ready:]
+        return out
+
+    def finish(self) -> torch.Tensor:
+        if self.orig == self.new:
+            return torch.zeros(0)
+        rest = len(self.buf) - self.ctx
+        y = self._resample(torch.cat([self.buf, torch.zeros(self.ctx)]))
+        lo = self.ctx * self.n // self.o
+        self.buf = torch.zeros(self.ctx)
+        return y[lo : lo + math.ceil(rest * self.n / self.o)]
+
+
+class AudioStreamer:
+    """Groups frames into chunks (a small first one), decodes and resamples them."""
+
+    def __init__(self, codec: Codec, cfg: StreamConfig, sample_rate: int, chunk_frames: int | None = None):
+        if not MIN_RATE <= sample_rate <= MAX_RATE:
+            raise ValueError(f"sample_rate must be within {MIN_RATE}-{MAX_RATE} Hz, got {sample_rate}")
+        self.decoder = ChunkDecoder(codec, cfg)
+        self.resampler = StreamingResampler(codec.sample_rate, sample_rate)
+        self.first = cfg.first_chunk_frames
+        self.chunk = chunk_frames or cfg.chunk_frames
+        self.pending: list[torch.Tensor] = []
+        self.started = False
+
+    def push(self, codes: torch.Tensor) -> torch.Tensor | None:
+        """Add frames [n, codebooks]; returns a chunk when one is due."""
+        self.pending.append(codes)
+        n = sum(len(c) for c in self.pending)
+        if n < (self.chunk if self.started else self.first):
+            return None
+        return self._decode()
+
+    def _decode(self) -> torch.Tensor:
+        codes = torch.cat(self.pending)
+        self.pending = []
+        self.started = True
+        return self.resampler.push(self.decoder.push(codes))
+
+    def finish(self) -> torch.Tensor:
+        parts = [self._decode()] if self.pending else []
+        parts.append(self.resampler.push(self.decoder.finish()))
+        parts.append(self.resampler.finish())
+        return torch.cat(parts)
