@@ -138,4 +138,4 @@ class EngineConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
     device: str = "auto"  # "auto" picks CUDA when present
     dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 on CUDA
-    num_threads: int | None = None  # torch intra-op threads on CPU
+    num_threads: int | None = None  # torch threads for the engine thread on CPU (default 1)

@@ -56,22 +56,30 @@ class Finished:
 class Outbox:
     """Engine -> consumer events. Only the engine thread appends."""
 
-    def __init__(self, on_drain: Callable[[], None]):
+    def __init__(self, on_drain: Callable[[], None], limit: int):
         self._events: deque = deque()
+        self._limit = limit  # the engine pauses the stream at this many pending frames
         self._cv = threading.Condition()
         self.pending_frames = 0
+        self._want = 1  # frames the waiting consumer can use at once
         self._on_drain = on_drain
 
     def put(self, kind: str, value) -> None:
         with self._cv:
             self._events.append((kind, value))
             self.pending_frames += kind == "frame"
-            self._cv.notify()
+            # Wake the consumer only when it can do something: on 2 cores every
+            # needless wake-up steals a core from the batched forward pass.
+            if kind != "frame" or self.pending_frames >= self._want:
+                self._cv.notify()
 
-    def take(self, timeout: float | None = None) -> list:
+    def take(self, want: int = 1, timeout: float | None = None) -> list:
+        """Wait until `want` frames (or any other event) are queued, then take everything."""
+        want = min(want, self._limit)
         with self._cv:
-            if not self._events:
-                self._cv.wait(timeout)
+            self._want = want
+            self._cv.wait_for(lambda: self.pending_frames >= want or len(self._events) > self.pending_frames,
+                              timeout)
             events, self._events = list(self._events), deque()
             self.pending_frames = 0
         self._on_drain()  # the engine may have paused this stream for lagging
@@ -108,11 +116,13 @@ class UtteranceStream:
             self._done = True
             self._cancel()
 
-    def events(self) -> Iterator[tuple[str, object]]:
-        """Raw events: ("frame", ids [channels]), ("mark", (text_index, frame)), ("done", (reason, error))."""
+    def events(self, want: Callable[[], int] = lambda: 8) -> Iterator[tuple[str, object]]:
+        """Raw events: ("frame", ids [channels]), ("mark", (text_index, frame)), ("done", (reason, error)).
+
+        `want()` says how many frames are worth waking up for next."""
         try:
             while not self._done:
-                for kind, value in self._outbox.take(timeout=1.0):
+                for kind, value in self._outbox.take(want(), timeout=1.0):
                     if self._done:
                         return
                     yield kind, value
@@ -126,7 +136,7 @@ class UtteranceStream:
         streamer = AudioStreamer(self._codec, self._stream_cfg, self.sample_rate, self._chunk_frames)
         offset, ttfa, frames, frame_ms = 0, None, 0, 1000.0 / self._codec.frame_rate
         reason, error = "cancelled", None
-        for kind, value in self.events():
+        for kind, value in self.events(streamer.frames_wanted):
             if kind == "frame":
                 frames += 1
                 out = streamer.push(value[None, 1:])  # channel 0 is text/control

@@ -19,6 +19,12 @@ from engine.config import StreamConfig
 MIN_RATE, MAX_RATE = 8000, 48000
 
 
+def check_rate(sample_rate: int) -> int:
+    if not MIN_RATE <= sample_rate <= MAX_RATE:
+        raise ValueError(f"sample_rate must be within {MIN_RATE}-{MAX_RATE} Hz, got {sample_rate}")
+    return sample_rate
+
+
 class ChunkDecoder:
     def __init__(self, codec: Codec, cfg: StreamConfig):
         self.codec = codec
@@ -97,14 +103,17 @@ class AudioStreamer:
     """Groups frames into chunks (a small first one), decodes and resamples them."""
 
     def __init__(self, codec: Codec, cfg: StreamConfig, sample_rate: int, chunk_frames: int | None = None):
-        if not MIN_RATE <= sample_rate <= MAX_RATE:
-            raise ValueError(f"sample_rate must be within {MIN_RATE}-{MAX_RATE} Hz, got {sample_rate}")
+        check_rate(sample_rate)
         self.decoder = ChunkDecoder(codec, cfg)
         self.resampler = StreamingResampler(codec.sample_rate, sample_rate)
         self.first = cfg.first_chunk_frames
         self.chunk = chunk_frames or cfg.chunk_frames
         self.pending: list[torch.Tensor] = []
         self.started = False
+
+    def frames_wanted(self) -> int:
+        """Frames still missing before the next chunk is due."""
+        return max(1, (self.chunk if self.started else self.first) - sum(len(c) for c in self.pending))
 
     def push(self, codes: torch.Tensor) -> torch.Tensor | None:
         """Add frames [n, codebooks]; returns a chunk when one is due."""

@@ -1,0 +1,190 @@
+"""Engine benchmark: time to first audio (cold vs warm voice) and batched throughput.
+
+    python -m engine.bench                 # table
+    python -m engine.bench --json          # one JSON object
+    python -m engine.bench --plot out.png  # also plot throughput against concurrency
+
+Every figure comes from one run on one machine, so compare ratios, not absolutes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from engine.config import EngineConfig, SamplingParams
+from engine.engine import Engine
+from engine.outputs import AudioChunk
+from engine.toy_model import make_toy_model
+
+TRANSCRIPT = (
+    "Stay close to the fire, friend. The wolves came down from the pass again last night, "
+    "and the captain says the road to Emberfall will not open before the thaw."
+)
+LINE = "Watch your step, the bridge is out past the mill."
+
+
+def reference_wave(seconds: float, sr: int = 24000) -> torch.Tensor:
+    """A pitched, syllable-paced harmonic signal standing in for a reference recording."""
+    t = torch.arange(int(seconds * sr)) / sr
+    pitch = 130 * (1 + 0.2 * torch.sin(2 * math.pi * 0.4 * t))
+    phase = torch.cumsum(2 * math.pi * pitch / sr, 0)
+    wave = sum(torch.sin(k * phase) / k for k in range(1, 12))
+    return 0.25 * wave * (0.5 + 0.5 * torch.sin(2 * math.pi * 3.5 * t).abs())
+
+
+def default_model_dir() -> Path:
+    path = Path.home() / ".cache" / "npc-voice" / "toy-model"
+    if not (path / "model.safetensors").exists():
+        make_toy_model(path, seed=0)
+    return path
+
+
+def ttfa_ms(engine: Engine, voice, seed: int, sample_rate: int) -> float:
+    stream = engine.submit(voice, LINE, SamplingParams(seed=seed, max_frames=12, ignore_eos=True),
+                           sample_rate=sample_rate)
+    first = None
+    for event in stream:
+        if first is None and isinstance(event, AudioChunk) and len(event.samples):
+            first = (time.perf_counter() - stream.submitted_at) * 1000
+    return first
+
+
+def run_concurrent(engine: Engine, voice, n: int, frames: int, audio: bool) -> dict:
+    """n streams at once; with audio, each consumer decodes and resamples its own chunks."""
+    params = [SamplingParams(seed=i, max_frames=frames, ignore_eos=True) for i in range(n)]
+    rates = [0.0] * n
+    start = time.perf_counter()
+    streams = [engine.submit(voice, f"{LINE} ({i})", params[i], sample_rate=48000) for i in range(n)]
+
+    def consume(i: int) -> None:
+        if not audio:
+            streams[i].wait_frames()
+            return
+        first = last = None
+        for event in streams[i]:
+            if isinstance(event, AudioChunk):
+                now = time.perf_counter()
+                first, last = first or now, now
+        # Audio seconds per wall second after the first chunk: > 1 keeps ahead of playback.
+        rates[i] = (frames / engine.codec.frame_rate) / max(last - first, 1e-9)
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    return {"frames_per_s": n * frames / elapsed, "slowest_realtime_x": min(rates) if audio else None}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ap.add_argument("--plot", type=Path, help="write a PNG of throughput and real-time factor against concurrency")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+
+    model_dir = args.model or default_model_dir()
+    ref_seconds, frames, reps = (2.0, 8, 1) if args.quick else (10.0, 100, 5)
+    levels = [1, 2, 4] if args.quick else [1, 2, 4, 8, 12, 16, 24, 32]
+    engine = Engine(model_dir, EngineConfig(num_threads=args.threads))
+    log = sys.stderr
+    try:
+        wave = reference_wave(ref_seconds)
+        voices = [engine.make_voice(wave, 24000, TRANSCRIPT, f"bench-{i}") for i in range(reps + 1)]
+        ttfa_ms(engine, voices[-1], 0, 48000)  # warm up kernels and allocator, not the cache under test
+        cold, warm = [], []
+        for i in tqdm(range(reps), desc="ttfa", file=log, disable=args.json):
+            cold.append(ttfa_ms(engine, voices[i], i, 48000))  # a voice never seen: full prefill
+            warm.append(ttfa_ms(engine, voices[i], i + 100, 48000))  # same voice again: prefix hit
+        voice = voices[0]
+        sweep = {}
+        for n in tqdm(levels, desc="concurrency", file=log, disable=args.json):
+            raw = run_concurrent(engine, voice, n, frames, audio=False)
+            full = run_concurrent(engine, voice, n, frames, audio=True)
+            sweep[n] = {"frames_per_s": raw["frames_per_s"], "audio_frames_per_s": full["frames_per_s"],
+                        "slowest_realtime_x": full["slowest_realtime_x"]}
+        stats = engine.stats()
+    finally:
+        engine.close()
+
+    cfg = engine.model_cfg
+    params = sum(p.numel() for p in engine.model.parameters())
+    realtime = [n for n, r in sweep.items() if r["slowest_realtime_x"] >= 1.0]
+    result = {
+        "model": str(model_dir),
+        "model_description": cfg.description or "(none)",
+        "model_params_m": round(params / 1e6, 2),
+        "frame_rate_hz": cfg.frame_rate,
+        "reference_seconds": ref_seconds,
+        "voice_prefix_frames": voice.num_frames,
+        "ttfa_cold_ms": round(statistics.median(cold), 1),
+        "ttfa_warm_ms": round(statistics.median(warm), 1),
+        "frames_per_s_1": round(sweep[1]["frames_per_s"], 1),
+        "frames_per_s_16": round(sweep[16]["frames_per_s"], 1) if 16 in sweep else None,
+        "realtime_streams": max(realtime) if realtime else 0,
+        "sweep": {str(n): {k: round(v, 2) for k, v in r.items()} for n, r in sweep.items()},
+        "prefix_hits": stats.prefix_hits,
+        "prefix_misses": stats.prefix_misses,
+        "threads": torch.get_num_threads(),
+        "device": str(engine.device),
+    }
+    result["warm_over_cold"] = round(result["ttfa_warm_ms"] / result["ttfa_cold_ms"], 3)
+    if result["frames_per_s_16"]:
+        result["batch16_speedup"] = round(result["frames_per_s_16"] / result["frames_per_s_1"], 2)
+    if args.plot:
+        plot(sweep, args.plot)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result, sweep)
+    return result
+
+
+def print_table(r: dict, sweep: dict) -> None:
+    print(f"model: {r['model']} ({r['model_params_m']} M params; {r['model_description']})")
+    print(f"voice prefix: {r['voice_prefix_frames']} frames from a {r['reference_seconds']:.0f} s reference; "
+          f"{r['threads']} threads on {r['device']}\n")
+    print(f"{'metric':<24}{'value':>12}")
+    for key in ("ttfa_cold_ms", "ttfa_warm_ms", "warm_over_cold", "frames_per_s_1", "frames_per_s_16",
+                "batch16_speedup", "realtime_streams"):
+        if r.get(key) is not None:
+            print(f"{key:<24}{r[key]:>12}")
+    print(f"\n{'streams':>8}{'frames/s':>12}{'with audio':>12}{'slowest x realtime':>20}")
+    for n, row in sweep.items():
+        print(f"{n:>8}{row['frames_per_s']:>12.1f}{row['audio_frames_per_s']:>12.1f}{row['slowest_realtime_x']:>20.2f}")
+
+
+def plot(sweep: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = list(sweep)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ns, [sweep[n]["frames_per_s"] for n in ns], "o-", label="frames only")
+    a.plot(ns, [sweep[n]["audio_frames_per_s"] for n in ns], "s-", label="with audio decode")
+    a.set(xlabel="concurrent streams", ylabel="aggregate frames / s", title="Throughput")
+    a.legend()
+    b.plot(ns, [sweep[n]["slowest_realtime_x"] for n in ns], "o-")
+    b.axhline(1.0, color="red", linestyle="--", label="real time")
+    b.set(xlabel="concurrent streams", ylabel="slowest stream, x real time", title="Real-time headroom")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""The engine end to end, on a real checkpoint, in its own thread."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from engine.config import SamplingParams
+from engine.engine import EngineOverloaded
+from engine.outputs import AudioChunk, Finished, TimingMark
+from engine.toy_model import make_toy_model
+from tests.conftest import make_engine, speech_like
+
+TEXT = "Over here! The bridge is out, take the ford."
+
+
+def fixed(seed: int, frames: int = 24, **kw) -> SamplingParams:
+    return SamplingParams(seed=seed, max_frames=frames, ignore_eos=True, temperature=1.0, top_k=50, **kw)
+
+
+def run_all(streams) -> list[torch.Tensor]:
+    """Read every stream from its own thread, as concurrent clients would."""
+    out = [None] * len(streams)
+
+    def read(i):
+        out[i] = streams[i].wait_frames()
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(streams))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def wait_idle(engine, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = engine.stats()
+        if s.running == 0 and s.waiting == 0:
+            return s
+        time.sleep(0.01)
+    raise AssertionError(f"engine still busy: {engine.stats()}")
+
+
+def test_same_seed_same_frames_with_prefix_miss_hit_alone_and_batched(model_dir, voice):
+    params = fixed(seed=1234, repetition_penalty=1.3)
+    with make_engine(model_dir) as cold:
+        miss = cold.submit(voice, TEXT, params).wait_frames()
+        assert cold.stats().cached_frames == 0
+    with make_engine(model_dir) as eng:
+        assert eng.warm_voice(voice) is False
+        hit_stream = eng.submit(voice, TEXT, params)
+        hit = hit_stream.wait_frames()
+        assert hit_stream.cached_frames == voice.num_frames
+        others = [eng.submit(voice, f"Line number {i}, spoken at once.", fixed(seed=i)) for i in range(15)]
+        target = eng.submit(voice, TEXT, params)
+        frames = run_all(others + [target])
+        assert eng.stats().decode_frames > 0
+    assert len(miss) == 24
+    assert torch.equal(miss, hit)
+    assert torch.equal(miss, frames[-1])
+    assert not torch.equal(frames[0], frames[1])  # different seeds really differ
+
+
+def test_second_utterance_prefills_only_its_new_text(engine, voice):
+    first = engine.submit(voice, "First line.", fixed(seed=1, frames=4))
+    first.wait_frames()
+    s1 = engine.stats()
+    assert s1.prefill_frames >= voice.num_frames and s1.cached_frames == 0
+    text = "A second, different line."
+    second = engine.submit(voice, text, fixed(seed=2, frames=4))
+    second.wait_frames()
+    s2 = engine.stats()
+    new_frames = len(engine.tokenizer.encode(text)) + 1  # text plus the speech-start marker
+    assert s2.cached_frames - s1.cached_frames == voice.num_frames
+    assert s2.prefill_frames - s1.prefill_frames == new_frames
+    assert second.cached_frames == voice.num_frames
+    assert s2.prefix_hits > s1.prefix_hits
+
+
+def test_cancel_stops_at_the_next_step_and_returns_blocks(engine, voice):
+    start_free = engine.stats().free_blocks
+    stream = engine.submit(voice, TEXT, fixed(seed=5, frames=400))
+    events = iter(stream)
+    first = next(events)
+    assert isinstance(first, AudioChunk)
+    stream.cancel()
+    rest = list(events)
+    assert rest == [] or (len(rest) == 1 and isinstance(rest[0], Finished))
+    s = wait_idle(engine)
+    assert stream.seq.num_generated < 400
+    frozen = stream.seq.num_generated
+    time.sleep(0.2)
+    assert stream.seq.num_generated == frozen  # nothing generated after the cancel landed
+    assert s.free_blocks == start_free
+
+
+def test_pool_returns_to_its_start_after_200_utterances_and_50_cancels(engine, voice):
+    start_free = engine.stats().free_blocks
+    for i in range(200):
+        frames = engine.submit(voice, f"Utterance {i}.", fixed(seed=i, frames=3)).wait_frames()
+        assert len(frames) == 3
+    for i in range(50):
+        stream = engine.submit(voice, f"Cancelled {i}, a longer line that would run on.", fixed(seed=i, frames=300))
+        for kind, _ in stream.events():
+            if kind == "frame":
+                break
+        stream.cancel()
+    s = wait_idle(engine)
+    assert s.free_blocks == start_free == s.num_blocks
+    assert s.prefix_hits >= 249  # every utterance after the first reused the voice
+
+
+def test_memory_pressure_preempts_and_every_stream_still_matches(model_dir, voice):
+    prompts = [(f"Pressure line {i}.", fixed(seed=100 + i, frames=40)) for i in range(8)]
+    with make_engine(model_dir, num_blocks=512) as roomy:
+        expected = run_all([roomy.submit(voice, t, p) for t, p in prompts])
+        assert roomy.stats().preemptions == 0
+    # 8 streams each needing ~8 blocks at the end, in a pool of 24.
+    with make_engine(model_dir, num_blocks=24) as tight:
+        got = run_all([tight.submit(voice, t, p) for t, p in prompts])
+        s = wait_idle(tight)
+        assert s.preemptions > 0
+        assert s.free_blocks == 24
+    for e, g in zip(expected, got):
+        assert torch.equal(e, g)
+
+
+def test_a_slow_reader_pauses_only_its_own_stream(model_dir, voice):
+    with make_engine(model_dir, max_buffered_frames=6) as eng:
+        slow = eng.submit(voice, TEXT, fixed(seed=1, frames=200))
+        fast = eng.submit(voice, TEXT, fixed(seed=2, frames=60))
+        assert len(fast.wait_frames()) == 60
+        assert slow.seq.num_generated <= 6 + 1  # paused at its buffer limit
+        assert len(slow.wait_frames()) == 200  # and resumes when read
+
+
+def test_consumer_that_walks_away_frees_its_work(engine, voice):
+    start_free = engine.stats().free_blocks
+    stream = engine.submit(voice, TEXT, fixed(seed=3, frames=500))
+    for event in stream:
+        if isinstance(event, AudioChunk):
+            break  # the generator is closed here, as when a client disconnects
+    del event
+    stream_events = stream.events()
+    del stream_events
+    s = wait_idle(engine)
+    assert s.free_blocks == start_free
+    assert stream.seq.num_generated < 500
+
+
+def test_audio_chunks_add_up_at_the_requested_rate(engine, voice):
+    events = list(engine.submit(voice, TEXT, fixed(seed=9, frames=20), sample_rate=16000))
+    chunks = [e for e in events if isinstance(e, AudioChunk)]
+    done = events[-1]
+    assert isinstance(done, Finished) and done.reason == "length" and done.frames == 20
+    offset = 0
+    for c in chunks:
+        assert c.offset == offset and c.sample_rate == 16000
+        offset += len(c.samples)
+    assert chunks[-1].is_last and not any(c.is_last for c in chunks[:-1])
+    assert offset == 20 * engine.codec.samples_per_frame * 16000 // 24000
+    assert abs(done.audio_seconds - 20 / 25) < 1e-6 and done.ttfa_ms > 0
+    assert len(chunks[0].pcm16()) == 2 * len(chunks[0].samples)
+    assert not any(isinstance(e, TimingMark) for e in events)  # this model has no timings
+
+
+def test_eos_or_the_length_guard_ends_every_utterance(engine, voice):
+    ids = engine.tokenizer.encode("Yes!")
+    guard = int(len(ids) * engine.model_cfg.max_frames_per_text_token) + engine.model_cfg.min_frames_guard
+    for seed in range(6):
+        stream = engine.submit(voice, "Yes!", SamplingParams(seed=seed, temperature=1.0))
+        frames = stream.wait_frames()
+        assert stream.finished.reason in ("eos", "length")
+        assert len(frames) <= guard
+        assert not (frames[:, 0] == engine.model_cfg.eos).any()
+
+
+def test_timing_marks_from_a_model_with_an_advance_token(tmp_path, voice):
+    model = make_toy_model(tmp_path / "m", seed=1, dim=64, n_layers=1, n_heads=2, n_kv_heads=1,
+                           ffn_dim=128, advance=4)
+    with make_engine(model) as eng:
+        params = SamplingParams(seed=0, max_frames=80, ignore_eos=True, temperature=3.0)
+        events = list(eng.submit(voice, TEXT, params))
+        marks = [e for e in events if isinstance(e, TimingMark)]
+        frames = eng.submit(voice, TEXT, params).wait_frames()
+    advances = int((frames[1:, 0] == 4).sum())
+    assert len(marks) == advances + 1 and marks[0].start_ms == 0.0
+    assert [m.text_index for m in marks] == list(range(len(marks)))
+    assert all(a.start_ms < b.start_ms for a, b in zip(marks, marks[1:]))
+
+
+def test_bad_requests_fail_clearly_and_leave_the_engine_serving(engine, voice):
+    with pytest.raises(ValueError, match="empty"):
+        engine.submit(voice, "   ")
+    with pytest.raises(ValueError, match="8000-48000"):
+        engine.submit(voice, TEXT, sample_rate=96000)
+    with pytest.raises(ValueError, match="top_p"):
+        engine.submit(voice, TEXT, SamplingParams(top_p=0))
+    with pytest.raises(ValueError, match="max_positions"):
+        engine.submit(voice, "x" * 5000)
+    assert len(engine.submit(voice, TEXT, fixed(seed=1, frames=5)).wait_frames()) == 5
+
+
+def test_a_full_queue_is_refused_with_a_retry_hint(model_dir, voice):
+    with make_engine(model_dir, max_waiting=2, max_running=1) as eng:
+        streams, refused = [], None
+        for i in range(20):
+            try:
+                streams.append(eng.submit(voice, TEXT, fixed(seed=i, frames=50)))
+            except EngineOverloaded as exc:
+                refused = exc
+                break
+        assert refused is not None and refused.retry_after_s > 0
+        for s in streams:
+            s.cancel()
+
+
+def test_warm_voice_pins_the_prefix(engine, voice):
+    assert engine.is_cached(voice) is False
+    assert engine.warm_voice(voice) is False
+    assert engine.is_cached(voice) and engine.warm_voice(voice) is True
+    s = engine.stats()
+    assert s.pinned_voices == 1 and s.pinned_blocks == -(-voice.num_frames // 16)
+    stream = engine.submit(voice, TEXT, fixed(seed=1, frames=2))
+    stream.wait_frames()
+    assert stream.cached_frames == voice.num_frames
+    engine.unpin_voice(voice)
+    s = wait_idle(engine)
+    assert s.pinned_blocks == 0 and s.free_blocks == s.num_blocks
+
+
+def test_voice_prompt_survives_serialisation(engine, voice):
+    from engine.voice import VoicePrompt
+
+    again = VoicePrompt.from_bytes(voice.to_bytes())
+    assert torch.equal(again.frames, voice.frames) and again.key == voice.key
+    assert again.voice_hash == voice.voice_hash
+
+
+def test_stereo_reference_at_another_rate_is_accepted(engine):
+    wave = speech_like(3.0, sr=44100)
+    stereo = torch.stack([wave, wave * 0.5])
+    v = engine.make_voice(stereo, 44100, "Hello there.", "stereo")
+    assert v.num_frames == 1 + len("Hello there.") + 75
