@@ -129,8 +129,10 @@ class Engine:
         if max_frames < 1:
             raise ValueError(f"prompt of {len(prompt)} frames leaves no room under max_positions {cfg.max_positions}")
         need = -(-(len(prompt) + max_frames) // self.blocks.block_size)
-        if need > self.blocks.num_blocks:
-            raise ValueError(f"utterance needs {need} KV blocks but the pool has {self.blocks.num_blocks}")
+        usable = int(self.blocks.num_blocks * (1 - self.config.cache.max_pinned_fraction))
+        if need > usable:  # could never finish, even alone, with the pins at their limit
+            raise ValueError(f"utterance needs {need} KV blocks; at most {usable} of the pool's "
+                             f"{self.blocks.num_blocks} are guaranteed to one stream")
         sched = self.config.scheduler
         with self._cv:
             if self._inflight >= sched.max_running + sched.max_waiting:
@@ -142,11 +144,12 @@ class Engine:
         seq = Sequence(prompt, voice.num_frames, voice.key, sampling, max_frames, seed)
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(seq, outbox, self.codec, self.config.stream,
-                                 sample_rate, chunk_frames, lambda: self.cancel(seq))
+                                 sample_rate, chunk_frames, lambda: self._cancel(seq))
         self._post(lambda: self._admit(seq, outbox))
         return stream
 
-    def cancel(self, seq: Sequence) -> None:
+    def _cancel(self, seq: Sequence) -> None:
+        """Called by UtteranceStream.cancel(), from any thread."""
         seq.cancelled.set()
         self._post(lambda: self._finish(seq, "cancelled"))
 

@@ -1,8 +1,8 @@
 """Per-row sampling of a frame from per-channel logits.
 
-Filters (temperature, repetition penalty, top-k, top-p) are batched; the draw is
-per row with that request's own generator, which is what makes a seed give the
-same frames alone or in a batch of 16.
+Each row is filtered (repetition penalty, temperature, top-k, top-p) and drawn
+with that request's own generator, which is what makes a seed give the same
+frames alone or in a batch of 16.
 """
 from __future__ import annotations
 
