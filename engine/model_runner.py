@@ -29,10 +29,6 @@ class ModelRunner:
         self.k_buf = self.v_buf = torch.empty(0, device=device, dtype=dtype)
         self.pad_frame = torch.tensor([cfg.text_pad] + [cfg.audio_pad] * cfg.num_codebooks, dtype=torch.long)
 
-    @property
-    def pool_bytes(self) -> int:
-        return 2 * self.k_cache.numel() * self.k_cache.element_size()
-
     def copy_rows(self, src: int, dst: int, n: int) -> None:
         self.k_cache[:, dst, :n] = self.k_cache[:, src, :n]
         self.v_cache[:, dst, :n] = self.v_cache[:, src, :n]

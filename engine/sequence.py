@@ -85,9 +85,3 @@ class Sequence:
 
     def generated(self, start: int = 0) -> torch.Tensor:
         return self._buf[self.prompt_len + start : self.length]
-
-    def block_bytes(self, index: int, block_size: int, upto: int | None = None) -> bytes:
-        """Raw ids of block `index` (optionally only its first `upto` frames), for hashing."""
-        lo = index * block_size
-        hi = min(lo + (upto if upto is not None else block_size), self.length)
-        return self._buf[lo:hi].numpy().tobytes()
