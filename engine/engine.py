@@ -135,6 +135,8 @@ class Engine:
                              f"{self.blocks.num_blocks} are guaranteed to one stream")
         sched = self.config.scheduler
         with self._cv:
+            if self._stop:
+                raise RuntimeError("engine is closed")
             if self._inflight >= sched.max_running + sched.max_waiting:
                 raise EngineOverloaded(
                     f"{self._inflight} utterances in flight (limit {sched.max_running} running + "
@@ -225,9 +227,14 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._cv:
-                if self._stop:
-                    return
+                stop = self._stop
                 commands, self._commands = list(self._commands), deque()
+            if stop:
+                for command in commands:  # admit late submissions so they are told, not lost
+                    command()
+                for seq in list(self.scheduler.running) + list(self.scheduler.waiting):
+                    self._finish(seq, "error", "engine closed")
+                return
             for command in commands:
                 command()
             batch = self.scheduler.schedule(self._ready)

@@ -243,3 +243,18 @@ def test_stereo_reference_at_another_rate_is_accepted(engine):
     stereo = torch.stack([wave, wave * 0.5])
     v = engine.make_voice(stereo, 44100, "Hello there.", "stereo")
     assert v.num_frames == 1 + len("Hello there.") + 75
+
+
+def test_closing_the_engine_ends_every_open_stream(model_dir, voice):
+    eng = make_engine(model_dir)
+    streams = [eng.submit(voice, TEXT, fixed(seed=i, frames=500)) for i in range(3)]
+    deadline = time.time() + 10
+    while streams[0].seq.num_generated == 0 and time.time() < deadline:
+        time.sleep(0.01)
+    eng.close()
+    for s in streams:
+        s.wait_frames()
+        assert s.finished.reason == "error" and "closed" in s.finished.error
+        assert s.seq.num_generated < 500
+    with pytest.raises(RuntimeError, match="closed"):
+        eng.submit(voice, TEXT)
