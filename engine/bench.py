@@ -32,13 +32,14 @@ TRANSCRIPT = (
 LINE = "Watch your step, the bridge is out past the mill."
 
 
-def reference_wave(seconds: float, sr: int = 24000) -> torch.Tensor:
-    """A pitched, syllable-paced harmonic signal standing in for a reference recording."""
+def reference_wave(seconds: float, sr: int = 24000, f0: float = 130.0, glide: float = 0.2,
+                   glide_hz: float = 0.4, syllable_hz: float = 3.5, floor: float = 0.5) -> torch.Tensor:
+    """A gliding, syllable-paced harmonic signal standing in for a reference recording."""
     t = torch.arange(int(seconds * sr)) / sr
-    pitch = 130 * (1 + 0.2 * torch.sin(2 * math.pi * 0.4 * t))
+    pitch = f0 * (1 + glide * torch.sin(2 * math.pi * glide_hz * t))
     phase = torch.cumsum(2 * math.pi * pitch / sr, 0)
     wave = sum(torch.sin(k * phase) / k for k in range(1, 12))
-    return 0.25 * wave * (0.5 + 0.5 * torch.sin(2 * math.pi * 3.5 * t).abs())
+    return 0.25 * wave * (floor + (1 - floor) * torch.sin(2 * math.pi * syllable_hz * t).abs())
 
 
 def default_model_dir() -> Path:

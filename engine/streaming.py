@@ -111,17 +111,17 @@ class AudioStreamer:
         self.pending: list[torch.Tensor] = []
         self.started = False
 
+    def _missing(self) -> int:
+        """Frames still missing before the next chunk is due (<= 0: due now)."""
+        return (self.chunk if self.started else self.first) - sum(len(c) for c in self.pending)
+
     def frames_wanted(self) -> int:
-        """Frames still missing before the next chunk is due."""
-        return max(1, (self.chunk if self.started else self.first) - sum(len(c) for c in self.pending))
+        return max(1, self._missing())
 
     def push(self, codes: torch.Tensor) -> torch.Tensor | None:
         """Add frames [n, codebooks]; returns a chunk when one is due."""
         self.pending.append(codes)
-        n = sum(len(c) for c in self.pending)
-        if n < (self.chunk if self.started else self.first):
-            return None
-        return self._decode()
+        return self._decode() if self._missing() <= 0 else None
 
     def _decode(self) -> torch.Tensor:
         codes = torch.cat(self.pending)

@@ -1,11 +1,10 @@
 """Shared fixtures: a real checkpoint on disk (seeded random weights) and real engines."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
+from engine.bench import reference_wave
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.engine import Engine
 from engine.toy_model import make_toy_model
@@ -19,13 +18,9 @@ def model_dir(tmp_path_factory):
     return make_toy_model(tmp_path_factory.mktemp("toy"), seed=0, **SMALL)
 
 
-def speech_like(seconds: float, sr: int = 24000, f0: float = 140.0) -> torch.Tensor:
+def speech_like(seconds: float, sr: int = 24000) -> torch.Tensor:
     """A gliding harmonic tone with a syllable-rate envelope: voiced, pitched, real audio."""
-    t = torch.arange(int(seconds * sr)) / sr
-    pitch = f0 * (1 + 0.15 * torch.sin(2 * math.pi * 0.7 * t))
-    phase = torch.cumsum(2 * math.pi * pitch / sr, 0)
-    wave = sum(torch.sin(k * phase) / k for k in range(1, 12))
-    return 0.25 * wave * (0.6 + 0.4 * torch.sin(2 * math.pi * 4 * t).abs())
+    return reference_wave(seconds, sr, f0=140.0, glide=0.15, glide_hz=0.7, syllable_hz=4.0, floor=0.6)
 
 
 def make_engine(model_dir, num_blocks: int | None = 512, **sched) -> Engine:
