@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import threading
@@ -23,30 +22,13 @@ from tqdm import tqdm
 from engine.config import EngineConfig, SamplingParams
 from engine.engine import Engine
 from engine.outputs import AudioChunk
-from engine.toy_model import make_toy_model
+from engine.toy_model import default_model_dir, reference_wave
 
 TRANSCRIPT = (
     "Stay close to the fire, friend. The wolves came down from the pass again last night, "
     "and the captain says the road to Emberfall will not open before the thaw."
 )
 LINE = "Watch your step, the bridge is out past the mill."
-
-
-def reference_wave(seconds: float, sr: int = 24000, f0: float = 130.0, glide: float = 0.2,
-                   glide_hz: float = 0.4, syllable_hz: float = 3.5, floor: float = 0.5) -> torch.Tensor:
-    """A gliding, syllable-paced harmonic signal standing in for a reference recording."""
-    t = torch.arange(int(seconds * sr)) / sr
-    pitch = f0 * (1 + glide * torch.sin(2 * math.pi * glide_hz * t))
-    phase = torch.cumsum(2 * math.pi * pitch / sr, 0)
-    wave = sum(torch.sin(k * phase) / k for k in range(1, 12))
-    return 0.25 * wave * (floor + (1 - floor) * torch.sin(2 * math.pi * syllable_hz * t).abs())
-
-
-def default_model_dir() -> Path:
-    path = Path.home() / ".cache" / "npc-voice" / "toy-model"
-    if not (path / "model.safetensors").exists():
-        make_toy_model(path, seed=0)
-    return path
 
 
 def ttfa_ms(engine: Engine, voice, seed: int, sample_rate: int) -> float:

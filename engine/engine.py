@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import random
 import threading
-import time
 from collections import OrderedDict, deque
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -98,8 +97,20 @@ class Engine:
         self._thread.start()
 
     # ---- public API (any thread) -------------------------------------------
-    def make_voice(self, wave: torch.Tensor, sample_rate: int, transcript: str, voice_id: str) -> VoicePrompt:
-        """Tokenise a reference recording once: its transcript and its audio codes."""
+    @property
+    def has_timings(self) -> bool:
+        """Whether this model emits timing marks (it has an "advance" token)."""
+        return self.model_cfg.advance is not None
+
+    @property
+    def sample_rate(self) -> int:
+        """The codec's native rate; `submit` resamples to any rate in 8000-48000 Hz."""
+        return self.codec.sample_rate
+
+    def make_voice(self, wave, sample_rate: int, transcript: str, voice_id: str) -> VoicePrompt:
+        """Tokenise a reference recording once: its transcript and its audio codes.
+
+        `wave` is mono or [channels, samples], float in [-1, 1], a numpy array or a tensor."""
         import torchaudio.functional as AF
 
         wave = torch.as_tensor(wave, dtype=torch.float32)
@@ -119,7 +130,7 @@ class Engine:
         sampling = sampling or SamplingParams()
         sampling.validate()
         sample_rate = check_rate(sample_rate or self.codec.sample_rate)
-        ids = self.tokenizer.encode(text)
+        ids, spans = self.tokenizer.encode_spans(text)
         if not ids:
             raise ValueError("text to speak is empty")
         prompt = utterance_prompt(self.model_cfg, voice, ids)
@@ -146,7 +157,7 @@ class Engine:
         seq = Sequence(prompt, voice.num_frames, voice.key, sampling, max_frames, seed)
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(seq, outbox, self.codec, self.config.stream,
-                                 sample_rate, chunk_frames, lambda: self._cancel(seq))
+                                 sample_rate, chunk_frames, lambda: self._cancel(seq), spans)
         self._post(lambda: self._admit(seq, outbox))
         return stream
 
@@ -288,7 +299,9 @@ class Engine:
         seq.append(frame)
         outbox = self._outboxes[seq.seq_id]
         outbox.put("frame", frame)
-        if cfg.advance is not None and (seq.num_generated == 1 or int(frame[0]) == cfg.advance):
+        # The pointer only moves forward and never past the last text unit.
+        units = seq.prompt_len - seq.prefix_len - 1  # the text, without speech_start
+        if cfg.advance is not None and seq.marks < units and (seq.num_generated == 1 or int(frame[0]) == cfg.advance):
             outbox.put("mark", (seq.marks, seq.num_generated - 1))
             seq.marks += 1
         if seq.num_generated >= seq.max_frames:

@@ -36,10 +36,14 @@ class AudioChunk:
 
 @dataclass(frozen=True)
 class TimingMark:
-    """The model moved on to text unit `text_index` at `start_ms` into the utterance."""
+    """The model moved on to text unit `text_index` at `start_ms` into the utterance.
+
+    `char_start`/`char_end` locate that unit in the text passed to `submit`."""
 
     text_index: int
     start_ms: float
+    char_start: int
+    char_end: int
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,10 @@ class UtteranceStream:
     """Iterate for AudioChunk and TimingMark events, ending with one Finished."""
 
     def __init__(self, seq, outbox: Outbox, codec: Codec, stream_cfg: StreamConfig,
-                 sample_rate: int, chunk_frames: int | None, cancel: Callable[[], None]):
+                 sample_rate: int, chunk_frames: int | None, cancel: Callable[[], None],
+                 spans: list[tuple[int, int]]):
         self.seq = seq
+        self.spans = spans  # character span of each text unit, for timing marks
         self._outbox = outbox
         self._codec = codec
         self._stream_cfg = stream_cfg
@@ -145,7 +151,7 @@ class UtteranceStream:
                     yield AudioChunk(out.numpy().astype(np.float32), offset, self.sample_rate, False)
                     offset += len(out)
             elif kind == "mark":
-                yield TimingMark(value[0], value[1] * frame_ms)
+                yield TimingMark(value[0], value[1] * frame_ms, *self.spans[value[0]])
             else:
                 reason, error = value
                 if reason != "cancelled":

@@ -7,9 +7,11 @@ trained default model arrives with issue 4.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.config import ModelConfig
@@ -29,6 +31,24 @@ def make_toy_model(model_dir: str | Path, seed: int = 0, **overrides) -> Path:
                 p.normal_(0.0, 0.02 if p.ndim == 2 and "embeds" not in name else 0.5)
     save_model(model, model_dir)
     return Path(model_dir)
+
+
+def default_model_dir() -> Path:
+    """The toy model in the user's cache, written on first use (until a trained model ships)."""
+    path = Path.home() / ".cache" / "npc-voice" / "toy-model"
+    if not (path / "model.safetensors").exists():
+        make_toy_model(path, seed=0)
+    return path
+
+
+def reference_wave(seconds: float, sr: int = 24000, f0: float = 130.0, glide: float = 0.2,
+                   glide_hz: float = 0.4, syllable_hz: float = 3.5, floor: float = 0.5) -> np.ndarray:
+    """A gliding, syllable-paced harmonic signal standing in for a reference recording."""
+    t = np.arange(int(seconds * sr)) / sr
+    pitch = f0 * (1 + glide * np.sin(2 * math.pi * glide_hz * t))
+    phase = np.cumsum(2 * math.pi * pitch / sr)
+    wave = sum(np.sin(k * phase) / k for k in range(1, 12))
+    return (0.25 * wave * (floor + (1 - floor) * np.abs(np.sin(2 * math.pi * syllable_hz * t)))).astype(np.float32)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.bench import reference_wave
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.engine import Engine
-from engine.toy_model import make_toy_model
+from engine.toy_model import make_toy_model, reference_wave
 
 # A smaller toy than the benchmark's keeps the suite quick on 2 cores.
 SMALL = dict(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=256)
@@ -20,7 +19,7 @@ def model_dir(tmp_path_factory):
 
 def speech_like(seconds: float, sr: int = 24000) -> torch.Tensor:
     """A gliding harmonic tone with a syllable-rate envelope: voiced, pitched, real audio."""
-    return reference_wave(seconds, sr, f0=140.0, glide=0.15, glide_hz=0.7, syllable_hz=4.0, floor=0.6)
+    return torch.from_numpy(reference_wave(seconds, sr, f0=140.0, glide=0.15, glide_hz=0.7, syllable_hz=4.0, floor=0.6))
 
 
 def make_engine(model_dir, num_blocks: int | None = 512, **sched) -> Engine:

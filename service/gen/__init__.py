@@ -1,0 +1,1 @@
+"""Code generated from protos/ by `python -m service.protogen`. Do not edit."""
