@@ -103,6 +103,11 @@ class Engine:
         return self.model_cfg.advance is not None
 
     @property
+    def frame_rate(self) -> float:
+        """Generated frames per second of audio."""
+        return self.codec.frame_rate
+
+    @property
     def sample_rate(self) -> int:
         """The codec's native rate; `submit` resamples to any rate in 8000-48000 Hz."""
         return self.codec.sample_rate
@@ -121,8 +126,12 @@ class Engine:
         if not ids:
             raise ValueError("the reference transcript is empty")
         codes = self.codec.encode(wave)
-        key = f"{self.model_cfg.codec}|{self.model_cfg.tokenizer}|{voice_id}".encode()
-        return VoicePrompt(voice_prefix(self.model_cfg, ids, codes), key)
+        return VoicePrompt(voice_prefix(self.model_cfg, ids, codes), self.voice_key(voice_id))
+
+    def voice_key(self, voice_id: str) -> bytes:
+        """The conditioning key `make_voice` gives a voice; a stored prompt with another key
+        was tokenised for a different codec or front end and must be made again."""
+        return f"{self.model_cfg.codec}|{self.model_cfg.tokenizer}|{voice_id}".encode()
 
     def submit(self, voice: VoicePrompt, text: str, sampling: SamplingParams | None = None,
                sample_rate: int | None = None, chunk_frames: int | None = None) -> UtteranceStream:

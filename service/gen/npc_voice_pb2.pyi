@@ -210,14 +210,8 @@ class CancelDone(_message.Message):
     turn_id: str
     def __init__(self, turn_id: _Optional[str] = ...) -> None: ...
 
-class TurnDone(_message.Message):
-    __slots__ = ("turn_id",)
-    TURN_ID_FIELD_NUMBER: _ClassVar[int]
-    turn_id: str
-    def __init__(self, turn_id: _Optional[str] = ...) -> None: ...
-
 class ConverseResponse(_message.Message):
-    __slots__ = ("started", "audio", "mark", "utterance_started", "utterance_done", "flush_done", "cancel_done", "turn_done")
+    __slots__ = ("started", "audio", "mark", "utterance_started", "utterance_done", "flush_done", "cancel_done")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     MARK_FIELD_NUMBER: _ClassVar[int]
@@ -225,7 +219,6 @@ class ConverseResponse(_message.Message):
     UTTERANCE_DONE_FIELD_NUMBER: _ClassVar[int]
     FLUSH_DONE_FIELD_NUMBER: _ClassVar[int]
     CANCEL_DONE_FIELD_NUMBER: _ClassVar[int]
-    TURN_DONE_FIELD_NUMBER: _ClassVar[int]
     started: SessionStarted
     audio: AudioChunk
     mark: TimingMark
@@ -233,8 +226,7 @@ class ConverseResponse(_message.Message):
     utterance_done: UtteranceDone
     flush_done: FlushDone
     cancel_done: CancelDone
-    turn_done: TurnDone
-    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., mark: _Optional[_Union[TimingMark, _Mapping]] = ..., utterance_started: _Optional[_Union[UtteranceStarted, _Mapping]] = ..., utterance_done: _Optional[_Union[UtteranceDone, _Mapping]] = ..., flush_done: _Optional[_Union[FlushDone, _Mapping]] = ..., cancel_done: _Optional[_Union[CancelDone, _Mapping]] = ..., turn_done: _Optional[_Union[TurnDone, _Mapping]] = ...) -> None: ...
+    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., mark: _Optional[_Union[TimingMark, _Mapping]] = ..., utterance_started: _Optional[_Union[UtteranceStarted, _Mapping]] = ..., utterance_done: _Optional[_Union[UtteranceDone, _Mapping]] = ..., flush_done: _Optional[_Union[FlushDone, _Mapping]] = ..., cancel_done: _Optional[_Union[CancelDone, _Mapping]] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
     __slots__ = ("voice_id", "text", "sample_rate_hz", "encoding", "chunk_ms", "sampling", "language")

@@ -1,0 +1,148 @@
+"""Command line: run the server, speak a line into a WAV file, manage voices.
+
+    python -m service serve [--port 50051] [--voices-dir voices]
+    python -m service say "Over here! The bridge is out." --voice guard --out line.wav
+    python -m service voices list | add ID REF.wav "transcript" | rm ID | warm ID
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from service.gen import npc_voice_pb2 as pb
+from service.gen import npc_voice_pb2_grpc as pb_grpc
+
+
+def serve(args: argparse.Namespace) -> None:
+    from engine import CacheConfig, Engine, EngineConfig
+    from engine.toy_model import default_model_dir
+    from service.server import ServiceConfig, start_server
+
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    engine = Engine(model_dir, EngineConfig(cache=CacheConfig(memory_budget_mb=args.kv_cache_mb)))
+    if not args.model:
+        logging.warning("no trained model ships yet (issue 4): serving the random-weight toy model from %s. "
+                        "Its audio is noise-like and carries no words.", model_dir)
+    config = ServiceConfig(host=args.host, port=args.port, voices_dir=Path(args.voices_dir),
+                           lexicon_path=Path(args.lexicon) if args.lexicon else None,
+                           max_sessions=args.max_sessions, demo_voices=not args.no_demo_voices)
+
+    async def run() -> None:
+        server, port, _ = await start_server(engine, config)
+        print(f"npc-voice serving on {args.host}:{port} (Ctrl-C stops)", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop(grace=5.0)  # running streams get 5 s to finish
+
+    try:
+        asyncio.run(run())
+    finally:
+        engine.close()
+
+
+def say(args: argparse.Namespace) -> None:
+    """Stream a line through a Converse session, word by word like an LLM, into a WAV file."""
+    from service.audio_input import encode_wav
+    import numpy as np
+
+    words = args.text.split(" ")
+
+    def requests():
+        yield pb.ConverseRequest(config=pb.SessionConfig(voice_id=args.voice, sample_rate_hz=args.rate))
+        for i, word in enumerate(words):
+            yield pb.ConverseRequest(text=pb.TextFragment(text=word + (" " if i < len(words) - 1 else "")))
+        yield pb.ConverseRequest(close=pb.Close())
+
+    pcm, first, start = [], None, time.perf_counter()
+    with grpc.insecure_channel(args.server) as channel:
+        stub = pb_grpc.NpcVoiceStub(channel)
+        try:
+            for resp in stub.Converse(requests()):
+                kind = resp.WhichOneof("kind")
+                if kind == "audio":
+                    first = first or time.perf_counter()
+                    pcm.append(resp.audio.audio)
+                elif kind == "utterance_done":
+                    d = resp.utterance_done
+                    print(f"  utterance {d.utterance_id}: {d.audio_seconds:.2f} s audio, "
+                          f"rtf {d.real_time_factor:.2f}, {d.text!r}")
+        except grpc.RpcError as exc:
+            sys.exit(f"error: {exc.code().name}: {exc.details()}")
+    samples = np.frombuffer(b"".join(pcm), dtype="<i2").astype(np.float32) / 32767
+    Path(args.out).write_bytes(encode_wav(samples, args.rate))
+    ttfa = (first - start) * 1000 if first else float("nan")
+    print(f"time to first audio {ttfa:.0f} ms; wrote {len(samples) / args.rate:.2f} s to {args.out}")
+
+
+def voices(args: argparse.Namespace) -> None:
+    with grpc.insecure_channel(args.server) as channel:
+        stub = pb_grpc.NpcVoiceStub(channel)
+        try:
+            if args.action == "list":
+                resp = stub.ListVoices(pb.ListVoicesRequest())
+                for v in resp.voices:
+                    print(f"{v.voice_id:16} {v.display_name:20} {v.reference_seconds:5.1f} s  "
+                          f"{'cached' if v.cached else '      '}  {'demo' if v.demo else ''}")
+                for b in resp.broken:
+                    print(f"{b.voice_id:16} BROKEN: {b.error}")
+            elif args.action == "add":
+                v = stub.RegisterVoice(pb.RegisterVoiceRequest(
+                    voice_id=args.voice_id, reference_wav=Path(args.wav).read_bytes(), transcript=args.transcript,
+                    display_name=args.name or "", overwrite=args.overwrite))
+                print(f"registered {v.voice_id}: {v.reference_seconds:.1f} s reference, {v.prompt_frames} prompt frames")
+            elif args.action == "rm":
+                stub.DeleteVoice(pb.DeleteVoiceRequest(voice_id=args.voice_id))
+                print(f"deleted {args.voice_id}")
+            elif args.action == "warm":
+                r = stub.WarmVoice(pb.WarmVoiceRequest(voice_id=args.voice_id))
+                print(f"{args.voice_id}: {'already cached' if r.was_cached else 'prefilled'} in {r.elapsed_ms:.0f} ms")
+        except grpc.RpcError as exc:
+            sys.exit(f"error: {exc.code().name}: {exc.details()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="npc-voice", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the gRPC server")
+    s.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
+    s.add_argument("--port", type=int, default=50051)
+    s.add_argument("--voices-dir", default="voices")
+    s.add_argument("--model", help="model directory (config.json + model.safetensors)")
+    s.add_argument("--lexicon", help="pronunciation dictionary JSON (reloaded on change)")
+    s.add_argument("--kv-cache-mb", type=float, default=256.0)
+    s.add_argument("--max-sessions", type=int, default=64)
+    s.add_argument("--no-demo-voices", action="store_true")
+    s.set_defaults(fn=serve)
+    s = sub.add_parser("say", help="speak a line into a WAV file")
+    s.add_argument("text")
+    s.add_argument("--voice", default="guard")
+    s.add_argument("--out", default="line.wav")
+    s.add_argument("--rate", type=int, default=48000)
+    s.add_argument("--server", default="127.0.0.1:50051")
+    s.set_defaults(fn=say)
+    s = sub.add_parser("voices", help="list, add, remove or warm voices")
+    s.add_argument("--server", default="127.0.0.1:50051")
+    vs = s.add_subparsers(dest="action", required=True)
+    vs.add_parser("list")
+    a = vs.add_parser("add")
+    a.add_argument("voice_id")
+    a.add_argument("wav")
+    a.add_argument("transcript")
+    a.add_argument("--name")
+    a.add_argument("--overwrite", action="store_true")
+    for action in ("rm", "warm"):
+        vs.add_parser(action).add_argument("voice_id")
+    s.set_defaults(fn=voices)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.fn(args)

@@ -1,0 +1,259 @@
+"""One NPC conversation: text fragments in, ordered audio/marks/acks out.
+
+Three parts run on the event loop:
+- the caller feeds requests (`on_text`, `on_flush`, `on_cancel`, `on_close`);
+- `speak()` plays queued utterances strictly in order, submitting the next one to
+  the engine while the current one still plays, so there is no gap between them;
+- `outbound` holds what is ready to send, bounded for audio, so a slow client
+  stalls generation instead of growing memory.
+
+Cancel is handled in the loop thread, between two sends: it marks the turn's
+utterances cancelled, stops their engine streams, drops their unsent audio and
+only then queues CancelDone, so no audio of that turn can follow the ack.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+
+import grpc
+
+from engine import Engine, EngineOverloaded, Finished, SamplingParams
+from service.gen import npc_voice_pb2 as pb
+from service.lexicon import Lexicon
+from service.normalize import normalize
+from service.segmenter import Segmenter
+from service.utterance import Audio, Mark, Utterance
+from service.voices import LoadedVoice
+
+_REASONS = {"eos": pb.END_OF_SPEECH, "length": pb.LENGTH_LIMIT, "cancelled": pb.CANCELLED}
+
+
+class StreamError(Exception):
+    """Ends the stream with a gRPC status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.code, self.message, self.retry_after_s = code, message, retry_after_s
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    voice: LoadedVoice
+    sample_rate: int
+    float32: bool
+    chunk_frames: int
+    sampling: SamplingParams  # its seed is the session's base seed
+    schedule: tuple[int, ...]
+    lookahead: int = 1  # utterances submitted ahead of the one playing
+    queue_chunks: int = 4  # audio chunks buffered per utterance and in the outbound queue
+    overload_wait_s: float = 10.0  # how long a running conversation waits for engine capacity
+
+
+class Outbound:
+    """Messages ready to send. Audio waits for room; control messages never wait."""
+
+    def __init__(self, audio_limit: int):
+        self.items: deque[tuple[str, object, Utterance | None]] = deque()
+        self.audio_limit = audio_limit
+        self._changed = asyncio.Event()
+
+    async def put_audio(self, kind: str, msg, utt: Utterance) -> None:
+        while sum(1 for _, _, u in self.items if u is not None) >= self.audio_limit and not utt.cancelled:
+            self._changed.clear()
+            await self._changed.wait()
+        if not utt.cancelled:
+            self._push((kind, msg, utt))
+
+    def put(self, kind: str, msg=None) -> None:
+        self._push((kind, msg, None))
+
+    def purge(self, turns: set[str] | None) -> None:
+        """Drop unsent messages of these turns (None: all turns)."""
+        self.items = deque(it for it in self.items
+                           if it[2] is None or (turns is not None and it[2].turn_id not in turns))
+        self._changed.set()
+
+    async def get(self) -> tuple[str, object]:
+        while not self.items:
+            self._changed.clear()
+            await self._changed.wait()
+        kind, msg, _ = self.items.popleft()
+        self._changed.set()
+        return kind, msg
+
+    def _push(self, item) -> None:
+        self.items.append(item)
+        self._changed.set()
+
+
+class Conversation:
+    def __init__(self, engine: Engine, lexicon: Lexicon, settings: SessionSettings):
+        self.engine, self.lexicon, self.settings = engine, lexicon, settings
+        self.outbound = Outbound(settings.queue_chunks)
+        self.segmenter = Segmenter(settings.schedule)
+        self.turn_id = ""
+        self.queue: deque[Utterance | tuple[str, str]] = deque()  # utterances, ("flush", turn), ("close", "")
+        self._queued = asyncio.Event()
+        self._count = 0  # utterances so far: each gets seed + its index
+        self.closed = False
+        self.playing: Utterance | None = None
+        self.last_audio_done = time.perf_counter()
+
+    # ---- requests (called from the loop) -------------------------------------------
+    def on_text(self, text: str, turn_id: str) -> None:
+        if turn_id and turn_id != self.turn_id:
+            self._enqueue(self.segmenter.flush())  # a new turn: the old one is spoken first
+            self.segmenter.reset()
+            self.turn_id = turn_id
+        self._enqueue(self.segmenter.push(text))
+
+    def on_flush(self, turn_id: str) -> None:
+        if not turn_id or turn_id == self.turn_id:
+            self._enqueue(self.segmenter.flush())
+        self._push(("flush", turn_id or self.turn_id))
+
+    def on_cancel(self, turn_id: str) -> None:
+        turns = {turn_id} if turn_id else None
+        hit = (lambda t: True) if turns is None else (lambda t: t in turns)
+        if hit(self.turn_id):
+            self.segmenter.reset()
+        kept = deque()
+        for item in self.queue:
+            if isinstance(item, Utterance) and hit(item.turn_id):
+                item.cancel()
+            elif isinstance(item, tuple) and item[0] == "flush" and hit(item[1]):
+                pass  # the cancel answers it
+            else:
+                kept.append(item)
+        self.queue = kept
+        if self.playing is not None and hit(self.playing.turn_id):
+            self.playing.cancel()
+        self.outbound.purge(turns)
+        self.outbound.put("cancel_done", pb.CancelDone(turn_id=turn_id))
+
+    def on_close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._enqueue(self.segmenter.flush())
+            self._push(("close", ""))
+
+    def cancel_all(self) -> None:
+        """The client went away: stop every engine stream now."""
+        for item in list(self.queue) + [self.playing]:
+            if isinstance(item, Utterance):
+                item.cancel()
+        self.queue.clear()
+
+    # ---- playing ---------------------------------------------------------------
+    async def speak(self) -> None:
+        """Play the queue in order until a close marker; errors go out as ("error", StreamError)."""
+        try:
+            while True:
+                while not self.queue:
+                    self._queued.clear()
+                    await self._queued.wait()
+                item = self.queue.popleft()
+                if isinstance(item, tuple):
+                    if item[0] == "close":
+                        self.outbound.put("end")
+                        return
+                    self.outbound.put("flush_done", pb.FlushDone(turn_id=item[1]))
+                    continue
+                self.playing = item
+                await self._play(item)
+                self.playing = None
+        except StreamError as exc:
+            self.outbound.put("error", exc)
+
+    async def _play(self, utt: Utterance) -> None:
+        if not utt.started:
+            await self._start(utt)
+        self._prefetch()
+        if utt.cancelled:
+            return
+        utt.ready_at = max(self.last_audio_done, utt.ready_at or 0.0)
+        self.outbound.put("utterance_started", pb.UtteranceStarted(
+            turn_id=utt.turn_id, utterance_id=utt.utterance_id, text=utt.text, source_text=utt.source_text))
+        first_sent = None
+        try:
+            async for event in utt.events():
+                if utt.cancelled:
+                    return
+                if isinstance(event, Audio):
+                    await self.outbound.put_audio("audio", pb.AudioChunk(
+                        audio=event.data, turn_id=utt.turn_id, utterance_id=utt.utterance_id,
+                        sample_offset=event.offset, last_chunk=event.is_last), utt)
+                    first_sent = first_sent or time.perf_counter()
+                elif isinstance(event, Mark):
+                    await self.outbound.put_audio("mark", pb.TimingMark(
+                        turn_id=utt.turn_id, utterance_id=utt.utterance_id,
+                        kind=pb.WORD if event.kind == "word" else pb.PHONEME, text=event.text,
+                        start_ms=round(event.start_ms), end_ms=round(event.end_ms),
+                        char_start=event.char_start, char_end=event.char_end), utt)
+                elif isinstance(event, Finished) and not utt.cancelled:
+                    self._done(utt, event, first_sent)
+        except StreamError:
+            raise
+        except Exception as exc:
+            raise StreamError(grpc.StatusCode.INTERNAL, f"utterance {utt.utterance_id} failed: {exc}") from exc
+
+    def _done(self, utt: Utterance, fin: Finished, first_sent: float | None) -> None:
+        if fin.reason == "error":
+            code = grpc.StatusCode.UNAVAILABLE if "closed" in (fin.error or "") else grpc.StatusCode.INTERNAL
+            raise StreamError(code, f"utterance {utt.utterance_id} failed: {fin.error}")
+        now = time.perf_counter()
+        self.last_audio_done = now
+        self.outbound.put("utterance_done", pb.UtteranceDone(
+            turn_id=utt.turn_id, utterance_id=utt.utterance_id, text=utt.text, audio_seconds=fin.audio_seconds,
+            ttfa_ms=((first_sent or now) - utt.ready_at) * 1000,
+            real_time_factor=(now - utt.submitted_at) / fin.audio_seconds if fin.audio_seconds else 0.0,
+            reason=_REASONS.get(fin.reason, pb.FINISH_REASON_UNSPECIFIED), voice_cached=utt.voice_cached))
+
+    async def _start(self, utt: Utterance) -> None:
+        deadline = time.monotonic() + self.settings.overload_wait_s
+        while (retry := self._try_start(utt)) is not None:
+            if time.monotonic() + retry > deadline:
+                raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  "the engine has no room for this conversation's next utterance", retry)
+            await asyncio.sleep(retry)
+
+    def _try_start(self, utt: Utterance) -> float | None:
+        """Submit `utt`; None when done, else seconds after which to retry."""
+        s = self.settings
+        sampling = replace(s.sampling, seed=(s.sampling.seed + utt.index) % 2**63)
+        try:
+            utt.start(self.engine, s.voice.prompt, sampling, s.sample_rate, s.chunk_frames, s.float32,
+                      s.queue_chunks)
+        except EngineOverloaded as exc:
+            return exc.retry_after_s
+        except ValueError as exc:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        return None
+
+    def _prefetch(self) -> None:
+        """Submit the next utterances early; failures are retried (and reported) when they play."""
+        ahead = [u for u in self.queue if isinstance(u, Utterance)][: self.settings.lookahead]
+        for utt in ahead:
+            try:
+                self._try_start(utt)
+            except StreamError:
+                pass
+
+    # ---- queue -----------------------------------------------------------------
+    def _enqueue(self, pieces: list[str]) -> None:
+        for piece in pieces:
+            text = normalize(self.lexicon.apply(piece))
+            utt = Utterance(self.turn_id, self._count, piece, text)
+            utt.ready_at = time.perf_counter()
+            self._count += 1
+            self._push(utt)
+        if self.playing is not None:
+            self._prefetch()
+
+    def _push(self, item) -> None:
+        self.queue.append(item)
+        self._queued.set()
+

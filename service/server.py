@@ -1,0 +1,319 @@
+"""The gRPC server (grpc.aio): conversations, barks, voices, health and reflection.
+
+Every handler turns bad input into a status with a message that says what to
+fix; nothing a client sends can reach the engine unchecked, and one stream's
+failure ends only that stream.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from engine import Engine, EngineConfig, SamplingParams
+from engine.streaming import check_rate
+from service.demo_voices import install_demo_voices
+from service.conversation import Conversation, SessionSettings, StreamError
+from service.gen import npc_voice_pb2 as pb
+from service.gen import npc_voice_pb2_grpc as pb_grpc
+from service.lexicon import Lexicon
+from service.segmenter import DEFAULT_SCHEDULE
+from service.voices import LoadedVoice, VoiceCorrupt, VoiceExists, VoiceLibrary, VoiceNotFound
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NpcVoice"].full_name
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0 picks a free port (tests)
+    voices_dir: Path = Path("voices")
+    lexicon_path: Path | None = None
+    max_sessions: int = 64  # concurrent Converse + Synthesize streams
+    max_text_chars: int = 4000  # per text fragment and per Synthesize request
+    default_chunk_ms: int = 320
+    default_sample_rate: int = 48000
+    demo_voices: bool = True  # install the demo voices the voices dir lacks
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
+    def __init__(self, engine: Engine, voices: VoiceLibrary, lexicon: Lexicon, config: ServiceConfig):
+        self.engine, self.voices, self.lexicon, self.config = engine, voices, lexicon, config
+        self.sessions = 0
+        self.model_name = engine.model_cfg.description or engine.model_cfg.codec
+
+    # ---- conversations ------------------------------------------------------------
+    async def Converse(self, request_iterator, context):
+        with self._session():
+            try:
+                first = await anext(request_iterator)
+            except StopAsyncIteration:
+                raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its SessionConfig")
+            if first.WhichOneof("kind") != "config":
+                raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                                  f"the first message must be a SessionConfig, got {first.WhichOneof('kind')}")
+            c = first.config
+            settings = self._settings(c.voice_id, c.sample_rate_hz, c.encoding, c.chunk_ms, c.sampling,
+                                      c.language, tuple(c.chunk_length_schedule) or DEFAULT_SCHEDULE)
+            conv = Conversation(self.engine, self.lexicon, settings)
+            yield pb.ConverseResponse(started=await self._started(settings))
+            reader = asyncio.create_task(self._read(request_iterator, conv))
+            async for kind, msg in self._run(conv):
+                yield pb.ConverseResponse(**{kind: msg})
+            reader.cancel()
+
+    async def _read(self, requests, conv: Conversation) -> None:
+        try:
+            async for req in requests:
+                kind = req.WhichOneof("kind")
+                if kind == "text":
+                    self._check_text(req.text.text, "text fragment")
+                    conv.on_text(req.text.text, req.text.turn_id)
+                elif kind == "flush":
+                    conv.on_flush(req.flush.turn_id)
+                elif kind == "cancel":
+                    conv.on_cancel(req.cancel.turn_id)
+                elif kind == "close":
+                    break
+                elif kind == "config":
+                    raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "SessionConfig may only be the first message")
+                else:
+                    raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "empty ConverseRequest")
+            conv.on_close()  # Close, or the client half-closed
+        except StreamError as exc:
+            conv.outbound.put("error", exc)
+
+    async def Synthesize(self, request, context):
+        with self._session():
+            r = request
+            self._check_text(r.text, "text")
+            if not r.text.strip():
+                raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "text is empty")
+            settings = self._settings(r.voice_id, r.sample_rate_hz, r.encoding, r.chunk_ms, r.sampling,
+                                      r.language, DEFAULT_SCHEDULE, overload_wait_s=0.0)
+            conv = Conversation(self.engine, self.lexicon, settings)
+            yield pb.SynthesizeResponse(started=await self._started(settings))
+            conv.on_text(r.text, "")
+            conv.on_close()
+            async for kind, msg in self._run(conv):
+                yield pb.SynthesizeResponse(**{kind: msg})
+
+    async def _run(self, conv: Conversation):
+        """Yield (kind, message) until the conversation ends; stop every engine stream on the way out."""
+        speaker = asyncio.create_task(conv.speak())
+        try:
+            while True:
+                kind, msg = await conv.outbound.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise msg
+                yield kind, msg
+        finally:
+            speaker.cancel()
+            conv.cancel_all()
+
+    # ---- voices --------------------------------------------------------------------
+    async def RegisterVoice(self, request, context):
+        r = request
+        try:
+            voice = await asyncio.to_thread(self.voices.register, r.voice_id, r.reference_wav, r.transcript,
+                                            r.display_name, r.language or "en", r.overwrite)
+        except VoiceExists as exc:
+            raise StreamError(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except ValueError as exc:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return await self._voice_pb(voice)
+
+    async def GetVoice(self, request, context):
+        return await self._voice_pb(self._voice(request.voice_id))
+
+    async def ListVoices(self, request, context):
+        return pb.ListVoicesResponse(
+            voices=[await self._voice_pb(v) for v in self.voices.list()],
+            broken=[pb.BrokenVoice(voice_id=k, error=v) for k, v in sorted(self.voices.broken.items())])
+
+    async def DeleteVoice(self, request, context):
+        try:
+            await asyncio.to_thread(self.voices.delete, request.voice_id)
+        except VoiceNotFound as exc:
+            raise StreamError(grpc.StatusCode.NOT_FOUND, exc.args[0])
+        return pb.DeleteVoiceResponse()
+
+    async def WarmVoice(self, request, context):
+        voice = self._voice(request.voice_id)
+        start = time.perf_counter()
+        was_cached = await asyncio.to_thread(self.engine.warm_voice, voice.prompt, 60.0)
+        return pb.WarmVoiceResponse(was_cached=was_cached, elapsed_ms=(time.perf_counter() - start) * 1000)
+
+    async def GetCapabilities(self, request, context):
+        return pb.Capabilities(model=self.model_name, timings_available=self.engine.has_timings,
+                               phoneme_overrides=self.lexicon.phonemes_supported,
+                               native_sample_rate_hz=self.engine.sample_rate, min_sample_rate_hz=8000,
+                               max_sample_rate_hz=48000, languages=["en"], max_text_chars=self.config.max_text_chars)
+
+    # ---- helpers -------------------------------------------------------------------
+    @contextmanager
+    def _session(self):
+        if self.sessions >= self.config.max_sessions:
+            raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"the server is at its limit of {self.config.max_sessions} open streams", 1.0)
+        self.sessions += 1
+        try:
+            yield
+        finally:
+            self.sessions -= 1
+
+    def _voice(self, voice_id: str) -> LoadedVoice:
+        try:
+            return self.voices.get(voice_id)
+        except VoiceNotFound as exc:
+            raise StreamError(grpc.StatusCode.NOT_FOUND, exc.args[0])
+        except VoiceCorrupt as exc:
+            raise StreamError(grpc.StatusCode.DATA_LOSS, str(exc))
+
+    async def _voice_pb(self, voice: LoadedVoice) -> pb.Voice:
+        i = voice.info
+        cached = await asyncio.to_thread(self.engine.is_cached, voice.prompt)
+        return pb.Voice(voice_id=i.voice_id, display_name=i.display_name, transcript=i.transcript,
+                        reference_seconds=i.reference_seconds, prompt_frames=voice.prompt.num_frames,
+                        cached=cached, created_at=i.created_at, demo=i.demo)
+
+    def _check_text(self, text: str, what: str) -> None:
+        if not text:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is empty")
+        if len(text) > self.config.max_text_chars:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"{what} has {len(text)} characters; the limit is {self.config.max_text_chars}")
+
+    def _settings(self, voice_id, rate, encoding, chunk_ms, sampling, language, schedule,
+                  overload_wait_s: float = 10.0) -> SessionSettings:
+        bad = grpc.StatusCode.INVALID_ARGUMENT
+        if not voice_id:
+            raise StreamError(bad, "voice_id is required")
+        voice = self._voice(voice_id)
+        try:
+            rate = check_rate(rate or self.config.default_sample_rate)
+        except ValueError as exc:
+            raise StreamError(bad, f"sample_rate_hz: {exc}")
+        if encoding not in (pb.AUDIO_ENCODING_UNSPECIFIED, pb.PCM16, pb.FLOAT32):
+            raise StreamError(bad, f"unknown audio encoding {encoding}")
+        chunk_ms = chunk_ms or self.config.default_chunk_ms
+        if not 20 <= chunk_ms <= 2000:
+            raise StreamError(bad, f"chunk_ms {chunk_ms} is outside 20-2000")
+        if language and language.split("-")[0].lower() != "en":
+            raise StreamError(bad, f"language {language!r} is not supported; this model speaks en")
+        if any(not 1 <= n <= 1000 for n in schedule):
+            raise StreamError(bad, "chunk_length_schedule entries must be 1-1000 characters")
+        params = SamplingParams(seed=sampling.seed if sampling.HasField("seed") else random.getrandbits(62))
+        for name in ("temperature", "top_k", "top_p", "repetition_penalty"):
+            if sampling.HasField(name):
+                params = replace(params, **{name: getattr(sampling, name)})
+        try:
+            params.validate()
+        except ValueError as exc:
+            raise StreamError(bad, f"sampling: {exc}")
+        frames = max(1, round(chunk_ms * self.engine.frame_rate / 1000))
+        return SessionSettings(voice, rate, encoding == pb.FLOAT32, frames, params, tuple(schedule),
+                               overload_wait_s=overload_wait_s)
+
+    async def _started(self, s: SessionSettings) -> pb.SessionStarted:
+        cached = await asyncio.to_thread(self.engine.is_cached, s.voice.prompt)
+        return pb.SessionStarted(
+            session_id=f"{random.getrandbits(64):016x}",
+            format=pb.AudioFormat(sample_rate_hz=s.sample_rate, encoding=pb.FLOAT32 if s.float32 else pb.PCM16,
+                                  channels=1),
+            chunk_ms=round(s.chunk_frames * 1000 / self.engine.frame_rate), voice_cached=cached,
+            timings_available=self.engine.has_timings, model=self.model_name)
+
+
+class _StatusInterceptor(grpc.aio.ServerInterceptor):
+    """Turns StreamError raised by any handler into its status (with a retry hint when given)."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/"):
+            return handler
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary), handler.request_deserializer,
+                                                       handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_streaming(handler.unary_stream),
+                                                        handler.request_deserializer, handler.response_serializer)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(_streaming(handler.stream_stream),
+                                                         handler.request_deserializer, handler.response_serializer)
+        return handler
+
+
+async def abort(context, exc: StreamError):
+    metadata = ()
+    if exc.retry_after_s is not None:
+        status = status_pb2.Status(code=exc.code.value[0], message=exc.message)
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+            seconds=int(exc.retry_after_s), nanos=int(exc.retry_after_s % 1 * 1e9))))
+        status.details.append(detail)
+        metadata = (("grpc-status-details-bin", status.SerializeToString()),
+                    ("retry-after-ms", str(int(exc.retry_after_s * 1000))))
+    await context.abort(exc.code, exc.message, trailing_metadata=metadata)
+
+
+def _unary(fn):
+    async def handler(request, context):
+        try:
+            return await fn(request, context)
+        except StreamError as exc:
+            await abort(context, exc)
+    return handler
+
+
+def _streaming(fn):
+    async def handler(request, context):
+        try:
+            async for response in fn(request, context):
+                yield response
+        except StreamError as exc:
+            await abort(context, exc)
+    return handler
+
+
+async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.Server, int, NpcVoiceServicer]:
+    """Build and start the server; returns it, the bound port and the servicer."""
+    voices = VoiceLibrary(config.voices_dir, engine)
+    if config.demo_voices:
+        install_demo_voices(voices, engine.sample_rate)
+    lexicon = Lexicon(config.lexicon_path, phonemes_supported=False)
+    servicer = NpcVoiceServicer(engine, voices, lexicon, config)
+    server = grpc.aio.server(interceptors=[_StatusInterceptor()], options=[
+        ("grpc.max_receive_message_length", 16 * 1024 * 1024),  # reference WAVs up to 30 s at 192 kHz stereo
+        ("grpc.keepalive_time_ms", 20000),
+        ("grpc.keepalive_timeout_ms", 10000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ])
+    pb_grpc.add_NpcVoiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise RuntimeError(f"could not bind {config.host}:{config.port}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("listening on %s:%d with %d voices (%d broken)", config.host, port, len(voices.list()),
+             len(voices.broken))
+    return server, port, servicer

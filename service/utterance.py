@@ -1,0 +1,172 @@
+"""One engine utterance seen from asyncio, and its timing marks as words and phonemes.
+
+The engine's UtteranceStream is a blocking iterator that decodes audio in the
+caller's thread. A worker thread per utterance drains it into a small asyncio
+queue, so codec work never blocks the event loop, and a full queue (a slow
+client) stops the worker, which stops the engine stream through its own
+back-pressure. Memory per utterance therefore stays at a few chunks.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+from engine import AudioChunk, Engine, Finished, SamplingParams, TimingMark, VoicePrompt
+
+
+@dataclass(frozen=True)
+class Audio:
+    data: bytes
+    offset: int  # samples of this utterance before this chunk
+    is_last: bool
+    samples: int
+
+
+@dataclass(frozen=True)
+class Mark:
+    kind: str  # "word" or "phoneme"
+    text: str
+    start_ms: float
+    end_ms: float
+    char_start: int
+    char_end: int
+
+
+class MarkTracker:
+    """Turns the engine's "moved to unit i at t ms" marks into closed word and phoneme spans.
+
+    A unit's end is the next unit's start, so each span is released one mark late
+    (or when the utterance ends)."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.words = [(m.start(), m.end()) for m in re.finditer(r"[\w'’-]+", text)]
+        self._unit: TimingMark | None = None
+        self._word: tuple[int, float] | None = None  # (word index, start_ms)
+
+    def _word_of(self, char: int) -> int | None:
+        for i, (a, b) in enumerate(self.words):
+            if a <= char < b:
+                return i
+        return None
+
+    def _close_word(self, end_ms: float) -> list[Mark]:
+        if self._word is None:
+            return []
+        i, start = self._word
+        self._word = None
+        a, b = self.words[i]
+        return [Mark("word", self.text[a:b], start, end_ms, a, b)]
+
+    def push(self, mark: TimingMark) -> list[Mark]:
+        out = []
+        if self._unit is not None:
+            u = self._unit
+            out.append(Mark("phoneme", self.text[u.char_start:u.char_end], u.start_ms, mark.start_ms,
+                            u.char_start, u.char_end))
+        word = self._word_of(mark.char_start)
+        if self._word is not None and word != self._word[0]:
+            out += self._close_word(mark.start_ms)
+        if word is not None and self._word is None:
+            self._word = (word, mark.start_ms)
+        self._unit = mark
+        return out
+
+    def finish(self, end_ms: float) -> list[Mark]:
+        out = []
+        if self._unit is not None:
+            u, self._unit = self._unit, None
+            out.append(Mark("phoneme", self.text[u.char_start:u.char_end], u.start_ms, end_ms,
+                            u.char_start, u.char_end))
+        return out + self._close_word(end_ms)
+
+
+class Utterance:
+    """Submit to the engine, drain on a worker thread, read with `async for`."""
+
+    def __init__(self, turn_id: str, index: int, source_text: str, text: str):
+        self.turn_id, self.index = turn_id, index
+        self.source_text, self.text = source_text, text
+        self.cancelled = False
+        self.started = False
+        self.utterance_id = 0
+        self.voice_cached = False
+        self.ready_at: float | None = None  # when it could start playing (see Conversation)
+        self.submitted_at = 0.0
+        self._queue: asyncio.Queue | None = None
+        self._stop = threading.Event()
+        self._stream = None
+
+    def start(self, engine: Engine, voice: VoicePrompt, sampling: SamplingParams, sample_rate: int,
+              chunk_frames: int, float32: bool, queue_size: int) -> None:
+        """Submit now. Raises EngineOverloaded or ValueError, leaving nothing behind."""
+        if self.started or self.cancelled:
+            return
+        self._stream = engine.submit(voice, self.text, sampling, sample_rate, chunk_frames)
+        self.started, self.submitted_at = True, time.perf_counter()
+        self.utterance_id = self._stream.utterance_id
+        self._queue = asyncio.Queue(queue_size)
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._drain, args=(loop, float32), name=f"utt-{self.utterance_id}",
+                         daemon=True).start()
+
+    def cancel(self) -> None:
+        """Call from the event loop. Stops the engine stream and ends `events()` at once."""
+        self.cancelled = True
+        self._stop.set()
+        if self._stream is not None:
+            self._stream.cancel()
+        if self._queue is not None:
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)  # wakes a reader waiting in events()
+
+    async def events(self):
+        """Audio, Mark and finally Finished (or an Exception from the worker)."""
+        tracker = MarkTracker(self.text)
+        while True:
+            event = await self._queue.get()
+            if event is None or self.cancelled:
+                return
+            if isinstance(event, Finished):
+                self.voice_cached = event.cached_frames > 0
+                for mark in tracker.finish(event.audio_seconds * 1000):
+                    yield mark
+                yield event
+                return
+            if isinstance(event, TimingMark):
+                for mark in tracker.push(event):
+                    yield mark
+            elif isinstance(event, Exception):
+                raise event
+            else:
+                yield event
+
+    def _drain(self, loop: asyncio.AbstractEventLoop, float32: bool) -> None:
+        try:
+            for event in self._stream:
+                if isinstance(event, AudioChunk):
+                    event = Audio(event.float32() if float32 else event.pcm16(), event.offset, event.is_last,
+                                  len(event.samples))
+                if not self._put(loop, event):
+                    return
+        except Exception as exc:  # reported to the reader, who fails only this conversation
+            self._put(loop, exc)
+        finally:
+            self._stream.cancel()  # a no-op once finished; frees engine work if we stopped early
+
+    def _put(self, loop: asyncio.AbstractEventLoop, event) -> bool:
+        fut = asyncio.run_coroutine_threadsafe(self._queue.put(event), loop)
+        while not self._stop.is_set():
+            try:
+                fut.result(timeout=0.2)
+                return True
+            except TimeoutError:
+                continue
+            except Exception:  # the loop is gone (server shutting down)
+                return False
+        fut.cancel()
+        return False

@@ -1,0 +1,178 @@
+"""Character voices, persisted one file per voice and tokenised once.
+
+Each voice is `<voices_dir>/<voice_id>.voice`, an npz holding its metadata, the
+reference recording (16-bit, original rate) and the tokenised prompt. Writes go
+to a temporary file that is fsynced and renamed over the old one, so a crash
+leaves either the old voice or the new one. A file that cannot be read is
+listed as broken and skipped; it never stops the server.
+
+The reference is kept so that a voice can be tokenised again when the model's
+codec or front end changes (the prompt's key says which one made it).
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from engine import Engine, VoicePrompt
+from service.audio_input import Reference, check_speech, decode_wav
+
+log = logging.getLogger(__name__)
+VOICE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+MAX_TRANSCRIPT_CHARS = 1000
+
+
+class VoiceNotFound(KeyError):
+    pass
+
+
+class VoiceExists(ValueError):
+    pass
+
+
+class VoiceCorrupt(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    voice_id: str
+    display_name: str
+    transcript: str
+    language: str
+    reference_seconds: float
+    created_at: str
+    demo: bool = False
+
+
+@dataclass(frozen=True)
+class LoadedVoice:
+    info: VoiceInfo
+    prompt: VoicePrompt
+
+
+def check_voice_id(voice_id: str) -> str:
+    if not VOICE_ID.fullmatch(voice_id or ""):
+        raise ValueError(f"voice_id {voice_id!r} must match [a-z0-9][a-z0-9_-]{{0,63}}")
+    return voice_id
+
+
+class VoiceLibrary:
+    """All voices of one server: on disk, and their prompts in memory."""
+
+    def __init__(self, directory: str | Path, engine: Engine):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.engine = engine
+        self._voices: dict[str, LoadedVoice] = {}
+        self.broken: dict[str, str] = {}
+        self._lock = threading.RLock()
+        for path in sorted(self.dir.glob("*.voice")):
+            self._load(path)
+
+    # ---- queries -------------------------------------------------------------
+    def get(self, voice_id: str) -> LoadedVoice:
+        with self._lock:
+            if voice_id in self._voices:
+                return self._voices[voice_id]
+            if voice_id in self.broken:
+                raise VoiceCorrupt(f"voice {voice_id!r} is stored but unreadable: {self.broken[voice_id]}")
+        raise VoiceNotFound(f"no voice {voice_id!r}; ListVoices shows the registered ones")
+
+    def list(self) -> list[LoadedVoice]:
+        with self._lock:
+            return sorted(self._voices.values(), key=lambda v: v.info.voice_id)
+
+    # ---- changes -------------------------------------------------------------
+    def register(self, voice_id: str, wav: bytes, transcript: str, display_name: str = "",
+                 language: str = "en", overwrite: bool = False, demo: bool = False) -> LoadedVoice:
+        """Validate, tokenise and persist a voice. Raises ValueError for bad input."""
+        check_voice_id(voice_id)
+        transcript = " ".join(transcript.split())
+        if not transcript:
+            raise ValueError("transcript is empty; give the words spoken in the reference")
+        if len(transcript) > MAX_TRANSCRIPT_CHARS:
+            raise ValueError(f"transcript has {len(transcript)} characters; the limit is {MAX_TRANSCRIPT_CHARS}")
+        ref = decode_wav(wav)
+        check_speech(ref)
+        with self._lock:
+            if not overwrite and (voice_id in self._voices or voice_id in self.broken):
+                raise VoiceExists(f"voice {voice_id!r} already exists; set overwrite to replace it")
+        info = VoiceInfo(voice_id, display_name or voice_id, transcript, language or "en", round(ref.seconds, 3),
+                         datetime.now(timezone.utc).isoformat(timespec="seconds"), demo)
+        voice = LoadedVoice(info, self._tokenise(info, ref))
+        self._write(voice, ref)
+        with self._lock:
+            old = self._voices.get(voice_id)
+            self._voices[voice_id] = voice
+            self.broken.pop(voice_id, None)
+        if old is not None:
+            self.engine.unpin_voice(old.prompt)
+        return voice
+
+    def delete(self, voice_id: str) -> None:
+        with self._lock:
+            voice = self._voices.pop(voice_id, None)
+            was_broken = self.broken.pop(voice_id, None) is not None
+            if voice is None and not was_broken:
+                raise VoiceNotFound(f"no voice {voice_id!r}")
+            (self.dir / f"{voice_id}.voice").unlink(missing_ok=True)
+        if voice is not None:
+            self.engine.unpin_voice(voice.prompt)  # its cached blocks age out through LRU
+
+    # ---- storage -------------------------------------------------------------
+    def _tokenise(self, info: VoiceInfo, ref: Reference) -> VoicePrompt:
+        return self.engine.make_voice(ref.samples, ref.sample_rate, info.transcript, info.voice_id)
+
+    def _write(self, voice: LoadedVoice, ref: Reference) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.frombuffer(json.dumps(asdict(voice.info)).encode(), dtype=np.uint8),
+                 reference=(np.clip(ref.samples, -1, 1) * 32767).round().astype(np.int16),
+                 sample_rate=np.int64(ref.sample_rate),
+                 prompt=np.frombuffer(voice.prompt.to_bytes(), dtype=np.uint8))
+        final = self.dir / f"{voice.info.voice_id}.voice"
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".voice")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buf.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+
+    def _load(self, path: Path) -> None:
+        voice_id = path.stem
+        try:
+            with np.load(path) as z:
+                info = VoiceInfo(**json.loads(z["meta"].tobytes()))
+                ref = Reference(z["reference"].astype(np.float32) / 32767, int(z["sample_rate"]))
+                prompt = VoicePrompt.from_bytes(z["prompt"].tobytes())
+            if info.voice_id != voice_id:
+                raise ValueError(f"file holds voice {info.voice_id!r}")
+        except Exception as exc:  # any unreadable entry is reported, never fatal
+            self.broken[voice_id] = f"{type(exc).__name__}: {exc}"
+            log.error("voice file %s is unreadable (%s); skipping it", path, self.broken[voice_id])
+            return
+        voice = LoadedVoice(info, prompt)
+        if prompt.key != self.engine.voice_key(voice_id):
+            log.info("voice %s was tokenised for another model; tokenising it again", voice_id)
+            voice = LoadedVoice(info, self._tokenise(info, ref))
+            self._write(voice, ref)
+        self._voices[voice_id] = voice
