@@ -31,7 +31,7 @@ class AudioChunk:
         return (np.clip(self.samples, -1.0, 1.0) * 32767).round().astype("<i2").tobytes()
 
     def float32(self) -> bytes:
-        return self.samples.astype("<f4").tobytes()
+        return np.clip(self.samples, -1.0, 1.0).astype("<f4").tobytes()  # resampling can overshoot
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ class ServiceConfig:
     port: int = 50051  # 0 picks a free port (tests)
     voices_dir: Path = Path("voices")
     lexicon_path: Path | None = None
+    lexicon_check_s: float = 1.0  # how often the dictionary file is checked for edits
     max_sessions: int = 64  # concurrent Converse + Synthesize streams
     max_text_chars: int = 4000  # per text fragment and per Synthesize request
     default_chunk_ms: int = 320
@@ -295,7 +296,7 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
     voices = VoiceLibrary(config.voices_dir, engine)
     if config.demo_voices:
         install_demo_voices(voices, engine.sample_rate)
-    lexicon = Lexicon(config.lexicon_path, phonemes_supported=False)
+    lexicon = Lexicon(config.lexicon_path, phonemes_supported=False, check_every_s=config.lexicon_check_s)
     servicer = NpcVoiceServicer(engine, voices, lexicon, config)
     server = grpc.aio.server(interceptors=[_StatusInterceptor()], options=[
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),  # reference WAVs up to 30 s at 192 kHz stereo

@@ -38,3 +38,45 @@ def engine(model_dir):
 @pytest.fixture
 def voice(engine):
     return engine.make_voice(speech_like(2.0), 24000, "Well met, traveler. The road north is closed.", "guard")
+
+
+class ServerThread:
+    """A real gRPC server on loopback, run on its own event loop in a background thread."""
+
+    def __init__(self, engine: Engine, voices_dir, **config):
+        import asyncio
+        import threading
+
+        import grpc
+
+        from service.gen import npc_voice_pb2_grpc as pb_grpc
+        from service.server import ServiceConfig, start_server
+
+        self.engine = engine
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        cfg = ServiceConfig(port=0, voices_dir=voices_dir, **config)
+        fut = asyncio.run_coroutine_threadsafe(start_server(engine, cfg), self.loop)
+        self.server, self.port, self.servicer = fut.result(60)
+        self.address = f"127.0.0.1:{self.port}"
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = pb_grpc.NpcVoiceStub(self.channel)
+
+    def stop(self) -> None:
+        import asyncio
+
+        self.channel.close()
+        asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path_factory.mktemp("voices"))
+    yield srv
+    srv.stop()
+    eng.close()

@@ -1,0 +1,447 @@
+"""The gRPC service end to end: a real server on loopback, real engine, real audio bytes."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from engine.toy_model import make_toy_model, reference_wave
+from service.audio_input import encode_wav
+from service.gen import npc_voice_pb2 as pb
+from tests.conftest import SMALL, ServerThread, make_engine
+
+LINE = "Over here! The bridge is out, so we take the ford at dawn."
+
+
+def cfg(voice: str = "guard", **kw) -> pb.ConverseRequest:
+    return pb.ConverseRequest(config=pb.SessionConfig(voice_id=voice, **kw))
+
+
+def text(t: str, turn: str = "") -> pb.ConverseRequest:
+    return pb.ConverseRequest(text=pb.TextFragment(text=t, turn_id=turn))
+
+
+def tokens(line: str) -> list[str]:
+    """Split like an LLM tokenizer would: words with their leading space, punctuation apart."""
+    out = []
+    for i, word in enumerate(line.split(" ")):
+        head = word.rstrip(",.!?")
+        out += [(" " if i else "") + head] + list(word[len(head):])
+    return [t for t in out if t]
+
+
+def kinds(responses) -> list[str]:
+    return [r.WhichOneof("kind") for r in responses]
+
+
+def status_of(call_fn) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        result = call_fn()
+        if hasattr(result, "__iter__") and not isinstance(result, (bytes, str)):
+            list(result)
+    return info.value
+
+
+class Session:
+    """An interactive Converse call: send at will, read responses on a thread."""
+
+    def __init__(self, stub, first: pb.ConverseRequest, **call_kw):
+        self._out: queue.Queue = queue.Queue()
+        self._out.put(first)
+        self.responses: queue.Queue = queue.Queue()
+        self.call = stub.Converse(iter(self._out.get, None), **call_kw)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        try:
+            for resp in self.call:
+                self.responses.put(resp)
+        except grpc.RpcError as exc:
+            self.responses.put(exc)
+        self.responses.put(None)
+
+    def send(self, *msgs) -> None:
+        for m in msgs:
+            self._out.put(m)
+
+    def end(self) -> None:
+        self._out.put(None)
+
+    def next(self, timeout: float = 30.0):
+        item = self.responses.get(timeout=timeout)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def until(self, kind: str, timeout: float = 60.0) -> list:
+        seen = []
+        while True:
+            resp = self.next(timeout)
+            assert resp is not None, f"stream ended before {kind}; saw {kinds(seen)}"
+            seen.append(resp)
+            if resp.WhichOneof("kind") == kind:
+                return seen
+
+
+def wait_engine_idle(engine, timeout: float = 10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = engine.stats()
+        if s.running == 0 and s.waiting == 0:
+            return s
+        time.sleep(0.05)
+    raise AssertionError(f"engine still busy: {engine.stats()}")
+
+
+def check_utterances(responses, rate: int, width: int) -> dict[int, int]:
+    """Audio arrives in order per utterance with offsets that add up; returns samples per utterance."""
+    sent: dict[int, int] = {}
+    done: dict[int, pb.UtteranceDone] = {}
+    order = []
+    for r in responses:
+        kind = r.WhichOneof("kind")
+        if kind == "utterance_started":
+            order.append(r.utterance_started.utterance_id)
+        elif kind == "audio":
+            a = r.audio
+            assert a.utterance_id == order[-1], "audio of one utterance interleaved with another"
+            assert len(a.audio) % width == 0
+            assert a.sample_offset == sent.get(a.utterance_id, 0), "sample offsets must add up"
+            sent[a.utterance_id] = a.sample_offset + len(a.audio) // width
+        elif kind == "utterance_done":
+            done[r.utterance_done.utterance_id] = r.utterance_done
+    assert order and set(done) == set(order) == set(sent)
+    for uid, d in done.items():
+        assert abs(d.audio_seconds * rate - sent[uid]) < 1, "UtteranceDone.audio_seconds must match the samples sent"
+        assert d.reason in (pb.END_OF_SPEECH, pb.LENGTH_LIMIT) and d.ttfa_ms >= 0 and d.real_time_factor > 0
+    last = [r.audio for r in responses if r.WhichOneof("kind") == "audio" and r.audio.last_chunk]
+    assert sorted(a.utterance_id for a in last) == sorted(order), "each utterance ends with one last_chunk"
+    return sent
+
+
+@pytest.mark.parametrize("rate,encoding,width", [(16000, pb.PCM16, 2), (48000, pb.FLOAT32, 4)])
+def test_token_by_token_conversation_streams_ordered_audio(server, rate, encoding, width):
+    reqs = [cfg(sample_rate_hz=rate, encoding=encoding, sampling=pb.SamplingConfig(seed=3))]
+    reqs += [text(t) for t in tokens(LINE)] + [pb.ConverseRequest(close=pb.Close())]
+    responses = list(server.stub.Converse(iter(reqs)))
+    started = responses[0].started
+    assert kinds(responses)[0] == "started" and started.format.sample_rate_hz == rate
+    assert started.format.encoding == encoding and started.format.channels == 1
+    assert not started.timings_available and "mark" not in kinds(responses)  # this model gives none
+    check_utterances(responses, rate, width)
+    spoken = [r.utterance_started.text for r in responses if r.WhichOneof("kind") == "utterance_started"]
+    assert spoken[0] == "Over here!" and " ".join(spoken) == LINE  # cut at the sentence end
+    audio = b"".join(r.audio.audio for r in responses if r.WhichOneof("kind") == "audio")
+    samples = np.frombuffer(audio, dtype="<i2" if width == 2 else "<f4").astype(np.float32)
+    samples = samples / (32767 if width == 2 else 1)
+    assert np.isfinite(samples).all() and 0.01 < np.abs(samples).max() <= 1.0
+
+
+def test_same_seed_gives_the_same_audio(server):
+    def run():
+        reqs = [cfg(sampling=pb.SamplingConfig(seed=11)), text("Halt, who goes there?"),
+                pb.ConverseRequest(close=pb.Close())]
+        return b"".join(r.audio.audio for r in server.stub.Converse(iter(reqs)) if r.WhichOneof("kind") == "audio")
+    assert run() == run()
+
+
+def test_flush_is_acknowledged_after_its_audio(server):
+    s = Session(server.stub, cfg(sample_rate_hz=16000))
+    s.send(text("Hold the line", "t1"), text(" until I say so", "t1"),
+           pb.ConverseRequest(flush=pb.Flush(turn_id="t1")))
+    seen = s.until("flush_done")
+    ks = kinds(seen)
+    assert seen[-1].flush_done.turn_id == "t1"
+    assert "audio" in ks and ks.index("utterance_done") < ks.index("flush_done")
+    assert [r.utterance_started.text for r in seen if r.WhichOneof("kind") == "utterance_started"] == \
+        ["Hold the line until I say so"]
+    s.send(pb.ConverseRequest(close=pb.Close()))
+    s.end()
+    assert s.next() is None  # nothing was buffered: the stream ends cleanly
+
+
+def test_cancel_stops_the_turn_and_nothing_follows_its_ack(server):
+    s = Session(server.stub, cfg(sample_rate_hz=16000, chunk_ms=40))
+    long_turn = " ".join(["The bridge is out and the ford is deep, so we wait for dawn."] * 6)
+    s.send(text(long_turn, "a"), pb.ConverseRequest(flush=pb.Flush(turn_id="a")))
+    s.until("audio")
+    s.send(pb.ConverseRequest(cancel=pb.Cancel(turn_id="a")))
+    seen = s.until("cancel_done")
+    assert seen[-1].cancel_done.turn_id == "a"
+    s.send(text("Yes!", "b"), pb.ConverseRequest(flush=pb.Flush(turn_id="b")))
+    after = s.until("flush_done")
+    assert after[-1].flush_done.turn_id == "b"  # the cancelled turn's flush got no FlushDone
+    for r in after:
+        kind = r.WhichOneof("kind")
+        if kind in ("audio", "mark", "utterance_started", "utterance_done"):
+            assert getattr(r, kind).turn_id == "b", f"{kind} of the cancelled turn after CancelDone"
+    s.send(pb.ConverseRequest(close=pb.Close()))
+    s.end()
+    assert s.next() is None
+    stats = wait_engine_idle(server.engine)
+    assert stats.free_blocks + stats.pinned_blocks <= stats.num_blocks
+
+
+def test_close_speaks_what_is_buffered_then_ends(server):
+    reqs = [cfg(), text("No boundary here"), text(" and no flush either"), pb.ConverseRequest(close=pb.Close())]
+    responses = list(server.stub.Converse(iter(reqs)))
+    assert [r.utterance_started.text for r in responses if r.WhichOneof("kind") == "utterance_started"] == \
+        ["No boundary here and no flush either"]
+    assert kinds(responses)[-1] == "utterance_done"
+
+
+def test_second_session_of_a_voice_reports_the_cached_prefix(server):
+    before = server.engine.stats()
+    first = list(server.stub.Converse(iter([cfg("merchant"), text("Fine wares!"),
+                                            pb.ConverseRequest(close=pb.Close())])))
+    mid = server.engine.stats()
+    second = list(server.stub.Converse(iter([cfg("merchant"), text("Fair prices!"),
+                                             pb.ConverseRequest(close=pb.Close())])))
+    after = server.engine.stats()
+    assert second[0].started.voice_cached
+    done = [r.utterance_done for r in second if r.WhichOneof("kind") == "utterance_done"]
+    assert done and done[0].voice_cached
+    prompt_frames = server.stub.GetVoice(pb.GetVoiceRequest(voice_id="merchant")).prompt_frames
+    assert after.cached_frames - mid.cached_frames >= prompt_frames  # the whole voice prefix was reused
+    assert after.prefix_hits > mid.prefix_hits >= before.prefix_hits
+    assert first  # (the first session paid the prefill)
+
+
+def test_synthesize_streams_a_bark(server):
+    responses = list(server.stub.Synthesize(pb.SynthesizeRequest(voice_id="sprite", text="I need 10k gold!",
+                                                                 sample_rate_hz=22050)))
+    assert kinds(responses)[0] == "started" and kinds(responses)[-1] == "utterance_done"
+    started = [r.utterance_started for r in responses if r.WhichOneof("kind") == "utterance_started"]
+    assert started[0].text == "I need ten thousand gold!" and started[0].source_text == "I need 10k gold!"
+    check_utterances(responses, 22050, 2)
+
+
+@pytest.mark.parametrize("first,code,fragment", [
+    (cfg("nobody"), grpc.StatusCode.NOT_FOUND, "no voice"),
+    (cfg(sample_rate_hz=96000), grpc.StatusCode.INVALID_ARGUMENT, "8000-48000"),
+    (cfg(sample_rate_hz=4000), grpc.StatusCode.INVALID_ARGUMENT, "8000-48000"),
+    (cfg(chunk_ms=5), grpc.StatusCode.INVALID_ARGUMENT, "chunk_ms"),
+    (cfg(language="fr"), grpc.StatusCode.INVALID_ARGUMENT, "language"),
+    (cfg(sampling=pb.SamplingConfig(top_p=0)), grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
+    (cfg(voice=""), grpc.StatusCode.INVALID_ARGUMENT, "voice_id"),
+    (text("hello"), grpc.StatusCode.INVALID_ARGUMENT, "first message must be a SessionConfig"),
+])
+def test_bad_session_config_gets_a_clear_status(server, first, code, fragment):
+    err = status_of(lambda: server.stub.Converse(iter([first, text("Hi."), pb.ConverseRequest(close=pb.Close())])))
+    assert err.code() == code and fragment in err.details()
+
+
+@pytest.mark.parametrize("bad,fragment", [
+    (text(""), "empty"),
+    (text("x" * 4001), "limit is 4000"),
+    (cfg(), "only be the first"),
+    (pb.ConverseRequest(), "empty ConverseRequest"),
+])
+def test_bad_message_mid_stream_ends_only_that_stream(server, bad, fragment):
+    healthy = Session(server.stub, cfg(sample_rate_hz=8000))
+    healthy.send(text("Stay close to me, and keep your torch lit.", "h"))
+    err = status_of(lambda: server.stub.Converse(iter([cfg(), text("Fine."), bad])))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in err.details()
+    healthy.send(pb.ConverseRequest(close=pb.Close()))
+    healthy.end()
+    rest = []
+    while (r := healthy.next()) is not None:
+        rest.append(r)
+    check_utterances(rest, 8000, 2)
+
+
+def test_synthesize_rejects_bad_requests(server):
+    for req, code in [(pb.SynthesizeRequest(voice_id="guard", text=""), grpc.StatusCode.INVALID_ARGUMENT),
+                      (pb.SynthesizeRequest(voice_id="guard", text="   "), grpc.StatusCode.INVALID_ARGUMENT),
+                      (pb.SynthesizeRequest(voice_id="ghost", text="Hi"), grpc.StatusCode.NOT_FOUND),
+                      (pb.SynthesizeRequest(voice_id="guard", text="Hi", encoding=7),
+                       grpc.StatusCode.INVALID_ARGUMENT)]:
+        assert status_of(lambda: server.stub.Synthesize(req)).code() == code
+
+
+def test_disconnect_mid_utterance_frees_the_engine(server):
+    s = Session(server.stub, cfg(sample_rate_hz=8000))
+    s.send(text(" ".join(["Run to the gate and bar it behind you."] * 8)), pb.ConverseRequest(flush=pb.Flush()))
+    s.until("audio")
+    assert server.engine.stats().running >= 1
+    s.call.cancel()  # the game quit mid-line
+    stats = wait_engine_idle(server.engine, timeout=5.0)
+    assert stats.running == 0 and stats.waiting == 0
+
+
+def test_slow_reader_pauses_generation(server):
+    # A small HTTP/2 window on the client makes the transport push back quickly.
+    options = [("grpc.http2.lookahead_bytes", 16384), ("grpc.http2.bdp_probe", 0)]
+    with grpc.insecure_channel(server.address, options=options) as channel:
+        from service.gen import npc_voice_pb2_grpc as pb_grpc
+        stub = pb_grpc.NpcVoiceStub(channel)
+        reqs = [cfg(sample_rate_hz=48000, encoding=pb.FLOAT32, sampling=pb.SamplingConfig(seed=1)),
+                text(" ".join(["Keep walking, the night is long and the road is longer."] * 10)),
+                pb.ConverseRequest(flush=pb.Flush())]
+        call = stub.Converse(iter(reqs))
+        next(call), next(call)  # started, and the first utterance is under way
+        samples = []
+        for _ in range(8):  # then stop reading
+            time.sleep(0.25)
+            samples.append(server.engine.stats().decode_frames)
+        assert samples[-1] == samples[-3], f"generation kept running for a reader that stopped: {samples}"
+        call.cancel()
+    wait_engine_idle(server.engine)
+
+
+def test_voice_management_and_errors(server):
+    stub = server.stub
+    listed = {v.voice_id for v in stub.ListVoices(pb.ListVoicesRequest()).voices}
+    assert {"guard", "merchant", "sprite"} <= listed
+    wav = encode_wav(reference_wave(4.0, 16000, f0=190.0, floor=0.05), 16000)
+    v = stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id="bard", reference_wav=wav,
+                                                   transcript="A song for the road!"))
+    assert v.voice_id == "bard" and abs(v.reference_seconds - 4.0) < 0.01 and v.prompt_frames > 0
+    dup = status_of(lambda: stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id="bard", reference_wav=wav,
+                                                                      transcript="Again")))
+    assert dup.code() == grpc.StatusCode.ALREADY_EXISTS
+    warm = stub.WarmVoice(pb.WarmVoiceRequest(voice_id="bard"))
+    assert not warm.was_cached and stub.WarmVoice(pb.WarmVoiceRequest(voice_id="bard")).was_cached
+    assert stub.GetVoice(pb.GetVoiceRequest(voice_id="bard")).cached
+    stub.DeleteVoice(pb.DeleteVoiceRequest(voice_id="bard"))
+    for call in (lambda: stub.GetVoice(pb.GetVoiceRequest(voice_id="bard")),
+                 lambda: stub.DeleteVoice(pb.DeleteVoiceRequest(voice_id="bard")),
+                 lambda: stub.WarmVoice(pb.WarmVoiceRequest(voice_id="bard"))):
+        assert status_of(call).code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("wav,transcript,fragment", [
+    (b"RIFF....WAVEjunk", "Hello there.", "not a readable WAV"),
+    (b"", "Hello there.", "empty"),
+    (encode_wav(np.zeros(16000 * 5, np.float32), 16000), "Hello there.", "silent"),
+    (encode_wav(0.3 * np.sin(np.arange(16000 * 5) * 0.1).astype(np.float32), 16000), "Hello there.", "constant level"),
+    (encode_wav(reference_wave(2.0, 16000, floor=0.05), 16000), "Hello there.", "3-30 s"),
+    (encode_wav(reference_wave(31.0, 16000, floor=0.05), 16000), "Hello there.", "3-30 s"),
+    (encode_wav(reference_wave(4.0, 16000, floor=0.05), 16000), "  ", "transcript is empty"),
+])
+def test_register_voice_rejects_unusable_references(server, wav, transcript, fragment):
+    err = status_of(lambda: server.stub.RegisterVoice(pb.RegisterVoiceRequest(
+        voice_id="bad", reference_wav=wav, transcript=transcript)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in err.details()
+
+
+def test_register_voice_rejects_bad_ids(server):
+    wav = encode_wav(reference_wave(4.0, 16000, floor=0.05), 16000)
+    for vid in ("", "Guard", "a b", "../etc", "x" * 65):
+        err = status_of(lambda: server.stub.RegisterVoice(pb.RegisterVoiceRequest(
+            voice_id=vid, reference_wav=wav, transcript="Hi there.")))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "voice_id" in err.details()
+
+
+def test_health_reflection_and_capabilities(server):
+    health = health_pb2_grpc.HealthStub(server.channel)
+    assert health.Check(health_pb2.HealthCheckRequest(service="npcvoice.v1.NpcVoice")).status == \
+        health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(server.channel)
+    resp = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    names = {s.name for s in resp.list_services_response.service}
+    assert {"npcvoice.v1.NpcVoice", "grpc.health.v1.Health"} <= names
+    caps = server.stub.GetCapabilities(pb.GetCapabilitiesRequest())
+    assert caps.native_sample_rate_hz == 24000 and caps.max_sample_rate_hz == 48000 and not caps.timings_available
+
+
+def test_session_limit_gives_resource_exhausted_with_retry_hint(model_dir, tmp_path):
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path, max_sessions=1)
+    try:
+        holder = Session(srv.stub, cfg())
+        holder.until("started")
+        err = status_of(lambda: srv.stub.Converse(iter([cfg(), text("Hi.")])))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit of 1" in err.details()
+        md = dict(err.trailing_metadata())
+        assert int(md["retry-after-ms"]) > 0
+        status = status_pb2.Status.FromString(md["grpc-status-details-bin"])
+        info = error_details_pb2.RetryInfo()
+        assert status.details[0].Unpack(info) and info.retry_delay.seconds + info.retry_delay.nanos > 0
+        holder.send(pb.ConverseRequest(close=pb.Close()))
+        holder.end()
+        while holder.next() is not None:
+            pass
+        ok = list(srv.stub.Converse(iter([cfg(), text("Now there is room."), pb.ConverseRequest(close=pb.Close())])))
+        assert "audio" in kinds(ok)
+    finally:
+        srv.stop()
+        eng.close()
+
+
+def test_voices_survive_a_restart_and_corrupt_entries_are_reported(model_dir, tmp_path):
+    wav = encode_wav(reference_wave(5.0, 22050, f0=150.0, floor=0.05), 22050)
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path)
+    frames = srv.stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id="keeper", reference_wav=wav,
+                                                           transcript="The keys stay with me.")).prompt_frames
+    srv.stop()
+    (tmp_path / "mangled.voice").write_bytes(b"PK\x03\x04 this is not a voice")
+    assert not list(tmp_path.glob(".tmp-*")), "a finished write leaves no temporary file"
+    srv = ServerThread(eng, tmp_path)
+    try:
+        listing = srv.stub.ListVoices(pb.ListVoicesRequest())
+        assert {v.voice_id: v.prompt_frames for v in listing.voices}["keeper"] == frames
+        assert [b.voice_id for b in listing.broken] == ["mangled"] and listing.broken[0].error
+        err = status_of(lambda: srv.stub.Converse(iter([cfg("mangled"), text("Hi.")])))
+        assert err.code() == grpc.StatusCode.DATA_LOSS
+        out = list(srv.stub.Converse(iter([cfg("keeper"), text("Still here."), pb.ConverseRequest(close=pb.Close())])))
+        assert "audio" in kinds(out)
+    finally:
+        srv.stop()
+        eng.close()
+
+
+def test_word_and_phoneme_marks_from_a_model_with_timings(tmp_path):
+    model = make_toy_model(tmp_path / "m", seed=1, advance=4, **SMALL)
+    eng = make_engine(model)
+    srv = ServerThread(eng, tmp_path / "voices")
+    try:
+        line = "Take the ford at dawn."
+        responses = list(srv.stub.Synthesize(pb.SynthesizeRequest(
+            voice_id="guard", text=line, sampling=pb.SamplingConfig(seed=5, temperature=2.0))))
+        assert responses[0].started.timings_available
+        marks = [r.mark for r in responses if r.WhichOneof("kind") == "mark"]
+        done = [r.utterance_done for r in responses if r.WhichOneof("kind") == "utterance_done"][0]
+        words = [m for m in marks if m.kind == pb.WORD]
+        phones = [m for m in marks if m.kind == pb.PHONEME]
+        assert words and phones
+        expected = ["Take", "the", "ford", "at", "dawn"]
+        assert [w.text for w in words] == expected[: len(words)]  # in order, none skipped or repeated
+        for m in marks:
+            assert line[m.char_start:m.char_end] == m.text
+            assert 0 <= m.start_ms <= m.end_ms <= done.audio_seconds * 1000 + 1
+        assert all(a.start_ms <= b.start_ms for a, b in zip(words, words[1:]))
+        assert all(a.end_ms == b.start_ms for a, b in zip(phones, phones[1:]))
+    finally:
+        srv.stop()
+        eng.close()
+
+
+def test_pronunciation_dictionary_reloads_without_restart(model_dir, tmp_path):
+    lexicon = tmp_path / "lexicon.json"
+    lexicon.write_text('{"Gimli": "gim lee"}')
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path / "voices", lexicon_path=lexicon, lexicon_check_s=0.0)
+
+    def spoken(line):
+        rs = srv.stub.Synthesize(pb.SynthesizeRequest(voice_id="guard", text=line,
+                                                      sampling=pb.SamplingConfig(seed=0)))
+        return [r.utterance_started.text for r in rs if r.WhichOneof("kind") == "utterance_started"][0]
+    try:
+        assert spoken("Ask Gimli.") == "Ask gim lee."
+        lexicon.write_text('{"gimli": "ghim-lie", "HP": "hit points"}')
+        assert spoken("Ask GIMLI about 5 HP.") == "Ask ghim-lie about five hit points."
+        lexicon.write_text("{not json")
+        assert spoken("Ask Gimli.") == "Ask ghim-lie."  # a broken edit keeps the last good dictionary
+    finally:
+        srv.stop()
+        eng.close()
