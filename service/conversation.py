@@ -50,6 +50,7 @@ class SessionSettings:
     lookahead: int = 1  # utterances submitted ahead of the one playing
     queue_chunks: int = 4  # audio chunks buffered per utterance and in the outbound queue
     overload_wait_s: float = 10.0  # how long a running conversation waits for engine capacity
+    max_pending_chars: int = 20000  # text received but not yet spoken (~20 min of speech)
 
 
 class Outbound:
@@ -104,6 +105,11 @@ class Conversation:
 
     # ---- requests (called from the loop) -------------------------------------------
     def on_text(self, text: str, turn_id: str) -> None:
+        pending = len(self.segmenter.buffer) + sum(len(u.source_text) for u in self.queue if isinstance(u, Utterance))
+        if pending + len(text) > self.settings.max_pending_chars:
+            raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"more than {self.settings.max_pending_chars} characters are waiting to be spoken; "
+                              "send more once some has played (UtteranceDone)", 1.0)
         if turn_id and turn_id != self.turn_id:
             self._enqueue(self.segmenter.flush())  # a new turn: the old one is spoken first
             self.segmenter.reset()

@@ -71,9 +71,11 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             conv = Conversation(self.engine, self.lexicon, settings)
             yield pb.ConverseResponse(started=await self._started(settings))
             reader = asyncio.create_task(self._read(request_iterator, conv))
-            async for kind, msg in self._run(conv):
-                yield pb.ConverseResponse(**{kind: msg})
-            reader.cancel()
+            try:
+                async for kind, msg in self._run(conv):
+                    yield pb.ConverseResponse(**{kind: msg})
+            finally:
+                reader.cancel()
 
     async def _read(self, requests, conv: Conversation) -> None:
         try:

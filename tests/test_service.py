@@ -258,6 +258,13 @@ def test_bad_message_mid_stream_ends_only_that_stream(server, bad, fragment):
     check_utterances(rest, 8000, 2)
 
 
+def test_text_piling_up_faster_than_speech_is_refused(server):
+    reqs = [cfg(sample_rate_hz=8000)] + [text("Onward, and onward again. " * 150) for _ in range(6)]
+    err = status_of(lambda: server.stub.Converse(iter(reqs)))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "waiting to be spoken" in err.details()
+    wait_engine_idle(server.engine)
+
+
 def test_synthesize_rejects_bad_requests(server):
     for req, code in [(pb.SynthesizeRequest(voice_id="guard", text=""), grpc.StatusCode.INVALID_ARGUMENT),
                       (pb.SynthesizeRequest(voice_id="guard", text="   "), grpc.StatusCode.INVALID_ARGUMENT),

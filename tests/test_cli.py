@@ -1,0 +1,54 @@
+"""The CLI as a user runs it: `serve` in a subprocess, then `say` and `voices` against it."""
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+
+import soundfile
+
+from engine.toy_model import reference_wave
+from service.audio_input import encode_wav
+
+
+def cli(*args, timeout=60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "service", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_serve_say_and_voices(model_dir, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", "0", "--model", str(model_dir),
+                             "--voices-dir", str(tmp_path / "voices"), "--kv-cache-mb", "32"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if m := re.search(r"serving on 127\.0\.0\.1:(\d+)", line):
+                address = f"127.0.0.1:{m[1]}"
+                break
+        else:
+            raise AssertionError("server never came up:\n" + "".join(lines))
+        out = tmp_path / "line.wav"
+        said = cli("say", "Halt! Who goes there?", "--voice", "guard", "--out", str(out), "--rate", "16000",
+                   "--server", address)
+        assert said.returncode == 0, said.stderr
+        assert re.search(r"time to first audio \d+ ms", said.stdout)
+        audio, rate = soundfile.read(out)
+        assert rate == 16000 and len(audio) > 1600
+
+        listed = cli("voices", "--server", address, "list")
+        assert listed.returncode == 0 and all(v in listed.stdout for v in ("guard", "merchant", "sprite"))
+        ref = tmp_path / "ref.wav"
+        ref.write_bytes(encode_wav(reference_wave(4.0, 16000, f0=200.0, floor=0.05), 16000))
+        added = cli("voices", "--server", address, "add", "bard", str(ref), "A song for the road.")
+        assert added.returncode == 0 and "registered bard" in added.stdout
+        assert "prefilled" in cli("voices", "--server", address, "warm", "bard").stdout
+        assert cli("voices", "--server", address, "rm", "bard").returncode == 0
+        missing = cli("voices", "--server", address, "rm", "bard")
+        assert missing.returncode != 0 and "NOT_FOUND" in missing.stderr
+        bad = cli("say", "Hi.", "--voice", "nobody", "--server", address, "--out", str(out))
+        assert bad.returncode != 0 and "NOT_FOUND" in bad.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
