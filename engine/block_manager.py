@@ -55,13 +55,15 @@ class PrefixMatch:
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int, copy_rows: Callable[[int, int, int], None]):
+    def __init__(self, num_blocks: int, block_size: int, copy_rows: Callable[[int, int, int], None],
+                 caching: bool = True):
         if num_blocks < 2:
             raise ValueError("the block pool needs at least 2 blocks")
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.blocks = [Block(i) for i in range(num_blocks)]
         self.copy_rows = copy_rows
+        self.caching = caching  # False: every prompt is computed in full (a benchmark baseline)
         self.by_hash: dict[bytes, int] = {}
         self.free_plain: deque[int] = deque(range(num_blocks))
         self.free_cached: OrderedDict[int, None] = OrderedDict()  # oldest first
@@ -117,7 +119,7 @@ class BlockManager:
         bs = self.block_size
         full = len(tokens) // bs
         blocks, hashes, parent = [], [], b""
-        for i in range(full):
+        for i in range(full if self.caching else 0):
             content = self._content(tokens, i)
             h = chain_hash(parent, key, content)
             bid = self._lookup(h, content)
@@ -127,7 +129,7 @@ class BlockManager:
             hashes.append(h)
             parent = h
         snapshot, rem = None, prefix_len % bs
-        if rem and len(blocks) == prefix_len // bs:
+        if rem and len(blocks) == prefix_len // bs and self.caching:
             content = self._content(tokens, len(blocks), rem)
             snapshot = self._lookup(chain_hash(parent, key, content, partial=True), content)
         cached = len(blocks) * bs + (rem if snapshot is not None else 0)
@@ -185,6 +187,8 @@ class BlockManager:
 
     def register(self, seq: Sequence) -> None:
         """Publish blocks that became full and computed, and the voice-prefix tail."""
+        if not self.caching:
+            return
         bs, hashes = self.block_size, self.hashes[seq.seq_id]
         tokens = seq.tokens
         while (len(hashes) + 1) * bs <= seq.num_computed:

@@ -87,6 +87,7 @@ class CacheConfig:
     # Share of the pool that pinned (warmed) voices may hold; beyond it the least
     # recently warmed voice is unpinned.
     max_pinned_fraction: float = 0.5
+    prefix_cache: bool = True  # False computes every prompt in full (a benchmark baseline)
 
 
 @dataclass(frozen=True)

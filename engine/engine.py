@@ -76,7 +76,8 @@ class Engine:
         self.codec = make_codec(self.model_cfg.codec, self.model_cfg.frame_rate)
         self.tokenizer = make_tokenizer(self.model_cfg.tokenizer, self.model_cfg.text_vocab)
         self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)
-        self.blocks = BlockManager(self.runner.num_blocks, self.config.cache.block_size, self.runner.copy_rows)
+        self.blocks = BlockManager(self.runner.num_blocks, self.config.cache.block_size, self.runner.copy_rows,
+                                   caching=self.config.cache.prefix_cache)
         self.scheduler = Scheduler(self.config.scheduler, self.blocks)
         self._outboxes: dict[int, Outbox] = {}
         self._on_prefilled: dict[int, Callable[[Sequence], None]] = {}

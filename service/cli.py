@@ -21,12 +21,14 @@ from service.gen import npc_voice_pb2_grpc as pb_grpc
 
 
 def serve(args: argparse.Namespace) -> None:
-    from engine import CacheConfig, Engine, EngineConfig
+    from engine import CacheConfig, Engine, EngineConfig, SchedulerConfig
     from engine.toy_model import default_model_dir
     from service.server import ServiceConfig, start_server
 
     model_dir = Path(args.model) if args.model else default_model_dir()
-    engine = Engine(model_dir, EngineConfig(cache=CacheConfig(memory_budget_mb=args.kv_cache_mb)))
+    engine = Engine(model_dir, EngineConfig(
+        cache=CacheConfig(memory_budget_mb=args.kv_cache_mb, prefix_cache=not args.no_prefix_cache),
+        scheduler=SchedulerConfig(max_running=args.max_batch)))
     if not args.model:
         logging.warning("no trained model ships yet (issue 4): serving the random-weight toy model from %s. "
                         "Its audio is noise-like and carries no words.", model_dir)
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--kv-cache-mb", type=float, default=256.0)
     s.add_argument("--max-sessions", type=int, default=64)
     s.add_argument("--no-demo-voices", action="store_true")
+    s.add_argument("--max-batch", type=int, default=32, help="streams decoded together (1 disables batching)")
+    s.add_argument("--no-prefix-cache", action="store_true", help="compute every prompt in full (baseline)")
     s.set_defaults(fn=serve)
     s = sub.add_parser("say", help="speak a line into a WAV file")
     s.add_argument("text")

@@ -167,6 +167,16 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                                native_sample_rate_hz=self.engine.sample_rate, min_sample_rate_hz=8000,
                                max_sample_rate_hz=48000, languages=["en"], max_text_chars=self.config.max_text_chars)
 
+    async def GetStats(self, request, context):
+        st = self.engine.stats()
+        return pb.ServerStats(
+            open_streams=self.sessions, running=st.running, waiting=st.waiting, kv_blocks_total=st.num_blocks,
+            kv_blocks_free=st.free_blocks, prefix_hits=st.prefix_hits, prefix_misses=st.prefix_misses,
+            prefix_evictions=st.prefix_evictions, prefill_frames=st.prefill_frames, cached_frames=st.cached_frames,
+            decode_frames=st.decode_frames, preemptions=st.preemptions, pinned_voices=st.pinned_voices,
+            prefix_cache_enabled=self.engine.config.cache.prefix_cache,
+            max_batch=self.engine.config.scheduler.max_running)
+
     # ---- helpers -------------------------------------------------------------------
     @contextmanager
     def _session(self):

@@ -22,8 +22,8 @@ def speech_like(seconds: float, sr: int = 24000) -> torch.Tensor:
     return torch.from_numpy(reference_wave(seconds, sr, f0=140.0, glide=0.15, glide_hz=0.7, syllable_hz=4.0, floor=0.6))
 
 
-def make_engine(model_dir, num_blocks: int | None = 512, **sched) -> Engine:
-    cfg = EngineConfig(cache=CacheConfig(block_size=16, num_blocks=num_blocks),
+def make_engine(model_dir, num_blocks: int | None = 512, prefix_cache: bool = True, **sched) -> Engine:
+    cfg = EngineConfig(cache=CacheConfig(block_size=16, num_blocks=num_blocks, prefix_cache=prefix_cache),
                        scheduler=SchedulerConfig(**sched), num_threads=2)
     return Engine(model_dir, cfg)
 

@@ -260,3 +260,16 @@ def test_closing_the_engine_ends_every_open_stream(model_dir, voice):
         assert s.seq.num_generated < 500
     with pytest.raises(RuntimeError, match="closed"):
         eng.submit(voice, TEXT)
+
+
+def test_prefix_cache_off_computes_every_prompt_and_gives_the_same_frames(model_dir, voice):
+    with make_engine(model_dir) as cached:
+        a = [cached.submit(voice, TEXT, fixed(4)).wait_frames() for _ in range(2)]
+        hits = cached.stats().prefix_hits
+    with make_engine(model_dir, prefix_cache=False) as plain:
+        b = [plain.submit(voice, TEXT, fixed(4)).wait_frames() for _ in range(2)]
+        stats = plain.stats()
+    assert hits > 0 and stats.prefix_hits == 0 and stats.cached_frames == 0
+    prompt = voice.num_frames + len(plain.tokenizer.encode(TEXT)) + 1
+    assert stats.prefill_frames == 2 * prompt  # both utterances paid the whole prompt
+    assert all(torch.equal(x, y) for x, y in zip(a, b))

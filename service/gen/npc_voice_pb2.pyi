@@ -369,3 +369,41 @@ class Capabilities(_message.Message):
     languages: _containers.RepeatedScalarFieldContainer[str]
     max_text_chars: int
     def __init__(self, model: _Optional[str] = ..., timings_available: _Optional[bool] = ..., phoneme_overrides: _Optional[bool] = ..., native_sample_rate_hz: _Optional[int] = ..., min_sample_rate_hz: _Optional[int] = ..., max_sample_rate_hz: _Optional[int] = ..., languages: _Optional[_Iterable[str]] = ..., max_text_chars: _Optional[int] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerStats(_message.Message):
+    __slots__ = ("open_streams", "running", "waiting", "kv_blocks_total", "kv_blocks_free", "prefix_hits", "prefix_misses", "prefix_evictions", "prefill_frames", "cached_frames", "decode_frames", "preemptions", "pinned_voices", "prefix_cache_enabled", "max_batch")
+    OPEN_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    KV_BLOCKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    KV_BLOCKS_FREE_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_HITS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_MISSES_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    DECODE_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PINNED_VOICES_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_CACHE_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    open_streams: int
+    running: int
+    waiting: int
+    kv_blocks_total: int
+    kv_blocks_free: int
+    prefix_hits: int
+    prefix_misses: int
+    prefix_evictions: int
+    prefill_frames: int
+    cached_frames: int
+    decode_frames: int
+    preemptions: int
+    pinned_voices: int
+    prefix_cache_enabled: bool
+    max_batch: int
+    def __init__(self, open_streams: _Optional[int] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_free: _Optional[int] = ..., prefix_hits: _Optional[int] = ..., prefix_misses: _Optional[int] = ..., prefix_evictions: _Optional[int] = ..., prefill_frames: _Optional[int] = ..., cached_frames: _Optional[int] = ..., decode_frames: _Optional[int] = ..., preemptions: _Optional[int] = ..., pinned_voices: _Optional[int] = ..., prefix_cache_enabled: _Optional[bool] = ..., max_batch: _Optional[int] = ...) -> None: ...

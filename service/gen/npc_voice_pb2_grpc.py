@@ -74,6 +74,11 @@ class NpcVoiceStub:
                 request_serializer=npcvoice_dot_v1_dot_npc__voice__pb2.GetCapabilitiesRequest.SerializeToString,
                 response_deserializer=npcvoice_dot_v1_dot_npc__voice__pb2.Capabilities.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/npcvoice.v1.NpcVoice/GetStats',
+                request_serializer=npcvoice_dot_v1_dot_npc__voice__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=npcvoice_dot_v1_dot_npc__voice__pb2.ServerStats.FromString,
+                _registered_method=True)
 
 
 class NpcVoiceServicer:
@@ -131,6 +136,13 @@ class NpcVoiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """Counters for dashboards and load tests: sessions, engine queues, KV pool, prefix cache.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NpcVoiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +185,11 @@ def add_NpcVoiceServicer_to_server(servicer, server):
                     servicer.GetCapabilities,
                     request_deserializer=npcvoice_dot_v1_dot_npc__voice__pb2.GetCapabilitiesRequest.FromString,
                     response_serializer=npcvoice_dot_v1_dot_npc__voice__pb2.Capabilities.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=npcvoice_dot_v1_dot_npc__voice__pb2.GetStatsRequest.FromString,
+                    response_serializer=npcvoice_dot_v1_dot_npc__voice__pb2.ServerStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -391,6 +408,33 @@ class NpcVoice:
             '/npcvoice.v1.NpcVoice/GetCapabilities',
             npcvoice_dot_v1_dot_npc__voice__pb2.GetCapabilitiesRequest.SerializeToString,
             npcvoice_dot_v1_dot_npc__voice__pb2.Capabilities.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/npcvoice.v1.NpcVoice/GetStats',
+            npcvoice_dot_v1_dot_npc__voice__pb2.GetStatsRequest.SerializeToString,
+            npcvoice_dot_v1_dot_npc__voice__pb2.ServerStats.FromString,
             options,
             channel_credentials,
             insecure,
