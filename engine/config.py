@@ -43,6 +43,9 @@ class ModelConfig:
     # Guard against a model that never stops: frames allowed per text token.
     max_frames_per_text_token: float = 8.0
     min_frames_guard: int = 25
+    # End of speech is not accepted before this many frames per text token: a
+    # model that stops early on a short line ("Yes!") garbles it.
+    min_frames_per_text_token: float = 0.0
     # Audio framing, needed to turn frame indices into milliseconds.
     frame_rate: float = 25.0
     codec: str = "parametric"

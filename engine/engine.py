@@ -165,6 +165,7 @@ class Engine:
             self._inflight += 1
         seed = sampling.seed if sampling.seed is not None else random.SystemRandom().getrandbits(63)
         seq = Sequence(prompt, voice.num_frames, voice.key, sampling, max_frames, seed)
+        seq.min_frames = min(max_frames - 1, math.ceil(len(ids) * cfg.min_frames_per_text_token))
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(seq, outbox, self.codec, self.config.stream,
                                  sample_rate, chunk_frames, lambda: self._cancel(seq), spans)
@@ -300,7 +301,7 @@ class Engine:
             self._finish(seq, "length")
             return
         cfg = self.model_cfg
-        if seq.sampling.ignore_eos:
+        if seq.sampling.ignore_eos or seq.num_generated < seq.min_frames:
             logits[0, cfg.eos] = float("-inf")
         frame = sample_frame(logits, seq.sampling, seq.generator, seq.generated(), slice(1, None))
         if int(frame[0]) == cfg.eos:

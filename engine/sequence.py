@@ -45,6 +45,7 @@ class Sequence:
         self.cache_key = cache_key
         self.sampling = sampling
         self.max_frames = max_frames
+        self.min_frames = 0  # end of speech is masked before this many frames
         self.seed = seed
         # Each request owns its generator, so its draws do not depend on what else
         # is in the batch or on whether its prefix came from the cache.

@@ -100,20 +100,26 @@ class StreamingResampler:
 
 
 class AudioStreamer:
-    """Groups frames into chunks (a small first one), decodes and resamples them."""
+    """Groups frames into chunks, decodes and resamples them.
+
+    Chunks ramp up: the first is small so audio starts quickly, and each later one
+    grows by half, up to the chunk size. A listener playing in real time must
+    hold more audio than the next chunk takes to make: with growth g the queued
+    audio is about g/(g-1) chunks, so that holds while the engine runs at a
+    real-time factor below 1/g (0.67 here; doubling would need 0.5). Jumping
+    straight from 2 frames to 8 ran playback dry in the load test."""
 
     def __init__(self, codec: Codec, cfg: StreamConfig, sample_rate: int, chunk_frames: int | None = None):
         check_rate(sample_rate)
         self.decoder = ChunkDecoder(codec, cfg)
         self.resampler = StreamingResampler(codec.sample_rate, sample_rate)
-        self.first = cfg.first_chunk_frames
         self.chunk = chunk_frames or cfg.chunk_frames
+        self.size = min(cfg.first_chunk_frames, self.chunk)  # frames in the next chunk
         self.pending: list[torch.Tensor] = []
-        self.started = False
 
     def _missing(self) -> int:
         """Frames still missing before the next chunk is due (<= 0: due now)."""
-        return (self.chunk if self.started else self.first) - sum(len(c) for c in self.pending)
+        return self.size - sum(len(c) for c in self.pending)
 
     def frames_wanted(self) -> int:
         return max(1, self._missing())
@@ -126,7 +132,7 @@ class AudioStreamer:
     def _decode(self) -> torch.Tensor:
         codes = torch.cat(self.pending)
         self.pending = []
-        self.started = True
+        self.size = min(self.chunk, max(self.size + 1, self.size * 3 // 2))
         return self.resampler.push(self.decoder.push(codes))
 
     def finish(self) -> torch.Tensor:

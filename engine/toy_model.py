@@ -17,7 +17,11 @@ import torch
 from engine.config import ModelConfig
 from engine.model import SpeechLM, save_model
 
-TOY_CONFIG = ModelConfig(description="random weights, seed-fixed; for tests and benchmarks only, it does not speak")
+# Length limits of about 1.5-3 frames per character keep utterances near the
+# length real speech would have (~15 characters/s is 1.7 frames per character at
+# 25 frames/s), so load tests see realistic audio durations.
+TOY_CONFIG = ModelConfig(description="random weights, seed-fixed; for tests and benchmarks only, it does not speak",
+                         min_frames_per_text_token=1.5, max_frames_per_text_token=3.0)
 
 
 def make_toy_model(model_dir: str | Path, seed: int = 0, **overrides) -> Path:
@@ -35,7 +39,7 @@ def make_toy_model(model_dir: str | Path, seed: int = 0, **overrides) -> Path:
 
 def default_model_dir() -> Path:
     """The toy model in the user's cache, written on first use (until a trained model ships)."""
-    path = Path.home() / ".cache" / "npc-voice" / "toy-model"
+    path = Path.home() / ".cache" / "npc-voice" / "toy-model-v2"  # v2: speech-like length limits
     if not (path / "model.safetensors").exists():
         make_toy_model(path, seed=0)
     return path

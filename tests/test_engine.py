@@ -273,3 +273,13 @@ def test_prefix_cache_off_computes_every_prompt_and_gives_the_same_frames(model_
     prompt = voice.num_frames + len(plain.tokenizer.encode(TEXT)) + 1
     assert stats.prefill_frames == 2 * prompt  # both utterances paid the whole prompt
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_end_of_speech_waits_for_the_minimum_length(tmp_path, voice):
+    model = make_toy_model(tmp_path / "m", seed=2, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128,
+                           min_frames_per_text_token=2.0, max_frames_per_text_token=3.0)
+    with make_engine(model) as eng:
+        n = len(eng.tokenizer.encode("Yes!"))
+        lengths = [len(eng.submit(voice, "Yes!", SamplingParams(seed=s, temperature=1.5)).wait_frames())
+                   for s in range(8)]
+    assert all(2 * n <= k <= 3 * n + eng.model_cfg.min_frames_guard for k in lengths), lengths

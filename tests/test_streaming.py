@@ -82,9 +82,16 @@ def test_streaming_resampler_equals_offline(rate):
 def test_audio_streamer_small_first_chunk_and_exact_length(codes):
     cfg = StreamConfig(first_chunk_frames=2, chunk_frames=8)
     st = AudioStreamer(CODEC, cfg, 48000)
-    chunks = [c for row in codes for c in [st.push(row[None])] if c is not None]
+    due = []  # frames pushed when each chunk came out
+    chunks = []
+    for i, row in enumerate(codes):
+        if (c := st.push(row[None])) is not None:
+            chunks.append(c)
+            due.append(i + 1)
     chunks.append(st.finish())
-    assert len(chunks[0]) < len(chunks[1]) / 2  # first audio comes after 2 frames, not 8
+    # 2 frames first, then each chunk grows by half up to 8.
+    assert [b - a for a, b in zip([0] + due, due)][:7] == [2, 3, 4, 6, 8, 8, 8]
+    assert len(chunks[0]) < len(chunks[4]) / 3  # first audio after 2 frames, not 8
     total = sum(len(c) for c in chunks)
     assert total == len(codes) * SPF * 2  # 24 kHz -> 48 kHz, nothing lost or repeated
     assert all(np.isfinite(c.numpy()).all() and c.abs().max() <= 1.0 for c in chunks)

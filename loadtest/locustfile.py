@@ -1,0 +1,274 @@
+"""Locust users that talk to the NPC voice service the way a game does.
+
+    locust -f loadtest/locustfile.py --host 127.0.0.1:50051 ConversationUser
+    locust -f loadtest/locustfile.py --host 127.0.0.1:50051 --tags barks barge_in
+
+Scenarios (one user class and one tag each):
+- conversation: LLM-paced text (a token every 20-50 ms) over multi-sentence turns,
+  think time between turns;
+- barks: one-shot Synthesize;
+- barge_in: cancel a turn mid-speech, then start a new one;
+- churn: many voices, so the prefix cache evicts and prefills again (run the
+  server with a small --kv-cache-mb to see evictions).
+
+Request events (request_type = scenario):
+- ttfa: time to first audio of a turn, from the moment the server could cut the
+  turn's first sentence (the token after its final punctuation) or, for barks,
+  from the call;
+- utterance: UtteranceStarted to UtteranceDone, response_length = audio bytes;
+- cancel: Cancel sent to CancelDone; a failure if audio of the cancelled turn
+  arrives after the ack;
+- underrun: a failure each time a chunk arrives later than the audio already
+  delivered would have finished playing in real time (playback starts at the
+  first chunk of a turn).
+
+NPC_LOADTEST_SAMPLES=FILE appends every event as a JSON line (the report script
+uses it for exact percentiles); NPC_LOADTEST_FAST=1 shortens think times (tests).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+
+import grpc
+import grpc.experimental.gevent as grpc_gevent
+import gevent
+from gevent.queue import Queue
+from locust import User, between, tag, task
+
+from service.gen import npc_voice_pb2 as pb
+from service.gen import npc_voice_pb2_grpc as pb_grpc
+
+grpc_gevent.init_gevent()  # grpc's own threads must yield to gevent's loop
+
+RATE = 48000  # what Unity and Unreal mix at
+FAST = os.environ.get("NPC_LOADTEST_FAST") == "1"
+SAMPLES = os.environ.get("NPC_LOADTEST_SAMPLES")
+DEMO_VOICES = ["guard", "merchant", "sprite"]
+CHURN_VOICES = [f"churn-{i:02d}" for i in range(int(os.environ.get("NPC_LOADTEST_CHURN_VOICES", "24")))]
+
+# Short first sentences, so the first utterance starts early (and its cut point is known).
+OPENERS = ["Well met, traveler!", "Listen closely, friend.", "Hold on a moment.", "Look over there!",
+           "Quiet now, they hear us.", "Ah, you are back."]
+SENTENCES = [
+    "The bridge to the north washed out in last night's storm.",
+    "If you need a blade, the smith by the well owes me a favor.",
+    "Bandits took the mill road, and nobody has come back since.",
+    "I can sell you three potions for 40 gold, no questions asked.",
+    "Do you really think the king will listen to the likes of us?",
+    "Stay close to the torches once the sun goes down.",
+    "My brother went into the mines two days ago and has not returned.",
+    "Bring me ten wolf pelts and the reward is yours.",
+]
+
+
+def llm_tokens(text: str) -> list[str]:
+    """Roughly how an LLM tokenizer splits English: words with their leading space, punctuation apart."""
+    out = []
+    for i, word in enumerate(text.split(" ")):
+        head = word.rstrip(",.!?")
+        out += [(" " if i else "") + head] + list(word[len(head):])
+    return [t for t in out if t]
+
+
+def turn_text() -> tuple[str, int]:
+    """A multi-sentence reply whose first sentence is short; returns it and the index of the
+    token after that sentence (sending it lets the server cut the first utterance)."""
+    opener = random.choice(OPENERS)
+    text = " ".join([opener] + random.sample(SENTENCES, random.randint(2, 3)))
+    return text, len(llm_tokens(opener))
+
+
+class Playback:
+    """Real-time playback of one turn, to count underruns."""
+
+    def __init__(self):
+        self.end: float | None = None  # when the audio delivered so far finishes playing
+
+    def push(self, now: float, seconds: float) -> float:
+        """Add a chunk arriving at `now`; returns the gap in ms if playback ran dry, else 0."""
+        gap = 0.0
+        if self.end is None:
+            self.end = now
+        elif now > self.end:
+            gap = (now - self.end) * 1000
+            self.end = now
+        self.end += seconds
+        return gap
+
+
+class NpcVoiceUser(User):
+    abstract = True
+    host = "127.0.0.1:50051"
+    wait_time = between(0.2, 0.5) if FAST else between(1.0, 3.0)
+    scenario = "conversation"
+
+    def on_start(self) -> None:
+        self.channel = grpc.insecure_channel(self.host)
+        self.stub = pb_grpc.NpcVoiceStub(self.channel)
+        for voice in DEMO_VOICES:  # what a game does at level load
+            self.stub.WarmVoice(pb.WarmVoiceRequest(voice_id=voice))
+
+    def on_stop(self) -> None:
+        self.channel.close()
+
+    def fire(self, name: str, ms: float, length: int = 0, error: str | None = None) -> None:
+        self.environment.events.request.fire(
+            request_type=self.scenario, name=name, response_time=ms, response_length=length,
+            exception=Exception(error) if error else None, context={})
+        if SAMPLES:
+            with open(SAMPLES, "a") as f:
+                f.write(json.dumps({"scenario": self.scenario, "name": name, "ms": round(ms, 2),
+                                    "failed": bool(error), "t": round(time.time(), 3)}) + "\n")
+
+    # ---- one conversation, several turns ---------------------------------------------------
+    def converse(self, voice: str, turns: int, barge_in: bool = False) -> None:
+        requests: Queue = Queue()
+        requests.put(pb.ConverseRequest(config=pb.SessionConfig(voice_id=voice, sample_rate_hz=RATE)))
+        call = self.stub.Converse(iter(requests.get, None))
+        responses = iter(call)
+        try:
+            next(responses)  # SessionStarted
+            for t in range(turns):
+                self.turn(requests, responses, f"t{t}", barge_in)
+                if t < turns - 1:
+                    gevent.sleep(self.wait_time())
+            requests.put(pb.ConverseRequest(close=pb.Close()))
+            requests.put(None)
+            for _ in responses:
+                pass
+        except grpc.RpcError as exc:
+            self.fire("stream", 0, error=f"{exc.code().name}: {exc.details()}")
+        finally:
+            call.cancel()
+
+    def turn(self, requests: Queue, responses, turn_id: str, barge_in: bool) -> None:
+        text, cut_index = turn_text()
+        tokens = llm_tokens(text)
+        state = {"cut_at": None, "stop": False, "cancel_at": None}
+
+        def send() -> None:  # the LLM: a token every 20-50 ms, then Flush
+            for i, token in enumerate(tokens):
+                if state["stop"]:
+                    return
+                requests.put(pb.ConverseRequest(text=pb.TextFragment(text=token, turn_id=turn_id)))
+                if i == cut_index:
+                    state["cut_at"] = time.perf_counter()
+                gevent.sleep(random.uniform(0.02, 0.05))
+            state["cut_at"] = state["cut_at"] or time.perf_counter()
+            requests.put(pb.ConverseRequest(flush=pb.Flush(turn_id=turn_id)))
+
+        def cancel_later() -> None:
+            gevent.sleep(random.uniform(0.3, 1.0))
+            state["stop"] = True
+            state["cancel_at"] = time.perf_counter()
+            requests.put(pb.ConverseRequest(cancel=pb.Cancel(turn_id=turn_id)))
+
+        sender = gevent.spawn(send)
+        playback, first, started, cancelled = Playback(), None, {}, False
+        try:
+            for resp in responses:
+                now = time.perf_counter()
+                kind = resp.WhichOneof("kind")
+                if kind == "audio":
+                    if cancelled and resp.audio.turn_id == turn_id:
+                        self.fire("cancel", 0, error="audio of a cancelled turn after CancelDone")
+                        continue
+                    if first is None:
+                        first = now
+                        self.fire("ttfa", max(0.0, now - (state["cut_at"] or now)) * 1000)
+                        if barge_in:
+                            gevent.spawn(cancel_later)
+                    gap = playback.push(now, len(resp.audio.audio) / 2 / RATE)
+                    if gap:
+                        self.fire("underrun", gap, error="playback ran dry (response_time = gap in ms)")
+                elif kind == "utterance_started":
+                    started[resp.utterance_started.utterance_id] = now
+                elif kind == "utterance_done":
+                    d = resp.utterance_done
+                    self.fire("utterance", (now - started.pop(d.utterance_id, now)) * 1000,
+                              int(d.audio_seconds * RATE * 2))
+                elif kind == "cancel_done":
+                    self.fire("cancel", (now - state["cancel_at"]) * 1000)
+                    cancelled = True
+                    return
+                elif kind == "flush_done" and resp.flush_done.turn_id == turn_id:
+                    return
+        finally:
+            state["stop"] = True
+            sender.kill()
+
+
+class ConversationUser(NpcVoiceUser):
+    scenario = "conversation"
+
+    @tag("conversation")
+    @task
+    def conversation(self) -> None:
+        self.converse(random.choice(DEMO_VOICES), turns=random.randint(2, 3))
+
+
+class BargeInUser(NpcVoiceUser):
+    scenario = "barge_in"
+
+    @tag("barge_in")
+    @task
+    def barge_in(self) -> None:
+        self.converse(random.choice(DEMO_VOICES), turns=2, barge_in=True)
+
+
+class BarkUser(NpcVoiceUser):
+    scenario = "bark"
+
+    @tag("barks")
+    @task
+    def bark(self) -> None:
+        line = random.choice(["Over here!", "Yes!", "Behind you!", "Halt!", "I need 10k gold.",
+                              "For the king!", random.choice(SENTENCES)])
+        start = time.perf_counter()
+        playback, first, began = Playback(), None, start
+        try:
+            for resp in self.stub.Synthesize(pb.SynthesizeRequest(voice_id=random.choice(DEMO_VOICES), text=line,
+                                                                  sample_rate_hz=RATE)):
+                now = time.perf_counter()
+                kind = resp.WhichOneof("kind")
+                if kind == "audio":
+                    if first is None:
+                        first = now
+                        self.fire("ttfa", (now - start) * 1000)
+                    gap = playback.push(now, len(resp.audio.audio) / 2 / RATE)
+                    if gap:
+                        self.fire("underrun", gap, error="playback ran dry (response_time = gap in ms)")
+                elif kind == "utterance_started":
+                    began = now
+                elif kind == "utterance_done":
+                    self.fire("utterance", (now - began) * 1000, int(resp.utterance_done.audio_seconds * RATE * 2))
+        except grpc.RpcError as exc:
+            self.fire("stream", 0, error=f"{exc.code().name}: {exc.details()}")
+
+
+class ChurnUser(NpcVoiceUser):
+    """Many voices in rotation, so the prefix cache must evict and prefill again."""
+
+    scenario = "churn"
+
+    def on_start(self) -> None:
+        super().on_start()
+        from engine.toy_model import reference_wave
+        from service.audio_input import encode_wav
+
+        for i, voice_id in enumerate(CHURN_VOICES):
+            wav = encode_wav(reference_wave(4.0, 16000, f0=90.0 + 7 * i, syllable_hz=3.0 + 0.1 * i, floor=0.05), 16000)
+            try:
+                self.stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id=voice_id, reference_wav=wav,
+                                                                transcript="Another face in the crowd, friend."))
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+
+    @tag("churn")
+    @task
+    def churn(self) -> None:
+        self.converse(random.choice(CHURN_VOICES), turns=1)
