@@ -105,7 +105,7 @@ class SchedulerConfig:
 class StreamConfig:
     """How generated frames become waveform chunks."""
 
-    first_chunk_frames: int = 2  # small, so first audio comes quickly
+    first_chunk_frames: int = 3  # small, so first audio comes quickly (120 ms; see AudioStreamer)
     chunk_frames: int = 8
     context_frames: int = 2  # earlier frames re-decoded for the crossfade
     crossfade_ms: float = 10.0

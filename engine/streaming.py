@@ -103,18 +103,21 @@ class AudioStreamer:
     """Groups frames into chunks, decodes and resamples them.
 
     Chunks ramp up: the first is small so audio starts quickly, and each later one
-    grows by half, up to the chunk size. A listener playing in real time must
-    hold more audio than the next chunk takes to make: with growth g the queued
-    audio is about g/(g-1) chunks, so that holds while the engine runs at a
-    real-time factor below 1/g (0.67 here; doubling would need 0.5). Jumping
-    straight from 2 frames to 8 ran playback dry in the load test."""
+    holds at most half the frames delivered so far (never fewer than the first),
+    up to the chunk size: 3, 3, 3, 4, 6, 8, 8... A listener playing in real time
+    must hold more audio than the next chunk takes to make; with this rule that
+    holds while the engine runs at a real-time factor below about 2/3. Jumping
+    straight from 2 frames to 8 (or even to 3) ran playback dry in the load test.
+    """
 
     def __init__(self, codec: Codec, cfg: StreamConfig, sample_rate: int, chunk_frames: int | None = None):
         check_rate(sample_rate)
         self.decoder = ChunkDecoder(codec, cfg)
         self.resampler = StreamingResampler(codec.sample_rate, sample_rate)
         self.chunk = chunk_frames or cfg.chunk_frames
-        self.size = min(cfg.first_chunk_frames, self.chunk)  # frames in the next chunk
+        self.first = min(cfg.first_chunk_frames, self.chunk)
+        self.size = self.first  # frames in the next chunk
+        self.delivered = 0  # frames decoded so far
         self.pending: list[torch.Tensor] = []
 
     def _missing(self) -> int:
@@ -132,7 +135,8 @@ class AudioStreamer:
     def _decode(self) -> torch.Tensor:
         codes = torch.cat(self.pending)
         self.pending = []
-        self.size = min(self.chunk, max(self.size + 1, self.size * 3 // 2))
+        self.delivered += len(codes)
+        self.size = min(self.chunk, max(self.first, self.delivered // 2))
         return self.resampler.push(self.decoder.push(codes))
 
     def finish(self) -> torch.Tensor:

@@ -27,6 +27,7 @@ uses it for exact percentiles); NPC_LOADTEST_FAST=1 shortens think times (tests)
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -81,6 +82,9 @@ def turn_text() -> tuple[str, int]:
     return text, len(llm_tokens(opener))
 
 
+_user_numbers = itertools.count()
+
+
 class Playback:
     """Real-time playback of one turn, to count underruns."""
 
@@ -106,6 +110,7 @@ class NpcVoiceUser(User):
     scenario = "conversation"
 
     def on_start(self) -> None:
+        self.user_index = next(_user_numbers)
         self.channel = grpc.insecure_channel(self.host)
         self.stub = pb_grpc.NpcVoiceStub(self.channel)
         for voice in DEMO_VOICES:  # what a game does at level load
@@ -114,14 +119,15 @@ class NpcVoiceUser(User):
     def on_stop(self) -> None:
         self.channel.close()
 
-    def fire(self, name: str, ms: float, length: int = 0, error: str | None = None) -> None:
+    def fire(self, name: str, ms: float, length: int = 0, error: str | None = None, **detail) -> None:
         self.environment.events.request.fire(
             request_type=self.scenario, name=name, response_time=ms, response_length=length,
             exception=Exception(error) if error else None, context={})
         if SAMPLES:
             with open(SAMPLES, "a") as f:
                 f.write(json.dumps({"scenario": self.scenario, "name": name, "ms": round(ms, 2),
-                                    "failed": bool(error), "t": round(time.time(), 3)}) + "\n")
+                                    "failed": bool(error), "user": self.user_index,
+                                    "t": round(time.time(), 3), **detail}) + "\n")
 
     # ---- one conversation, several turns ---------------------------------------------------
     def converse(self, voice: str, turns: int, barge_in: bool = False) -> None:
@@ -168,6 +174,7 @@ class NpcVoiceUser(User):
 
         sender = gevent.spawn(send)
         playback, first, started, cancelled = Playback(), None, {}, False
+        chunk = 0  # index of the chunk within its utterance
         try:
             for resp in responses:
                 now = time.perf_counter()
@@ -183,12 +190,15 @@ class NpcVoiceUser(User):
                             gevent.spawn(cancel_later)
                     gap = playback.push(now, len(resp.audio.audio) / 2 / RATE)
                     if gap:
-                        self.fire("underrun", gap, error="playback ran dry (response_time = gap in ms)")
+                        self.fire("underrun", gap, error="playback ran dry (response_time = gap in ms)",
+                                  utterance=len(started) - 1, chunk=chunk)
+                    chunk += 1
                 elif kind == "utterance_started":
                     started[resp.utterance_started.utterance_id] = now
+                    chunk = 0
                 elif kind == "utterance_done":
                     d = resp.utterance_done
-                    self.fire("utterance", (now - started.pop(d.utterance_id, now)) * 1000,
+                    self.fire("utterance", (now - started.get(d.utterance_id, now)) * 1000,
                               int(d.audio_seconds * RATE * 2))
                 elif kind == "cancel_done":
                     self.fire("cancel", (now - state["cancel_at"]) * 1000)
