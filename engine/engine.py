@@ -168,7 +168,8 @@ class Engine:
         seq.min_frames = min(max_frames - 1, math.ceil(len(ids) * cfg.min_frames_per_text_token))
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(seq, outbox, self.codec, self.config.stream,
-                                 sample_rate, chunk_frames, lambda: self._cancel(seq), spans)
+                                 sample_rate, chunk_frames, lambda: self._cancel(seq), spans,
+                                 [self.tokenizer.symbol(i) for i in ids])
         self._post(lambda: self._admit(seq, outbox))
         return stream
 

@@ -38,12 +38,14 @@ class AudioChunk:
 class TimingMark:
     """The model moved on to text unit `text_index` at `start_ms` into the utterance.
 
-    `char_start`/`char_end` locate that unit in the text passed to `submit`."""
+    `char_start`/`char_end` locate that unit in the text passed to `submit`; `unit`
+    is what the unit is (a phoneme, or a character for a character-level model)."""
 
     text_index: int
     start_ms: float
     char_start: int
     char_end: int
+    unit: str
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,10 @@ class UtteranceStream:
 
     def __init__(self, seq, outbox: Outbox, codec: Codec, stream_cfg: StreamConfig,
                  sample_rate: int, chunk_frames: int | None, cancel: Callable[[], None],
-                 spans: list[tuple[int, int]]):
+                 spans: list[tuple[int, int]], units: list[str]):
         self.seq = seq
         self.spans = spans  # character span of each text unit, for timing marks
+        self.units = units
         self._outbox = outbox
         self._codec = codec
         self._stream_cfg = stream_cfg
@@ -151,7 +154,7 @@ class UtteranceStream:
                     yield AudioChunk(out.numpy().astype(np.float32), offset, self.sample_rate, False)
                     offset += len(out)
             elif kind == "mark":
-                yield TimingMark(value[0], value[1] * frame_ms, *self.spans[value[0]])
+                yield TimingMark(value[0], value[1] * frame_ms, *self.spans[value[0]], self.units[value[0]])
             else:
                 reason, error = value
                 if reason != "cancelled":

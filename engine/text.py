@@ -1,26 +1,36 @@
 """Text front ends: text -> channel-0 token ids, each with the span of text it came from.
 
 `chars` is the placeholder used by the random-weight test model: one id per
-printable ASCII character. The trained model (issue 4) brings a phoneme front end.
+printable ASCII character. `phonemes` is the English front end of trained models
+(engine/g2p.py): one id per phoneme, stress mark, punctuation mark or word gap.
 Spans let a caller turn the engine's timing marks (which name a token index)
 back into words of the text it submitted.
 """
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 FIRST_TEXT_ID = 8  # ids below are control tokens (see ModelConfig)
 
 
 class Tokenizer(Protocol):
+    reads_phonemes: bool  # whether /.../ pronunciation overrides mean anything to it
+
     def encode(self, text: str) -> list[int]: ...
 
     def encode_spans(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids and, for each, the [start, end) character span of `text` it encodes."""
         ...
 
+    def symbol(self, token_id: int) -> str:
+        """What a token stands for (a character, a phoneme), for timing marks."""
+        ...
+
 
 class CharTokenizer:
+    reads_phonemes = False
+
     def __init__(self, vocab: int):
         self.vocab = vocab
         self.unknown = self._id("?")
@@ -48,8 +58,65 @@ class CharTokenizer:
             spans.append((i, i + 1))
         return ids, spans
 
+    def symbol(self, token_id: int) -> str:
+        return chr(32 + (token_id - FIRST_TEXT_ID))
+
+
+class PhonemeTokenizer:
+    """English text -> phoneme ids through engine.g2p; a space token separates words.
+
+    Text between slashes is taken as phonemes as written (pronunciation overrides):
+    "Ask /ɡˈɪmli/ about it"."""
+
+    reads_phonemes = True
+
+    def __init__(self, vocab: int):
+        from engine.g2p import PHONEMES, PUNCTUATION, STRESS, G2P
+
+        self.symbols = list(PHONEMES + STRESS + PUNCTUATION + " ")
+        if FIRST_TEXT_ID + len(self.symbols) > vocab:
+            raise ValueError(f"text_vocab {vocab} is too small for {len(self.symbols)} phoneme symbols")
+        self.ids = {c: FIRST_TEXT_ID + i for i, c in enumerate(self.symbols)}
+        self.g2p = G2P()
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_spans(text)[0]
+
+    def encode_spans(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        ids: list[int] = []
+        spans: list[tuple[int, int]] = []
+        prev_end = None
+        for start, end, phonemes in self._pieces(text):
+            if prev_end is not None and phonemes[0] not in ".,!?;:…)":
+                ids.append(self.ids[" "])
+                spans.append((prev_end, start))
+            for c in phonemes:
+                if c in self.ids:
+                    ids.append(self.ids[c])
+                    spans.append((start, end))
+            prev_end = end
+        return ids, spans
+
+    def _pieces(self, text: str):
+        """(start, end, phonemes) for each word or punctuation mark, overrides included."""
+        pos = 0
+        for m in re.finditer(r"/([^/\s][^/]*)/", text):
+            yield from self._words(text, pos, m.start())
+            yield m.start(), m.end(), m.group(1).replace(" ", "")
+            pos = m.end()
+        yield from self._words(text, pos, len(text))
+
+    def _words(self, text: str, lo: int, hi: int):
+        for w in self.g2p(text[lo:hi]):
+            yield lo + w.start, lo + w.end, w.phonemes or w.text
+
+    def symbol(self, token_id: int) -> str:
+        return self.symbols[token_id - FIRST_TEXT_ID]
+
 
 def make_tokenizer(name: str, vocab: int) -> Tokenizer:
     if name == "chars":
         return CharTokenizer(vocab)
+    if name == "phonemes":
+        return PhonemeTokenizer(vocab)
     raise ValueError(f"unknown tokenizer {name!r}")

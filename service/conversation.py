@@ -23,7 +23,7 @@ import grpc
 from engine import Engine, EngineOverloaded, Finished, SamplingParams
 from service.gen import npc_voice_pb2 as pb
 from service.lexicon import Lexicon
-from service.normalize import normalize
+from engine.normalize import normalize
 from service.segmenter import Segmenter
 from service.utterance import Audio, Mark, Utterance
 from service.voices import LoadedVoice

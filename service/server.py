@@ -308,7 +308,8 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
     voices = VoiceLibrary(config.voices_dir, engine)
     if config.demo_voices:
         install_demo_voices(voices, engine.sample_rate)
-    lexicon = Lexicon(config.lexicon_path, phonemes_supported=False, check_every_s=config.lexicon_check_s)
+    lexicon = Lexicon(config.lexicon_path, phonemes_supported=engine.tokenizer.reads_phonemes,
+                      check_every_s=config.lexicon_check_s)
     servicer = NpcVoiceServicer(engine, voices, lexicon, config)
     server = grpc.aio.server(interceptors=[_StatusInterceptor()], options=[
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),  # reference WAVs up to 30 s at 192 kHz stereo

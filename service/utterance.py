@@ -65,8 +65,7 @@ class MarkTracker:
         out = []
         if self._unit is not None:
             u = self._unit
-            out.append(Mark("phoneme", self.text[u.char_start:u.char_end], u.start_ms, mark.start_ms,
-                            u.char_start, u.char_end))
+            out.append(Mark("phoneme", u.unit, u.start_ms, mark.start_ms, u.char_start, u.char_end))
         word = self._word_of(mark.char_start)
         if self._word is not None and word != self._word[0]:
             out += self._close_word(mark.start_ms)
@@ -79,8 +78,7 @@ class MarkTracker:
         out = []
         if self._unit is not None:
             u, self._unit = self._unit, None
-            out.append(Mark("phoneme", self.text[u.char_start:u.char_end], u.start_ms, end_ms,
-                            u.char_start, u.char_end))
+            out.append(Mark("phoneme", u.unit, u.start_ms, end_ms, u.char_start, u.char_end))
         return out + self._close_word(end_ms)
 
 

@@ -423,7 +423,7 @@ def test_word_and_phoneme_marks_from_a_model_with_timings(tmp_path):
         assert words and phones
         expected = ["Take", "the", "ford", "at", "dawn"]
         assert [w.text for w in words] == expected[: len(words)]  # in order, none skipped or repeated
-        for m in marks:
+        for m in marks:  # a character-level model: each phoneme unit is one character of the line
             assert line[m.char_start:m.char_end] == m.text
             assert 0 <= m.start_ms <= m.end_ms <= done.audio_seconds * 1000 + 1
         assert all(a.start_ms <= b.start_ms for a, b in zip(words, words[1:]))

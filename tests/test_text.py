@@ -7,7 +7,7 @@ import time
 import pytest
 
 from service.lexicon import Lexicon
-from service.normalize import cardinal, normalize, ordinal
+from engine.normalize import cardinal, normalize, ordinal
 from service.segmenter import Segmenter
 
 
