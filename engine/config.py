@@ -39,7 +39,11 @@ class ModelConfig:
     bos: int = 1
     speech_start: int = 2  # separates the text to speak from the audio that follows
     eos: int = 3  # end of speech
-    advance: int | None = None  # "the phoneme pointer moves on"; None: model gives no timings
+    # "The pointer moves to the next text unit": the engine then feeds that unit's id
+    # as channel 0 of the frame, and emits a timing mark. None: the model has no
+    # pointer and gives no timings.
+    advance: int | None = None
+    mark_delay_frames: int = 0  # a unit is fed this many frames before its audio starts
     # Guard against a model that never stops: frames allowed per text token.
     max_frames_per_text_token: float = 8.0
     min_frames_guard: int = 25

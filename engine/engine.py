@@ -302,20 +302,34 @@ class Engine:
             self._finish(seq, "length")
             return
         cfg = self.model_cfg
+        units = seq.prompt_len - seq.prefix_len - 1  # the text, without speech_start
+        if cfg.advance is not None:
+            # Channel 0 is a decision: stay, advance to the next text unit, or stop. The
+            # pointer only moves forward, never past the last unit, and speech cannot end
+            # before every unit has been reached: no word is skipped or repeated.
+            allowed = torch.full_like(logits[0], float("-inf"))
+            allowed[[cfg.text_pad, cfg.eos] + ([cfg.advance] if seq.marks < units else [])] = 0
+            logits[0] += allowed
+            if seq.marks < units:
+                logits[0, cfg.eos] = float("-inf")
         if seq.sampling.ignore_eos or seq.num_generated < seq.min_frames:
             logits[0, cfg.eos] = float("-inf")
         frame = sample_frame(logits, seq.sampling, seq.generator, seq.generated(), slice(1, None))
         if int(frame[0]) == cfg.eos:
             self._finish(seq, "eos")
             return
-        seq.append(frame)
         outbox = self._outboxes[seq.seq_id]
-        outbox.put("frame", frame)
-        # The pointer only moves forward and never past the last text unit.
-        units = seq.prompt_len - seq.prefix_len - 1  # the text, without speech_start
-        if cfg.advance is not None and seq.marks < units and (seq.num_generated == 1 or int(frame[0]) == cfg.advance):
-            outbox.put("mark", (seq.marks, seq.num_generated - 1))
+        mark = None
+        if cfg.advance is not None and int(frame[0]) == cfg.advance:
+            # The next unit's own id becomes this frame's channel-0 input: the model hears
+            # the phoneme a few frames before it speaks it (mark_delay_frames later).
+            frame[0] = seq.tokens[seq.prefix_len + seq.marks, 0]
+            mark = (seq.marks, seq.num_generated + cfg.mark_delay_frames)
             seq.marks += 1
+        seq.append(frame)
+        outbox.put("frame", frame)
+        if mark is not None:
+            outbox.put("mark", mark)
         if seq.num_generated >= seq.max_frames:
             self._finish(seq, "length")
 

@@ -178,18 +178,36 @@ def test_eos_or_the_length_guard_ends_every_utterance(engine, voice):
 
 def test_timing_marks_from_a_model_with_an_advance_token(tmp_path, voice):
     model = make_toy_model(tmp_path / "m", seed=1, dim=64, n_layers=1, n_heads=2, n_kv_heads=1,
-                           ffn_dim=128, advance=4)
+                           ffn_dim=128, advance=4, mark_delay_frames=2)
     with make_engine(model) as eng:
         params = SamplingParams(seed=0, max_frames=80, ignore_eos=True, temperature=3.0)
         events = list(eng.submit(voice, TEXT, params))
         marks = [e for e in events if isinstance(e, TimingMark)]
         frames = eng.submit(voice, TEXT, params).wait_frames()
-    advances = int((frames[1:, 0] == 4).sum())
-    units = len(eng.tokenizer.encode(TEXT))
-    assert advances > 0 and len(marks) == min(advances + 1, units) and marks[0].start_ms == 0.0
-    assert [TEXT[m.char_start:m.char_end] for m in marks] == [TEXT[i] for i in range(len(marks))]
+        ids = eng.tokenizer.encode(TEXT)
+    inserted = (frames[:, 0] != eng.model_cfg.text_pad).nonzero().flatten().tolist()
+    # Each advance feeds the next text unit's own id as channel 0, in order, none skipped.
+    assert marks and len(marks) == len(inserted) <= len(ids)
+    assert frames[inserted, 0].tolist() == ids[: len(marks)]
     assert [m.text_index for m in marks] == list(range(len(marks)))
-    assert all(a.start_ms < b.start_ms for a, b in zip(marks, marks[1:]))
+    assert [m.start_ms for m in marks] == [(i + 2) * 40.0 for i in inserted]  # frame start + delay
+    assert [TEXT[m.char_start:m.char_end] for m in marks] == [TEXT[i] for i in range(len(marks))]
+    assert [m.unit for m in marks] == [TEXT[i] for i in range(len(marks))]
+
+
+def test_speech_does_not_end_before_every_unit_is_reached(tmp_path, voice):
+    model = make_toy_model(tmp_path / "m", seed=3, dim=64, n_layers=1, n_heads=2, n_kv_heads=1,
+                           ffn_dim=128, advance=4)
+    with make_engine(model) as eng:
+        n = len(eng.tokenizer.encode("Yes!"))
+        ended = 0
+        for seed in range(12):
+            stream = eng.submit(voice, "Yes!", SamplingParams(seed=seed, temperature=2.0))
+            frames = stream.wait_frames()
+            if stream.finished.reason == "eos":
+                ended += 1
+                assert (frames[:, 0] != eng.model_cfg.text_pad).sum() == n
+    assert ended >= 3  # the check above really ran
 
 
 def test_bad_requests_fail_clearly_and_leave_the_engine_serving(engine, voice):
