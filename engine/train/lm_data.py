@@ -1,0 +1,70 @@
+"""Training sequences for the speech LM, in exactly the layout the engine runs.
+
+    [bos, reference phonemes] [reference audio]  [phonemes to speak, speech_start]  [audio with the text fed in]
+    \\____________ voice prefix _____________/  \\______ utterance prompt ______/  \\_____ generated _____/
+
+In the generated part, channel 0 carries the id of a phoneme (or stress mark,
+space, punctuation) on the frame where the model "advances" to it, which is
+`delay` frames before the unit's audio starts, and text_pad elsewhere. The
+model's channel-0 targets are therefore: advance where the next frame carries a
+unit, eos after the last audio frame, text_pad otherwise; its codebook targets
+are the next frame's codes. At inference the engine does the same substitution
+(engine.engine._emit), so training and serving agree frame for frame.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from engine.config import ModelConfig
+from engine.voice import audio_frames, text_frames
+
+IGNORE = -100  # targets that carry no loss
+
+
+def insertion_frames(durations: list[float], num_frames: int, frame_rate: float, delay: int) -> list[int]:
+    """Frame on which each unit is fed: `delay` frames before its audio starts, one unit per
+    frame at most (a burst of short units is spread over the following frames), and
+    always before the end of the audio.
+
+    `durations` are seconds per unit with the leading silence first and the trailing
+    silence last (as the teachers give them)."""
+    starts, t = [], durations[0]
+    for d in durations[1:-1]:
+        starts.append(t)
+        t += d
+    frames, prev = [], -1
+    for s in starts:
+        f = max(int(math.floor(s * frame_rate)) - delay, prev + 1, 0)
+        frames.append(f)
+        prev = f
+    overflow = frames[-1] - (num_frames - 1) if frames else 0
+    if overflow > 0:  # too many units for the audio: pull the tail back, keeping order
+        frames = [min(f, num_frames - 1 - (len(frames) - 1 - i)) for i, f in enumerate(frames)]
+        if frames[0] < 0:
+            raise ValueError(f"{len(frames)} units cannot fit in {num_frames} frames")
+    return frames
+
+
+def build_example(cfg: ModelConfig, ref_ids: list[int], ref_codes: torch.Tensor, ids: list[int],
+                  codes: torch.Tensor, durations: list[float], delay: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input frames [T, channels] and targets [T, channels] (IGNORE where there is no loss).
+
+    `ids` are the channel-0 ids of the units to speak, `codes` [frames, codebooks] their
+    audio, `durations` seconds per unit plus leading/trailing silence."""
+    if len(durations) != len(ids) + 2:
+        raise ValueError(f"{len(durations)} durations for {len(ids)} units (expected units + 2)")
+    prefix = torch.cat([text_frames(cfg, [cfg.bos] + ref_ids), audio_frames(cfg, ref_codes)])
+    prompt = text_frames(cfg, ids + [cfg.speech_start])
+    speech = audio_frames(cfg, codes)
+    fed = insertion_frames(durations, len(codes), cfg.frame_rate, delay)
+    speech[fed, 0] = torch.tensor(ids, dtype=torch.long)
+    frames = torch.cat([prefix, prompt, speech])
+    targets = torch.full_like(frames, IGNORE)
+    first = len(prefix) + len(prompt) - 1  # speech_start predicts the first audio frame
+    nxt = frames[first + 1:]
+    targets[first:-1, 1:] = nxt[:, 1:]
+    targets[first:-1, 0] = torch.where(nxt[:, 0] != cfg.text_pad, cfg.advance, cfg.text_pad)
+    targets[-1, 0] = cfg.eos  # after the last audio frame, speech ends
+    return frames, targets
