@@ -12,6 +12,7 @@ path of the engine, but it does not carry words.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -127,7 +128,18 @@ class ParametricCodec:
         return (gs * (vs * buzz + (1 - vs) * noise)).clamp(-1, 1)
 
 
-def make_codec(name: str, frame_rate: float) -> Codec:
+def make_codec(name: str, frame_rate: float, model_dir: str | Path | None = None) -> Codec:
+    """"parametric" is the hand-written placeholder; "mel" is the trained codec whose
+    weights (codec.json + codec.safetensors) sit in the model directory."""
     if name == "parametric":
         return ParametricCodec(frame_rate=frame_rate)
+    if name == "mel":
+        from engine.mel_codec import MelCodec
+
+        if model_dir is None:
+            raise ValueError("the mel codec needs the model directory that holds its weights")
+        codec = MelCodec(model_dir)
+        if codec.frame_rate != frame_rate:
+            raise ValueError(f"codec runs at {codec.frame_rate} frames/s, the model at {frame_rate}")
+        return codec
     raise ValueError(f"unknown codec {name!r}")

@@ -73,7 +73,7 @@ class Engine:
         self.device, self.dtype = _resolve(self.config)
         self.model = load_model(model_dir, self.device, self.dtype)
         self.model_cfg = self.model.cfg
-        self.codec = make_codec(self.model_cfg.codec, self.model_cfg.frame_rate)
+        self.codec = make_codec(self.model_cfg.codec, self.model_cfg.frame_rate, model_dir)
         self.tokenizer = make_tokenizer(self.model_cfg.tokenizer, self.model_cfg.text_vocab)
         self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)
         self.blocks = BlockManager(self.runner.num_blocks, self.config.cache.block_size, self.runner.copy_rows,

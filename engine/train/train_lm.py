@@ -1,0 +1,181 @@
+"""Train the speech LM on teacher data tokenised by the trained codec.
+
+    python -m engine.train.train_lm --tokenise --codec models/default   # once per codec
+    python -m engine.train.train_lm --minutes 60                       # resumes from its checkpoint
+    python -m engine.train.train_lm --export models/default            # config.json + model.safetensors
+
+Each example is one utterance of a voice prompted by another utterance of the
+same voice (the voice prefix), laid out by engine.train.lm_data exactly as the
+engine runs it. Loss: cross-entropy on channel 0 (stay / advance / stop) and on
+every codebook of the next frame, over the generated part only.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from engine.config import ModelConfig
+from engine.model import SpeechLM, save_model
+from engine.text import make_tokenizer
+from engine.train.lm_data import IGNORE, build_example
+from engine.train.synth_data import DATA, load_shard
+
+WORK = Path.home() / ".cache" / "npc-voice" / "train" / "lm"
+DELAY = 3  # frames a unit is fed before its audio (120 ms of lookahead)
+
+
+def model_config(dim: int, layers: int, codebooks: int, codebook_size: int) -> ModelConfig:
+    return ModelConfig(
+        dim=dim, n_layers=layers, n_heads=dim // 64, n_kv_heads=max(1, dim // 192), ffn_dim=dim * 8 // 3 // 32 * 32,
+        max_positions=2048, text_vocab=128, num_codebooks=codebooks, codebook_size=codebook_size, advance=4,
+        mark_delay_frames=DELAY, max_frames_per_text_token=4.0, min_frames_guard=25, frame_rate=25.0,
+        codec="mel", tokenizer="phonemes", description="speech LM trained on teacher voices (engine/train)")
+
+
+def tokenise(codec_dir: Path, data: Path, out: Path) -> None:
+    from engine.mel_codec import MelCodec
+
+    codec = MelCodec(codec_dir)
+    tok = make_tokenizer("phonemes", 128)
+    out.mkdir(parents=True, exist_ok=True)
+    for shard in tqdm(sorted(data.glob("shard_*.npz")), desc="tokenising", unit="shard"):
+        target = out / shard.name
+        if target.exists():
+            continue
+        records = []
+        for r in load_shard(shard):
+            codes = codec.encode(torch.from_numpy(r.pop("audio").astype(np.float32) / 32767))
+            r["ids"] = [tok.ids[c] for c in r["symbols"]]
+            r["codes"] = codes.numpy().astype(np.int16).tolist()
+            records.append(r)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(records))
+        os.replace(tmp, target)
+
+
+class Examples:
+    def __init__(self, token_dir: Path, cfg: ModelConfig, max_ref_frames: int, seed: int):
+        self.cfg = cfg
+        self.by_voice: dict[str, list[dict]] = defaultdict(list)
+        for path in sorted(token_dir.glob("shard_*.npz")):
+            for r in json.loads(path.read_text()):
+                r["codes"] = torch.tensor(r["codes"], dtype=torch.long)
+                self.by_voice[r["voice"]].append(r)
+        self.utts = [r for rs in self.by_voice.values() if len(rs) > 1 for r in rs]
+        if not self.utts:
+            raise SystemExit(f"no tokenised data in {token_dir}: run with --tokenise first")
+        self.max_ref = max_ref_frames
+        self.rng = random.Random(seed)
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        utt = self.rng.choice(self.utts)
+        refs = [r for r in self.by_voice[utt["voice"]] if r is not utt and len(r["codes"]) <= self.max_ref]
+        ref = self.rng.choice(refs or [r for r in self.by_voice[utt["voice"]] if r is not utt])
+        return build_example(self.cfg, ref["ids"], ref["codes"][: self.max_ref], utt["ids"], utt["codes"],
+                             utt["durations"], DELAY)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self.sample() for _ in range(size)]
+        T = max(len(f) for f, _ in pairs)
+        frames = torch.full((size, T, self.cfg.num_channels), self.cfg.audio_pad, dtype=torch.long)
+        frames[..., 0] = self.cfg.text_pad
+        targets = torch.full((size, T, self.cfg.num_channels), IGNORE, dtype=torch.long)
+        for i, (f, t) in enumerate(pairs):
+            frames[i, : len(f)], targets[i, : len(t)] = f, t
+        return frames, targets
+
+
+def lm_loss(model: SpeechLM, frames: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+    B, T, C = frames.shape
+    hidden = model(frames, torch.arange(T).expand(B, T))
+    losses = [F.cross_entropy(head(hidden).flatten(0, 1).float(), targets[..., c].flatten(), ignore_index=IGNORE)
+              for c, head in enumerate(model.heads)]
+    return losses[0] + torch.stack(losses[1:]).mean(), [x.item() for x in losses]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA / "train")
+    ap.add_argument("--work", type=Path, default=WORK)
+    ap.add_argument("--codec", type=Path, help="model dir with codec.json + codec.safetensors")
+    ap.add_argument("--tokenise", action="store_true")
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--steps", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--max-ref-frames", type=int, default=150)
+    ap.add_argument("--save-every", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--export", type=Path)
+    args = ap.parse_args()
+    token_dir, ckpt_path, log_path = args.work / "tokens", args.work / "checkpoint.pt", args.work / "losses.csv"
+    if args.tokenise:
+        tokenise(args.codec, args.data, token_dir)
+        return
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    codec_cfg = json.loads(((args.codec or args.export) / "codec.json").read_text()) if (args.codec or args.export) \
+        else {"groups": 8, "levels": [4, 4, 4, 4]}
+    cfg = model_config(args.dim, args.layers, codec_cfg["groups"], int(np.prod(codec_cfg["levels"])))
+    model = SpeechLM(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    step = 0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+    if args.export:
+        save_model(model.eval(), args.export)
+        print(f"exported step {step} to {args.export}")
+        return
+    data = Examples(token_dir, cfg, args.max_ref_frames, seed=step)
+    sched = lambda s: min(1.0, (s + 1) / 500) * max(0.1, 0.5 * (1 + np.cos(np.pi * min(1.0, s / args.steps))))
+    new_log = not log_path.exists()
+    args.work.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "a", newline="")
+    writer = csv.writer(log)
+    if new_log:
+        writer.writerow(["step", "loss", "ch0", "codes", "seconds"])
+    deadline, t0 = time.time() + args.minutes * 60, time.time()
+    bar = tqdm(total=args.steps, initial=step, desc="lm", unit="step")
+    model.train()
+    while step < args.steps and time.time() < deadline:
+        for g in opt.param_groups:
+            g["lr"] = args.lr * sched(step)
+        frames, targets = data.batch(args.batch)
+        loss, parts = lm_loss(model, frames, targets)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update()
+        if step % 10 == 0:
+            writer.writerow([step, round(loss.item(), 4), round(parts[0], 4), round(float(np.mean(parts[1:])), 4),
+                             round(time.time() - t0, 1)])
+            log.flush()
+            bar.set_postfix(loss=f"{loss.item():.3f}", ch0=f"{parts[0]:.3f}")
+        if step % args.save_every == 0:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt_path.with_suffix(".tmp"))
+            os.replace(ckpt_path.with_suffix(".tmp"), ckpt_path)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt_path.with_suffix(".tmp"))
+    os.replace(ckpt_path.with_suffix(".tmp"), ckpt_path)
+    print(f"stopped at step {step}; checkpoint {ckpt_path}")
+
+
+if __name__ == "__main__":
+    main()
