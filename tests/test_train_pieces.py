@@ -89,3 +89,13 @@ def test_lm_examples_match_what_the_engine_feeds_back():
     t0 = targets[prefix + prompt - 1:]
     assert [i for i, v in enumerate(t0[:, 0].tolist()) if v == cfg.advance] == fed  # advance predicts a fed unit
     assert t0[-1, 0] == cfg.eos and torch.equal(t0[:-1, 1:], codes)
+
+
+def test_wer_scoring_normalises_like_our_text():
+    from engine.eval import edit_distance, join_compounds, words
+
+    truth = words("The caravan leaves at twelve thirty. Guard Eastmarch for seventy-two dollars!")
+    hyp = join_compounds(words("The caravan leaves at 12.30, guard East March for 72$."), truth)
+    assert edit_distance(truth, hyp) == 0
+    assert edit_distance(words("a b c d"), words("a x c")) == 2  # one substitution, one deletion
+    assert join_compounds(["the", "east"], ["the", "east"]) == ["the", "east"]  # real words stay apart

@@ -44,10 +44,12 @@ def train_voices() -> list[VoiceSpec]:
 
 
 def eval_voices() -> list[VoiceSpec]:
-    """Three-way blends: no training voice mixes three bases, so these are unseen."""
-    triples = [("jf_alpha", "jf_nezumi", "jm_kumo"), ("jf_gongitsune", "jf_tebukuro", "jm_kumo"),
-               ("jf_alpha", "jf_gongitsune", "jf_tebukuro"), ("jf_nezumi", "jf_tebukuro", "jm_kumo")]
-    return [VoiceSpec("+".join(t), {v: 1 / 3 for v in t}) for t in triples]
+    """Three-way blends (no training voice mixes three bases), each led by a different base
+    and at a different size, so the held-out voices are unseen and distinct from each other."""
+    return [VoiceSpec("heldout-deep", {"jm_kumo": 0.6, "jf_alpha": 0.2, "jf_nezumi": 0.2}, shift=0.9),
+            VoiceSpec("heldout-warm", {"jf_alpha": 0.6, "jf_tebukuro": 0.2, "jm_kumo": 0.2}),
+            VoiceSpec("heldout-bright", {"jf_gongitsune": 0.6, "jf_nezumi": 0.2, "jf_tebukuro": 0.2}, shift=1.08),
+            VoiceSpec("heldout-soft", {"jf_nezumi": 0.6, "jf_gongitsune": 0.2, "jm_kumo": 0.2}, shift=0.96)]
 
 
 def make_shard(index: int, texts: list[str], voices: list[VoiceSpec], teachers: dict, tokenizer, seed: int,

