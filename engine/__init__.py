@@ -4,11 +4,11 @@ The public API is `Engine` (submit, warm_voice, unpin_voice, is_cached, stats) a
 the `UtteranceStream` that `submit` returns (iterate it; cancel it).
 """
 from engine.config import CacheConfig, EngineConfig, SamplingParams, SchedulerConfig, StreamConfig
-from engine.engine import Engine, EngineOverloaded, EngineStats
+from engine.engine import Engine, EngineOverloaded, EngineStats, NothingToSay
 from engine.outputs import AudioChunk, Finished, TimingMark, UtteranceStream
 from engine.voice import VoicePrompt
 
 __all__ = [
     "AudioChunk", "CacheConfig", "Engine", "EngineConfig", "EngineOverloaded", "EngineStats", "Finished",
-    "SamplingParams", "SchedulerConfig", "StreamConfig", "TimingMark", "UtteranceStream", "VoicePrompt",
+    "NothingToSay", "SamplingParams", "SchedulerConfig", "StreamConfig", "TimingMark", "UtteranceStream", "VoicePrompt",
 ]

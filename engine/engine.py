@@ -31,6 +31,10 @@ from engine.text import make_tokenizer
 from engine.voice import VoicePrompt, utterance_prompt, voice_prefix
 
 
+class NothingToSay(ValueError):
+    """The text holds nothing the front end can speak (only emoji or symbols, say)."""
+
+
 class EngineOverloaded(RuntimeError):
     """More work is queued than the engine admits; retry after `retry_after_s`."""
 
@@ -142,7 +146,7 @@ class Engine:
         sample_rate = check_rate(sample_rate or self.codec.sample_rate)
         ids, spans = self.tokenizer.encode_spans(text)
         if not ids:
-            raise ValueError("text to speak is empty")
+            raise NothingToSay(f"nothing to speak in {text!r}" if text.strip() else "text to speak is empty")
         prompt = utterance_prompt(self.model_cfg, voice, ids)
         cfg = self.model_cfg
         guard = math.ceil(len(ids) * cfg.max_frames_per_text_token) + cfg.min_frames_guard

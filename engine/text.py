@@ -33,7 +33,6 @@ class CharTokenizer:
 
     def __init__(self, vocab: int):
         self.vocab = vocab
-        self.unknown = self._id("?")
 
     def _id(self, ch: str) -> int:
         return FIRST_TEXT_ID + (ord(ch) - 32) % (self.vocab - FIRST_TEXT_ID)
@@ -54,7 +53,9 @@ class CharTokenizer:
                 ids.append(self._id(" "))
                 spans.append((i - 1, i))
                 pending_space = False
-            ids.append(self._id(c) if 32 <= ord(c) < 127 else self.unknown)
+            if not 32 <= ord(c) < 127:
+                continue  # emoji and other symbols are not spoken
+            ids.append(self._id(c))
             spans.append((i, i + 1))
         return ids, spans
 
@@ -87,6 +88,8 @@ class PhonemeTokenizer:
         spans: list[tuple[int, int]] = []
         prev_end = None
         for start, end, phonemes in self._pieces(text):
+            if not phonemes:
+                continue
             if prev_end is not None and phonemes[0] not in ".,!?;:…)":
                 ids.append(self.ids[" "])
                 spans.append((prev_end, start))

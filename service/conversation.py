@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 
 import grpc
 
-from engine import Engine, EngineOverloaded, Finished, SamplingParams
+from engine import Engine, EngineOverloaded, Finished, NothingToSay, SamplingParams
 from service.gen import npc_voice_pb2 as pb
 from service.lexicon import Lexicon
 from engine.normalize import normalize
@@ -49,7 +49,8 @@ class SessionSettings:
     schedule: tuple[int, ...]
     lookahead: int = 1  # utterances submitted ahead of the one playing
     queue_chunks: int = 4  # audio chunks buffered per utterance and in the outbound queue
-    overload_wait_s: float = 10.0  # how long a running conversation waits for engine capacity
+    overload_wait_s: float = 10.0  # how long an utterance waits for engine capacity
+    first_overload_wait_s: float | None = None  # for the first utterance, if different (barks fail fast)
     max_pending_chars: int = 20000  # text received but not yet spoken (~20 min of speech)
 
 
@@ -70,6 +71,13 @@ class Outbound:
 
     def put(self, kind: str, msg=None) -> None:
         self._push((kind, msg, None))
+
+    async def control_room(self, limit: int = 64) -> None:
+        """Wait while more than `limit` messages are unsent: a client that sends but does
+        not read is not allowed to pile up acknowledgements without bound."""
+        while len(self.items) > limit:
+            self._changed.clear()
+            await self._changed.wait()
 
     def purge(self, turns: set[str] | None) -> None:
         """Drop unsent messages of these turns (None: all turns)."""
@@ -102,14 +110,19 @@ class Conversation:
         self.closed = False
         self.playing: Utterance | None = None
         self.last_audio_done = time.perf_counter()
+        # Named turns that were cancelled: later text or flushes for them are dropped, so
+        # nothing of a cancelled turn can be spoken after its CancelDone. Bounded.
+        self.cancelled: OrderedDict[str, None] = OrderedDict()
 
     # ---- requests (called from the loop) -------------------------------------------
     def on_text(self, text: str, turn_id: str) -> None:
+        if turn_id in self.cancelled:
+            return  # the LLM is still streaming a turn the player interrupted
         pending = len(self.segmenter.buffer) + sum(len(u.source_text) for u in self.queue if isinstance(u, Utterance))
         if pending + len(text) > self.settings.max_pending_chars:
             raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"more than {self.settings.max_pending_chars} characters are waiting to be spoken; "
-                              "send more once some has played (UtteranceDone)", 1.0)
+                              f"more than {self.settings.max_pending_chars} characters were waiting to be spoken; "
+                              "pace text closer to speech (UtteranceDone reports progress)", 1.0)
         if turn_id and turn_id != self.turn_id:
             self._enqueue(self.segmenter.flush())  # a new turn: the old one is spoken first
             self.segmenter.reset()
@@ -117,12 +130,19 @@ class Conversation:
         self._enqueue(self.segmenter.push(text))
 
     def on_flush(self, turn_id: str) -> None:
+        if turn_id in self.cancelled:
+            self.outbound.put("flush_done", pb.FlushDone(turn_id=turn_id))  # nothing of it is left
+            return
         if not turn_id or turn_id == self.turn_id:
             self._enqueue(self.segmenter.flush())
         self._push(("flush", turn_id or self.turn_id))
 
     def on_cancel(self, turn_id: str) -> None:
         turns = {turn_id} if turn_id else None
+        if turn_id:
+            self.cancelled[turn_id] = None
+            while len(self.cancelled) > 1024:
+                self.cancelled.popitem(last=False)
         hit = (lambda t: True) if turns is None else (lambda t: t in turns)
         if hit(self.turn_id):
             self.segmenter.reset()
@@ -173,13 +193,15 @@ class Conversation:
                 self.playing = None
         except StreamError as exc:
             self.outbound.put("error", exc)
+        except Exception as exc:  # a bug must end this stream with a status, never hang it
+            self.outbound.put("error", StreamError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
 
     async def _play(self, utt: Utterance) -> None:
         if not utt.started:
             await self._start(utt)
         self._prefetch()
-        if utt.cancelled:
-            return
+        if utt.cancelled or not utt.started:
+            return  # cancelled, or nothing in it can be spoken ("🙂")
         utt.ready_at = max(self.last_audio_done, utt.ready_at or 0.0)
         self.outbound.put("utterance_started", pb.UtteranceStarted(
             turn_id=utt.turn_id, utterance_id=utt.utterance_id, text=utt.text, source_text=utt.source_text))
@@ -219,7 +241,9 @@ class Conversation:
             reason=_REASONS.get(fin.reason, pb.FINISH_REASON_UNSPECIFIED), voice_cached=utt.voice_cached))
 
     async def _start(self, utt: Utterance) -> None:
-        deadline = time.monotonic() + self.settings.overload_wait_s
+        s = self.settings
+        wait = s.first_overload_wait_s if utt.index == 0 and s.first_overload_wait_s is not None else s.overload_wait_s
+        deadline = time.monotonic() + wait
         while (retry := self._try_start(utt)) is not None:
             if time.monotonic() + retry > deadline:
                 raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -235,8 +259,12 @@ class Conversation:
                       s.queue_chunks)
         except EngineOverloaded as exc:
             return exc.retry_after_s
+        except NothingToSay:
+            utt.cancelled = True  # skipped: no sound in it
         except ValueError as exc:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        except RuntimeError as exc:  # the engine is shutting down
+            raise StreamError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
         return None
 
     def _prefetch(self) -> None:

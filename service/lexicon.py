@@ -48,7 +48,8 @@ class Lexicon:
         pattern, entries = self._pattern, self._entries
         if pattern is None:
             return text
-        return pattern.sub(lambda m: entries[m[0].lower()], text)
+        # .get: a pattern matched case-insensitively may fold differently from .lower() ("ſ").
+        return pattern.sub(lambda m: entries.get(m[0].lower(), m[0]), text)
 
     def _maybe_reload(self) -> None:
         now = time.monotonic()

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import random
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from engine import Engine, EngineConfig, SamplingParams
+from engine.normalize import normalize
 from engine.streaming import check_rate
 from service.demo_voices import install_demo_voices
 from service.conversation import Conversation, SessionSettings, StreamError
@@ -32,6 +32,7 @@ from service.voices import LoadedVoice, VoiceCorrupt, VoiceExists, VoiceLibrary,
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NpcVoice"].full_name
+MAX_TURN_ID = 128
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class ServiceConfig:
     default_chunk_ms: int = 320
     default_sample_rate: int = 48000
     demo_voices: bool = True  # install the demo voices the voices dir lacks
+    first_message_timeout_s: float = 30.0  # a Converse stream must send its SessionConfig by then
     engine: EngineConfig = field(default_factory=EngineConfig)
 
 
@@ -57,61 +59,82 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
 
     # ---- conversations ------------------------------------------------------------
     async def Converse(self, request_iterator, context):
-        with self._session():
-            try:
-                first = await anext(request_iterator)
-            except StopAsyncIteration:
-                raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its SessionConfig")
-            if first.WhichOneof("kind") != "config":
-                raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
-                                  f"the first message must be a SessionConfig, got {first.WhichOneof('kind')}")
-            c = first.config
-            settings = self._settings(c.voice_id, c.sample_rate_hz, c.encoding, c.chunk_ms, c.sampling,
-                                      c.language, tuple(c.chunk_length_schedule) or DEFAULT_SCHEDULE)
-            conv = Conversation(self.engine, self.lexicon, settings)
-            yield pb.ConverseResponse(started=await self._started(settings))
-            reader = asyncio.create_task(self._read(request_iterator, conv))
-            try:
-                async for kind, msg in self._run(conv):
-                    yield pb.ConverseResponse(**{kind: msg})
-            finally:
-                reader.cancel()
+        self._open_session(context)
+        try:
+            first = await asyncio.wait_for(anext(request_iterator), self.config.first_message_timeout_s)
+        except StopAsyncIteration:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its SessionConfig")
+        except asyncio.TimeoutError:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"no SessionConfig within {self.config.first_message_timeout_s:.0f} s")
+        if first.WhichOneof("kind") != "config":
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"the first message must be a SessionConfig, got {first.WhichOneof('kind')}")
+        c = first.config
+        settings = self._settings(c.voice_id, c.sample_rate_hz, c.encoding, c.chunk_ms, c.sampling,
+                                  c.language, tuple(c.chunk_length_schedule) or DEFAULT_SCHEDULE)
+        conv = self._conversation(settings, context)
+        yield pb.ConverseResponse(started=await self._started(settings))
+        reader = asyncio.create_task(self._read(request_iterator, conv))
+        context.add_done_callback(lambda _: reader.cancel())
+        try:
+            async for kind, msg in self._run(conv):
+                yield pb.ConverseResponse(**{kind: msg})
+        finally:
+            reader.cancel()
 
     async def _read(self, requests, conv: Conversation) -> None:
         try:
             async for req in requests:
+                await conv.outbound.control_room()  # a client that does not read cannot pile up acks
                 kind = req.WhichOneof("kind")
+                turn = getattr(req, kind).turn_id if kind in ("text", "flush", "cancel") else ""
+                if len(turn) > MAX_TURN_ID:
+                    raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"turn_id longer than {MAX_TURN_ID} characters")
+                if kind in ("text", "flush") and conv.closed:
+                    raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"{kind} after Close")
                 if kind == "text":
                     self._check_text(req.text.text, "text fragment")
-                    conv.on_text(req.text.text, req.text.turn_id)
+                    conv.on_text(req.text.text, turn)
                 elif kind == "flush":
-                    conv.on_flush(req.flush.turn_id)
+                    conv.on_flush(turn)
                 elif kind == "cancel":
-                    conv.on_cancel(req.cancel.turn_id)
+                    conv.on_cancel(turn)  # still honoured after Close: barge-in on the last words
                 elif kind == "close":
-                    break
+                    conv.on_close()
                 elif kind == "config":
                     raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "SessionConfig may only be the first message")
                 else:
                     raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "empty ConverseRequest")
-            conv.on_close()  # Close, or the client half-closed
+            conv.on_close()  # the client half-closed (a no-op after Close)
         except StreamError as exc:
             conv.outbound.put("error", exc)
+        except Exception as exc:  # a bug must end this stream with a status, never hang it
+            conv.outbound.put("error", StreamError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
 
     async def Synthesize(self, request, context):
-        with self._session():
-            r = request
-            self._check_text(r.text, "text")
-            if not r.text.strip():
-                raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "text is empty")
-            settings = self._settings(r.voice_id, r.sample_rate_hz, r.encoding, r.chunk_ms, r.sampling,
-                                      r.language, DEFAULT_SCHEDULE, overload_wait_s=0.0)
-            conv = Conversation(self.engine, self.lexicon, settings)
-            yield pb.SynthesizeResponse(started=await self._started(settings))
-            conv.on_text(r.text, "")
-            conv.on_close()
-            async for kind, msg in self._run(conv):
-                yield pb.SynthesizeResponse(**{kind: msg})
+        self._open_session(context)
+        r = request
+        self._check_text(r.text, "text")
+        if not self.engine.tokenizer.encode(normalize(self.lexicon.apply(r.text))):
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"nothing to speak in {r.text!r}")
+        # A bark fails fast when the engine is full; its later sentences may wait.
+        settings = self._settings(r.voice_id, r.sample_rate_hz, r.encoding, r.chunk_ms, r.sampling,
+                                  r.language, DEFAULT_SCHEDULE, first_overload_wait_s=0.0)
+        conv = self._conversation(settings, context)
+        yield pb.SynthesizeResponse(started=await self._started(settings))
+        conv.on_text(r.text, "")
+        conv.on_close()
+        async for kind, msg in self._run(conv):
+            yield pb.SynthesizeResponse(**{kind: msg})
+
+    def _conversation(self, settings: SessionSettings, context) -> Conversation:
+        conv = Conversation(self.engine, self.lexicon, settings)
+        # When the RPC ends for any reason (including a client that vanished while a
+        # write was blocked), stop its engine work now rather than when the generator
+        # happens to be collected.
+        context.add_done_callback(lambda _: conv.cancel_all())
+        return conv
 
     async def _run(self, conv: Conversation):
         """Yield (kind, message) until the conversation ends; stop every engine stream on the way out."""
@@ -178,16 +201,16 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             max_batch=self.engine.config.scheduler.max_running)
 
     # ---- helpers -------------------------------------------------------------------
-    @contextmanager
-    def _session(self):
+    def _open_session(self, context) -> None:
+        """Count a stream against max_sessions until its RPC is done, however it ends."""
         if self.sessions >= self.config.max_sessions:
             raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"the server is at its limit of {self.config.max_sessions} open streams", 1.0)
         self.sessions += 1
-        try:
-            yield
-        finally:
+
+        def release(_) -> None:
             self.sessions -= 1
+        context.add_done_callback(release)
 
     def _voice(self, voice_id: str) -> LoadedVoice:
         try:
@@ -212,7 +235,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                               f"{what} has {len(text)} characters; the limit is {self.config.max_text_chars}")
 
     def _settings(self, voice_id, rate, encoding, chunk_ms, sampling, language, schedule,
-                  overload_wait_s: float = 10.0) -> SessionSettings:
+                  first_overload_wait_s: float | None = None) -> SessionSettings:
         bad = grpc.StatusCode.INVALID_ARGUMENT
         if not voice_id:
             raise StreamError(bad, "voice_id is required")
@@ -240,7 +263,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             raise StreamError(bad, f"sampling: {exc}")
         frames = max(1, round(chunk_ms * self.engine.frame_rate / 1000))
         return SessionSettings(voice, rate, encoding == pb.FLOAT32, frames, params, tuple(schedule),
-                               overload_wait_s=overload_wait_s)
+                               first_overload_wait_s=first_overload_wait_s)
 
     async def _started(self, s: SessionSettings) -> pb.SessionStarted:
         cached = await asyncio.to_thread(self.engine.is_cached, s.voice.prompt)

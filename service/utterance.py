@@ -9,6 +9,7 @@ back-pressure. Memory per utterance therefore stays at a few chunks.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import threading
 import time
@@ -162,7 +163,7 @@ class Utterance:
             try:
                 fut.result(timeout=0.2)
                 return True
-            except TimeoutError:
+            except concurrent.futures.TimeoutError:  # not the builtin before Python 3.11
                 continue
             except Exception:  # the loop is gone (server shutting down)
                 return False

@@ -76,8 +76,11 @@ class VoiceLibrary:
         self.engine = engine
         self._voices: dict[str, LoadedVoice] = {}
         self.broken: dict[str, str] = {}
-        self._lock = threading.RLock()
-        for path in sorted(self.dir.glob("*.voice")):
+        self._lock = threading.RLock()  # guards the two dicts
+        self._changing = threading.Lock()  # one register/delete at a time, check to publish
+        for leftover in self.dir.glob(".tmp-*"):
+            leftover.unlink(missing_ok=True)  # a write that a crash interrupted
+        for path in sorted(self.dir.glob("[!.]*.voice")):
             self._load(path)
 
     # ---- queries -------------------------------------------------------------
@@ -105,23 +108,24 @@ class VoiceLibrary:
             raise ValueError(f"transcript has {len(transcript)} characters; the limit is {MAX_TRANSCRIPT_CHARS}")
         ref = decode_wav(wav)
         check_speech(ref)
-        with self._lock:
-            if not overwrite and (voice_id in self._voices or voice_id in self.broken):
-                raise VoiceExists(f"voice {voice_id!r} already exists; set overwrite to replace it")
-        info = VoiceInfo(voice_id, display_name or voice_id, transcript, language or "en", round(ref.seconds, 3),
-                         datetime.now(timezone.utc).isoformat(timespec="seconds"), demo)
-        voice = LoadedVoice(info, self._tokenise(info, ref))
-        self._write(voice, ref)
-        with self._lock:
-            old = self._voices.get(voice_id)
-            self._voices[voice_id] = voice
-            self.broken.pop(voice_id, None)
+        with self._changing:
+            with self._lock:
+                if not overwrite and (voice_id in self._voices or voice_id in self.broken):
+                    raise VoiceExists(f"voice {voice_id!r} already exists; set overwrite to replace it")
+            info = VoiceInfo(voice_id, display_name or voice_id, transcript, language or "en",
+                             round(ref.seconds, 3), datetime.now(timezone.utc).isoformat(timespec="seconds"), demo)
+            voice = LoadedVoice(info, self._tokenise(info, ref))
+            self._write(voice, ref)
+            with self._lock:
+                old = self._voices.get(voice_id)
+                self._voices[voice_id] = voice
+                self.broken.pop(voice_id, None)
         if old is not None:
             self.engine.unpin_voice(old.prompt)
         return voice
 
     def delete(self, voice_id: str) -> None:
-        with self._lock:
+        with self._changing, self._lock:
             voice = self._voices.pop(voice_id, None)
             was_broken = self.broken.pop(voice_id, None) is not None
             if voice is None and not was_broken:
@@ -141,7 +145,7 @@ class VoiceLibrary:
                  sample_rate=np.int64(ref.sample_rate),
                  prompt=np.frombuffer(voice.prompt.to_bytes(), dtype=np.uint8))
         final = self.dir / f"{voice.info.voice_id}.voice"
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".voice")
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".partial")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(buf.getvalue())
@@ -173,6 +177,11 @@ class VoiceLibrary:
         voice = LoadedVoice(info, prompt)
         if prompt.key != self.engine.voice_key(voice_id):
             log.info("voice %s was tokenised for another model; tokenising it again", voice_id)
-            voice = LoadedVoice(info, self._tokenise(info, ref))
-            self._write(voice, ref)
+            try:
+                voice = LoadedVoice(info, self._tokenise(info, ref))
+                self._write(voice, ref)
+            except Exception as exc:  # reported, never fatal
+                self.broken[voice_id] = f"could not tokenise it for this model: {type(exc).__name__}: {exc}"
+                log.error("voice %s: %s", voice_id, self.broken[voice_id])
+                return
         self._voices[voice_id] = voice

@@ -190,6 +190,37 @@ def test_cancel_stops_the_turn_and_nothing_follows_its_ack(server):
     assert stats.free_blocks + stats.pinned_blocks <= stats.num_blocks
 
 
+def test_a_cancelled_turn_stays_silent_while_the_llm_keeps_streaming_it(server):
+    s = Session(server.stub, cfg(sample_rate_hz=8000))
+    s.send(text("The bridge is out and the ford is deep, so we wait. ", "a"))
+    s.until("audio")
+    s.send(pb.ConverseRequest(cancel=pb.Cancel(turn_id="a")))
+    s.until("cancel_done")
+    # The LLM has not noticed the barge-in yet: more of turn "a", then its flush.
+    s.send(text("We wait for dawn, and then we cross.", "a"), pb.ConverseRequest(flush=pb.Flush(turn_id="a")),
+           text("Yes?", "b"), pb.ConverseRequest(flush=pb.Flush(turn_id="b")))
+    after = s.until("flush_done")
+    assert after[-1].flush_done.turn_id == "a" and all(r.WhichOneof("kind") != "audio" for r in after)
+    after = s.until("flush_done")
+    assert after[-1].flush_done.turn_id == "b"
+    assert {getattr(r, r.WhichOneof("kind")).turn_id for r in after
+            if r.WhichOneof("kind") in ("audio", "utterance_started", "utterance_done")} == {"b"}
+    s.send(pb.ConverseRequest(close=pb.Close()))
+    s.end()
+    assert s.next() is None
+
+
+def test_unspeakable_pieces_are_skipped_and_the_conversation_goes_on(server):
+    reqs = [cfg(sample_rate_hz=8000), text("🙂 "), pb.ConverseRequest(flush=pb.Flush()), text("Hello there."),
+            pb.ConverseRequest(close=pb.Close())]
+    responses = list(server.stub.Converse(iter(reqs)))
+    ks = kinds(responses)
+    assert "flush_done" in ks and [r.utterance_started.text for r in responses
+                                   if r.WhichOneof("kind") == "utterance_started"] == ["Hello there."]
+    err = status_of(lambda: server.stub.Synthesize(pb.SynthesizeRequest(voice_id="guard", text="🙂🙂")))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "nothing to speak" in err.details()
+
+
 def test_close_speaks_what_is_buffered_then_ends(server):
     reqs = [cfg(), text("No boundary here"), text(" and no flush either"), pb.ConverseRequest(close=pb.Close())]
     responses = list(server.stub.Converse(iter(reqs)))
@@ -244,6 +275,7 @@ def test_bad_session_config_gets_a_clear_status(server, first, code, fragment):
     (text("x" * 4001), "limit is 4000"),
     (cfg(), "only be the first"),
     (pb.ConverseRequest(), "empty ConverseRequest"),
+    (text("hi", turn="t" * 129), "turn_id longer than 128"),
 ])
 def test_bad_message_mid_stream_ends_only_that_stream(server, bad, fragment):
     healthy = Session(server.stub, cfg(sample_rate_hz=8000))

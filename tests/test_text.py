@@ -98,6 +98,12 @@ def test_lexicon_reloads_and_keeps_the_last_good_version(tmp_path, caplog):
     assert Lexicon(None).apply("Gimli") == "Gimli"
 
 
+def test_lexicon_survives_entries_that_fold_case_unusually(tmp_path):
+    path = tmp_path / "lex.json"
+    path.write_text('{"ſam": "sahm"}')  # long s: matches "Sam" case-insensitively, lower() differs
+    assert Lexicon(path).apply("Sam and ſam.") in ("Sam and sahm.", "sahm and sahm.")
+
+
 def test_lexicon_keeps_phonemes_for_models_that_read_them(tmp_path):
     path = tmp_path / "lex.json"
     path.write_text('{"Sauron": "/ˈsaʊɹɒn/"}')

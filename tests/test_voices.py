@@ -67,6 +67,15 @@ def test_library_survives_a_crash_mid_write(engine, tmp_path, monkeypatch):
     assert not (tmp_path / "scout.voice").exists()
 
 
+def test_leftover_partial_writes_are_cleared_not_listed(engine, tmp_path):
+    lib = VoiceLibrary(tmp_path, engine)
+    lib.register("scout", encode_wav(SPEECH, 44100), "Tracks lead east.")
+    (tmp_path / ".tmp-abc123.partial").write_bytes(b"half a voice")
+    again = VoiceLibrary(tmp_path, engine)
+    assert [v.info.voice_id for v in again.list()] == ["scout"] and not again.broken
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
 def test_prompt_made_for_another_front_end_is_remade(engine, tmp_path):
     lib = VoiceLibrary(tmp_path, engine)
     made = lib.register("scout", encode_wav(SPEECH, 44100), "Tracks lead east.")
