@@ -44,7 +44,11 @@ class ServerProcess:
              *(extra_args or [])], cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         self.channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.NpcVoiceStub(self.channel)
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # never leak a server that failed to come up
+            raise
 
     def _wait_ready(self, timeout: float = 120.0) -> None:
         health = health_pb2_grpc.HealthStub(self.channel)

@@ -135,22 +135,30 @@ class NpcVoiceUser(User):
         requests.put(pb.ConverseRequest(config=pb.SessionConfig(voice_id=voice, sample_rate_hz=RATE)))
         call = self.stub.Converse(iter(requests.get, None))
         responses = iter(call)
+        cancelled: set[str] = set()  # turns whose CancelDone came: none of their audio may follow
         try:
             next(responses)  # SessionStarted
             for t in range(turns):
-                self.turn(requests, responses, f"t{t}", barge_in)
+                self.turn(requests, responses, f"t{t}", barge_in, cancelled)
                 if t < turns - 1:
                     gevent.sleep(self.wait_time())
             requests.put(pb.ConverseRequest(close=pb.Close()))
             requests.put(None)
-            for _ in responses:
-                pass
+            for resp in responses:
+                self.check_not_cancelled(resp, cancelled)
         except grpc.RpcError as exc:
             self.fire("stream", 0, error=f"{exc.code().name}: {exc.details()}")
         finally:
             call.cancel()
 
-    def turn(self, requests: Queue, responses, turn_id: str, barge_in: bool) -> None:
+    def check_not_cancelled(self, resp, cancelled: set[str]) -> bool:
+        """Fire a failure (and return False) for audio of a turn whose CancelDone already came."""
+        if resp.WhichOneof("kind") == "audio" and resp.audio.turn_id in cancelled:
+            self.fire("cancel", 0, error="audio of a cancelled turn after CancelDone")
+            return False
+        return True
+
+    def turn(self, requests: Queue, responses, turn_id: str, barge_in: bool, cancelled: set[str]) -> None:
         text, cut_index = turn_text()
         tokens = llm_tokens(text)
         state = {"cut_at": None, "stop": False, "cancel_at": None}
@@ -172,22 +180,21 @@ class NpcVoiceUser(User):
             state["cancel_at"] = time.perf_counter()
             requests.put(pb.ConverseRequest(cancel=pb.Cancel(turn_id=turn_id)))
 
-        sender = gevent.spawn(send)
-        playback, first, started, cancelled = Playback(), None, {}, False
+        greenlets = [gevent.spawn(send)]
+        playback, first, started = Playback(), None, {}
         chunk = 0  # index of the chunk within its utterance
         try:
             for resp in responses:
                 now = time.perf_counter()
                 kind = resp.WhichOneof("kind")
+                if not self.check_not_cancelled(resp, cancelled):
+                    continue
                 if kind == "audio":
-                    if cancelled and resp.audio.turn_id == turn_id:
-                        self.fire("cancel", 0, error="audio of a cancelled turn after CancelDone")
-                        continue
                     if first is None:
                         first = now
                         self.fire("ttfa", max(0.0, now - (state["cut_at"] or now)) * 1000)
                         if barge_in:
-                            gevent.spawn(cancel_later)
+                            greenlets.append(gevent.spawn(cancel_later))
                     gap = playback.push(now, len(resp.audio.audio) / 2 / RATE)
                     if gap:
                         self.fire("underrun", gap, error="playback ran dry (response_time = gap in ms)",
@@ -200,15 +207,15 @@ class NpcVoiceUser(User):
                     d = resp.utterance_done
                     self.fire("utterance", (now - started.get(d.utterance_id, now)) * 1000,
                               int(d.audio_seconds * RATE * 2))
-                elif kind == "cancel_done":
-                    self.fire("cancel", (now - state["cancel_at"]) * 1000)
-                    cancelled = True
+                elif kind == "cancel_done" and resp.cancel_done.turn_id == turn_id:
+                    self.fire("cancel", (now - (state["cancel_at"] or now)) * 1000)
+                    cancelled.add(turn_id)
                     return
                 elif kind == "flush_done" and resp.flush_done.turn_id == turn_id:
                     return
         finally:
             state["stop"] = True
-            sender.kill()
+            gevent.killall(greenlets)
 
 
 class ConversationUser(NpcVoiceUser):

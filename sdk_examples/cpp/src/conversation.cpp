@@ -42,7 +42,10 @@ grpc::Status Conversation::Start() {
   if (!Write(request)) return stream_->Finish();
   reader_ = std::thread([this] { ReadLoop(); });
   std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [this] { return started_ok_ || ended_; });
+  if (!changed_.wait_for(lock, std::chrono::seconds(10), [this] { return started_ok_ || ended_; })) {
+    context_.TryCancel();
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "no SessionStarted within 10 s");
+  }
   return started_ok_ ? grpc::Status::OK : start_status_;
 }
 
@@ -67,7 +70,7 @@ bool Conversation::Flush(const std::string& turn_id) {
 bool Conversation::Cancel(const std::string& turn_id) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    cancelling_.insert(turn_id);  // from now on, audio of this turn is not played
+    cancelling_.insert(turn_id);  // from now on, audio of this turn ("" = all) is not played
   }
   pb::ConverseRequest request;
   request.mutable_cancel()->set_turn_id(turn_id);
@@ -88,9 +91,12 @@ grpc::Status Conversation::Close() {
 
 bool Conversation::WaitFor(std::set<std::string>& acks, const std::string& turn_id, int timeout_ms) {
   std::unique_lock<std::mutex> lock(mutex_);
-  return changed_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
-                           [&] { return acks.count(turn_id) > 0 || ended_; }) &&
-         acks.count(turn_id) > 0;
+  changed_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return acks.count(turn_id) > 0 || ended_; });
+  return acks.erase(turn_id) > 0;  // consumed: a later wait on the same id waits for a new ack
+}
+
+bool Conversation::Silenced(const std::string& turn_id) const {
+  return cancelling_.count(turn_id) > 0 || cancelling_.count("") > 0;
 }
 
 bool Conversation::WaitFlushDone(const std::string& turn_id, int timeout_ms) {
@@ -118,7 +124,7 @@ void Conversation::ReadLoop() {
         bool first = false;
         {
           std::lock_guard<std::mutex> lock(mutex_);
-          if (cancelling_.count(chunk.turn_id())) break;  // barge-in: never play it
+          if (Silenced(chunk.turn_id())) break;  // barge-in: never play it
           first = heard_.insert(chunk.turn_id()).second;
         }
         const std::string& bytes = chunk.audio();
@@ -134,12 +140,24 @@ void Conversation::ReadLoop() {
         if (first && callbacks_.on_first_audio) callbacks_.on_first_audio(chunk.turn_id());
         break;
       }
-      case pb::ConverseResponse::kMark:
-        if (callbacks_.on_mark) callbacks_.on_mark(response.mark());
+      case pb::ConverseResponse::kMark: {
+        bool silenced;
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          silenced = Silenced(response.mark().turn_id());
+        }
+        if (!silenced && callbacks_.on_mark) callbacks_.on_mark(response.mark());  // no visemes after barge-in
         break;
-      case pb::ConverseResponse::kUtteranceDone:
-        if (callbacks_.on_utterance_done) callbacks_.on_utterance_done(response.utterance_done());
+      }
+      case pb::ConverseResponse::kUtteranceDone: {
+        bool silenced;
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          silenced = Silenced(response.utterance_done().turn_id());
+        }
+        if (!silenced && callbacks_.on_utterance_done) callbacks_.on_utterance_done(response.utterance_done());
         break;
+      }
       case pb::ConverseResponse::kFlushDone: {
         if (callbacks_.on_flush_done) callbacks_.on_flush_done(response.flush_done().turn_id());
         std::lock_guard<std::mutex> lock(mutex_);
@@ -151,6 +169,9 @@ void Conversation::ReadLoop() {
         if (callbacks_.on_cancel_done) callbacks_.on_cancel_done(response.cancel_done().turn_id());
         std::lock_guard<std::mutex> lock(mutex_);
         cancelled_.insert(response.cancel_done().turn_id());
+        // Nothing of the turn follows its CancelDone (the server guarantees it), so the
+        // filter can go; the server also ignores text sent later under a cancelled id.
+        cancelling_.erase(response.cancel_done().turn_id());
         changed_.notify_all();
         break;
       }

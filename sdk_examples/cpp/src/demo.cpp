@@ -164,8 +164,8 @@ int main(int argc, char** argv) {
   }
   turn1_samples = conv.samples_received();
   player.active = false;
-  player.clear = true;  // fade/stop on the audio thread, as a game would
-  conv.Cancel("t1");
+  conv.Cancel("t1");    // from here the reader drops audio of t1 still in flight...
+  player.clear = true;  // ...so clearing now leaves nothing of it to play (a game would fade)
   const bool cancel_acked = conv.WaitCancelDone("t1", 10000);
   llm.join();
 

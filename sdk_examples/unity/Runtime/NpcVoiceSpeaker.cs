@@ -41,6 +41,7 @@ namespace NpcVoice
         private readonly ConcurrentQueue<VisemeEvent> _visemes = new ConcurrentQueue<VisemeEvent>();
         private readonly ConcurrentDictionary<string, bool> _cancelled = new ConcurrentDictionary<string, bool>();
         private readonly SemaphoreSlim _writeLock = new SemaphoreSlim(1, 1);
+        private readonly TaskCompletionSource<bool> _ready = new TaskCompletionSource<bool>(); // stream open
         private volatile bool _fadeOut;
         private float _gain = 1f;
         private double _playStartDsp = -1;   // AudioSettings.dspTime when the current utterance started playing
@@ -64,8 +65,9 @@ namespace NpcVoice
             await client.WarmVoiceAsync(new WarmVoiceRequest { VoiceId = voiceId }); // level load
             _cts = new CancellationTokenSource();
             _call = client.Converse(cancellationToken: _cts.Token);
-            await Send(new ConverseRequest { Config = new SessionConfig {
+            await Write(new ConverseRequest { Config = new SessionConfig {
                 VoiceId = voiceId, SampleRateHz = (uint)serverRate, Encoding = AudioEncoding.Pcm16 } });
+            _ready.TrySetResult(true);
             _ = Task.Run(ReadLoop);
         }
 
@@ -81,11 +83,20 @@ namespace NpcVoice
             string turn = _turn;
             _cancelled[turn] = true;
             _fadeOut = true;
+            while (_visemes.TryDequeue(out _)) { }  // no lip movement for words never heard
+            _playStartDsp = -1;
             _turn = $"turn-{++_turnCount}";
             return Send(new ConverseRequest { Cancel = new Cancel { TurnId = turn } });
         }
 
+        // Say/EndTurn/Interrupt may be called before Start() has opened the stream.
         private async Task Send(ConverseRequest request)
+        {
+            await _ready.Task;
+            await Write(request);
+        }
+
+        private async Task Write(ConverseRequest request)
         {
             await _writeLock.WaitAsync();
             try { await _call.RequestStream.WriteAsync(request); }
@@ -137,7 +148,8 @@ namespace NpcVoice
                 float step = 1f / Mathf.Max(1f, interruptFade * _outputRate);
                 for (int i = 0; i < got; i++) { mono[i] *= _gain; _gain = Mathf.Max(0f, _gain - step); }
                 Array.Clear(mono, got, frames - got);
-                if (_gain <= 0f) { _ring.Clear(); _fadeOut = false; _gain = 1f; }
+                // Done when faded out, or when nothing was left to fade (the next turn starts clean).
+                if (_gain <= 0f || got == 0) { _ring.Clear(); _fadeOut = false; _gain = 1f; }
                 Spread(mono, data, channels, frames);
                 return;
             }
@@ -169,14 +181,10 @@ namespace NpcVoice
             }
         }
 
-        private async void OnDestroy()
+        private void OnDestroy()
         {
-            if (_call != null)
-            {
-                try { await Send(new ConverseRequest { Close = new Close() }); } catch (Exception) { }
-                _cts.Cancel();   // frees the server's work for this NPC at once
-                _call.Dispose();
-            }
+            _cts?.Cancel();   // cancelling the call frees the server's work for this NPC at once
+            _call?.Dispose();
             _channel?.Dispose();
         }
     }

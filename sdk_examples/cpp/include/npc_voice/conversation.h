@@ -54,12 +54,13 @@ class Conversation {
                Callbacks callbacks = {});
   ~Conversation();
 
-  // Opens the stream, sends the config and waits for SessionStarted.
+  // Opens the stream, sends the config and waits (at most 10 s) for SessionStarted.
   grpc::Status Start();
 
   bool SendText(const std::string& text, const std::string& turn_id);
   bool Flush(const std::string& turn_id);
-  // Barge-in: the server stops the turn; audio of it still in flight is dropped here.
+  // Barge-in: the server stops the turn ("" = every turn); audio, marks and UtteranceDone
+  // of it still in flight are dropped here. Use a fresh turn id for the next turn.
   bool Cancel(const std::string& turn_id);
   // Finish what is buffered, end the stream, wait for the final status.
   grpc::Status Close();
@@ -75,6 +76,7 @@ class Conversation {
   bool Write(const pb::ConverseRequest& request);
   void ReadLoop();
   bool WaitFor(std::set<std::string>& acks, const std::string& turn_id, int timeout_ms);
+  bool Silenced(const std::string& turn_id) const;  // call with mutex_ held
 
   std::shared_ptr<pb::NpcVoice::Stub> stub_;
   SessionOptions options_;

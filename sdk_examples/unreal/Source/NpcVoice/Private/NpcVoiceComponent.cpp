@@ -46,9 +46,15 @@ void UNpcVoiceComponent::BeginPlay() {
     FScopeLock Lock(&MarksLock);
     PendingVisemes.Add({FromPhoneme(m.text()), float(m.start_ms()), float(m.end_ms())});
   };
-  cb.on_flush_done = [this](const std::string& turn) {
+  TWeakObjectPtr<UNpcVoiceComponent> Weak(this);  // the component may be gone when the task runs
+  cb.on_flush_done = [Weak](const std::string& turn) {
     const FString Id(UTF8_TO_TCHAR(turn.c_str()));
-    AsyncTask(ENamedThreads::GameThread, [this, Id] { OnTurnFinished.Broadcast(Id); });
+    AsyncTask(ENamedThreads::GameThread, [Weak, Id] {
+      if (UNpcVoiceComponent* Self = Weak.Get()) {
+        Self->UtteranceStartTime = -1.0;  // the next turn's marks count from its own start
+        Self->OnTurnFinished.Broadcast(Id);
+      }
+    });
   };
   npc_voice::SessionOptions options;
   options.voice_id = TCHAR_TO_UTF8(*VoiceId);
@@ -94,20 +100,26 @@ void UNpcVoiceComponent::TickComponent(float DeltaTime, ELevelTick TickType, FAc
 }
 
 void UNpcVoiceComponent::PumpAudio() {
-  // Keep ~100 ms queued in the procedural wave; QueueAudio copies, so this thread owns Scratch.
-  if (!Ring || Wave->GetAvailableAudioByteCount() > kRate / 10 * 2) return;
+  // Keep ~100 ms queued in the procedural wave whatever the frame rate: move 10 ms
+  // blocks until it holds that much or the ring is empty. QueueAudio copies.
+  if (!Ring) return;
   Scratch.SetNumUninitialized(kBlock);
   Pcm.SetNumUninitialized(kBlock);
-  const int32 Got = int32(Ring->Read(Scratch.GetData(), kBlock));
-  if (Got == 0) return;
   const float Step = 1.f / FMath::Max(1.f, InterruptFadeSeconds * kRate);
-  for (int32 i = 0; i < Got; ++i) {
-    float S = Scratch[i];
-    if (bFading) { S *= Gain; Gain = FMath::Max(0.f, Gain - Step); }
-    Pcm[i] = int16(FMath::Clamp(S, -1.f, 1.f) * 32767.f);
+  while (Wave->GetAvailableAudioByteCount() < kRate / 10 * int32(sizeof(int16))) {
+    const int32 Got = int32(Ring->Read(Scratch.GetData(), kBlock));
+    if (Got == 0) {
+      if (bFading) { bFading = false; Gain = 1.f; }  // nothing left to fade: the next turn starts clean
+      return;
+    }
+    for (int32 i = 0; i < Got; ++i) {
+      float S = Scratch[i];
+      if (bFading) { S *= Gain; Gain = FMath::Max(0.f, Gain - Step); }
+      Pcm[i] = int16(FMath::Clamp(S, -1.f, 1.f) * 32767.f);
+    }
+    Wave->QueueAudio(reinterpret_cast<const uint8*>(Pcm.GetData()), Got * sizeof(int16));
+    if (bFading && Gain <= 0.f) { Ring->Clear(); bFading = false; Gain = 1.f; UtteranceStartTime = -1.0; return; }
   }
-  if (bFading && Gain <= 0.f) { Ring->Clear(); bFading = false; Gain = 1.f; UtteranceStartTime = -1.0; }
-  Wave->QueueAudio(reinterpret_cast<const uint8*>(Pcm.GetData()), Got * sizeof(int16));
 }
 
 void UNpcVoiceComponent::EndPlay(const EEndPlayReason::Type Reason) {
