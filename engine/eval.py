@@ -3,6 +3,7 @@
     python -m engine.eval --model models/default          # table
     python -m engine.eval --model models/default --json   # one JSON object
     python -m engine.eval --teacher                       # the teacher audio itself (the ceiling)
+    python -m engine.eval --codec models/default          # teacher audio through the codec and back
 
 For each held-out voice, one clip (and its transcript) is the reference the
 model clones; every other line of that voice is synthesised from text.
@@ -141,6 +142,24 @@ def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int) -> tup
     return outputs, compute / max(audio_s, 1e-9)
 
 
+def codec_round_trip(codec_dir: Path, voices: dict[str, list[dict]]) -> tuple[dict, float]:
+    """Teacher audio encoded and decoded by the codec; RTF of the decoder alone, one thread."""
+    from engine.mel_codec import MelCodec
+
+    torch.set_num_threads(1)
+    codec, outputs, compute, audio_s = MelCodec(codec_dir), {}, 0.0, 0.0
+    for name, rs in voices.items():
+        outputs[name] = []
+        for r in rs[1:]:
+            codes = codec.encode(torch.from_numpy(r["audio"]))
+            start = time.perf_counter()
+            audio = codec.decode(codes).numpy()
+            compute += time.perf_counter() - start
+            audio_s += len(audio) / SR
+            outputs[name].append(audio)
+    return outputs, compute / max(audio_s, 1e-9)
+
+
 def score(voices: dict[str, list[dict]], outputs: dict[str, list[np.ndarray]], judge: Judge) -> dict:
     refs = {name: judge.embed(rs[0]["audio"]) for name, rs in voices.items()}
     names = list(refs)
@@ -164,20 +183,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="model directory (config.json, weights, codec)")
     ap.add_argument("--teacher", action="store_true", help="score the teacher audio instead of a model")
+    ap.add_argument("--codec", type=Path, help="score teacher audio after a round trip through this codec")
     ap.add_argument("--data", type=Path, default=EVAL_DATA)
     ap.add_argument("--limit", type=int, help="lines per voice (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if not args.teacher and not args.model:
-        ap.error("give --model DIR or --teacher")
+    if sum(map(bool, (args.teacher, args.model, args.codec))) != 1:
+        ap.error("give one of --model DIR, --codec DIR, --teacher")
     voices = eval_set(args.data, args.limit)
     if args.teacher:
-        outputs, rtf = {k: [r["audio"] for r in rs[1:]] for k, rs in voices.items()}, None
+        outputs, rtf, what = {k: [r["audio"] for r in rs[1:]] for k, rs in voices.items()}, None, "teacher audio"
+    elif args.codec:
+        (outputs, rtf), what = codec_round_trip(args.codec, voices), f"codec round trip {args.codec}"
     else:
-        outputs, rtf = synthesize(args.model, voices, args.seed)
-    result = {**score(voices, outputs, Judge()), "rtf": rtf,
-              "model": "teacher audio" if args.teacher else str(args.model)}
+        (outputs, rtf), what = synthesize(args.model, voices, args.seed), str(args.model)
+    result = {**score(voices, outputs, Judge()), "rtf": rtf, "model": what}
     if args.json:
         print(json.dumps(result))
         return
