@@ -75,6 +75,7 @@ class Engine:
     def __init__(self, model_dir: str | Path, config: EngineConfig | None = None):
         self.config = config or EngineConfig()
         self.device, self.dtype = _resolve(self.config)
+        self.model_dir = Path(model_dir)
         self.model = load_model(model_dir, self.device, self.dtype)
         self.model_cfg = self.model.cfg
         self.codec = make_codec(self.model_cfg.codec, self.model_cfg.frame_rate, model_dir)

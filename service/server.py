@@ -330,7 +330,7 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
     """Build and start the server; returns it, the bound port and the servicer."""
     voices = VoiceLibrary(config.voices_dir, engine)
     if config.demo_voices:
-        install_demo_voices(voices, engine.sample_rate)
+        install_demo_voices(voices, engine.sample_rate, engine.model_dir)
     lexicon = Lexicon(config.lexicon_path, phonemes_supported=engine.tokenizer.reads_phonemes,
                       check_every_s=config.lexicon_check_s)
     servicer = NpcVoiceServicer(engine, voices, lexicon, config)

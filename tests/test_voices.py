@@ -91,3 +91,19 @@ def test_prompt_made_for_another_front_end_is_remade(engine, tmp_path):
 def test_generated_grpc_code_matches_the_proto():
     done = subprocess.run([sys.executable, "-m", "service.protogen", "--check"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_demo_voices_come_from_the_model_directory_when_it_has_them(engine, tmp_path):
+    import json
+
+    from service.demo_voices import install_demo_voices
+
+    demo = tmp_path / "model" / "demo_voices"
+    demo.mkdir(parents=True)
+    (demo / "knight.wav").write_bytes(encode_wav(SPEECH, 44100))
+    (demo / "demo_voices.json").write_text(json.dumps([{"id": "knight", "name": "Knight", "transcript": "For honor!"}]))
+    lib = VoiceLibrary(tmp_path / "voices", engine)
+    assert install_demo_voices(lib, 24000, tmp_path / "model") == ["knight"]
+    assert lib.get("knight").info.demo and install_demo_voices(lib, 24000, tmp_path / "model") == []
+    plain = VoiceLibrary(tmp_path / "voices2", engine)
+    assert install_demo_voices(plain, 24000, None) == ["guard", "merchant", "sprite"]  # synthetic fallback
