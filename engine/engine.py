@@ -99,6 +99,16 @@ class Engine:
         self._prefill_threads = (self.config.num_threads or torch.get_num_threads()) if cpu else None
         self._decode_threads = (self.config.num_threads or 1) if cpu else None
         self.counters = dict(prefill_frames=0, decode_frames=0, steps=0)
+        # A pointer model's channel 0 is a decision: stay, advance to the next text unit,
+        # or stop. The pointer only moves forward and never past the last unit, and
+        # speech cannot end before every unit is reached: no word is skipped or repeated.
+        # Additive masks over channel 0, made once: before the last unit, after it.
+        self._ch0_masks = None
+        if self.model_cfg.advance is not None:
+            masks = torch.full((2, self.model.max_vocab), float("-inf"), device=self.device)
+            masks[0, [self.model_cfg.text_pad, self.model_cfg.advance]] = 0
+            masks[1, [self.model_cfg.text_pad, self.model_cfg.eos]] = 0
+            self._ch0_masks = masks
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self._thread.start()
 
@@ -307,16 +317,9 @@ class Engine:
             self._finish(seq, "length")
             return
         cfg = self.model_cfg
-        units = seq.prompt_len - seq.prefix_len - 1  # the text, without speech_start
-        if cfg.advance is not None:
-            # Channel 0 is a decision: stay, advance to the next text unit, or stop. The
-            # pointer only moves forward, never past the last unit, and speech cannot end
-            # before every unit has been reached: no word is skipped or repeated.
-            allowed = torch.full_like(logits[0], float("-inf"))
-            allowed[[cfg.text_pad, cfg.eos] + ([cfg.advance] if seq.marks < units else [])] = 0
-            logits[0] += allowed
-            if seq.marks < units:
-                logits[0, cfg.eos] = float("-inf")
+        if self._ch0_masks is not None:
+            units = seq.prompt_len - seq.prefix_len - 1  # the text, without speech_start
+            logits[0] += self._ch0_masks[int(seq.marks >= units)]
         if seq.sampling.ignore_eos or seq.num_generated < seq.min_frames:
             logits[0, cfg.eos] = float("-inf")
         frame = sample_frame(logits, seq.sampling, seq.generator, seq.generated(), slice(1, None))

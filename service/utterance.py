@@ -23,7 +23,6 @@ class Audio:
     data: bytes
     offset: int  # samples of this utterance before this chunk
     is_last: bool
-    samples: int
 
 
 @dataclass(frozen=True)
@@ -148,8 +147,7 @@ class Utterance:
         try:
             for event in self._stream:
                 if isinstance(event, AudioChunk):
-                    event = Audio(event.float32() if float32 else event.pcm16(), event.offset, event.is_last,
-                                  len(event.samples))
+                    event = Audio(event.float32() if float32 else event.pcm16(), event.offset, event.is_last)
                 if not self._put(loop, event):
                     return
         except Exception as exc:  # reported to the reader, who fails only this conversation

@@ -42,6 +42,19 @@ def voice(engine):
     return engine.make_voice(speech_like(2.0), 24000, "Well met, traveler. The road north is closed.", "guard")
 
 
+def wait_idle(engine: Engine, timeout: float = 10.0):
+    """Engine stats once nothing is running or waiting; fails after `timeout` seconds."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = engine.stats()
+        if s.running == 0 and s.waiting == 0:
+            return s
+        time.sleep(0.01)
+    raise AssertionError(f"engine still busy: {engine.stats()}")
+
+
 class ServerThread:
     """A real gRPC server on loopback, run on its own event loop in a background thread."""
 

@@ -11,7 +11,7 @@ from engine.config import SamplingParams
 from engine.engine import EngineOverloaded
 from engine.outputs import AudioChunk, Finished, TimingMark
 from engine.toy_model import make_toy_model
-from tests.conftest import make_engine, speech_like
+from tests.conftest import make_engine, speech_like, wait_idle
 
 TEXT = "Over here! The bridge is out, take the ford."
 
@@ -33,16 +33,6 @@ def run_all(streams) -> list[torch.Tensor]:
     for t in threads:
         t.join(60)
     return out
-
-
-def wait_idle(engine, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        s = engine.stats()
-        if s.running == 0 and s.waiting == 0:
-            return s
-        time.sleep(0.01)
-    raise AssertionError(f"engine still busy: {engine.stats()}")
 
 
 def test_same_seed_same_frames_with_prefix_miss_hit_alone_and_batched(model_dir, voice):

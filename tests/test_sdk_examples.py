@@ -14,23 +14,13 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from tests.conftest import ServerThread, make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 SDK = ROOT / "sdk_examples"
 
 
-@pytest.fixture(scope="module")
-def live_server(model_dir, tmp_path_factory):
-    eng = make_engine(model_dir)
-    srv = ServerThread(eng, tmp_path_factory.mktemp("voices"))
-    yield srv
-    srv.stop()
-    eng.close()
-
-
-def test_python_client_converses_barks_and_registers(live_server, tmp_path):
-    client = [sys.executable, str(SDK / "python" / "npc_client.py"), "--server", live_server.address]
+def test_python_client_converses_barks_and_registers(server, tmp_path):
+    client = [sys.executable, str(SDK / "python" / "npc_client.py"), "--server", server.address]
     out = tmp_path / "reply.wav"
     done = subprocess.run(client + ["converse", "--barge-in", "--out", str(out)], capture_output=True, text=True,
                           timeout=120)
@@ -63,8 +53,8 @@ def cpp_demo(tmp_path_factory) -> Path:
     return build / "npc_voice_demo"
 
 
-def test_cpp_client_streams_barges_in_and_continues(cpp_demo, live_server):
-    done = subprocess.run([str(cpp_demo), "--server", live_server.address, "--voice", "merchant"],
+def test_cpp_client_streams_barges_in_and_continues(cpp_demo, server):
+    done = subprocess.run([str(cpp_demo), "--server", server.address, "--voice", "merchant"],
                           capture_output=True, text=True, timeout=180)
     line = done.stdout.strip().splitlines()[-1]
     assert done.returncode == 0, done.stdout + done.stderr
@@ -76,8 +66,8 @@ def test_cpp_client_streams_barges_in_and_continues(cpp_demo, live_server):
     assert int(result["underruns"]) >= 0  # reported; the load test is where underruns are judged
 
 
-def test_cpp_client_reports_a_bad_voice(cpp_demo, live_server):
-    done = subprocess.run([str(cpp_demo), "--server", live_server.address, "--voice", "ghost"],
+def test_cpp_client_reports_a_bad_voice(cpp_demo, server):
+    done = subprocess.run([str(cpp_demo), "--server", server.address, "--voice", "ghost"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "status=5" in done.stdout  # NOT_FOUND
 

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from engine.toy_model import make_toy_model, reference_wave
 from service.audio_input import encode_wav
 from service.gen import npc_voice_pb2 as pb
-from tests.conftest import SMALL, ServerThread, make_engine
+from tests.conftest import SMALL, ServerThread, make_engine, wait_idle
 
 LINE = "Over here! The bridge is out, so we take the ford at dawn."
 
@@ -89,16 +89,6 @@ class Session:
             seen.append(resp)
             if resp.WhichOneof("kind") == kind:
                 return seen
-
-
-def wait_engine_idle(engine, timeout: float = 10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        s = engine.stats()
-        if s.running == 0 and s.waiting == 0:
-            return s
-        time.sleep(0.05)
-    raise AssertionError(f"engine still busy: {engine.stats()}")
 
 
 def check_utterances(responses, rate: int, width: int) -> dict[int, int]:
@@ -186,7 +176,7 @@ def test_cancel_stops_the_turn_and_nothing_follows_its_ack(server):
     s.send(pb.ConverseRequest(close=pb.Close()))
     s.end()
     assert s.next() is None
-    stats = wait_engine_idle(server.engine)
+    stats = wait_idle(server.engine)
     assert stats.free_blocks + stats.pinned_blocks <= stats.num_blocks
 
 
@@ -294,7 +284,7 @@ def test_text_piling_up_faster_than_speech_is_refused(server):
     reqs = [cfg(sample_rate_hz=8000)] + [text("Onward, and onward again. " * 150) for _ in range(6)]
     err = status_of(lambda: server.stub.Converse(iter(reqs)))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "waiting to be spoken" in err.details()
-    wait_engine_idle(server.engine)
+    wait_idle(server.engine)
 
 
 def test_synthesize_rejects_bad_requests(server):
@@ -312,7 +302,7 @@ def test_disconnect_mid_utterance_frees_the_engine(server):
     s.until("audio")
     assert server.engine.stats().running >= 1
     s.call.cancel()  # the game quit mid-line
-    stats = wait_engine_idle(server.engine, timeout=5.0)
+    stats = wait_idle(server.engine, timeout=5.0)
     assert stats.running == 0 and stats.waiting == 0
 
 
@@ -333,7 +323,7 @@ def test_slow_reader_pauses_generation(server):
             samples.append(server.engine.stats().decode_frames)
         assert samples[-1] == samples[-3], f"generation kept running for a reader that stopped: {samples}"
         call.cancel()
-    wait_engine_idle(server.engine)
+    wait_idle(server.engine)
 
 
 def test_voice_management_and_errors(server):
