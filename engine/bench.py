@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from engine.config import EngineConfig, SamplingParams
 from engine.engine import Engine
+from engine.model import default_model_dir
 from engine.outputs import AudioChunk
-from engine.toy_model import default_model_dir, reference_wave
+from engine.toy_model import reference_wave
 
 TRANSCRIPT = (
     "Stay close to the fire, friend. The wolves came down from the pass again last night, "

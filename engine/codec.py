@@ -23,6 +23,8 @@ class Codec(Protocol):
     frame_rate: float
     num_codebooks: int
     codebook_size: int
+    # What the encoder makes of audio: voices tokenised under another identity must be made again.
+    identity: str
 
     @property
     def samples_per_frame(self) -> int: ...
@@ -45,6 +47,7 @@ class ParametricCodec:
 
     def __init__(self, sample_rate: int = 24000, frame_rate: float = 25.0, codebook_size: int = 256):
         self.sample_rate, self.frame_rate, self.codebook_size = sample_rate, frame_rate, codebook_size
+        self.identity = "parametric"
         n = codebook_size
         self.f0_bins = _log_bins(60.0, 500.0, n - 1)  # id 0 means unvoiced
         self.db_bins = torch.linspace(-70.0, 0.0, n)

@@ -44,6 +44,13 @@ class ModelConfig:
     # pointer and gives no timings.
     advance: int | None = None
     mark_delay_frames: int = 0  # a unit is fed this many frames before its audio starts
+    # A pointer that stays this many frames on one unit is moved on by the engine (or,
+    # on the last unit, speech ends): a sampled frame that throws the model off can
+    # otherwise hold it on a phoneme until the length guard. 0 disables.
+    max_frames_per_unit: int = 0
+    # Longest reference clip the model was trained to clone from (0: no limit); a
+    # longer one puts positions and prompt lengths outside what it has seen.
+    max_reference_frames: int = 0
     # Guard against a model that never stops: frames allowed per text token.
     max_frames_per_text_token: float = 8.0
     min_frames_guard: int = 25

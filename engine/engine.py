@@ -142,12 +142,16 @@ class Engine:
         if not ids:
             raise ValueError("the reference transcript is empty")
         codes = self.codec.encode(wave)
+        limit = self.model_cfg.max_reference_frames
+        if limit and len(codes) > limit:
+            raise ValueError(f"reference is {len(codes) / self.frame_rate:.1f} s; this model clones from at most "
+                             f"{limit / self.frame_rate:.0f} s: cut it to a sentence or two (and its transcript)")
         return VoicePrompt(voice_prefix(self.model_cfg, ids, codes), self.voice_key(voice_id))
 
     def voice_key(self, voice_id: str) -> bytes:
         """The conditioning key `make_voice` gives a voice; a stored prompt with another key
         was tokenised for a different codec or front end and must be made again."""
-        return f"{self.model_cfg.codec}|{self.model_cfg.tokenizer}|{voice_id}".encode()
+        return f"{self.codec.identity}|{self.model_cfg.tokenizer}|{voice_id}".encode()
 
     def submit(self, voice: VoicePrompt, text: str, sampling: SamplingParams | None = None,
                sample_rate: int | None = None, chunk_frames: int | None = None) -> UtteranceStream:
@@ -317,11 +321,15 @@ class Engine:
             self._finish(seq, "length")
             return
         cfg = self.model_cfg
+        units = seq.prompt_len - seq.prefix_len - 1  # the text, without speech_start
         if self._ch0_masks is not None:
-            units = seq.prompt_len - seq.prefix_len - 1  # the text, without speech_start
             logits[0] += self._ch0_masks[int(seq.marks >= units)]
         if seq.sampling.ignore_eos or seq.num_generated < seq.min_frames:
             logits[0, cfg.eos] = float("-inf")
+        if cfg.max_frames_per_unit and seq.num_generated - seq.last_advance >= cfg.max_frames_per_unit:
+            forced = cfg.advance if seq.marks < units else cfg.eos
+            if logits[0, forced] > -math.inf:  # (an end that ignore_eos or min_frames forbid stays forbidden)
+                logits[0] = torch.where(torch.arange(logits.shape[1], device=logits.device) == forced, 0.0, -math.inf)
         frame = sample_frame(logits, seq.sampling, seq.generator, seq.generated(), slice(1, None))
         if int(frame[0]) == cfg.eos:
             self._finish(seq, "eos")
@@ -334,6 +342,7 @@ class Engine:
             frame[0] = seq.tokens[seq.prefix_len + seq.marks, 0]
             mark = (seq.marks, seq.num_generated + cfg.mark_delay_frames)
             seq.marks += 1
+            seq.last_advance = seq.num_generated
         seq.append(frame)
         outbox.put("frame", frame)
         if mark is not None:

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from engine.config import SamplingParams
+
 EVAL_DATA = Path.home() / ".cache" / "npc-voice" / "data" / "eval"
 SR = 24000
 
@@ -120,9 +122,11 @@ def eval_set(data: Path, limit: int | None) -> dict[str, list[dict]]:
     return {v: rs[: (limit + 1) if limit else None] for v, rs in sorted(by_voice.items())}
 
 
-def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int) -> tuple[dict, float]:
+def synthesize(model_dir: Path, voices: dict[str, list[dict]], sampling: SamplingParams) -> tuple[dict, float]:
     """Outputs per voice (same order as its targets) and the one-stream, one-thread RTF."""
-    from engine import Engine, EngineConfig, SamplingParams
+    from dataclasses import replace
+
+    from engine import Engine, EngineConfig
 
     outputs, compute, audio_s = {}, 0.0, 0.0
     with Engine(model_dir, EngineConfig(num_threads=1)) as engine:
@@ -133,7 +137,7 @@ def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int) -> tup
             outputs[name] = []
             for i, r in enumerate(rs[1:]):
                 start = time.perf_counter()
-                chunks = [e.samples for e in engine.submit(voice, r["text"], SamplingParams(seed=seed + i))
+                chunks = [e.samples for e in engine.submit(voice, r["text"], replace(sampling, seed=sampling.seed + i))
                           if hasattr(e, "samples")]
                 compute += time.perf_counter() - start
                 audio = np.concatenate(chunks) if chunks else np.zeros(1, np.float32)
@@ -187,6 +191,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=EVAL_DATA)
     ap.add_argument("--limit", type=int, help="lines per voice (default: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temperature", type=float, default=SamplingParams.temperature)
+    ap.add_argument("--top-k", type=int, default=SamplingParams.top_k)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if sum(map(bool, (args.teacher, args.model, args.codec))) != 1:
@@ -197,7 +203,8 @@ def main() -> None:
     elif args.codec:
         (outputs, rtf), what = codec_round_trip(args.codec, voices), f"codec round trip {args.codec}"
     else:
-        (outputs, rtf), what = synthesize(args.model, voices, args.seed), str(args.model)
+        (outputs, rtf), what = synthesize(
+            args.model, voices, SamplingParams(temperature=args.temperature, top_k=args.top_k, seed=args.seed)), str(args.model)
     result = {**score(voices, outputs, Judge()), "rtf": rtf, "model": what}
     if args.json:
         print(json.dumps(result))

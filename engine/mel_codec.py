@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.weights import load_weights, save_weights, tensor_digest
+
 
 @dataclass(frozen=True)
 class MelCodecConfig:
@@ -169,8 +171,6 @@ class MelCodec:
     """The engine's Codec: 24 kHz wave <-> [frames, groups] tokens at 25 frames/s."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu"):
-        from safetensors.torch import load_file
-
         model_dir = Path(model_dir)
         raw = json.loads((model_dir / "codec.json").read_text())
         raw["levels"] = tuple(raw["levels"])
@@ -178,7 +178,9 @@ class MelCodec:
         self.front = MelFrontEnd(self.cfg)
         self.autoencoder = MelAutoencoder(self.cfg).eval()
         self.vocoder = Vocoder(self.cfg).eval()
-        weights = load_file(str(model_dir / "codec.safetensors"))
+        weights = load_weights(model_dir / "codec.safetensors")
+        self.encoder_digest = tensor_digest(weights, "ae.encoder.")
+        self.identity = f"mel-{self.encoder_digest}"
         self.autoencoder.load_state_dict({k[3:]: v for k, v in weights.items() if k.startswith("ae.")})
         self.vocoder.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("voc.")})
         self.sample_rate, self.frame_rate = self.cfg.sample_rate, self.cfg.frame_rate
@@ -202,12 +204,11 @@ class MelCodec:
         return self.vocoder(self.autoencoder.decoder(q))[0].clamp(-1, 1)
 
 
-def save_codec(model_dir: str | Path, cfg: MelCodecConfig, ae: MelAutoencoder, vocoder: Vocoder) -> None:
-    from safetensors.torch import save_file
-
+def save_codec(model_dir: str | Path, cfg: MelCodecConfig, ae: MelAutoencoder, vocoder: Vocoder,
+               int8: bool = False) -> None:
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "codec.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    weights = {f"ae.{k}": v.contiguous() for k, v in ae.state_dict().items()}
-    weights |= {f"voc.{k}": v.contiguous() for k, v in vocoder.state_dict().items()}
-    save_file(weights, str(model_dir / "codec.safetensors"))
+    weights = {f"ae.{k}": v for k, v in ae.state_dict().items()}
+    weights |= {f"voc.{k}": v for k, v in vocoder.state_dict().items()}
+    save_weights(model_dir / "codec.safetensors", weights, int8=int8)

@@ -14,9 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ModelConfig
+from engine.weights import load_weights, save_weights
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# The trained default model ships inside the package (see its MODEL_CARD.md).
+SHIPPED_MODEL_DIR = Path(__file__).parent / "models" / "default"
 
 
 @dataclass
@@ -176,21 +179,27 @@ class SpeechLM(nn.Module):
 
 def load_model(model_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> SpeechLM:
     """Build a SpeechLM from `config.json` + `model.safetensors` in `model_dir`."""
-    from safetensors.torch import load_file
-
     model_dir = Path(model_dir)
     cfg = ModelConfig.load(model_dir / CONFIG_FILE)
     model = SpeechLM(cfg)
-    state = load_file(str(model_dir / WEIGHTS_FILE))
+    state = load_weights(model_dir / WEIGHTS_FILE)
     model.load_state_dict(state, strict=True)
     return model.to(device=device, dtype=dtype).eval()
 
 
-def save_model(model: SpeechLM, model_dir: str | Path) -> None:
-    from safetensors.torch import save_file
-
+def save_model(model: SpeechLM, model_dir: str | Path, int8: bool = False) -> None:
+    """Write config.json + model.safetensors (int8 matrices when shipping; see engine.weights)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     model.cfg.save(model_dir / CONFIG_FILE)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(model_dir / WEIGHTS_FILE))
+    save_weights(model_dir / WEIGHTS_FILE, model.state_dict(), int8=int8)
+
+
+def default_model_dir() -> Path:
+    """The shipped trained model, or the random-weight toy model if the weights are missing
+    (an install without them): the toy keeps the service runnable but does not speak."""
+    if (SHIPPED_MODEL_DIR / WEIGHTS_FILE).exists():
+        return SHIPPED_MODEL_DIR
+    from engine.toy_model import toy_model_dir
+
+    return toy_model_dir()

@@ -57,6 +57,7 @@ class Sequence:
         self.admitted = False
         self.snapshot_done = False  # partial voice-prefix block saved (see BlockManager)
         self.marks = 0  # timing marks emitted (text units the model moved past)
+        self.last_advance = 0  # num_generated when the pointer last moved
         self.preemptions = 0
         self.cancelled = threading.Event()
         self.finish_reason: str | None = None

@@ -37,8 +37,8 @@ def make_toy_model(model_dir: str | Path, seed: int = 0, **overrides) -> Path:
     return Path(model_dir)
 
 
-def default_model_dir() -> Path:
-    """The toy model in the user's cache, written on first use (until a trained model ships)."""
+def toy_model_dir() -> Path:
+    """The toy model in the user's cache, written on first use."""
     path = Path.home() / ".cache" / "npc-voice" / "toy-model-v2"  # v2: speech-like length limits
     if not (path / "model.safetensors").exists():
         make_toy_model(path, seed=0)

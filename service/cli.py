@@ -22,16 +22,16 @@ from service.gen import npc_voice_pb2_grpc as pb_grpc
 
 def serve(args: argparse.Namespace) -> None:
     from engine import CacheConfig, Engine, EngineConfig, SchedulerConfig
-    from engine.toy_model import default_model_dir
+    from engine.model import SHIPPED_MODEL_DIR, default_model_dir
     from service.server import ServiceConfig, start_server
 
     model_dir = Path(args.model) if args.model else default_model_dir()
     engine = Engine(model_dir, EngineConfig(
         cache=CacheConfig(memory_budget_mb=args.kv_cache_mb, prefix_cache=not args.no_prefix_cache),
         scheduler=SchedulerConfig(max_running=args.max_batch)))
-    if not args.model:
-        logging.warning("no trained model ships yet (issue 4): serving the random-weight toy model from %s. "
-                        "Its audio is noise-like and carries no words.", model_dir)
+    if model_dir != SHIPPED_MODEL_DIR and not args.model:
+        logging.warning("the trained model is missing from %s: serving the random-weight toy model from %s. "
+                        "Its audio is noise-like and carries no words.", SHIPPED_MODEL_DIR, model_dir)
     config = ServiceConfig(host=args.host, port=args.port, voices_dir=Path(args.voices_dir),
                            lexicon_path=Path(args.lexicon) if args.lexicon else None,
                            max_sessions=args.max_sessions, demo_voices=not args.no_demo_voices)

@@ -10,7 +10,7 @@ import torch
 from engine.config import SamplingParams
 from engine.engine import EngineOverloaded
 from engine.outputs import AudioChunk, Finished, TimingMark
-from engine.toy_model import make_toy_model
+from engine.toy_model import make_toy_model, reference_wave
 from tests.conftest import make_engine, speech_like, wait_idle
 
 TEXT = "Over here! The bridge is out, take the ford."
@@ -198,6 +198,36 @@ def test_speech_does_not_end_before_every_unit_is_reached(tmp_path, voice):
                 ended += 1
                 assert (frames[:, 0] != eng.model_cfg.text_pad).sum() == n
     assert ended >= 3  # the check above really ran
+
+
+@pytest.mark.parametrize("limit", [0, 3])
+def test_a_pointer_that_stalls_is_moved_on(tmp_path, voice, limit):
+    model = make_toy_model(tmp_path / "m", seed=3, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128,
+                           advance=4, max_frames_per_unit=limit, min_frames_per_text_token=0.0)
+    longest = []
+    with make_engine(model) as eng:
+        units = len(eng.tokenizer.encode(TEXT))
+        for seed in range(4):
+            stream = eng.submit(voice, TEXT, SamplingParams(seed=seed, temperature=0.5))
+            frames = stream.wait_frames()
+            fed = (frames[:, 0] != eng.model_cfg.text_pad).nonzero().flatten().tolist()
+            stays = torch.diff(torch.tensor([0] + fed + [len(frames)]))
+            longest.append(int(stays.max()))
+            if limit:  # every unit within `limit` frames of the last; speech ends `limit` after the last
+                assert len(fed) == units and stream.finished.reason == "eos"
+    if limit:
+        assert max(longest) <= limit
+    else:
+        assert max(longest) > 3  # without the guard this model does stall (the check above is real)
+
+
+def test_a_reference_longer_than_the_model_was_trained_on_is_refused(tmp_path):
+    model = make_toy_model(tmp_path / "m", seed=0, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128,
+                           max_reference_frames=100)  # 4 s at 25 frames/s
+    with make_engine(model) as eng:
+        with pytest.raises(ValueError, match=r"reference is 5\.0 s; this model clones from at most 4 s"):
+            eng.make_voice(reference_wave(5.0), 24000, "A line.", "long")
+        assert eng.make_voice(reference_wave(3.9), 24000, "A line.", "short").num_frames > 90
 
 
 def test_bad_requests_fail_clearly_and_leave_the_engine_serving(engine, voice):

@@ -98,7 +98,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--freeze-encoder", action="store_true",
+                    help="stage 2 (sticky once set): keep the encoder, and so every token, fixed while the decoder "
+                         "and vocoder go on training, so an LM trained on the tokens stays valid")
     ap.add_argument("--export", type=Path, help="write codec.json + codec.safetensors here and exit")
+    ap.add_argument("--int8", action="store_true", help="export large matrices as int8 (shipped models)")
     ap.add_argument("--plot", type=Path, help="draw the training curves to this PNG and exit")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -118,17 +122,24 @@ def main() -> None:
         ae.load_state_dict(state["ae"]), voc.load_state_dict(state["voc"])
         opt_ae.load_state_dict(state["opt_ae"]), opt_voc.load_state_dict(state["opt_voc"])
         step = state["step"]
+        args.freeze_encoder |= state.get("frozen_encoder", False)
     if args.export:
-        save_codec(args.export, cfg, ae.eval(), voc.eval())
+        save_codec(args.export, cfg, ae.eval(), voc.eval(), int8=args.int8)
         print(f"exported step {step} to {args.export}")
         return
     data = Crops(args.data, args.seconds, cfg.sample_rate, seed=step)
-    print(f"{len(data.clips)} clips, {data.seconds / 3600:.2f} h of audio; starting at step {step}")
+    print(f"{len(data.clips)} clips, {data.seconds / 3600:.2f} h of audio; starting at step {step}"
+          + (" (encoder frozen)" if args.freeze_encoder else ""))
+    ae.encoder.requires_grad_(not args.freeze_encoder)
     new_log = not log_path.exists()
     log = open(log_path, "a", newline="")
     writer = csv.writer(log)
     if new_log:
         writer.writerow(["step", "ae_mel_l1", "voc_stft", "voc_mel_l1", "seconds"])
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, {"ae": ae.state_dict(), "voc": voc.state_dict(), "opt_ae": opt_ae.state_dict(),
+                                    "opt_voc": opt_voc.state_dict(), "step": step, "frozen_encoder": args.freeze_encoder})
+
     deadline = time.time() + args.minutes * 60
     bar = tqdm(total=args.steps, initial=step, desc="codec", unit="step")
     sums, t0 = np.zeros(3), time.time()
@@ -141,7 +152,14 @@ def main() -> None:
         ae_loss.backward()
         torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
         opt_ae.step()
-        fake = voc(mel)
+        voc_in = mel
+        if args.freeze_encoder:
+            # The vocoder will hear decoded mels, which are smoother than real ones:
+            # once the tokens are fixed, half of each batch trains it on those.
+            half = args.batch // 2
+            with torch.no_grad():
+                voc_in = torch.cat([mel[:half], ae(mel[half:])])
+        fake = voc(voc_in)
         spec_loss = stft_loss(fake, wave)
         mel_loss = F.l1_loss(front(fake), mel)
         opt_voc.zero_grad()
@@ -158,10 +176,8 @@ def main() -> None:
             bar.set_postfix(ae=f"{avg[0]:.3f}", stft=f"{avg[1]:.3f}", mel=f"{avg[2]:.3f}")
             sums[:] = 0
         if step % args.save_every == 0:
-            save_checkpoint(ckpt_path, {"ae": ae.state_dict(), "voc": voc.state_dict(), "opt_ae": opt_ae.state_dict(),
-                                        "opt_voc": opt_voc.state_dict(), "step": step})
-    save_checkpoint(ckpt_path, {"ae": ae.state_dict(), "voc": voc.state_dict(), "opt_ae": opt_ae.state_dict(),
-                                "opt_voc": opt_voc.state_dict(), "step": step})
+            checkpoint()
+    checkpoint()
     bar.close()
     print(f"stopped at step {step}; checkpoint {ckpt_path}")
 

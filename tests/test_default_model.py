@@ -1,0 +1,105 @@
+"""The trained default model that ships in engine/models/default: small, and it speaks.
+
+These tests run the real model through the real engine and judge the audio with
+whisper base and resemblyzer (the same judges as `python -m engine.eval`). They
+check intelligibility and voice with loose, per-sentence bounds; the held-out
+figures against the issue's bars come from the eval script, not from here.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import soundfile
+
+from engine import Engine, EngineConfig, SamplingParams, TimingMark
+from engine.config import ModelConfig
+from engine.model import SHIPPED_MODEL_DIR, WEIGHTS_FILE, default_model_dir
+
+pytestmark = pytest.mark.skipif(
+    not (SHIPPED_MODEL_DIR / WEIGHTS_FILE).exists(),
+    reason="the trained default model is not in the repo yet (issue 4: it ships once it meets its bars); "
+           "train it with engine/train or put its files in engine/models/default")
+
+LINES = ["Over here! The bridge is out, take the ford.", "I have twelve gold coins and a rusty sword."]
+
+
+def test_default_model_is_the_shipped_one_and_under_30_mb():
+    assert default_model_dir() == SHIPPED_MODEL_DIR
+    cfg = ModelConfig.load(SHIPPED_MODEL_DIR / "config.json")
+    assert cfg.codec == "mel" and cfg.tokenizer == "phonemes" and cfg.advance is not None
+    shipped = [p for p in SHIPPED_MODEL_DIR.rglob("*") if p.is_file()]
+    assert {WEIGHTS_FILE, "codec.safetensors", "codec.json", "demo_voices.json"} <= {p.name for p in shipped}
+    assert sum(p.stat().st_size for p in shipped) < 30e6
+
+
+@pytest.fixture(scope="module")
+def spoken():
+    """Each demo voice speaks every line once (fixed seeds): {voice: [(text, audio, marks)]}, refs."""
+    listing = json.loads((SHIPPED_MODEL_DIR / "demo_voices" / "demo_voices.json").read_text())
+    out, refs = {}, {}
+    with Engine(SHIPPED_MODEL_DIR, EngineConfig(num_threads=2)) as engine:
+        for demo in listing:
+            wave, sr = soundfile.read(SHIPPED_MODEL_DIR / "demo_voices" / f"{demo['id']}.wav", dtype="float32")
+            refs[demo["id"]] = wave
+            voice = engine.make_voice(wave, sr, demo["transcript"], demo["id"])
+            out[demo["id"]] = []
+            for i, text in enumerate(LINES):
+                events = list(engine.submit(voice, text, SamplingParams(seed=i, temperature=0.4)))
+                audio = np.concatenate([e.samples for e in events if hasattr(e, "samples")])
+                marks = [e for e in events if isinstance(e, TimingMark)]
+                out[demo["id"]].append((text, audio, marks))
+    return out, refs
+
+
+@pytest.fixture(scope="module")
+def judge():
+    pytest.importorskip("faster_whisper", reason="the judges come with the train extra (./run setup installs it)")
+    pytest.importorskip("resemblyzer", reason="resemblyzer is installed by ./run setup")
+    from engine.eval import Judge
+
+    return Judge()
+
+
+@pytest.mark.xfail(strict=True, reason="not intelligible enough yet: held-out wer 0.56 after 4,500 LM steps "
+                   "(issue 4); strict, so this turns into a failure to remove once the model passes")
+def test_demo_voices_speak_the_words(spoken, judge):
+    from engine.eval import edit_distance, join_compounds, words
+
+    errors = total = 0
+    for voice, items in spoken[0].items():
+        for text, audio, _ in items:
+            truth = words(text)
+            heard = join_compounds(words(judge.transcribe(audio)), truth)
+            errors += edit_distance(truth, heard)
+            total += len(truth)
+    # Loose: six short lines; the eval script holds the model to the 0.10 bar on held-out data.
+    assert errors / total <= 0.25, f"word error rate {errors / total:.2f}"
+
+
+def test_each_demo_voice_sounds_like_its_own_reference(spoken, judge):
+    outputs, refs = spoken
+    ref_emb = {v: judge.embed(w) for v, w in refs.items()}
+    for voice, items in outputs.items():
+        for _, audio, _ in items:
+            emb = judge.embed(audio)
+            cos = {v: float(np.dot(emb, r) / np.linalg.norm(emb) / np.linalg.norm(r)) for v, r in ref_emb.items()}
+            assert max(cos, key=cos.get) == voice, f"{voice} output is closest to {max(cos, key=cos.get)}: {cos}"
+
+
+def test_timing_marks_cover_every_unit_in_order_within_the_audio(spoken):
+    from engine.text import make_tokenizer
+
+    tok = make_tokenizer("phonemes", 128)
+    for voice, items in spoken[0].items():
+        for text, audio, marks in items:
+            ids, _ = tok.encode_spans(text)
+            # The pointer only moves forward, one unit at a time, and never skips one.
+            assert [m.text_index for m in marks] == list(range(len(ids))), voice
+            starts = [m.start_ms for m in marks]
+            assert starts == sorted(starts) and 0 <= starts[0] and starts[-1] < len(audio) / 24.0  # ms at 24 kHz
+            covered = {m.char_start for m in marks}
+            for word in re.finditer(r"[A-Za-z]+", text):
+                assert any(word.start() <= c < word.end() for c in covered), f"{voice}: no mark in {word.group()!r}"
