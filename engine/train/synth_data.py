@@ -2,6 +2,8 @@
 
     python -m engine.train.synth_data --split train --shards 75     # 40 lines per shard
     python -m engine.train.synth_data --split eval                  # held-out lines x held-out voices
+    python -m engine.train.synth_data --shards 300 --threads 1 --worker 0/2 &   # two cores: two workers
+    python -m engine.train.synth_data --shards 300 --threads 1 --worker 1/2
 
 Writes ~/.cache/npc-voice/data/<split>/shard_NNNNN.npz (override with --out).
 Shards are written atomically and skipped when present, so an interrupted run
@@ -89,6 +91,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--worker", default="0/1", help="i/n: make only shards with index %% n == i (run n of these "
+                                                    "side by side, one per core)")
     args = ap.parse_args()
     out = args.out or DATA / args.split
     out.mkdir(parents=True, exist_ok=True)
@@ -96,7 +100,8 @@ def main() -> None:
     voices = eval_voices() if heldout else train_voices()
     shards = 2 if heldout and args.shards == 75 else args.shards
     texts = [norm for _, norm in lines(shards * args.per_shard, seed=args.seed, heldout=heldout)]
-    todo = [i for i in range(shards) if not (out / f"shard_{i:05d}.npz").exists()]
+    worker, workers = (int(x) for x in args.worker.split("/"))
+    todo = [i for i in range(shards) if i % workers == worker and not (out / f"shard_{i:05d}.npz").exists()]
     tokenizer = make_tokenizer("phonemes", 128)
     teachers = {"kokoro": Kokoro(args.threads), "piper": Piper(args.threads)}
     for i in tqdm(todo, desc=f"{args.split} shards", unit="shard"):

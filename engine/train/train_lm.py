@@ -136,7 +136,7 @@ def check_codec(model_dir: Path, token_dir: Path) -> None:
         raise SystemExit(f"the codec in {model_dir} is not the one whose tokens trained this LM ({stamp})")
 
 
-def plot_curves(log_path: Path, out: Path) -> None:
+def plot_curves(log_path: Path, val_path: Path, out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -146,6 +146,11 @@ def plot_curves(log_path: Path, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     ax.plot(steps, [float(r["ch0"]) for r in rows], label="channel 0 (stay / advance / stop)", alpha=0.8)
     ax.plot(steps, [float(r["codes"]) for r in rows], label="codebooks (mean)", alpha=0.8)
+    if val_path.exists():
+        val = list(csv.DictReader(open(val_path)))
+        vsteps = [int(r["step"]) for r in val]
+        ax.plot(vsteps, [float(r["ch0"]) for r in val], "C0--o", ms=3, label="channel 0, held-out")
+        ax.plot(vsteps, [float(r["codes"]) for r in val], "C1--o", ms=3, label="codebooks, held-out")
     ax.set(title="speech LM training loss", xlabel="step", ylabel="cross-entropy (nats)", yscale="log")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -173,11 +178,14 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, help="draw the training curves to this PNG and exit")
     args = ap.parse_args()
     token_dir, ckpt_path, log_path = args.work / "tokens", args.work / "checkpoint.pt", args.work / "losses.csv"
+    val_dir, val_path = args.work / "val_tokens", args.work / "val_losses.csv"
     if args.tokenise:
         tokenise(args.codec, args.data, token_dir)
+        if (args.data.parent / "eval").exists():  # held-out voices and lines: the validation loss
+            tokenise(args.codec, args.data.parent / "eval", val_dir)
         return
     if args.plot:
-        plot_curves(log_path, args.plot)
+        plot_curves(log_path, val_path, args.plot)
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -199,6 +207,26 @@ def main() -> None:
         print(f"exported step {step} to {args.export}")
         return
     data = Examples(token_dir, cfg, args.max_ref_frames, seed=step)
+    # The same few held-out batches every time, so the curve compares like with like.
+    val_batches = []
+    if val_dir.exists():
+        val = Examples(val_dir, cfg, args.max_ref_frames, seed=1234)
+        val_batches = [val.batch(args.batch) for _ in range(4)]
+
+    def save() -> None:
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt_path.with_suffix(".tmp"))
+        os.replace(ckpt_path.with_suffix(".tmp"), ckpt_path)
+        if not val_batches:
+            return
+        model.eval()
+        with torch.no_grad():
+            parts = np.mean([lm_loss(model, f, t, bf16=not args.fp32)[1] for f, t in val_batches], axis=0)
+        model.train()
+        new = not val_path.exists()
+        with open(val_path, "a", newline="") as f:
+            if new:
+                f.write("step,ch0,codes\n")
+            f.write(f"{step},{parts[0]:.4f},{np.mean(parts[1:]):.4f}\n")
     # Warmup, then constant, then a linear decay over the last 20% of --steps: a run
     # stopped by --minutes can resume, and a later, longer --steps simply extends it.
     decay_from = 0.8 * args.steps
@@ -229,10 +257,8 @@ def main() -> None:
             log.flush()
             bar.set_postfix(loss=f"{loss.item():.3f}", ch0=f"{parts[0]:.3f}")
         if step % args.save_every == 0:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt_path.with_suffix(".tmp"))
-            os.replace(ckpt_path.with_suffix(".tmp"), ckpt_path)
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt_path.with_suffix(".tmp"))
-    os.replace(ckpt_path.with_suffix(".tmp"), ckpt_path)
+            save()
+    save()
     print(f"stopped at step {step}; checkpoint {ckpt_path}")
 
 
