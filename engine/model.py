@@ -18,7 +18,7 @@ from engine.weights import load_weights, save_weights
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-# The trained default model ships inside the package (see its MODEL_CARD.md).
+# Where the trained default model ships inside the package (issue 4: not committed until it meets its bars).
 SHIPPED_MODEL_DIR = Path(__file__).parent / "models" / "default"
 
 
