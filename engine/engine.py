@@ -184,7 +184,8 @@ class Engine:
             self._inflight += 1
         seed = sampling.seed if sampling.seed is not None else random.SystemRandom().getrandbits(63)
         seq = Sequence(prompt, voice.num_frames, voice.key, sampling, max_frames, seed)
-        seq.min_frames = min(max_frames - 1, math.ceil(len(ids) * cfg.min_frames_per_text_token))
+        # At least one frame: an utterance that ends before any audio says nothing at all.
+        seq.min_frames = min(max_frames - 1, max(1, math.ceil(len(ids) * cfg.min_frames_per_text_token)))
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(seq, outbox, self.codec, self.config.stream,
                                  sample_rate, chunk_frames, lambda: self._cancel(seq), spans,
