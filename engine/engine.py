@@ -330,7 +330,8 @@ class Engine:
         if cfg.max_frames_per_unit and seq.num_generated - seq.last_advance >= cfg.max_frames_per_unit:
             forced = cfg.advance if seq.marks < units else cfg.eos
             if logits[0, forced] > -math.inf:  # (an end that ignore_eos or min_frames forbid stays forbidden)
-                logits[0] = torch.where(torch.arange(logits.shape[1], device=logits.device) == forced, 0.0, -math.inf)
+                logits[0] = -math.inf
+                logits[0, forced] = 0.0
         frame = sample_frame(logits, seq.sampling, seq.generator, seq.generated(), slice(1, None))
         if int(frame[0]) == cfg.eos:
             self._finish(seq, "eos")

@@ -78,6 +78,16 @@ def join_compounds(hyp: list[str], truth: list[str]) -> list[str]:
     return out
 
 
+def word_errors(text: str, heard: str) -> tuple[int, int]:
+    """(word edits from `text` to what whisper `heard`, words in `text`)."""
+    truth = words(text)
+    return edit_distance(truth, join_compounds(words(heard), truth)), len(truth)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 def edit_distance(a: list[str], b: list[str]) -> int:
     row = list(range(len(b) + 1))
     for i, x in enumerate(a, 1):
@@ -171,11 +181,10 @@ def score(voices: dict[str, list[dict]], outputs: dict[str, list[np.ndarray]], j
     sims, hits, n = [], 0, 0
     for name, rs in tqdm(voices.items(), desc="scoring", unit="voice"):
         for r, audio in zip(rs[1:], outputs[name]):
-            truth = words(r["text"])
-            errors += edit_distance(truth, join_compounds(words(judge.transcribe(audio)), truth))
-            total += len(truth)
+            e, t = word_errors(r["text"], judge.transcribe(audio))
+            errors, total = errors + e, total + t
             emb = judge.embed(audio)
-            cos = {k: float(np.dot(emb, v) / (np.linalg.norm(emb) * np.linalg.norm(v))) for k, v in refs.items()}
+            cos = {k: cosine(emb, v) for k, v in refs.items()}
             sims.append(cos[name])
             hits += max(names, key=cos.get) == name
             n += 1

@@ -117,6 +117,11 @@ class PhonemeTokenizer:
         return self.symbols[token_id - FIRST_TEXT_ID]
 
 
+def spell(tokenizer: Tokenizer, text: str) -> str:
+    """The symbols `text` becomes, as one string (the phoneme string the teachers read)."""
+    return "".join(tokenizer.symbol(i) for i in tokenizer.encode(text))
+
+
 def make_tokenizer(name: str, vocab: int) -> Tokenizer:
     if name == "chars":
         return CharTokenizer(vocab)

@@ -22,8 +22,8 @@ import grpc
 
 from engine import Engine, EngineOverloaded, Finished, NothingToSay, SamplingParams
 from service.gen import npc_voice_pb2 as pb
-from service.lexicon import Lexicon
 from engine.normalize import normalize
+from service.lexicon import Lexicon
 from service.segmenter import Segmenter
 from service.utterance import Audio, Mark, Utterance
 from service.voices import LoadedVoice
@@ -37,6 +37,11 @@ class StreamError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str, retry_after_s: float | None = None):
         super().__init__(message)
         self.code, self.message, self.retry_after_s = code, message, retry_after_s
+
+
+def spoken_form(lexicon: Lexicon, text: str) -> str:
+    """What the engine is asked to say for `text`: the pronunciation dictionary, then the normaliser."""
+    return normalize(lexicon.apply(text))
 
 
 @dataclass(frozen=True)
@@ -279,7 +284,7 @@ class Conversation:
     # ---- queue -----------------------------------------------------------------
     def _enqueue(self, pieces: list[str]) -> None:
         for piece in pieces:
-            text = normalize(self.lexicon.apply(piece))
+            text = spoken_form(self.lexicon, piece)
             utt = Utterance(self.turn_id, self._count, piece, text)
             utt.ready_at = time.perf_counter()
             self._count += 1

@@ -20,10 +20,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from engine import Engine, EngineConfig, SamplingParams
-from engine.normalize import normalize
 from engine.streaming import check_rate
 from service.demo_voices import install_demo_voices
-from service.conversation import Conversation, SessionSettings, StreamError
+from service.conversation import Conversation, SessionSettings, StreamError, spoken_form
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
 from service.lexicon import Lexicon
@@ -116,7 +115,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         self._open_session(context)
         r = request
         self._check_text(r.text, "text")
-        if not self.engine.tokenizer.encode(normalize(self.lexicon.apply(r.text))):
+        if not self.engine.tokenizer.encode(spoken_form(self.lexicon, r.text)):
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"nothing to speak in {r.text!r}")
         # A bark fails fast when the engine is full; its later sentences may wait.
         settings = self._settings(r.voice_id, r.sample_rate_hz, r.encoding, r.chunk_ms, r.sampling,

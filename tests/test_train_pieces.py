@@ -46,10 +46,9 @@ def test_mel_codec_saves_loads_and_keeps_frame_arithmetic(tmp_path):
 
 @pytest.fixture(scope="module")
 def phonemes():
-    from engine.text import make_tokenizer
+    from engine.text import make_tokenizer, spell
 
-    tok = make_tokenizer("phonemes", 128)
-    return "".join(tok.symbol(i) for i in tok.encode("Well met, traveler! The bridge is out."))
+    return spell(make_tokenizer("phonemes", 128), "Well met, traveler! The bridge is out.")
 
 
 def test_teachers_speak_our_phonemes_with_durations_that_add_up(phonemes):

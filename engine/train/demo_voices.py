@@ -18,7 +18,7 @@ import numpy as np
 import soundfile
 
 from engine.normalize import normalize
-from engine.text import make_tokenizer
+from engine.text import make_tokenizer, spell
 from engine.train.teachers import SAMPLE_RATE, Kokoro, VoiceSpec
 
 DEMOS = [
@@ -40,7 +40,7 @@ def main() -> None:
     teacher, tok = Kokoro(), make_tokenizer("phonemes", 128)
     listing = []
     for voice_id, name, transcript, voice in DEMOS:
-        symbols = "".join(tok.symbol(i) for i in tok.encode(normalize(transcript)))
+        symbols = spell(tok, normalize(transcript))
         audio = teacher.synthesize(symbols, voice).audio
         soundfile.write(out / f"{voice_id}.wav", np.clip(audio, -1, 1), SAMPLE_RATE, subtype="PCM_16")
         listing.append({"id": voice_id, "name": name, "transcript": transcript})

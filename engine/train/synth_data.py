@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from engine.text import make_tokenizer
+from engine.text import make_tokenizer, spell
 from engine.train.corpus import lines
 from engine.train.teachers import Kokoro, Piper, VoiceSpec
 
@@ -62,7 +62,7 @@ def make_shard(index: int, texts: list[str], voices: list[VoiceSpec], teachers: 
         voice = rng.choice(voices)
         if vary_speed and not voice.piper:
             voice = VoiceSpec(voice.name, voice.mix, round(rng.uniform(0.9, 1.12), 3), shift=voice.shift)
-        symbols = "".join(tokenizer.symbol(i) for i in tokenizer.encode(text))
+        symbols = spell(tokenizer, text)
         utt = teachers["piper" if voice.piper else "kokoro"].synthesize(symbols, voice)
         pcm = (np.clip(utt.audio, -1, 1) * 32767).round().astype(np.int16)
         records.append({"text": text, "symbols": symbols, "voice": voice.name, "speed": voice.speed,

@@ -177,7 +177,8 @@ def main() -> None:
             sums[:] = 0
         if step % args.save_every == 0:
             checkpoint()
-    checkpoint()
+    if step % args.save_every:  # (a multiple was just saved inside the loop)
+        checkpoint()
     bar.close()
     print(f"stopped at step {step}; checkpoint {ckpt_path}")
 

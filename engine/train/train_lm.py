@@ -30,6 +30,7 @@ from engine.model import SpeechLM, save_model
 from engine.text import make_tokenizer
 from engine.train.lm_data import IGNORE, build_example
 from engine.train.synth_data import DATA, load_shard
+from engine.train.train_codec import save_checkpoint
 
 WORK = Path.home() / ".cache" / "npc-voice" / "train" / "lm"
 DELAY = 3  # frames a unit is fed before its audio (120 ms of lookahead)
@@ -215,8 +216,7 @@ def main() -> None:
         val_batches = [val.batch(args.batch) for _ in range(4)]
 
     def save() -> None:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt_path.with_suffix(".tmp"))
-        os.replace(ckpt_path.with_suffix(".tmp"), ckpt_path)
+        save_checkpoint(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step})
         if not val_batches:
             return
         model.eval()
@@ -259,7 +259,8 @@ def main() -> None:
             bar.set_postfix(loss=f"{loss.item():.3f}", ch0=f"{parts[0]:.3f}")
         if step % args.save_every == 0:
             save()
-    save()
+    if step % args.save_every:  # (a multiple was saved, and validated, inside the loop)
+        save()
     print(f"stopped at step {step}; checkpoint {ckpt_path}; {data.skipped} glitched examples skipped")
 
 
