@@ -44,6 +44,12 @@ class ModelConfig:
     # pointer and gives no timings.
     advance: int | None = None
     mark_delay_frames: int = 0  # a unit is fed this many frames before its audio starts
+    # Every frame after the first advance carries the unit last fed, as `held(unit)` ids
+    # (a second table of text_vocab embeddings), not text_pad. The phoneme then sits in
+    # each frame's own input instead of only on the frame where it arrived, the way a
+    # duration-based TTS model sees it: a small model learns what to say from far less
+    # data than when it must find the last arrival by attention.
+    hold_units: bool = False
     # A pointer that stays this many frames on one unit is moved on by the engine (or,
     # on the last unit, speech ends): a sampled frame that throws the model off can
     # otherwise hold it on a phoneme until the length guard. 0 disables.
@@ -76,7 +82,17 @@ class ModelConfig:
         return self.codebook_size
 
     def channel_vocab(self, channel: int) -> int:
-        return self.text_vocab if channel == 0 else self.codebook_size + 1
+        if channel == 0:
+            return self.text_vocab * (2 if self.hold_units else 1)
+        return self.codebook_size + 1
+
+    def held(self, unit: int) -> int:
+        """Channel-0 id of a frame that stays on `unit` (see `hold_units`)."""
+        return unit + self.text_vocab
+
+    def __post_init__(self) -> None:
+        if self.hold_units and self.advance is None:
+            raise ValueError("hold_units needs a pointer model (an advance token)")
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":

@@ -345,6 +345,8 @@ class Engine:
             mark = (seq.marks, seq.num_generated + cfg.mark_delay_frames)
             seq.marks += 1
             seq.last_advance = seq.num_generated
+        elif cfg.hold_units and seq.marks:
+            frame[0] = cfg.held(int(seq.tokens[seq.prefix_len + seq.marks - 1, 0]))
         seq.append(frame)
         outbox.put("frame", frame)
         if mark is not None:

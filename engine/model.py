@@ -123,10 +123,11 @@ class Block(nn.Module):
         self.attn = Attention(cfg, layer)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn = SwiGLU(cfg)
+        self.drop = nn.Dropout(0.0)  # residual dropout: a trainer sets p; identity in eval()
 
     def forward(self, x, cos, sin, paged):
-        x = x + self.attn(self.attn_norm(x), cos, sin, paged)
-        return x + self.ffn(self.ffn_norm(x))
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, paged))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))
 
 
 class SpeechLM(nn.Module):

@@ -185,6 +185,23 @@ def test_timing_marks_from_a_model_with_an_advance_token(tmp_path, voice):
     assert [m.unit for m in marks] == [TEXT[i] for i in range(len(marks))]
 
 
+def test_a_hold_units_model_is_fed_the_unit_it_is_on(tmp_path, voice):
+    model = make_toy_model(tmp_path / "m", seed=1, dim=64, n_layers=1, n_heads=2, n_kv_heads=1,
+                           ffn_dim=128, advance=4, mark_delay_frames=2, hold_units=True)
+    with make_engine(model) as eng:
+        cfg = eng.model_cfg
+        params = SamplingParams(seed=0, max_frames=80, ignore_eos=True, temperature=3.0)
+        frames = eng.submit(voice, TEXT, params).wait_frames()
+        ids = eng.tokenizer.encode(TEXT)
+    ch0 = frames[:, 0].tolist()
+    arrivals = [i for i, v in enumerate(ch0) if v < cfg.text_vocab and v != cfg.text_pad]
+    assert len(arrivals) >= 3 and [ch0[i] for i in arrivals] == ids[: len(arrivals)]
+    assert all(v == cfg.text_pad for v in ch0[: arrivals[0]])
+    for k, start in enumerate(arrivals):  # until the next arrival, every frame holds this unit
+        end = arrivals[k + 1] if k + 1 < len(arrivals) else len(ch0)
+        assert ch0[start + 1:end] == [cfg.held(ids[k])] * (end - start - 1)
+
+
 def test_speech_does_not_end_before_every_unit_is_reached(tmp_path, voice):
     model = make_toy_model(tmp_path / "m", seed=3, dim=64, n_layers=1, n_heads=2, n_kv_heads=1,
                            ffn_dim=128, advance=4)

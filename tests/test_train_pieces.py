@@ -89,6 +89,30 @@ def test_lm_examples_match_what_the_engine_feeds_back():
     assert [i for i, v in enumerate(t0[:, 0].tolist()) if v == cfg.advance] == fed  # advance predicts a fed unit
     assert t0[-1, 0] == cfg.eos and torch.equal(t0[:-1, 1:], codes)
 
+    # A hold_units model: between arrivals each frame holds the unit last fed; the targets do not change.
+    held_cfg = ModelConfig(num_codebooks=8, advance=4, mark_delay_frames=2, hold_units=True)
+    held, held_targets = build_example(held_cfg, [20, 21], torch.randint(0, 256, (6, 8)), ids, codes, durations, 2)
+    ch0 = held[prefix + prompt:, 0].tolist()
+    assert ch0[:5] == [cfg.text_pad] * 5 and [ch0[f] for f in fed] == ids
+    assert ch0[8:10] == [held_cfg.held(12)] * 2 and ch0[21:] == [held_cfg.held(14)] * 9
+    assert torch.equal(held_targets[prefix + prompt - 1:], t0)
+
+
+def test_drop_audio_blanks_only_generated_inputs():
+    from engine.train.lm_data import IGNORE
+    from engine.train.train_lm import drop_audio
+
+    frames = torch.randint(0, 256, (4, 50, 9))
+    targets = torch.full_like(frames, IGNORE)
+    targets[:, 19:39] = 7  # speech_start at 19 and frames 20..38 predict; frames 20..39 are speech inputs
+    out = drop_audio(frames, targets, 0.5, 256, torch.Generator().manual_seed(0))
+    blank = (out[..., 1:] == 256).all(-1)
+    assert torch.equal(out[..., 0], frames[..., 0])  # the text channel is never touched
+    assert not blank[:, :20].any() and not blank[:, 40:].any()
+    assert 0.3 < blank[:, 20:40].float().mean() < 0.7
+    kept = ~blank
+    assert torch.equal(out[kept], frames[kept])
+
 
 def test_wer_scoring_normalises_like_our_text():
     from engine.eval import edit_distance, join_compounds, words

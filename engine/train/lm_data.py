@@ -5,9 +5,10 @@
 
 In the generated part, channel 0 carries the id of a phoneme (or stress mark,
 space, punctuation) on the frame where the model "advances" to it, which is
-`delay` frames before the unit's audio starts, and text_pad elsewhere. The
-model's channel-0 targets are therefore: advance where the next frame carries a
-unit, eos after the last audio frame, text_pad otherwise; its codebook targets
+`delay` frames before the unit's audio starts, and text_pad elsewhere (or, for a
+`hold_units` model, the held id of the unit last fed). The
+model's channel-0 targets are therefore: advance where the next frame is a unit's
+arrival, eos after the last audio frame, text_pad otherwise; its codebook targets
 are the next frame's codes. At inference the engine does the same substitution
 (engine.engine._emit), so training and serving agree frame for frame.
 """
@@ -59,12 +60,17 @@ def build_example(cfg: ModelConfig, ref_ids: list[int], ref_codes: torch.Tensor,
     prompt = text_frames(cfg, ids + [cfg.speech_start])
     speech = audio_frames(cfg, codes)
     fed = insertion_frames(durations, len(codes), cfg.frame_rate, delay)
+    advance = torch.zeros(len(codes), dtype=torch.bool)
+    advance[fed] = True
     speech[fed, 0] = torch.tensor(ids, dtype=torch.long)
+    if cfg.hold_units:  # the frames between two arrivals hold the earlier unit
+        for unit, start, end in zip(ids, fed, fed[1:] + [len(codes)]):
+            speech[start + 1:end, 0] = cfg.held(unit)
     frames = torch.cat([prefix, prompt, speech])
     targets = torch.full_like(frames, IGNORE)
     first = len(prefix) + len(prompt) - 1  # speech_start predicts the first audio frame
     nxt = frames[first + 1:]
     targets[first:-1, 1:] = nxt[:, 1:]
-    targets[first:-1, 0] = torch.where(nxt[:, 0] != cfg.text_pad, cfg.advance, cfg.text_pad)
+    targets[first:-1, 0] = torch.where(advance, cfg.advance, cfg.text_pad)
     targets[-1, 0] = cfg.eos  # after the last audio frame, speech ends
     return frames, targets

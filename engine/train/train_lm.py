@@ -41,7 +41,7 @@ def model_config(dim: int, layers: int, codebooks: int, codebook_size: int, max_
     return ModelConfig(
         dim=dim, n_layers=layers, n_heads=dim // 64, n_kv_heads=max(1, dim // 192), ffn_dim=dim * 8 // 3 // 32 * 32,
         max_positions=2048, text_vocab=128, num_codebooks=codebooks, codebook_size=codebook_size, advance=4,
-        mark_delay_frames=DELAY, max_frames_per_unit=25, max_reference_frames=max_ref_frames,
+        mark_delay_frames=DELAY, hold_units=True, max_frames_per_unit=25, max_reference_frames=max_ref_frames,
         max_frames_per_text_token=4.0, min_frames_guard=25, frame_rate=25.0,
         codec="mel", tokenizer="phonemes", description="speech LM trained on teacher voices (engine/train)")
 
@@ -115,6 +115,21 @@ class Examples:
         return frames, targets
 
 
+def drop_audio(frames: torch.Tensor, targets: torch.Tensor, p: float, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Blank the audio channels of a share `p` of the generated frames (inputs only).
+
+    Next-frame prediction can lean on the previous frames alone and barely read the
+    text; with some of them missing, the model must take what to say from channel 0
+    (the same reason Tacotron keeps dropout on in its decoder prenet)."""
+    if p <= 0:
+        return frames
+    generated = (targets[..., 1] != IGNORE).roll(1, dims=1)  # frames that were targets: speech inputs
+    drop = generated & (torch.rand(generated.shape, generator=gen) < p)
+    out = frames.clone()
+    out[..., 1:][drop] = pad
+    return out
+
+
 def lm_loss(model: SpeechLM, frames: torch.Tensor, targets: torch.Tensor,
             bf16: bool = False) -> tuple[torch.Tensor, list[float]]:
     B, T, C = frames.shape
@@ -172,6 +187,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--dropout", type=float, default=0.1, help="residual dropout")
+    ap.add_argument("--drop-audio", type=float, default=0.1, help="share of input audio frames blanked")
     ap.add_argument("--max-ref-frames", type=int, default=250, help="longest reference clip (10 s)")
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
@@ -196,6 +213,9 @@ def main() -> None:
     cfg = model_config(args.dim, args.layers, codec_cfg["groups"], int(np.prod(codec_cfg["levels"])),
                        args.max_ref_frames)
     model = SpeechLM(cfg)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = args.dropout
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     step = 0
     if ckpt_path.exists():
@@ -209,6 +229,7 @@ def main() -> None:
         print(f"exported step {step} to {args.export}")
         return
     data = Examples(token_dir, cfg, args.max_ref_frames, seed=step)
+    drop_gen = torch.Generator().manual_seed(step)
     # The same few held-out batches every time, so the curve compares like with like.
     val_batches = []
     if val_dir.exists():
@@ -245,6 +266,7 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = args.lr * sched(step)
         frames, targets = data.batch(args.batch)
+        frames = drop_audio(frames, targets, args.drop_audio, cfg.audio_pad, drop_gen)
         loss, parts = lm_loss(model, frames, targets, bf16=not args.fp32)
         opt.zero_grad()
         loss.backward()
