@@ -23,7 +23,7 @@ from engine.config import EngineConfig, SamplingParams
 from engine.model import load_model
 from engine.model_runner import ModelRunner
 from engine.outputs import Outbox, UtteranceStream
-from engine.sampler import sample_frame
+from engine.sampler import sample_frames
 from engine.scheduler import Scheduler
 from engine.sequence import Sequence
 from engine.streaming import check_rate
@@ -302,25 +302,43 @@ class Engine:
             for seq, _, _ in items:
                 self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
             return
-        for (seq, start, n), row in zip(items, logits):
+        ready = []  # rows that now sample their next frame, all in one batched draw
+        for i, ((seq, start, n), row) in enumerate(zip(items, logits)):
             if n > 1 or start < seq.prompt_len:
                 self.counters["prefill_frames"] += n
             else:
                 self.counters["decode_frames"] += 1
             seq.num_computed = start + n
             self.blocks.register(seq)
-            if seq.num_computed == len(seq):
-                try:
-                    self._emit(seq, row)
-                except Exception as exc:
-                    self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
-
-    def _emit(self, seq: Sequence, logits: torch.Tensor) -> None:
-        if seq.max_frames == 0:  # a warm-up: the prefix is computed, nothing to speak
-            callback = self._on_prefilled.pop(seq.seq_id)
-            callback(seq)
-            self._finish(seq, "length")
+            if seq.num_computed < len(seq):
+                continue
+            if seq.max_frames == 0:  # a warm-up: the prefix is computed, nothing to speak
+                self._on_prefilled.pop(seq.seq_id)(seq)
+                self._finish(seq, "length")
+                continue
+            try:
+                self._constrain(seq, row)
+                ready.append(i)
+            except Exception as exc:
+                self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
+        if not ready:
             return
+        seqs = [items[i][0] for i in ready]
+        try:
+            frames = sample_frames(logits[ready], [s.sampling for s in seqs], [s.generator for s in seqs],
+                                   [s.generated() for s in seqs], slice(1, None))
+        except Exception as exc:
+            for seq in seqs:
+                self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
+            return
+        for seq, frame in zip(seqs, frames):
+            try:
+                self._emit(seq, frame)
+            except Exception as exc:
+                self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
+
+    def _constrain(self, seq: Sequence, logits: torch.Tensor) -> None:
+        """Mask this row's channel-0 logits in place to what the pointer allows now."""
         cfg = self.model_cfg
         units = seq.prompt_len - seq.prefix_len - 1  # the text, without speech_start
         if self._ch0_masks is not None:
@@ -332,7 +350,9 @@ class Engine:
             if logits[0, forced] > -math.inf:  # (an end that ignore_eos or min_frames forbid stays forbidden)
                 logits[0] = -math.inf
                 logits[0, forced] = 0.0
-        frame = sample_frame(logits, seq.sampling, seq.generator, seq.generated(), slice(1, None))
+
+    def _emit(self, seq: Sequence, frame: torch.Tensor) -> None:
+        cfg = self.model_cfg
         if int(frame[0]) == cfg.eos:
             self._finish(seq, "eos")
             return

@@ -1,8 +1,11 @@
-"""Per-row sampling of a frame from per-channel logits.
+"""Sampling of one frame per row, for a whole decode batch at once.
 
-Each row is filtered (repetition penalty, temperature, top-k, top-p) and drawn
-with that request's own generator, which is what makes a seed give the same
-frames alone or in a batch of 16.
+Every row is filtered with its own settings (repetition penalty, temperature,
+top-k, top-p) and drawn by inverse CDF from uniforms made by that request's own
+generator. Each row's arithmetic is the same whatever else is in the batch, so
+a seed gives the same frames alone or in a batch of 16; one vectorised pass
+replaces a multinomial call per stream, which at 16 streams took a sixth of the
+decode step.
 """
 from __future__ import annotations
 
@@ -21,35 +24,49 @@ def apply_repetition_penalty(logits: torch.Tensor, history: torch.Tensor, penalt
     return torch.where(seen, penalised, logits)
 
 
-def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Mask everything outside top-k, then outside the top-p nucleus. logits [C, V]."""
-    if top_k > 0 and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Mask everything outside each row's top-k, then outside its top-p nucleus.
+
+    logits [B, C, V]; top_k [B] (0: off); top_p [B] (1.0: off)."""
+    B, C, V = logits.shape
+    k = torch.where((top_k > 0) & (top_k < V), top_k, V)
+    if bool((k < V).any()):
+        # The k-th largest value is exact whatever the largest k in the batch: no arithmetic.
+        top = torch.topk(logits, int(k.max()), dim=-1).values
+        kth = top.gather(-1, (k - 1).view(B, 1, 1).expand(B, C, 1))
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
+    if bool((top_p < 1.0).any()):
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = sorted_logits.softmax(-1)
         # Drop a token when the mass before it already reaches top_p; the first always stays.
-        drop = (probs.cumsum(-1) - probs) >= top_p
+        drop = (probs.cumsum(-1) - probs) >= top_p.view(B, 1, 1)
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     return logits
 
 
-def sample_frame(
+def sample_frames(
     logits: torch.Tensor,
-    params: SamplingParams,
-    generator: torch.Generator,
-    history: torch.Tensor,
+    params: list[SamplingParams],
+    generators: list[torch.Generator],
+    histories: list[torch.Tensor],
     audio_channels: slice,
 ) -> torch.Tensor:
-    """Draw one frame. logits [C, V] float32 -> ids [C]."""
+    """Draw one frame per row. logits [B, C, V] float32 -> ids [B, C]; histories[b] is [W, C]."""
+    B, C, V = logits.shape
     logits = logits.clone()
-    if params.repetition_penalty != 1.0:
-        window = history[-params.repetition_window :, audio_channels]
-        logits[audio_channels] = apply_repetition_penalty(logits[audio_channels], window, params.repetition_penalty)
-    if params.temperature == 0:
-        return logits.argmax(-1)
-    logits = filter_logits(logits / params.temperature, params.top_k, params.top_p)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    for b, p in enumerate(params):
+        if p.repetition_penalty != 1.0:
+            window = histories[b][-p.repetition_window :, audio_channels]
+            logits[b, audio_channels] = apply_repetition_penalty(logits[b, audio_channels], window,
+                                                                 p.repetition_penalty)
+    temperature = torch.tensor([p.temperature for p in params], dtype=logits.dtype)
+    greedy = temperature == 0
+    scaled = logits / torch.where(greedy, 1.0, temperature).view(B, 1, 1)
+    top_k = torch.tensor([p.top_k for p in params], dtype=torch.long)
+    top_p = torch.tensor([p.top_p for p in params], dtype=logits.dtype)
+    cdf = filter_logits(scaled, top_k, top_p).softmax(-1).cumsum(-1)
+    # First index whose cumulative mass exceeds u: never a zero-probability token.
+    u = torch.stack([torch.rand(C, generator=g) for g in generators]).to(cdf.dtype) * cdf[..., -1]
+    drawn = torch.searchsorted(cdf, u.unsqueeze(-1), right=True).squeeze(-1).clamp_(max=V - 1)
+    return torch.where(greedy.view(B, 1), logits.argmax(-1), drawn)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from engine.config import SamplingParams
-from engine.sampler import apply_repetition_penalty, filter_logits, sample_frame
+from engine.sampler import apply_repetition_penalty, filter_logits, sample_frames
 
 AUDIO = slice(1, None)
 
@@ -16,7 +16,11 @@ def logits(seed: int = 0, channels: int = 3, vocab: int = 50) -> torch.Tensor:
 def draw(lg, params, seed, history=None, n=1):
     g = torch.Generator().manual_seed(seed)
     hist = history if history is not None else torch.empty((0, lg.shape[0]), dtype=torch.long)
-    return torch.stack([sample_frame(lg, params, g, hist, AUDIO) for _ in range(n)])
+    return torch.stack([sample_frames(lg[None], [params], [g], [hist], AUDIO)[0] for _ in range(n)])
+
+
+def filter_one(lg, top_k, top_p):
+    return filter_logits(lg[None], torch.tensor([top_k]), torch.tensor([top_p]))[0]
 
 
 def test_greedy_paths_agree_with_argmax():
@@ -36,9 +40,9 @@ def test_top_k_never_leaves_the_top_k():
 
 def test_top_p_keeps_the_smallest_set_reaching_p():
     lg = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    kept = torch.isfinite(filter_logits(lg, 0, 0.7))
+    kept = torch.isfinite(filter_one(lg, 0, 0.7))
     assert kept.tolist() == [[True, True, False, False]]
-    kept = torch.isfinite(filter_logits(lg, 0, 0.81))
+    kept = torch.isfinite(filter_one(lg, 0, 0.81))
     assert kept.tolist() == [[True, True, True, False]]
 
 
@@ -54,7 +58,7 @@ def test_penalty_applies_to_audio_channels_not_text():
     lg[:, 0] = 5.0
     history = torch.zeros((3, 2), dtype=torch.long)  # id 0 seen on both channels
     params = SamplingParams(temperature=0, repetition_penalty=100.0)
-    frame = sample_frame(lg, params, torch.Generator(), history, AUDIO)
+    frame = sample_frames(lg[None], [params], [torch.Generator()], [history], AUDIO)[0]
     assert frame[0] == 0 and frame[1] != 0
 
 
@@ -63,6 +67,27 @@ def test_same_seed_same_draws_different_seed_different_draws():
     p = SamplingParams(temperature=1.0)
     assert torch.equal(draw(lg, p, seed=11, n=20), draw(lg, p, seed=11, n=20))
     assert not torch.equal(draw(lg, p, seed=11, n=20), draw(lg, p, seed=12, n=20))
+
+
+def test_a_row_draws_the_same_alone_or_in_a_mixed_batch():
+    settings = [SamplingParams(temperature=0.9), SamplingParams(temperature=0.5, top_k=5),
+                SamplingParams(temperature=1.2, top_p=0.8), SamplingParams(temperature=0),
+                SamplingParams(temperature=1.0, top_k=2, top_p=0.9, repetition_penalty=1.5)]
+    lgs = torch.stack([logits(10 + i) for i in range(len(settings))])
+    hist = torch.randint(0, 50, (6, 3))
+    alone = [draw(lgs[i], p, seed=i, history=hist, n=30) for i, p in enumerate(settings)]
+    gens = [torch.Generator().manual_seed(i) for i in range(len(settings))]
+    together = torch.stack([sample_frames(lgs, settings, gens, [hist] * len(settings), AUDIO) for _ in range(30)], 1)
+    for i in range(len(settings)):
+        assert torch.equal(together[i], alone[i])
+    assert len({tuple(x) for x in together[0].tolist()}) > 5  # the rows really sample
+
+
+def test_draws_follow_the_distribution():
+    lg = torch.log(torch.tensor([[0.6, 0.3, 0.1, 0.0]]))
+    out = draw(lg, SamplingParams(temperature=1.0), seed=0, n=4000)[:, 0]
+    freq = torch.bincount(out, minlength=4).float() / len(out)
+    assert torch.allclose(freq, torch.tensor([0.6, 0.3, 0.1, 0.0]), atol=0.03)  # ~4 sigma at n=4000
 
 
 def test_invalid_params_are_rejected():
