@@ -63,6 +63,9 @@ class ModelConfig:
     # End of speech is not accepted before this many frames per text token: a
     # model that stops early on a short line ("Yes!") garbles it.
     min_frames_per_text_token: float = 0.0
+    # Sampling for requests that choose none: what this model speaks most clearly with.
+    temperature: float = 0.8
+    top_k: int = 0
     # Audio framing, needed to turn frame indices into milliseconds.
     frame_rate: float = 25.0
     codec: str = "parametric"

@@ -11,7 +11,7 @@ import random
 import threading
 from collections import OrderedDict, deque
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -118,6 +118,10 @@ class Engine:
         """Whether this model emits timing marks (it has an "advance" token)."""
         return self.model_cfg.advance is not None
 
+    def default_sampling(self, **overrides) -> SamplingParams:
+        """The model's recommended sampling (its config), with `overrides` applied."""
+        return replace(SamplingParams(temperature=self.model_cfg.temperature, top_k=self.model_cfg.top_k), **overrides)
+
     @property
     def frame_rate(self) -> float:
         """Generated frames per second of audio."""
@@ -156,7 +160,7 @@ class Engine:
     def submit(self, voice: VoicePrompt, text: str, sampling: SamplingParams | None = None,
                sample_rate: int | None = None, chunk_frames: int | None = None) -> UtteranceStream:
         """Queue an utterance; iterate the returned stream for audio chunks and timing marks."""
-        sampling = sampling or SamplingParams()
+        sampling = sampling or self.default_sampling()
         sampling.validate()
         sample_rate = check_rate(sample_rate or self.codec.sample_rate)
         ids, spans = self.tokenizer.encode_spans(text)

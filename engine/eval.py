@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.config import SamplingParams
+from engine.config import ModelConfig, SamplingParams
 
 EVAL_DATA = Path.home() / ".cache" / "npc-voice" / "data" / "eval"
 SR = 24000
@@ -200,8 +200,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=EVAL_DATA)
     ap.add_argument("--limit", type=int, help="lines per voice (default: all)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--temperature", type=float, default=SamplingParams.temperature)
-    ap.add_argument("--top-k", type=int, default=SamplingParams.top_k)
+    ap.add_argument("--temperature", type=float, help="default: the model's own (its config.json)")
+    ap.add_argument("--top-k", type=int, help="default: the model's own")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if sum(map(bool, (args.teacher, args.model, args.codec))) != 1:
@@ -212,8 +212,10 @@ def main() -> None:
     elif args.codec:
         (outputs, rtf), what = codec_round_trip(args.codec, voices), f"codec round trip {args.codec}"
     else:
-        (outputs, rtf), what = synthesize(
-            args.model, voices, SamplingParams(temperature=args.temperature, top_k=args.top_k, seed=args.seed)), str(args.model)
+        cfg = ModelConfig.load(args.model / "config.json")
+        sampling = SamplingParams(temperature=cfg.temperature if args.temperature is None else args.temperature,
+                                  top_k=cfg.top_k if args.top_k is None else args.top_k, seed=args.seed)
+        (outputs, rtf), what = synthesize(args.model, voices, sampling), f"{args.model} (temperature {sampling.temperature})"
     result = {**score(voices, outputs, Judge()), "rtf": rtf, "model": what}
     if args.json:
         print(json.dumps(result))

@@ -19,7 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from engine import Engine, EngineConfig, SamplingParams
+from engine import Engine, EngineConfig
 from engine.streaming import check_rate
 from service.demo_voices import install_demo_voices
 from service.conversation import Conversation, SessionSettings, StreamError, spoken_form
@@ -252,7 +252,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             raise StreamError(bad, f"language {language!r} is not supported; this model speaks en")
         if any(not 1 <= n <= 1000 for n in schedule):
             raise StreamError(bad, "chunk_length_schedule entries must be 1-1000 characters")
-        params = SamplingParams(seed=sampling.seed if sampling.HasField("seed") else random.getrandbits(62))
+        params = self.engine.default_sampling(seed=sampling.seed if sampling.HasField("seed") else random.getrandbits(62))
         for name in ("temperature", "top_k", "top_p", "repetition_penalty"):
             if sampling.HasField(name):
                 params = replace(params, **{name: getattr(sampling, name)})

@@ -202,6 +202,17 @@ def test_a_hold_units_model_is_fed_the_unit_it_is_on(tmp_path, voice):
         assert ch0[start + 1:end] == [cfg.held(ids[k])] * (end - start - 1)
 
 
+def test_requests_without_sampling_get_the_models_own(tmp_path, voice):
+    greedy = make_toy_model(tmp_path / "g", seed=1, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128,
+                            temperature=0.0)
+    with make_engine(greedy) as eng:
+        assert eng.default_sampling(seed=5) == SamplingParams(temperature=0.0, seed=5)
+        runs = [eng.submit(voice, TEXT).wait_frames() for _ in range(2)]  # each draws its own seed
+        hot = [eng.submit(voice, TEXT, SamplingParams(temperature=1.5, max_frames=30)).wait_frames() for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(hot[0], hot[1])
+
+
 def test_speech_does_not_end_before_every_unit_is_reached(tmp_path, voice):
     model = make_toy_model(tmp_path / "m", seed=3, dim=64, n_layers=1, n_heads=2, n_kv_heads=1,
                            ffn_dim=128, advance=4)
