@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from engine import AudioChunk, Engine, EngineConfig, SamplingParams, TimingMark
+from engine import AudioChunk, Engine, EngineConfig, TimingMark
 from engine.config import ModelConfig
 from engine.model import SHIPPED_MODEL_DIR, WEIGHTS_FILE, default_model_dir
 from service.demo_voices import demo_references
@@ -48,7 +48,7 @@ def spoken():
             voice = engine.make_voice(wave, sr, transcript, voice_id)
             out[voice_id] = []
             for i, text in enumerate(LINES):
-                events = list(engine.submit(voice, text, SamplingParams(seed=i, temperature=0.4)))
+                events = list(engine.submit(voice, text, engine.default_sampling(seed=i)))  # the model's own
                 audio = np.concatenate([e.samples for e in events if isinstance(e, AudioChunk)])
                 marks = [e for e in events if isinstance(e, TimingMark)]
                 out[voice_id].append((text, audio, marks))
