@@ -267,6 +267,9 @@ class Engine:
             with self._cv:
                 self._inflight -= 1
 
+    def _fail(self, seq: Sequence, exc: Exception) -> None:
+        self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
+
     def _ready(self, seq: Sequence) -> bool:
         box = self._outboxes.get(seq.seq_id)
         return box is None or box.pending_frames < self.config.scheduler.max_buffered_frames
@@ -304,7 +307,7 @@ class Engine:
             logits = self.runner.forward(items)
         except Exception as exc:  # a failed forward fails its batch, never the engine
             for seq, _, _ in items:
-                self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
+                self._fail(seq, exc)
             return
         ready = []  # rows that now sample their next frame, all in one batched draw
         for i, ((seq, start, n), row) in enumerate(zip(items, logits)):
@@ -324,7 +327,7 @@ class Engine:
                 self._constrain(seq, row)
                 ready.append(i)
             except Exception as exc:
-                self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
+                self._fail(seq, exc)
         if not ready:
             return
         seqs = [items[i][0] for i in ready]
@@ -333,13 +336,13 @@ class Engine:
                                    [s.generated() for s in seqs], slice(1, None))
         except Exception as exc:
             for seq in seqs:
-                self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
+                self._fail(seq, exc)
             return
         for seq, frame in zip(seqs, frames):
             try:
                 self._emit(seq, frame)
             except Exception as exc:
-                self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
+                self._fail(seq, exc)
 
     def _constrain(self, seq: Sequence, logits: torch.Tensor) -> None:
         """Mask this row's channel-0 logits in place to what the pointer allows now."""

@@ -23,13 +23,14 @@ import re
 import shutil
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.config import ModelConfig, SamplingParams
+from engine.config import SamplingParams
 
 EVAL_DATA = Path.home() / ".cache" / "npc-voice" / "data" / "eval"
 SR = 24000
@@ -132,28 +133,29 @@ def eval_set(data: Path, limit: int | None) -> dict[str, list[dict]]:
     return {v: rs[: (limit + 1) if limit else None] for v, rs in sorted(by_voice.items())}
 
 
-def synthesize(model_dir: Path, voices: dict[str, list[dict]], sampling: SamplingParams) -> tuple[dict, float]:
-    """Outputs per voice (same order as its targets) and the one-stream, one-thread RTF."""
-    from dataclasses import replace
-
+def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int,
+               **sampling) -> tuple[dict, float, SamplingParams]:
+    """Outputs per voice (same order as its targets), the one-stream, one-thread RTF and the
+    sampling used: the model's own (Engine.default_sampling) with `sampling` overrides."""
     from engine import Engine, EngineConfig
 
     outputs, compute, audio_s = {}, 0.0, 0.0
     with Engine(model_dir, EngineConfig(num_threads=1)) as engine:
         torch.set_num_threads(1)
+        params = engine.default_sampling(**sampling)
         for name, rs in tqdm(voices.items(), desc="synthesising", unit="voice"):
             ref = rs[0]
             voice = engine.make_voice(ref["audio"], SR, ref["text"], name)
             outputs[name] = []
             for i, r in enumerate(rs[1:]):
                 start = time.perf_counter()
-                chunks = [e.samples for e in engine.submit(voice, r["text"], replace(sampling, seed=sampling.seed + i))
+                chunks = [e.samples for e in engine.submit(voice, r["text"], replace(params, seed=seed + i))
                           if hasattr(e, "samples")]
                 compute += time.perf_counter() - start
                 audio = np.concatenate(chunks) if chunks else np.zeros(1, np.float32)
                 audio_s += len(audio) / SR
                 outputs[name].append(audio)
-    return outputs, compute / max(audio_s, 1e-9)
+    return outputs, compute / max(audio_s, 1e-9), params
 
 
 def codec_round_trip(codec_dir: Path, voices: dict[str, list[dict]]) -> tuple[dict, float]:
@@ -212,10 +214,9 @@ def main() -> None:
     elif args.codec:
         (outputs, rtf), what = codec_round_trip(args.codec, voices), f"codec round trip {args.codec}"
     else:
-        cfg = ModelConfig.load(args.model / "config.json")
-        sampling = SamplingParams(temperature=cfg.temperature if args.temperature is None else args.temperature,
-                                  top_k=cfg.top_k if args.top_k is None else args.top_k, seed=args.seed)
-        (outputs, rtf), what = synthesize(args.model, voices, sampling), f"{args.model} (temperature {sampling.temperature})"
+        overrides = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
+        outputs, rtf, used = synthesize(args.model, voices, args.seed, **overrides)
+        what = f"{args.model} (temperature {used.temperature})"
     result = {**score(voices, outputs, Judge()), "rtf": rtf, "model": what}
     if args.json:
         print(json.dumps(result))

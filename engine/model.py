@@ -18,7 +18,7 @@ from engine.weights import load_weights, save_weights
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-# Where the trained default model ships inside the package (issue 4: not committed until it meets its bars).
+# Where the trained default model ships inside the package (its MODEL_CARD.md says how well it speaks).
 SHIPPED_MODEL_DIR = Path(__file__).parent / "models" / "default"
 
 

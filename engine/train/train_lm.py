@@ -41,8 +41,8 @@ def model_config(dim: int, layers: int, codebooks: int, codebook_size: int, max_
     return ModelConfig(
         dim=dim, n_layers=layers, n_heads=dim // 64, n_kv_heads=max(1, dim // 192), ffn_dim=dim * 8 // 3 // 32 * 32,
         max_positions=2048, text_vocab=128, num_codebooks=codebooks, codebook_size=codebook_size, advance=4,
-        mark_delay_frames=DELAY, hold_units=True, max_frames_per_unit=25, temperature=0.5, max_reference_frames=max_ref_frames,
-        max_frames_per_text_token=4.0, min_frames_guard=25, frame_rate=25.0,
+        mark_delay_frames=DELAY, hold_units=True, max_frames_per_unit=25, temperature=0.5,
+        max_reference_frames=max_ref_frames, max_frames_per_text_token=4.0, min_frames_guard=25, frame_rate=25.0,
         codec="mel", tokenizer="phonemes", description="speech LM trained on teacher voices (engine/train)")
 
 
