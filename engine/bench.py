@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         engine.close()
 
     cfg = engine.model_cfg
-    params = sum(p.numel() for p in engine.model.parameters())
+    params = engine.num_params
     realtime = [n for n, r in sweep.items() if r["slowest_realtime_x"] >= 1.0]
     result = {
         "model": str(model_dir),

@@ -23,6 +23,7 @@ from engine.config import EngineConfig, SamplingParams
 from engine.model import load_model
 from engine.model_runner import ModelRunner
 from engine.outputs import Outbox, UtteranceStream
+from engine.packed_linear import can_pack, pack_linears
 from engine.sampler import sample_frames
 from engine.scheduler import Scheduler
 from engine.sequence import Sequence
@@ -78,6 +79,9 @@ class Engine:
         self.model_dir = Path(model_dir)
         self.model = load_model(model_dir, self.device, self.dtype)
         self.model_cfg = self.model.cfg
+        self.num_params = sum(p.numel() for p in self.model.parameters())
+        if self.config.packed_linears and can_pack(self.device, self.dtype):
+            pack_linears(self.model)
         self.codec = make_codec(self.model_cfg.codec, self.model_cfg.frame_rate, model_dir)
         self.tokenizer = make_tokenizer(self.model_cfg.tokenizer, self.model_cfg.text_vocab)
         self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)

@@ -39,6 +39,19 @@ class PagedAttention:
     slots: torch.Tensor  # [num valid] long: where their K/V go in the pool
     block_tables: torch.Tensor  # [B, max_blocks] long
     mask: torch.Tensor  # [B, 1, T, max_blocks * block_size] additive float (0 or -inf)
+    # Decode steps on CPU (one query per row): voice-prefix blocks that rows read,
+    # grouped; `block_tables` and `mask` then cover each row's blocks after its
+    # prefix. None: plain attention over the whole context.
+    shared: list[SharedPrefix] | None = None
+    p_buf: torch.Tensor | None = None  # gather workspace for the shared blocks
+
+
+@dataclass
+class SharedPrefix:
+    """Full blocks of one voice prefix and the batch rows whose context starts with them."""
+
+    blocks: torch.Tensor  # [n] long
+    rows: torch.Tensor  # [r] long
 
 
 class RMSNorm(nn.Module):
@@ -95,14 +108,49 @@ class Attention(nn.Module):
             # faster on CPU than advanced indexing with a [B, blocks] table.
             # The gathers land in preallocated buffers: fresh multi-MB tensors every
             # layer cost more in page faults than the copy itself.
-            flat = paged.block_tables.flatten()
-            kbuf, vbuf = paged.k_buf[: len(flat)], paged.v_buf[: len(flat)]
-            keys = torch.index_select(kc.flatten(1), 0, flat, out=kbuf).view(B, -1, self.n_kv, self.hd).transpose(1, 2)
-            vals = torch.index_select(vc.flatten(1), 0, flat, out=vbuf).view(B, -1, self.n_kv, self.hd).transpose(1, 2)
-            out = F.scaled_dot_product_attention(
-                q.transpose(1, 2), keys, vals, attn_mask=paged.mask, enable_gqa=True
-            )
+            keys, vals = self._gather(kc, vc, paged.block_tables, paged.k_buf, paged.v_buf)
+            if paged.shared is not None:
+                out = self._shared_prefix_attention(q, keys, vals, paged, kc, vc)
+            else:
+                out = F.scaled_dot_product_attention(
+                    q.transpose(1, 2), keys, vals, attn_mask=paged.mask, enable_gqa=True
+                )
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))
+
+    def _gather(self, kc, vc, tables: torch.Tensor, kbuf: torch.Tensor, vbuf: torch.Tensor):
+        """Blocks listed in `tables` [B, n] -> keys, values [B, kv_heads, n * block_size, head_dim]."""
+        B, flat = tables.shape[0], tables.flatten()
+        keys = torch.index_select(kc.flatten(1), 0, flat, out=kbuf[: len(flat)])
+        vals = torch.index_select(vc.flatten(1), 0, flat, out=vbuf[: len(flat)])
+        return (keys.view(B, -1, self.n_kv, self.hd).transpose(1, 2),
+                vals.view(B, -1, self.n_kv, self.hd).transpose(1, 2))
+
+    def _shared_prefix_attention(self, q, keys, vals, paged: PagedAttention, kc, vc) -> torch.Tensor:
+        """One decode query per row; rows of a group read their shared prefix once.
+
+        Attention over [prefix | own blocks] runs as two parts merged by their
+        log-sum-exp. The prefix is gathered once per group and handed to every
+        row as a stride-0 view, so it streams from cache instead of being copied
+        and read once per row. Each row stays its own batch element of the same
+        shape, so its bits do not depend on what else is in the batch.
+        """
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        B, g = q.shape[0], self.n_heads // self.n_kv
+        # GQA as [B, kv, g, hd]: a kv head's g query heads become its g "query positions".
+        qg = q.reshape(B, self.n_kv, g, self.hd)
+        out, lse = flash(qg, keys, vals, attn_mask=paged.mask)
+        if paged.shared:
+            parts = []
+            for grp in paged.shared:
+                pk, pv = self._gather(kc, vc, grp.blocks[None], paged.p_buf[0], paged.p_buf[1])
+                r = len(grp.rows)
+                parts.append(flash(qg[grp.rows], pk.expand(r, -1, -1, -1), pv.expand(r, -1, -1, -1)))
+            rows = torch.cat([grp.rows for grp in paged.shared])
+            po, plse = (torch.cat(x) for x in zip(*parts))
+            m = torch.maximum(plse, lse[rows])
+            wp, wo = (plse - m).exp()[..., None], (lse[rows] - m).exp()[..., None]
+            out = out.index_put((rows,), (po * wp + out[rows] * wo) / (wp + wo))
+        return out.view(B, self.n_heads, 1, self.hd)
 
 
 class SwiGLU(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from engine.config import CacheConfig
-from engine.model import PagedAttention, SpeechLM
+from engine.model import PagedAttention, SharedPrefix, SpeechLM
 from engine.sequence import Sequence
 
 
@@ -27,11 +27,38 @@ class ModelRunner:
         self.k_cache = torch.zeros(shape, device=device, dtype=dtype)
         self.v_cache = torch.zeros(shape, device=device, dtype=dtype)
         self.k_buf = self.v_buf = torch.empty(0, device=device, dtype=dtype)
+        self.p_buf = torch.empty((2, 0, 0), device=device, dtype=dtype)
+        # Decode attention split into shared voice prefix + own blocks (model.SharedPrefix);
+        # it needs the CPU flash kernel's log-sum-exp. Tests switch it off for the reference.
+        self.split_decode = device.type == "cpu"
         self.pad_frame = torch.tensor([cfg.text_pad] + [cfg.audio_pad] * cfg.num_codebooks, dtype=torch.long)
 
     def copy_rows(self, src: int, dst: int, n: int) -> None:
         self.k_cache[:, dst, :n] = self.k_cache[:, src, :n]
         self.v_cache[:, dst, :n] = self.v_cache[:, src, :n]
+
+    def _shared_prefixes(self, items: list[tuple[Sequence, int, int]]) -> tuple[list[SharedPrefix], torch.Tensor]:
+        """Group decode rows by the full voice-prefix blocks they read.
+
+        Whether a row takes this path depends on that row alone (its prefix holds
+        a full block), never on the batch: a row alone is a group of one.
+        Returns the groups and, per row, how many leading blocks they cover."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        skip = torch.zeros(len(items), dtype=torch.long)
+        for b, (seq, start, _) in enumerate(items):
+            n = seq.prefix_len // self.block_size
+            if n and start >= n * self.block_size:
+                groups.setdefault(tuple(seq.block_table[:n]), []).append(b)
+                skip[b] = n
+        return [SharedPrefix(torch.tensor(k), torch.tensor(v)) for k, v in groups.items()], skip
+
+    def _prefix_buffers(self, shared: list[SharedPrefix] | None) -> torch.Tensor | None:
+        if not shared:
+            return None
+        n = max(len(g.blocks) for g in shared)
+        if self.p_buf.shape[1] < n:  # grown, never shrunk, like the main workspace
+            self.p_buf = torch.empty((2, n, self.k_cache[0, 0].numel()), device=self.device, dtype=self.k_cache.dtype)
+        return self.p_buf
 
     def forward(self, items: list[tuple[Sequence, int, int]]) -> torch.Tensor:
         """Run frames [start, start + n) of each sequence; K/V for them land in the pool.
@@ -54,6 +81,17 @@ class ModelRunner:
         rows = torch.arange(B)[:, None].expand(B, T)[valid]
         pos = positions[valid]
         slots = tables[rows, pos // bs] * bs + pos % bs
+        # Decode on CPU always takes the split path, even with no prefix to share, so
+        # a row's kernels never depend on what else is in the batch.
+        shared = None
+        if T == 1 and self.split_decode:
+            shared, skip = self._shared_prefixes(items)
+            # From here on, tables and mask cover each row's blocks after its prefix.
+            nb = max(len(seq.block_table) - int(k) for (seq, _, _), k in zip(items, skip))
+            tables = torch.zeros((B, nb), dtype=torch.long)
+            for b, ((seq, _, _), k) in enumerate(zip(items, skip.tolist())):
+                tables[b, : len(seq.block_table) - k] = torch.tensor(seq.block_table[k:])
+            positions = positions - (skip * bs)[:, None]
         mask = torch.arange(nb * bs)[None, None, :] <= positions[:, :, None]  # causal over the context
         # Padded query rows attend to key 0 only, so softmax never sees an empty row.
         mask &= valid[:, :, None]
@@ -74,8 +112,10 @@ class ModelRunner:
             slots=slots.to(dev),
             block_tables=tables.to(dev),
             mask=bias[:, None].to(dev),
+            shared=shared,
+            p_buf=self._prefix_buffers(shared),
         )
-        positions = torch.where(valid, positions, 0)
+        positions = torch.where(valid, starts[:, None] + steps[None, :], 0)
         hidden = self.model(frames.to(dev), positions.to(dev), paged)
         last = hidden[torch.arange(B, device=dev), (lens - 1).to(dev)]
         return self.model.logits(last).cpu()

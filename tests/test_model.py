@@ -10,6 +10,7 @@ from engine.block_manager import BlockManager
 from engine.config import CacheConfig, ModelConfig, SamplingParams
 from engine.model import CONFIG_FILE, load_model
 from engine.model_runner import ModelRunner
+from engine.packed_linear import PackedLinear, can_pack, pack_linears
 from engine.sequence import Sequence
 
 
@@ -87,3 +88,61 @@ def test_weights_round_trip_through_safetensors(model_dir):
     frames = random_frames(a.cfg, 9, seed=3)
     torch.testing.assert_close(dense_logits(a, frames), dense_logits(b, frames), atol=0, rtol=0)
     assert a.cfg.dim == 128 and a.cfg.n_kv_heads < a.cfg.n_heads  # the test model really is GQA
+
+
+needs_onednn = pytest.mark.skipif(not can_pack(torch.device("cpu"), torch.float32), reason="no oneDNN in this torch")
+
+
+@needs_onednn
+def test_a_packed_linear_matches_nn_linear_and_gives_a_row_the_same_bits_in_any_batch():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(384, 640, bias=True)
+    packed = PackedLinear(linear)
+    x = torch.randn(16, 384)
+    with torch.inference_mode():
+        out = packed(x)
+        torch.testing.assert_close(out, linear(x), atol=1e-5, rtol=1e-5)
+        for rows in (slice(0, 1), slice(5, 6), slice(3, 7)):
+            assert torch.equal(packed(x[rows]), out[rows])
+        assert packed(x.view(4, 4, 384)).shape == (4, 4, 640)
+
+
+def decode_batch(model, runner, blocks):
+    """Five sequences one frame short of their end, prefilled through the prefix cache:
+    three share a voice prefix of 2 full blocks, one has another voice, one has no full block."""
+    cfg = model.cfg
+    voice_a, voice_b = random_frames(cfg, 40, seed=7), random_frames(cfg, 37, seed=8)
+    prompts = [(voice_a, b"a", 5), (voice_a, b"a", 12), (voice_a, b"a", 30), (voice_b, b"b", 9),
+               (voice_b[:9], b"c", 20)]
+    seqs = []
+    with torch.inference_mode():
+        for i, (prefix, key, extra) in enumerate(prompts):
+            frames = torch.cat([prefix, random_frames(cfg, extra, seed=20 + i)])
+            seq = Sequence(frames, len(prefix), key, SamplingParams(), 8, 0)
+            assert blocks.allocate(seq)
+            runner.forward([(seq, seq.num_computed, len(seq) - 1 - seq.num_computed)])
+            seq.num_computed = len(seq) - 1
+            blocks.register(seq)
+            seqs.append(seq)
+    return seqs, [(s, len(s) - 1, 1) for s in seqs]
+
+
+@needs_onednn
+def test_decode_rows_sharing_a_voice_prefix_match_plain_attention_bit_for_bit_alone_or_batched(model_dir):
+    plain = load_model(model_dir)
+    model = load_model(model_dir)
+    pack_linears(model)
+    runner = ModelRunner(model, CacheConfig(block_size=16, num_blocks=64), torch.device("cpu"), torch.float32)
+    blocks = BlockManager(runner.num_blocks, 16, runner.copy_rows)
+    seqs, items = decode_batch(model, runner, blocks)
+    groups, _ = runner._shared_prefixes(items)
+    assert sorted(len(g.rows) for g in groups) == [1, 3]  # the prefix really is shared, once per voice
+    with torch.inference_mode():
+        batched = runner.forward(items)
+        alone = [runner.forward([item])[0] for item in items]
+        runner.split_decode = False
+        reference = runner.forward(items)
+    for seq, row, solo, ref in zip(seqs, batched, alone, reference):
+        assert torch.equal(row, solo)
+        torch.testing.assert_close(row, ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(row, dense_logits(plain, seq.tokens)[-1], atol=1e-4, rtol=1e-4)
