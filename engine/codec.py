@@ -131,9 +131,10 @@ class ParametricCodec:
         return (gs * (vs * buzz + (1 - vs) * noise)).clamp(-1, 1)
 
 
-def make_codec(name: str, frame_rate: float, model_dir: str | Path | None = None) -> Codec:
+def make_codec(name: str, frame_rate: float, model_dir: str | Path | None = None, packed: bool = False) -> Codec:
     """"parametric" is the hand-written placeholder; "mel" is the trained codec whose
-    weights (codec.json + codec.safetensors) sit in the model directory."""
+    weights (codec.json + codec.safetensors) sit in the model directory. `packed`:
+    decode on oneDNN with pre-packed weights (CPU float32; see engine.packed)."""
     if name == "parametric":
         return ParametricCodec(frame_rate=frame_rate)
     if name == "mel":
@@ -141,7 +142,7 @@ def make_codec(name: str, frame_rate: float, model_dir: str | Path | None = None
 
         if model_dir is None:
             raise ValueError("the mel codec needs the model directory that holds its weights")
-        codec = MelCodec(model_dir)
+        codec = MelCodec(model_dir, packed=packed)
         if codec.frame_rate != frame_rate:
             raise ValueError(f"codec runs at {codec.frame_rate} frames/s, the model at {frame_rate}")
         return codec

@@ -173,4 +173,4 @@ class EngineConfig:
     device: str = "auto"  # "auto" picks CUDA when present
     dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 on CUDA
     num_threads: int | None = None  # torch threads for the engine thread on CPU (default 1)
-    packed_linears: bool = True  # CPU float32: oneDNN with pre-packed weights (engine.packed_linear)
+    packed_weights: bool = True  # CPU float32: LM and codec decoder on oneDNN with pre-packed weights (engine.packed)

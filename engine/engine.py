@@ -23,7 +23,7 @@ from engine.config import EngineConfig, SamplingParams
 from engine.model import load_model
 from engine.model_runner import ModelRunner
 from engine.outputs import Outbox, UtteranceStream
-from engine.packed_linear import can_pack, pack_linears
+from engine.packed import can_pack, pack_for_cpu
 from engine.sampler import sample_frames
 from engine.scheduler import Scheduler
 from engine.sequence import Sequence
@@ -80,9 +80,10 @@ class Engine:
         self.model = load_model(model_dir, self.device, self.dtype)
         self.model_cfg = self.model.cfg
         self.num_params = sum(p.numel() for p in self.model.parameters())
-        if self.config.packed_linears and can_pack(self.device, self.dtype):
-            pack_linears(self.model)
-        self.codec = make_codec(self.model_cfg.codec, self.model_cfg.frame_rate, model_dir)
+        packed = self.config.packed_weights and can_pack(self.device, self.dtype)
+        if packed:
+            pack_for_cpu(self.model)
+        self.codec = make_codec(self.model_cfg.codec, self.model_cfg.frame_rate, model_dir, packed=packed)
         self.tokenizer = make_tokenizer(self.model_cfg.tokenizer, self.model_cfg.text_vocab)
         self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)
         self.blocks = BlockManager(self.runner.num_blocks, self.config.cache.block_size, self.runner.copy_rows,

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.packed import pack_for_cpu
 from engine.weights import load_weights, save_weights, tensor_digest
 
 
@@ -170,7 +171,7 @@ class MelFrontEnd(nn.Module):
 class MelCodec:
     """The engine's Codec: 24 kHz wave <-> [frames, groups] tokens at 25 frames/s."""
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu"):
+    def __init__(self, model_dir: str | Path, device: str = "cpu", packed: bool = False):
         model_dir = Path(model_dir)
         raw = json.loads((model_dir / "codec.json").read_text())
         raw["levels"] = tuple(raw["levels"])
@@ -183,6 +184,9 @@ class MelCodec:
         self.identity = f"mel-{self.encoder_digest}"
         self.autoencoder.load_state_dict({k[3:]: v for k, v in weights.items() if k.startswith("ae.")})
         self.vocoder.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("voc.")})
+        if packed:  # the streaming path only: tokens from encode() stay exactly as training made them
+            pack_for_cpu(self.autoencoder.decoder)
+            pack_for_cpu(self.vocoder)
         self.sample_rate, self.frame_rate = self.cfg.sample_rate, self.cfg.frame_rate
         self.num_codebooks, self.codebook_size = self.cfg.groups, self.cfg.codebook_size
 

@@ -129,28 +129,43 @@ class Attention(nn.Module):
         """One decode query per row; rows of a group read their shared prefix once.
 
         Attention over [prefix | own blocks] runs as two parts merged by their
-        log-sum-exp. The prefix is gathered once per group and handed to every
-        row as a stride-0 view, so it streams from cache instead of being copied
-        and read once per row. Each row stays its own batch element of the same
-        shape, so its bits do not depend on what else is in the batch.
+        log-sum-exp. A group's prefix is gathered once, instead of every row
+        copying and reading its own copy of it. Rows never mix arithmetically,
+        and a row gives the same bits in any batch (tests/test_model.py).
         """
-        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
         B, g = q.shape[0], self.n_heads // self.n_kv
         # GQA as [B, kv, g, hd]: a kv head's g query heads become its g "query positions".
         qg = q.reshape(B, self.n_kv, g, self.hd)
-        out, lse = flash(qg, keys, vals, attn_mask=paged.mask)
-        if paged.shared:
-            parts = []
-            for grp in paged.shared:
-                pk, pv = self._gather(kc, vc, grp.blocks[None], paged.p_buf[0], paged.p_buf[1])
-                r = len(grp.rows)
-                parts.append(flash(qg[grp.rows], pk.expand(r, -1, -1, -1), pv.expand(r, -1, -1, -1)))
-            rows = torch.cat([grp.rows for grp in paged.shared])
-            po, plse = (torch.cat(x) for x in zip(*parts))
-            m = torch.maximum(plse, lse[rows])
-            wp, wo = (plse - m).exp()[..., None], (lse[rows] - m).exp()[..., None]
-            out = out.index_put((rows,), (po * wp + out[rows] * wo) / (wp + wo))
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qg, keys, vals, attn_mask=paged.mask)
+        for grp in paged.shared or ():
+            own = slice(None) if len(grp.rows) == B else grp.rows  # one voice in the batch: no indexing
+            po, plse = self._prefix_part(qg[own], *self._gather(kc, vc, grp.blocks[None], *paged.p_buf))
+            # softmax over [prefix | own] = a blend of the two partial results, weighted
+            # by each part's share of the total mass: sigmoid(lse_prefix - lse_own).
+            # Where a row's values fall in a tensor decides whether the vectorised or
+            # the scalar loop computes them, and the two round transcendentals (and
+            # fused multiply-adds) differently in float32. So the sigmoid runs in
+            # float64, where they agree to far below a float32 step, and the blend
+            # uses only operations that round the same way in both loops.
+            share = torch.sigmoid(plse.double() - lse[own].double()).float().unsqueeze(-1)
+            mixed = out[own] + share * (po - out[own])
+            if len(grp.rows) == B:
+                out = mixed
+            else:
+                out[own] = mixed
         return out.view(B, self.n_heads, 1, self.hd)
+
+    @staticmethod
+    def _prefix_part(qg: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor):
+        """Queries [r, kv, g, hd] against one prefix [1, kv, L, hd] -> (out [r, kv, g, hd], lse [r, kv, g]).
+
+        The prefix reaches every row as a stride-0 view: no copies, and each row
+        stays its own batch element of one shape, so a row's bits do not depend
+        on how many rows share its prefix. (One matrix product over all the
+        rows' queries was no faster at 16 rows and slower at one.)"""
+        r = qg.shape[0]
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            qg, pk.expand(r, -1, -1, -1), pv.expand(r, -1, -1, -1))
 
 
 class SwiGLU(nn.Module):

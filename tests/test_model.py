@@ -10,7 +10,7 @@ from engine.block_manager import BlockManager
 from engine.config import CacheConfig, ModelConfig, SamplingParams
 from engine.model import CONFIG_FILE, load_model
 from engine.model_runner import ModelRunner
-from engine.packed_linear import PackedLinear, can_pack, pack_linears
+from engine.packed import PackedLinear, can_pack, pack_for_cpu
 from engine.sequence import Sequence
 
 
@@ -131,7 +131,7 @@ def decode_batch(model, runner, blocks):
 def test_decode_rows_sharing_a_voice_prefix_match_plain_attention_bit_for_bit_alone_or_batched(model_dir):
     plain = load_model(model_dir)
     model = load_model(model_dir)
-    pack_linears(model)
+    pack_for_cpu(model)
     runner = ModelRunner(model, CacheConfig(block_size=16, num_blocks=64), torch.device("cpu"), torch.float32)
     blocks = BlockManager(runner.num_blocks, 16, runner.copy_rows)
     seqs, items = decode_batch(model, runner, blocks)
