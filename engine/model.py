@@ -159,13 +159,18 @@ class Attention(nn.Module):
     def _prefix_part(qg: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor):
         """Queries [r, kv, g, hd] against one prefix [1, kv, L, hd] -> (out [r, kv, g, hd], lse [r, kv, g]).
 
-        The prefix reaches every row as a stride-0 view: no copies, and each row
-        stays its own batch element of one shape, so a row's bits do not depend
-        on how many rows share its prefix. (One matrix product over all the
-        rows' queries was no faster at 16 rows and slower at one.)"""
-        r = qg.shape[0]
-        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            qg, pk.expand(r, -1, -1, -1), pv.expand(r, -1, -1, -1))
+        All r rows' queries go through one kernel call as the query positions of a
+        single sequence: 16 rows cost 155 us per layer this way, 340 us as 16 batch
+        elements. A row's bits still do not depend on its neighbours (each query
+        position is computed on its own), except that MKL multiplies a 3-row
+        matrix on another path than 6 rows or more, so a lone row gets zero
+        companions and every group takes the same path."""
+        r, kv, g, hd = qg.shape
+        rows = max(r, -(-6 // g))  # at least 6 query positions
+        qm = qg.new_zeros(kv, rows, g, hd)
+        qm[:, :r] = qg.transpose(0, 1)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qm.view(1, kv, rows * g, hd), pk, pv)
+        return out.view(kv, rows, g, hd)[:, :r].transpose(0, 1), lse.view(kv, rows, g)[:, :r].transpose(0, 1)
 
 
 class SwiGLU(nn.Module):

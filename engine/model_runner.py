@@ -16,6 +16,11 @@ def blocks_for_budget(model: SpeechLM, cache: CacheConfig, dtype: torch.dtype) -
     return max(2, int(cache.memory_budget_mb * 2**20 // per_block))
 
 
+def padded_tables(tables: list[list[int]], width: int) -> torch.Tensor:
+    """Block tables as one [B, width] tensor, zero-padded (one op, not one per row)."""
+    return torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.long)
+
+
 class ModelRunner:
     def __init__(self, model: SpeechLM, cache: CacheConfig, device: torch.device, dtype: torch.dtype):
         self.model = model
@@ -37,14 +42,14 @@ class ModelRunner:
         self.k_cache[:, dst, :n] = self.k_cache[:, src, :n]
         self.v_cache[:, dst, :n] = self.v_cache[:, src, :n]
 
-    def _shared_prefixes(self, items: list[tuple[Sequence, int, int]]) -> tuple[list[SharedPrefix], torch.Tensor]:
+    def _shared_prefixes(self, items: list[tuple[Sequence, int, int]]) -> tuple[list[SharedPrefix], list[int]]:
         """Group decode rows by the full voice-prefix blocks they read.
 
         Whether a row takes this path depends on that row alone (its prefix holds
         a full block), never on the batch: a row alone is a group of one.
         Returns the groups and, per row, how many leading blocks they cover."""
         groups: dict[tuple[int, ...], list[int]] = {}
-        skip = torch.zeros(len(items), dtype=torch.long)
+        skip = [0] * len(items)
         for b, (seq, start, _) in enumerate(items):
             n = seq.prefix_len // self.block_size
             if n and start >= n * self.block_size:
@@ -68,13 +73,15 @@ class ModelRunner:
         bs, B = self.block_size, len(items)
         T = max(n for _, _, n in items)
         nb = max(len(seq.block_table) for seq, _, _ in items)
-        frames = self.pad_frame.repeat(B, T, 1)
+        if T == 1:  # decode: one frame per row, gathered in one op
+            frames = torch.stack([seq.tokens[start] for seq, start, _ in items])[:, None]
+        else:
+            frames = self.pad_frame.repeat(B, T, 1)
+            for b, (seq, start, n) in enumerate(items):
+                frames[b, :n] = seq.tokens[start : start + n]
         starts = torch.tensor([start for _, start, _ in items])
         lens = torch.tensor([n for _, _, n in items])
-        tables = torch.zeros((B, nb), dtype=torch.long)
-        for b, (seq, start, n) in enumerate(items):
-            frames[b, :n] = seq.tokens[start : start + n]
-            tables[b, : len(seq.block_table)] = torch.tensor(seq.block_table)
+        tables = padded_tables([seq.block_table for seq, _, _ in items], nb)
         steps = torch.arange(T)
         positions = starts[:, None] + steps[None, :]  # [B, T]
         valid = steps[None, :] < lens[:, None]
@@ -87,11 +94,10 @@ class ModelRunner:
         if T == 1 and self.split_decode:
             shared, skip = self._shared_prefixes(items)
             # From here on, tables and mask cover each row's blocks after its prefix.
-            nb = max(len(seq.block_table) - int(k) for (seq, _, _), k in zip(items, skip))
-            tables = torch.zeros((B, nb), dtype=torch.long)
-            for b, ((seq, _, _), k) in enumerate(zip(items, skip.tolist())):
-                tables[b, : len(seq.block_table) - k] = torch.tensor(seq.block_table[k:])
-            positions = positions - (skip * bs)[:, None]
+            own = [seq.block_table[k:] for (seq, _, _), k in zip(items, skip)]
+            nb = max(len(t) for t in own)
+            tables = padded_tables(own, nb)
+            positions = positions - (torch.tensor(skip) * bs)[:, None]
         mask = torch.arange(nb * bs)[None, None, :] <= positions[:, :, None]  # causal over the context
         # Padded query rows attend to key 0 only, so softmax never sees an empty row.
         mask &= valid[:, :, None]

@@ -58,6 +58,7 @@ class Sequence:
         self.snapshot_done = False  # partial voice-prefix block saved (see BlockManager)
         self.marks = 0  # timing marks emitted (text units the model moved past)
         self.last_advance = 0  # num_generated when the pointer last moved
+        self.unit = 0  # id of the text unit the pointer is on (valid once marks > 0)
         self.preemptions = 0
         self.cancelled = threading.Event()
         self.finish_reason: str | None = None

@@ -108,12 +108,11 @@ def test_a_packed_linear_matches_nn_linear_and_gives_a_row_the_same_bits_in_any_
 
 
 def decode_batch(model, runner, blocks):
-    """Five sequences one frame short of their end, prefilled through the prefix cache:
-    three share a voice prefix of 2 full blocks, one has another voice, one has no full block."""
+    """Sequences one frame short of their end, prefilled through the prefix cache: twelve
+    share a voice prefix of 2 full blocks, one has another voice, one has no full block."""
     cfg = model.cfg
     voice_a, voice_b = random_frames(cfg, 40, seed=7), random_frames(cfg, 37, seed=8)
-    prompts = [(voice_a, b"a", 5), (voice_a, b"a", 12), (voice_a, b"a", 30), (voice_b, b"b", 9),
-               (voice_b[:9], b"c", 20)]
+    prompts = [(voice_a, b"a", 3 + 5 * i) for i in range(12)] + [(voice_b, b"b", 9), (voice_b[:9], b"c", 20)]
     seqs = []
     with torch.inference_mode():
         for i, (prefix, key, extra) in enumerate(prompts):
@@ -132,14 +131,19 @@ def test_decode_rows_sharing_a_voice_prefix_match_plain_attention_bit_for_bit_al
     plain = load_model(model_dir)
     model = load_model(model_dir)
     pack_for_cpu(model)
-    runner = ModelRunner(model, CacheConfig(block_size=16, num_blocks=64), torch.device("cpu"), torch.float32)
+    runner = ModelRunner(model, CacheConfig(block_size=16, num_blocks=128), torch.device("cpu"), torch.float32)
     blocks = BlockManager(runner.num_blocks, 16, runner.copy_rows)
     seqs, items = decode_batch(model, runner, blocks)
     groups, _ = runner._shared_prefixes(items)
-    assert sorted(len(g.rows) for g in groups) == [1, 3]  # the prefix really is shared, once per voice
+    assert sorted(len(g.rows) for g in groups) == [1, 12]  # the prefix really is shared, once per voice
+    pick = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         batched = runner.forward(items)
         alone = [runner.forward([item])[0] for item in items]
+        for _ in range(10):  # and in batches of other sizes and orders
+            order = torch.randperm(len(items), generator=pick)[: int(torch.randint(2, len(items), (1,), generator=pick))]
+            for i, row in zip(order.tolist(), runner.forward([items[i] for i in order])):
+                assert torch.equal(row, alone[i])
         runner.split_decode = False
         reference = runner.forward(items)
     for seq, row, solo, ref in zip(seqs, batched, alone, reference):
