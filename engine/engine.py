@@ -341,11 +341,7 @@ class Engine:
             for seq in seqs:
                 self._fail(seq, exc)
             return
-        for seq, frame, ch0 in zip(seqs, frames, frames[:, 0].tolist()):
-            try:
-                self._emit(seq, frame, ch0)
-            except Exception as exc:
-                self._fail(seq, exc)
+        self._emit(seqs, frames)
 
     def _constrain(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         """Mask each row's channel-0 logits [B, C, V] in place to what its pointer allows now.
@@ -368,30 +364,40 @@ class Engine:
                     logits[b, 0] = -math.inf
                     logits[b, 0, forced] = 0.0
 
-    def _emit(self, seq: Sequence, frame: torch.Tensor, ch0: int) -> None:
-        """Append a sampled frame (its channel 0 also as an int, `ch0`) and tell the consumer."""
+    def _emit(self, seqs: list[Sequence], frames: torch.Tensor) -> None:
+        """Append each row's sampled frame [B, C] and tell its consumer; end what ended.
+
+        Channel 0 is read as ints and rewritten in one op: per-row tensor work here
+        was ~1 ms of a sixteen-stream decode step."""
         cfg = self.model_cfg
-        if ch0 == cfg.eos:
-            self._finish(seq, "eos")
-            return
-        outbox = self._outboxes[seq.seq_id]
-        mark = None
-        if cfg.advance is not None and ch0 == cfg.advance:
-            # The next unit's own id becomes this frame's channel-0 input: the model hears
-            # the phoneme a few frames before it speaks it (mark_delay_frames later).
-            seq.unit = int(seq.tokens[seq.prefix_len + seq.marks, 0])
-            frame[0] = seq.unit
-            mark = (seq.marks, seq.num_generated + cfg.mark_delay_frames)
-            seq.marks += 1
-            seq.last_advance = seq.num_generated
-        elif cfg.hold_units and seq.marks:
-            frame[0] = cfg.held(seq.unit)
-        seq.append(frame)
-        outbox.put("frame", frame)
-        if mark is not None:
-            outbox.put("mark", mark)
-        if seq.num_generated >= seq.max_frames:
-            self._finish(seq, "length")
+        sampled = frames[:, 0].tolist()
+        fed = list(sampled)  # channel 0 as the model will read it back
+        marks: list[tuple[int, int] | None] = [None] * len(seqs)
+        for b, (seq, ch0) in enumerate(zip(seqs, sampled)):
+            if cfg.advance is not None and ch0 == cfg.advance:
+                # The next unit's own id becomes this frame's channel-0 input: the model hears
+                # the phoneme a few frames before it speaks it (mark_delay_frames later).
+                seq.unit = fed[b] = int(seq.tokens[seq.prefix_len + seq.marks, 0])
+                marks[b] = (seq.marks, seq.num_generated + cfg.mark_delay_frames)
+                seq.marks += 1
+                seq.last_advance = seq.num_generated
+            elif cfg.hold_units and seq.marks and ch0 != cfg.eos:
+                fed[b] = cfg.held(seq.unit)
+        frames[:, 0] = torch.tensor(fed)
+        for seq, frame, ch0, mark in zip(seqs, frames, sampled, marks):
+            try:
+                if ch0 == cfg.eos:
+                    self._finish(seq, "eos")
+                    continue
+                seq.append(frame)
+                outbox = self._outboxes[seq.seq_id]
+                outbox.put("frame", frame)
+                if mark is not None:
+                    outbox.put("mark", mark)
+                if seq.num_generated >= seq.max_frames:
+                    self._finish(seq, "length")
+            except Exception as exc:
+                self._fail(seq, exc)
 
     def _warm(self, voice: VoicePrompt, fut: Future) -> None:
         name = voice.voice_hash
