@@ -24,6 +24,7 @@ from engine.model import load_model
 from engine.model_runner import ModelRunner
 from engine.outputs import Outbox, UtteranceStream
 from engine.packed import can_pack, pack_for_cpu
+from engine.pointer import TextPointer
 from engine.sampler import sample_frames
 from engine.scheduler import Scheduler
 from engine.sequence import Sequence
@@ -104,16 +105,7 @@ class Engine:
         self._prefill_threads = (self.config.num_threads or torch.get_num_threads()) if cpu else None
         self._decode_threads = (self.config.num_threads or 1) if cpu else None
         self.counters = dict(prefill_frames=0, decode_frames=0, steps=0)
-        # A pointer model's channel 0 is a decision: stay, advance to the next text unit,
-        # or stop. The pointer only moves forward and never past the last unit, and
-        # speech cannot end before every unit is reached: no word is skipped or repeated.
-        # Additive masks over channel 0, made once: before the last unit, after it.
-        self._ch0_masks = None
-        if self.model_cfg.advance is not None:
-            masks = torch.full((2, self.model.max_vocab), float("-inf"), device=self.device)
-            masks[0, [self.model_cfg.text_pad, self.model_cfg.advance]] = 0
-            masks[1, [self.model_cfg.text_pad, self.model_cfg.eos]] = 0
-            self._ch0_masks = masks
+        self.pointer = TextPointer(self.model_cfg, self.model.max_vocab, self.device)
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self._thread.start()
 
@@ -334,7 +326,7 @@ class Engine:
         seqs = [items[i][0] for i in ready]
         try:
             logits = logits[ready]
-            self._constrain(seqs, logits)
+            self.pointer.constrain(seqs, logits)
             frames = sample_frames(logits, [s.sampling for s in seqs], [s.generator for s in seqs],
                                    [s.generated() for s in seqs], slice(1, None))
         except Exception as exc:
@@ -343,50 +335,12 @@ class Engine:
             return
         self._emit(seqs, frames)
 
-    def _constrain(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
-        """Mask each row's channel-0 logits [B, C, V] in place to what its pointer allows now.
-
-        One tensor operation per rule for the whole batch: per-row tensor work here
-        was a tenth of a sixteen-stream decode step."""
-        cfg = self.model_cfg
-        units = [s.prompt_len - s.prefix_len - 1 for s in seqs]  # the text, without speech_start
-        if self._ch0_masks is not None:
-            logits[:, 0] += self._ch0_masks[torch.tensor([s.marks >= u for s, u in zip(seqs, units)], dtype=torch.long)]
-        no_end = [b for b, s in enumerate(seqs) if s.sampling.ignore_eos or s.num_generated < s.min_frames]
-        if no_end:
-            logits[no_end, 0, cfg.eos] = float("-inf")
-        if not cfg.max_frames_per_unit:
-            return
-        for b, (s, u) in enumerate(zip(seqs, units)):
-            if s.num_generated - s.last_advance >= cfg.max_frames_per_unit:  # stalled: move it on
-                forced = cfg.advance if s.marks < u else cfg.eos
-                if logits[b, 0, forced] > -math.inf:  # (an end that ignore_eos or min_frames forbid stays forbidden)
-                    logits[b, 0] = -math.inf
-                    logits[b, 0, forced] = 0.0
-
     def _emit(self, seqs: list[Sequence], frames: torch.Tensor) -> None:
-        """Append each row's sampled frame [B, C] and tell its consumer; end what ended.
-
-        Channel 0 is read as ints and rewritten in one op: per-row tensor work here
-        was ~1 ms of a sixteen-stream decode step."""
-        cfg = self.model_cfg
-        sampled = frames[:, 0].tolist()
-        fed = list(sampled)  # channel 0 as the model will read it back
-        marks: list[tuple[int, int] | None] = [None] * len(seqs)
-        for b, (seq, ch0) in enumerate(zip(seqs, sampled)):
-            if cfg.advance is not None and ch0 == cfg.advance:
-                # The next unit's own id becomes this frame's channel-0 input: the model hears
-                # the phoneme a few frames before it speaks it (mark_delay_frames later).
-                seq.unit = fed[b] = int(seq.tokens[seq.prefix_len + seq.marks, 0])
-                marks[b] = (seq.marks, seq.num_generated + cfg.mark_delay_frames)
-                seq.marks += 1
-                seq.last_advance = seq.num_generated
-            elif cfg.hold_units and seq.marks and ch0 != cfg.eos:
-                fed[b] = cfg.held(seq.unit)
-        frames[:, 0] = torch.tensor(fed)
+        """Append each row's sampled frame [B, C] and tell its consumer; end what ended."""
+        sampled, marks = self.pointer.feed(seqs, frames)
         for seq, frame, ch0, mark in zip(seqs, frames, sampled, marks):
             try:
-                if ch0 == cfg.eos:
+                if ch0 == self.model_cfg.eos:
                     self._finish(seq, "eos")
                     continue
                 seq.append(frame)

@@ -90,15 +90,15 @@ class ModelRunner:
         slots = tables[rows, pos // bs] * bs + pos % bs
         # Decode on CPU always takes the split path, even with no prefix to share, so
         # a row's kernels never depend on what else is in the batch.
-        shared = None
+        shared, key_pos = None, positions  # key_pos: each query's position within its table
         if T == 1 and self.split_decode:
             shared, skip = self._shared_prefixes(items)
             # From here on, tables and mask cover each row's blocks after its prefix.
             own = [seq.block_table[k:] for (seq, _, _), k in zip(items, skip)]
             nb = max(len(t) for t in own)
             tables = padded_tables(own, nb)
-            positions = positions - (torch.tensor(skip) * bs)[:, None]
-        mask = torch.arange(nb * bs)[None, None, :] <= positions[:, :, None]  # causal over the context
+            key_pos = positions - (torch.tensor(skip) * bs)[:, None]
+        mask = torch.arange(nb * bs)[None, None, :] <= key_pos[:, :, None]  # causal over the context
         # Padded query rows attend to key 0 only, so softmax never sees an empty row.
         mask &= valid[:, :, None]
         mask[:, :, 0] |= ~valid
@@ -121,7 +121,7 @@ class ModelRunner:
             shared=shared,
             p_buf=self._prefix_buffers(shared),
         )
-        positions = torch.where(valid, starts[:, None] + steps[None, :], 0)
+        positions = torch.where(valid, positions, 0)
         hidden = self.model(frames.to(dev), positions.to(dev), paged)
         last = hidden[torch.arange(B, device=dev), (lens - 1).to(dev)]
         return self.model.logits(last).cpu()
