@@ -4,10 +4,10 @@ inference on CPU.
 Why: PyTorch's default float32 linear on CPU goes through MKL, which repacks the
 weight on every call and (on the AMD EPYC this project is measured on) does not
 use AVX-512. oneDNN with the weight packed once at load time measured about 2x
-faster at batch 1 and at batch 16, for decode and prefill alike
-(the README's benchmark section has the figures). It also gives each row the same bits
-whatever else is in the batch, which MKL does not (it picks other kernels for
-one row than for sixteen): a seed then draws the same frames alone or batched.
+faster at batch 1 and at batch 16, for decode and prefill alike (README,
+"How the engine is built"). It also gives each row the same bits whatever else
+is in the batch, which MKL does not (it picks other kernels for one row than for
+sixteen): a seed then draws the same frames alone or batched.
 
 The codec's short convolutions get the same treatment. On a chunk of a few
 frames PyTorch runs them through its slow reference kernels (im2col loops, and

@@ -104,3 +104,17 @@ def test_timing_marks_cover_every_unit_in_order_within_the_audio(spoken):
             covered = {m.char_start for m in marks}
             for word in re.finditer(r"[A-Za-z]+", text):
                 assert any(word.start() <= c < word.end() for c in covered), f"{voice}: no mark in {word.group()!r}"
+
+
+def test_the_packed_codec_decodes_what_the_plain_one_does():
+    import torch
+
+    from engine.mel_codec import MelCodec
+    from engine.packed import can_pack
+
+    if not can_pack(torch.device("cpu"), torch.float32):
+        pytest.skip("no oneDNN in this torch")
+    plain, packed = MelCodec(SHIPPED_MODEL_DIR), MelCodec(SHIPPED_MODEL_DIR, packed=True)
+    codes = torch.randint(0, plain.codebook_size, (11, plain.num_codebooks), generator=torch.Generator().manual_seed(0))
+    for window in (codes[:3], codes):  # a first chunk, and a longer window
+        torch.testing.assert_close(packed.decode(window), plain.decode(window), atol=1e-4, rtol=0)

@@ -10,7 +10,7 @@ from engine.block_manager import BlockManager
 from engine.config import CacheConfig, ModelConfig, SamplingParams
 from engine.model import CONFIG_FILE, load_model
 from engine.model_runner import ModelRunner
-from engine.packed import PackedLinear, can_pack, pack_for_cpu
+from engine.packed import PackedConv1d, PackedLinear, can_pack, pack_for_cpu
 from engine.sequence import Sequence
 
 
@@ -105,6 +105,28 @@ def test_a_packed_linear_matches_nn_linear_and_gives_a_row_the_same_bits_in_any_
         for rows in (slice(0, 1), slice(5, 6), slice(3, 7)):
             assert torch.equal(packed(x[rows]), out[rows])
         assert packed(x.view(4, 4, 384)).shape == (4, 4, 640)
+
+
+@needs_onednn
+@pytest.mark.parametrize("k,dilation,padding,bias", [(1, 1, 0, True), (3, 1, 1, False), (3, 4, 4, True),
+                                                     (7, 2, 6, True), (4, 1, 1, False)])
+def test_a_packed_conv1d_matches_nn_conv1d(k, dilation, padding, bias):
+    torch.manual_seed(k)
+    conv = torch.nn.Conv1d(24, 40, k, padding=padding, dilation=dilation, bias=bias)
+    packed = PackedConv1d(conv)
+    with torch.inference_mode():
+        for T in (3, 4, 20):
+            x = torch.randn(2, 24, T)
+            torch.testing.assert_close(packed(x), conv(x), atol=1e-5, rtol=1e-5)
+
+
+def test_pack_for_cpu_leaves_what_it_cannot_pack():
+    model = torch.nn.Sequential(torch.nn.Conv1d(8, 8, 4, stride=2, padding=1), torch.nn.Conv1d(8, 8, 7, groups=8),
+                                torch.nn.Conv1d(8, 8, 3, padding="same"), torch.nn.Linear(8, 8))
+    if can_pack(torch.device("cpu"), torch.float32):
+        assert pack_for_cpu(model) == 1
+    assert [type(m).__name__ for m in model] == ["Conv1d", "Conv1d", "Conv1d", "PackedLinear" if can_pack(
+        torch.device("cpu"), torch.float32) else "Linear"]
 
 
 def decode_batch(model, runner, blocks):
