@@ -148,7 +148,8 @@ class Attention(nn.Module):
             # float64, where they agree to far below a float32 step, and the blend
             # uses only operations that round the same way in both loops.
             share = torch.sigmoid(plse.double() - lse[own].double()).float().unsqueeze(-1)
-            mixed = out[own] + share * (po - out[own])
+            part = out[own]
+            mixed = part + share * (po - part)
             if len(grp.rows) == B:
                 out = mixed
             else:

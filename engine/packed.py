@@ -29,14 +29,15 @@ def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 class PackedLinear(nn.Module):
-    """Inference-only stand-in for an `nn.Linear` (the weight is frozen in oneDNN's layout)."""
+    """Inference-only stand-in for an `nn.Linear` with `weight` [out, in] and optional `bias`
+    (the weight is frozen in oneDNN's layout)."""
 
-    def __init__(self, linear: nn.Linear, batch_hint: int = 16):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, batch_hint: int = 16):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.out_features, self.in_features = weight.shape
         # The hint only steers oneDNN's choice of layout; any batch size runs.
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), batch_hint)
-        self.bias = None if linear.bias is None else linear.bias.detach().clone()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), batch_hint)
+        self.bias = None if bias is None else bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
@@ -52,12 +53,8 @@ class PackedConv1d(nn.Module):
     def __init__(self, conv: nn.Conv1d):
         super().__init__()
         self.kernel, self.dilation, self.padding = conv.kernel_size[0], conv.dilation[0], conv.padding[0]
-        out_ch, in_ch, k = conv.weight.shape
-        flat = nn.Linear(in_ch * k, out_ch, bias=conv.bias is not None)
-        flat.weight.data = conv.weight.detach().reshape(out_ch, in_ch * k)  # in-channel major, tap minor
-        if conv.bias is not None:
-            flat.bias.data = conv.bias.detach()
-        self.linear = PackedLinear(flat)
+        # [out, in, k] -> [out, in*k]: in-channel major, tap minor, as forward() stacks the taps.
+        self.linear = PackedLinear(conv.weight.flatten(1), conv.bias)
 
     @staticmethod
     def supports(conv: nn.Conv1d) -> bool:
@@ -80,5 +77,6 @@ def pack_for_cpu(model: nn.Module) -> int:
     swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
              if isinstance(child, nn.Linear) or (isinstance(child, nn.Conv1d) and PackedConv1d.supports(child))]
     for parent, name, child in swaps:
-        setattr(parent, name, PackedLinear(child) if isinstance(child, nn.Linear) else PackedConv1d(child))
+        setattr(parent, name, PackedLinear(child.weight, child.bias) if isinstance(child, nn.Linear)
+                else PackedConv1d(child))
     return len(swaps)

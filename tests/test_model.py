@@ -97,7 +97,7 @@ needs_onednn = pytest.mark.skipif(not can_pack(torch.device("cpu"), torch.float3
 def test_a_packed_linear_matches_nn_linear_and_gives_a_row_the_same_bits_in_any_batch():
     torch.manual_seed(0)
     linear = torch.nn.Linear(384, 640, bias=True)
-    packed = PackedLinear(linear)
+    packed = PackedLinear(linear.weight, linear.bias)
     x = torch.randn(16, 384)
     with torch.inference_mode():
         out = packed(x)
