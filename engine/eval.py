@@ -11,7 +11,8 @@ model clones; every other line of that voice is synthesised from text.
   lower-cased with punctuation removed;
 - similarity: mean resemblyzer cosine between each output and its reference clip;
 - id_accuracy: share of outputs whose most similar reference clip is their own;
-- rtf: LM plus codec decoder, one stream, one thread: wall time / audio time.
+- rtf: LM plus codec decoder, one stream, one thread, the process pinned to one core:
+  wall time / audio time.
 Needs the `train` extra and resemblyzer (see README, "Training the default model").
 """
 from __future__ import annotations
@@ -19,10 +20,12 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import json
+import os
 import re
 import shutil
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -133,6 +136,17 @@ def eval_set(data: Path, limit: int | None) -> dict[str, list[dict]]:
     return {v: rs[: (limit + 1) if limit else None] for v, rs in sorted(by_voice.items())}
 
 
+@contextmanager
+def one_core():
+    """Pin the calling thread, and the threads it starts meanwhile, to one CPU."""
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
 def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int,
                **sampling) -> tuple[dict, float, SamplingParams]:
     """Outputs per voice (same order as its targets), the one-stream, one-thread RTF and the
@@ -140,7 +154,9 @@ def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int,
     from engine import Engine, EngineConfig
 
     outputs, compute, audio_s = {}, 0.0, 0.0
-    with Engine(model_dir, EngineConfig(num_threads=1)) as engine:
+    # One core for all that is timed: the engine's thread (started inside, so it inherits
+    # the mask) and this one, which decodes the audio, take turns on it.
+    with one_core(), Engine(model_dir, EngineConfig(num_threads=1)) as engine:
         torch.set_num_threads(1)
         params = engine.default_sampling(**sampling)
         for name, rs in tqdm(voices.items(), desc="synthesising", unit="voice"):

@@ -118,3 +118,30 @@ def test_the_packed_codec_decodes_what_the_plain_one_does():
     codes = torch.randint(0, plain.codebook_size, (11, plain.num_codebooks), generator=torch.Generator().manual_seed(0))
     for window in (codes[:3], codes):  # a first chunk, and a longer window
         torch.testing.assert_close(packed.decode(window), plain.decode(window), atol=1e-4, rtol=0)
+
+
+def test_eval_synthesis_is_timed_on_one_core_and_gives_the_callers_cores_back(spoken):
+    """The eval's rtf is "one stream, one thread": the engine thread and the decoding
+    thread share a single core while it is timed, and the caller keeps its own mask."""
+    import os
+
+    from engine.eval import synthesize
+
+    outputs, refs = spoken
+    voice = next(iter(refs))
+    seen = []
+
+    class Voices(dict):  # records the CPU mask synthesize() runs under
+        def items(self):
+            seen.append(os.sched_getaffinity(0))
+            return super().items()
+
+    before = os.sched_getaffinity(0)
+    ref = {"audio": refs[voice], "text": next(t for v, _, t, _ in demo_references(SHIPPED_MODEL_DIR, 24000)
+                                               if v == voice)}
+    out, rtf, params = synthesize(SHIPPED_MODEL_DIR, Voices({voice: [ref, {"text": LINES[0]}]}), seed=0)
+    assert seen == [{min(before)}]
+    assert os.sched_getaffinity(0) == before
+    assert params.temperature == ModelConfig.load(SHIPPED_MODEL_DIR / "config.json").temperature
+    # About as long as the same line from the fixture's engine (other seed path, same model).
+    assert 0.5 < len(out[voice][0]) / len(outputs[voice][0][1]) < 2.0 and rtf > 0
