@@ -35,6 +35,10 @@ class Codec(Protocol):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes [frames, num_codebooks] -> float wave [frames * samples_per_frame]."""
 
+    def decode_batch(self, codes: torch.Tensor) -> torch.Tensor:
+        """Windows of equal length [B, frames, num_codebooks] -> waves [B, frames * samples_per_frame];
+        row i is exactly `decode(codes[i])`."""
+
 
 def _log_bins(lo: float, hi: float, n: int) -> torch.Tensor:
     return torch.exp(torch.linspace(math.log(lo), math.log(hi), n))
@@ -99,6 +103,9 @@ class ParametricCodec:
         return (values[:, None] - bins[None, :]).abs().argmin(-1)
 
     # ---- synthesis -----------------------------------------------------------
+    def decode_batch(self, codes: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.decode(c) for c in codes])  # cheap per window: nothing to batch
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         codes = codes.long().cpu().clamp(0, self.codebook_size - 1)
         spf, sr, T = self.samples_per_frame, self.sample_rate, codes.shape[0]

@@ -139,6 +139,9 @@ class StreamConfig:
     chunk_frames: int = 8
     context_frames: int = 2  # earlier frames re-decoded for the crossfade
     crossfade_ms: float = 10.0
+    # Windows of all streams decoded together by one audio thread (engine.audio_worker);
+    # 0: each consumer decodes its own on its own thread.
+    audio_batch: int = 16
 
 
 @dataclass(frozen=True)

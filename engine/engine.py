@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from engine.audio_worker import AudioWorker
 from engine.block_manager import BlockManager
 from engine.codec import make_codec
 from engine.config import EngineConfig, SamplingParams
@@ -85,6 +86,8 @@ class Engine:
         if packed:
             pack_for_cpu(self.model)
         self.codec = make_codec(self.model_cfg.codec, self.model_cfg.frame_rate, model_dir, packed=packed)
+        batch = self.config.stream.audio_batch
+        self.audio = AudioWorker(self.codec, batch) if batch else None
         self.tokenizer = make_tokenizer(self.model_cfg.tokenizer, self.model_cfg.text_vocab)
         self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)
         self.blocks = BlockManager(self.runner.num_blocks, self.config.cache.block_size, self.runner.copy_rows,
@@ -190,7 +193,7 @@ class Engine:
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(seq, outbox, self.codec, self.config.stream,
                                  sample_rate, chunk_frames, lambda: self._cancel(seq), spans,
-                                 [self.tokenizer.symbol(i) for i in ids])
+                                 [self.tokenizer.symbol(i) for i in ids], self.audio and self.audio.decode)
         self._post(lambda: self._admit(seq, outbox))
         return stream
 
@@ -225,6 +228,8 @@ class Engine:
             self._stop = True
             self._cv.notify()
         self._thread.join(timeout=10)
+        if self.audio is not None:
+            self.audio.close()
 
     def __enter__(self) -> "Engine":
         return self

@@ -202,10 +202,13 @@ class MelCodec:
         z = self.autoencoder.encoder(self.front(wave[None]))
         return self.autoencoder.fsq.to_codes(self.autoencoder.fsq.quantize(z))[0]
 
-    @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        q = self.autoencoder.fsq.from_codes(codes.long().cpu()[None])
-        return self.vocoder(self.autoencoder.decoder(q))[0].clamp(-1, 1)
+        return self.decode_batch(codes[None])[0]
+
+    @torch.inference_mode()
+    def decode_batch(self, codes: torch.Tensor) -> torch.Tensor:
+        q = self.autoencoder.fsq.from_codes(codes.long().cpu())
+        return self.vocoder(self.autoencoder.decoder(q)).clamp(-1, 1)
 
 
 def save_codec(model_dir: str | Path, cfg: MelCodecConfig, ae: MelAutoencoder, vocoder: Vocoder,

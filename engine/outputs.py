@@ -1,8 +1,9 @@
 """What a caller gets back from the engine, and the per-utterance handle.
 
 The engine thread only appends frames to a bounded outbox; turning frames into
-audio (codec, crossfade, resampling) runs in the consumer's own thread, so many
-consumers decode in parallel and a slow one never delays the batch.
+audio (crossfade, resampling) runs in the consumer's own thread, so a slow
+consumer never delays the batch. The codec call itself goes to the engine's
+audio thread, which decodes the windows of all streams in batches.
 """
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ class UtteranceStream:
 
     def __init__(self, seq, outbox: Outbox, codec: Codec, stream_cfg: StreamConfig,
                  sample_rate: int, chunk_frames: int | None, cancel: Callable[[], None],
-                 spans: list[tuple[int, int]], units: list[str]):
+                 spans: list[tuple[int, int]], units: list[str],
+                 decode: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.seq = seq
         self.spans = spans  # character span of each text unit, for timing marks
         self.units = units
@@ -106,6 +108,7 @@ class UtteranceStream:
         self._stream_cfg = stream_cfg
         self.sample_rate = sample_rate
         self._chunk_frames = chunk_frames
+        self._decode = decode  # None: codec.decode on this thread
         self._cancel = cancel
         self.submitted_at = time.perf_counter()
         self.finished: Finished | None = None
@@ -142,7 +145,7 @@ class UtteranceStream:
             self.cancel()  # the consumer stopped early: free the engine's work now
 
     def __iter__(self) -> Iterator[AudioChunk | TimingMark | Finished]:
-        streamer = AudioStreamer(self._codec, self._stream_cfg, self.sample_rate, self._chunk_frames)
+        streamer = AudioStreamer(self._codec, self._stream_cfg, self.sample_rate, self._chunk_frames, self._decode)
         offset, ttfa, frames, frame_ms = 0, None, 0, 1000.0 / self._codec.frame_rate
         reason, error = "cancelled", None
         for kind, value in self.events(streamer.frames_wanted):

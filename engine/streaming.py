@@ -9,6 +9,7 @@ chunk gives the same samples as resampling the whole utterance at once.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torchaudio.functional as AF
@@ -26,8 +27,10 @@ def check_rate(sample_rate: int) -> int:
 
 
 class ChunkDecoder:
-    def __init__(self, codec: Codec, cfg: StreamConfig):
+    def __init__(self, codec: Codec, cfg: StreamConfig, decode: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        """`decode` stands in for `codec.decode` (the engine passes its shared audio thread's)."""
         self.codec = codec
+        self.decode = decode or codec.decode
         self.context = cfg.context_frames
         spf = codec.samples_per_frame
         self.fade = min(int(codec.sample_rate * cfg.crossfade_ms / 1000), self.context * spf)
@@ -41,7 +44,7 @@ class ChunkDecoder:
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         """Decode new frames; returns every sample that is final now."""
         ctx = self.history[-self.context :] if self.context else self.history[:0]
-        wave = self.codec.decode(torch.cat([ctx, codes]))
+        wave = self.decode(torch.cat([ctx, codes]))
         split = len(ctx) * self.codec.samples_per_frame
         body = wave[split:]
         self.history = torch.cat([ctx, codes])
@@ -110,9 +113,10 @@ class AudioStreamer:
     straight from 2 frames to 8 (or even to 3) ran playback dry in the load test.
     """
 
-    def __init__(self, codec: Codec, cfg: StreamConfig, sample_rate: int, chunk_frames: int | None = None):
+    def __init__(self, codec: Codec, cfg: StreamConfig, sample_rate: int, chunk_frames: int | None = None,
+                 decode: Callable[[torch.Tensor], torch.Tensor] | None = None):
         check_rate(sample_rate)
-        self.decoder = ChunkDecoder(codec, cfg)
+        self.decoder = ChunkDecoder(codec, cfg, decode)
         self.resampler = StreamingResampler(codec.sample_rate, sample_rate)
         self.chunk = chunk_frames or cfg.chunk_frames
         self.first = min(cfg.first_chunk_frames, self.chunk)

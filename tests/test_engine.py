@@ -4,11 +4,12 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
-from engine.config import SamplingParams
-from engine.engine import EngineOverloaded
+from engine.config import CacheConfig, EngineConfig, SamplingParams, StreamConfig
+from engine.engine import Engine, EngineOverloaded
 from engine.outputs import AudioChunk, Finished, TimingMark
 from engine.toy_model import make_toy_model, reference_wave
 from tests.conftest import make_engine, speech_like, wait_idle
@@ -153,6 +154,31 @@ def test_audio_chunks_add_up_at_the_requested_rate(engine, voice):
     assert abs(done.audio_seconds - 20 / 25) < 1e-6 and done.ttfa_ms > 0
     assert len(chunks[0].pcm16()) == 2 * len(chunks[0].samples)
     assert not any(isinstance(e, TimingMark) for e in events)  # this model has no timings
+
+
+def test_the_shared_audio_thread_gives_each_stream_what_its_own_decoding_would(model_dir, voice):
+    def speak(audio_batch: int) -> tuple[list[torch.Tensor], int]:
+        cfg = EngineConfig(cache=CacheConfig(block_size=16, num_blocks=512), num_threads=2,
+                           stream=StreamConfig(audio_batch=audio_batch))
+        with Engine(model_dir, cfg) as eng:
+            streams = [eng.submit(voice, f"Line {i}, at once.", fixed(seed=i, frames=30 + 7 * i)) for i in range(6)]
+            out = [None] * len(streams)
+
+            def read(i):
+                out[i] = torch.from_numpy(np.concatenate([e.samples for e in streams[i] if isinstance(e, AudioChunk)]))
+
+            threads = [threading.Thread(target=read, args=(i,)) for i in range(len(streams))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            return out, (eng.audio.windows if eng.audio else 0)
+
+    shared, windows = speak(16)
+    own, none = speak(0)
+    assert windows > 6 and none == 0  # the audio thread decoded every stream's windows
+    for i, (a, b) in enumerate(zip(shared, own)):
+        assert len(a) == (30 + 7 * i) * 960 and torch.equal(a, b), i
 
 
 def test_eos_or_the_length_guard_ends_every_utterance(engine, voice):

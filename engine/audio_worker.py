@@ -1,0 +1,92 @@
+"""One thread that turns the frames of every stream into waveform, in batches.
+
+Why: with each consumer decoding its own chunks, 16 streams meant 16 threads
+each running the codec on a window of a few frames. Every call streamed all of
+the codec's weights through the cache, and every thread brought its own OpenMP
+team onto a 2-core machine. Here the windows that all streams have queued are
+decoded together: windows of equal length in one batched call (the codec is not
+causal and normalises over its window, so only equal lengths batch exactly),
+shortest first, so a new stream's small first chunk does not wait behind the
+long chunks of streams that are already playing.
+
+Consumers still own everything per stream (crossfades, resampling, timing); they
+only hand the codec call to this thread and block until their window is back.
+"""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from concurrent.futures import Future
+
+import torch
+
+from engine.codec import Codec
+
+
+class AudioWorker:
+    def __init__(self, codec: Codec, max_batch: int = 16):
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.codec = codec
+        self.max_batch = max_batch
+        self.batches = 0  # codec calls made (a stats figure; one thread writes it)
+        self.windows = 0  # windows decoded
+        self._jobs: list[tuple[torch.Tensor, Future]] = []
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="audio", daemon=True)
+        self._thread.start()
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes [frames, codebooks] -> wave, as `codec.decode` gives it; blocks until done.
+
+        After `close()` the caller's own thread decodes, so a stream that is still
+        finishing while the engine shuts down gets its audio rather than an error."""
+        with self._cv:
+            queued: Future | None = None
+            if not self._closed:
+                queued = Future()
+                self._jobs.append((codes, queued))
+                self._cv.notify()
+        return self.codec.decode(codes) if queued is None else queued.result()
+
+    @property
+    def queued(self) -> int:
+        """Windows waiting for the thread (not counting a batch being decoded)."""
+        with self._cv:
+            return len(self._jobs)
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._jobs or self._closed)
+                jobs, self._jobs = self._jobs, []
+                closed = self._closed
+            self._run(jobs)  # windows queued before close() are still decoded
+            if closed:
+                return
+
+    def _run(self, jobs: list[tuple[torch.Tensor, Future]]) -> None:
+        by_length: dict[int, list[tuple[torch.Tensor, Future]]] = defaultdict(list)
+        for codes, fut in jobs:
+            by_length[len(codes)].append((codes, fut))
+        for length in sorted(by_length):
+            group = by_length[length]
+            for i in range(0, len(group), self.max_batch):
+                part = group[i:i + self.max_batch]
+                try:
+                    waves = self.codec.decode_batch(torch.stack([codes for codes, _ in part]))
+                except Exception as exc:  # fails only the windows of this call
+                    for _, fut in part:
+                        fut.set_exception(exc)
+                    continue
+                self.batches += 1
+                self.windows += len(part)
+                for (_, fut), wave in zip(part, waves):
+                    fut.set_result(wave)

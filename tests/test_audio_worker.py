@@ -1,0 +1,122 @@
+"""The shared audio thread: windows from many streams, decoded in batches, each
+returned to its own caller exactly as a lone decode would make it."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from engine.audio_worker import AudioWorker
+from engine.codec import ParametricCodec
+from engine.mel_codec import MelCodec
+from engine.model import SHIPPED_MODEL_DIR
+from engine.packed import can_pack
+
+
+class Recording:
+    """A real codec that records each batched call and can hold the first one back."""
+
+    def __init__(self, codec, fail_length: int | None = None):
+        self.codec, self.fail_length = codec, fail_length
+        self.calls: list[tuple[int, int]] = []  # (windows, frames) per call
+        self.hold = threading.Event()
+        self.holding = threading.Event()
+
+    def decode(self, codes):
+        return self.codec.decode(codes)
+
+    def decode_batch(self, codes):
+        if not self.calls:
+            self.holding.set()
+            self.hold.wait(10)
+        self.calls.append((codes.shape[0], codes.shape[1]))
+        if codes.shape[1] == self.fail_length:
+            raise RuntimeError("this window length fails")
+        return self.codec.decode_batch(codes)
+
+
+@pytest.fixture(scope="module")
+def mel_codec():
+    if not (SHIPPED_MODEL_DIR / "codec.safetensors").exists():
+        pytest.skip("no trained codec in engine/models/default")
+    return MelCodec(SHIPPED_MODEL_DIR, packed=can_pack(torch.device("cpu"), torch.float32))
+
+
+def windows(codec, lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, codec.codebook_size, (n, codec.num_codebooks), generator=gen) for n in lengths]
+
+
+def decode_concurrently(worker: AudioWorker, codec: Recording, jobs: list[torch.Tensor]) -> list:
+    """Decode jobs[0] first and hold it in the codec until the rest are queued, so what
+    gets batched together does not depend on thread timing."""
+    results: list = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = worker.decode(jobs[i])
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(0,))]
+    threads[0].start()
+    assert codec.holding.wait(10)
+    threads += [threading.Thread(target=run, args=(i,)) for i in range(1, len(jobs))]
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 10
+    while worker.queued < len(jobs) - 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    codec.hold.set()
+    for t in threads:
+        t.join(10)
+    return results
+
+
+def test_windows_of_many_streams_batch_by_length_shortest_first_and_match_lone_decodes(mel_codec):
+    codec = Recording(mel_codec)
+    worker = AudioWorker(codec, max_batch=4)
+    lengths = [10, 10, 3, 10, 5, 10, 3, 10, 10, 5, 10, 10]
+    jobs = windows(mel_codec, lengths)
+    try:
+        results = decode_concurrently(worker, codec, jobs)
+    finally:
+        worker.close()
+    for codes, wave in zip(jobs, results):
+        assert torch.equal(wave, mel_codec.decode(codes)), len(codes)  # the batch changes no bit
+    # The held first window alone; then the 11 queued ones: 2 of length 3, 2 of 5, and
+    # 7 of 10 split into batches of at most 4, shortest first.
+    assert codec.calls == [(1, 10), (2, 3), (2, 5), (4, 10), (3, 10)]
+    assert (worker.batches, worker.windows) == (5, 12)
+
+
+def test_a_failing_call_fails_only_its_own_windows():
+    codec = Recording(ParametricCodec(), fail_length=7)
+    worker = AudioWorker(codec)
+    jobs = windows(codec.codec, [4, 7, 4, 7, 9])
+    try:
+        results = decode_concurrently(worker, codec, jobs)
+        again = worker.decode(jobs[0])  # and the thread goes on serving
+    finally:
+        worker.close()
+    assert [isinstance(r, RuntimeError) for r in results] == [False, True, False, True, False]
+    for codes, wave in zip(jobs, results):
+        if not isinstance(wave, Exception):
+            assert torch.equal(wave, codec.codec.decode(codes))
+    assert torch.equal(again, results[0])
+
+
+def test_after_close_callers_decode_on_their_own_thread():
+    codec = ParametricCodec()
+    worker = AudioWorker(codec)
+    worker.close()
+    (codes,) = windows(codec, [6])
+    assert torch.equal(worker.decode(codes), codec.decode(codes))
+    assert worker.batches == 0
+
+
+def test_a_batch_size_below_one_is_refused():
+    with pytest.raises(ValueError, match="max_batch"):
+        AudioWorker(ParametricCodec(), max_batch=0)
