@@ -1,14 +1,21 @@
-"""Game dialogue to train and evaluate on, generated from templates.
+"""Text to train and evaluate on: game dialogue from templates, and broad English.
 
-Deterministic for a seed. Lines cover what NPCs say: barks, greetings, questions,
-quests, trade with prices, combat calls, and longer lore lines; numbers, names and
-game shorthand go through the same normaliser the service uses. A line's split
-(train or held-out eval) depends only on its text, so it is stable across runs.
+Deterministic for a seed. Game lines cover what NPCs say: barks, greetings,
+questions, quests, trade with prices, combat calls, and longer lore lines;
+numbers, names and game shorthand go through the same normaliser the service
+uses. A line's split (train or held-out eval) depends only on its text, so it is
+stable across runs. Broad lines (`BroadText`) are for training only: some thirty
+templates repeat the same few hundred words, and an LLM writing an NPC's lines
+will not keep to them.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
+import itertools
+import json
 import random
+import re
 
 from engine.normalize import normalize
 
@@ -108,3 +115,50 @@ def lines(count: int, seed: int = 0, heldout: bool = False) -> list[tuple[str, s
         if len(out) == count:
             break
     return out
+
+
+# A sentence we keep: plain words and numbers, commas inside, one full stop or
+# question or exclamation mark at the end (no abbreviations, brackets or symbols).
+_WORD = r"(?:[A-Za-z]+(?:'[a-z]+)?|\d+)"
+_SENTENCE = re.compile(rf"[A-Z][a-z]*(?:'[a-z]+)? (?:{_WORD},? )*{_WORD}[a-z][.?!]")
+
+
+class BroadText:
+    """Sentences of general English with a wide vocabulary, for phonetic coverage.
+
+    A seeded walk over the word-trigram table that the essential-generators package
+    (MIT) ships, built from encyclopedia text; the output reads like a plausible
+    fragment of an article, which is all a teacher voice needs to say it naturally.
+    Loading the table takes ~10 s and ~1 GB."""
+
+    def __init__(self):
+        table = importlib.resources.files("essential_generators") / "markov_textgen.json"
+        chain = json.loads(table.read_text(encoding="utf-8"))
+        self.next = {k: (v["transitions"], list(itertools.accumulate(v["weights"])))
+                     for k, v in chain.items() if v.get("transitions")}
+        self.starts = sorted(k for k in self.next if re.fullmatch(r"[A-Z][a-z]+ [a-z]+", k))
+
+    def sentence(self, rng: random.Random, min_words: int = 4, max_words: int = 20) -> str | None:
+        """One sentence, or None when this walk gave nothing we keep (draw again)."""
+        words = rng.choice(self.starts).split()
+        while len(words) < max_words and words[-1][-1] not in ".?!":
+            step = self.next.get(f"{words[-2]} {words[-1]}")
+            if step is None:
+                return None
+            options, cumulative = step
+            words.append(rng.choices(options, cum_weights=cumulative)[0])
+        text = " ".join(words)
+        return text if len(words) >= min_words and _SENTENCE.fullmatch(text) else None
+
+    def lines(self, count: int, seed: int = 0) -> list[tuple[str, str]]:
+        """`count` distinct (raw, normalised) sentences, none of them a held-out line."""
+        rng, out, seen = random.Random(seed), [], set()
+        for _ in range(count * 500):
+            raw = self.sentence(rng)
+            if raw is None or raw in seen or is_heldout(raw):
+                continue
+            seen.add(raw)
+            out.append((raw, normalize(raw)))
+            if len(out) == count:
+                break
+        return out

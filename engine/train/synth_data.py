@@ -6,6 +6,9 @@
     python -m engine.train.synth_data --shards 300 --threads 1 --worker 1/2
 
 Writes ~/.cache/npc-voice/data/<split>/shard_NNNNN.npz (override with --out).
+Train shards from --broad-from on (default 220, the shards the first models trained
+on hold game lines only) mix in --broad-share of general English sentences
+(corpus.BroadText) for wider phonetic coverage; held-out lines stay game lines.
 Shards are written atomically and skipped when present, so an interrupted run
 resumes where it stopped; shard i is the same whenever it is made (seeded).
 Each shard holds, per utterance: the normalised text, the phoneme symbols,
@@ -26,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.text import make_tokenizer, spell
-from engine.train.corpus import lines
+from engine.train.corpus import BroadText, lines
 from engine.train.teachers import Kokoro, Piper, VoiceSpec
 
 BASE = ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"]
@@ -91,6 +94,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--broad-share", type=float, default=0.4, help="share of general English in new train shards")
+    ap.add_argument("--broad-from", type=int, default=220, help="first train shard that holds general English")
     ap.add_argument("--worker", default="0/1", help="i/n: make only shards with index %% n == i (run n of these "
                                                     "side by side, one per core)")
     args = ap.parse_args()
@@ -102,10 +107,22 @@ def main() -> None:
     texts = [norm for _, norm in lines(shards * args.per_shard, seed=args.seed, heldout=heldout)]
     worker, workers = (int(x) for x in args.worker.split("/"))
     todo = [i for i in range(shards) if i % workers == worker and not (out / f"shard_{i:05d}.npz").exists()]
+    n_broad = 0 if heldout else round(args.broad_share * args.per_shard)
+    broad = []
+    if n_broad and any(i >= args.broad_from for i in todo):
+        broad = [norm for _, norm in BroadText().lines((shards - args.broad_from) * n_broad, seed=args.seed)]
+
+    def shard_texts(i: int) -> list[str]:
+        game = texts[i * args.per_shard:(i + 1) * args.per_shard]
+        if not n_broad or i < args.broad_from:
+            return game
+        j = (i - args.broad_from) * n_broad
+        return game[: args.per_shard - n_broad] + broad[j:j + n_broad]
+
     tokenizer = make_tokenizer("phonemes", 128)
     teachers = {"kokoro": Kokoro(args.threads), "piper": Piper(args.threads)}
     for i in tqdm(todo, desc=f"{args.split} shards", unit="shard"):
-        shard = make_shard(i, texts[i * args.per_shard:(i + 1) * args.per_shard], voices, teachers, tokenizer,
+        shard = make_shard(i, shard_texts(i), voices, teachers, tokenizer,
                            args.seed, vary_speed=not heldout)
         fd, tmp = tempfile.mkstemp(dir=out, suffix=".npz.tmp")
         with os.fdopen(fd, "wb") as f:
