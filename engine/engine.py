@@ -193,7 +193,8 @@ class Engine:
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(seq, outbox, self.codec, self.config.stream,
                                  sample_rate, chunk_frames, lambda: self._cancel(seq), spans,
-                                 [self.tokenizer.symbol(i) for i in ids], self.audio and self.audio.decode)
+                                 [self.tokenizer.symbol(i) for i in ids],
+                                 self.audio.decode if self.audio else None)
         self._post(lambda: self._admit(seq, outbox))
         return stream
 
