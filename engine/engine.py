@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +31,7 @@ from engine.scheduler import Scheduler
 from engine.sequence import Sequence
 from engine.streaming import check_rate
 from engine.text import make_tokenizer
+from engine.voice_pins import VoicePins
 from engine.voice import VoicePrompt, utterance_prompt, voice_prefix
 
 
@@ -95,7 +96,7 @@ class Engine:
         self.scheduler = Scheduler(self.config.scheduler, self.blocks)
         self._outboxes: dict[int, Outbox] = {}
         self._on_prefilled: dict[int, Callable[[Sequence], None]] = {}
-        self._pins: OrderedDict[str, list[int]] = OrderedDict()
+        self.pins = VoicePins(self.blocks, self.config.cache.max_pinned_fraction)
         self._commands: deque[Callable[[], None]] = deque()
         self._cv = threading.Condition()
         self._stop = False
@@ -208,7 +209,7 @@ class Engine:
         return self._call(lambda fut: self._warm(voice, fut)).result(timeout)
 
     def unpin_voice(self, voice: VoicePrompt) -> None:
-        self._call(lambda fut: fut.set_result(self._unpin(voice.voice_hash))).result()
+        self._call(lambda fut: fut.set_result(self.pins.unpin(voice.voice_hash))).result()
 
     def is_cached(self, voice: VoicePrompt) -> bool:
         """Whether every frame of the voice prefix is in the prefix cache right now."""
@@ -222,7 +223,7 @@ class Engine:
         return EngineStats(b.num_blocks, b.num_free, len(s.running), len(s.waiting), b.hits, b.misses,
                            b.evictions, self.counters["prefill_frames"], s.cached_frames,
                            self.counters["decode_frames"], self.counters["steps"], s.preemptions,
-                           len(self._pins), sum(len(v) for v in list(self._pins.values())))
+                           len(self.pins), self.pins.num_blocks)
 
     def close(self) -> None:
         with self._cv:
@@ -361,34 +362,14 @@ class Engine:
 
     def _warm(self, voice: VoicePrompt, fut: Future) -> None:
         name = voice.voice_hash
-        if name in self._pins:
-            self._pins.move_to_end(name)
-            fut.set_result(True)
-            return
-        pinned = self.blocks.pin(voice.frames, voice.key)
-        if pinned is not None:
-            self._keep_pin(name, pinned)
+        if self.pins.touch(name) or self.pins.pin(name, voice.frames, voice.key):
             fut.set_result(True)
             return
         seq = Sequence(voice.frames, voice.num_frames, voice.key, SamplingParams(), 0, 0)
 
-        def done(s: Sequence) -> None:
-            pins = self.blocks.pin(voice.frames, voice.key)
-            if pins is not None:
-                self._keep_pin(name, pins)
+        def done(s: Sequence) -> None:  # prefilled: its blocks are in the cache now
+            self.pins.pin(name, voice.frames, voice.key)
             fut.set_result(False)
 
         self._on_prefilled[seq.seq_id] = done
         self.scheduler.add(seq)
-
-    def _keep_pin(self, name: str, blocks: list[int]) -> None:
-        self._pins[name] = blocks
-        budget = self.config.cache.max_pinned_fraction * self.blocks.num_blocks
-        while len(self._pins) > 1 and sum(len(v) for v in self._pins.values()) > budget:
-            self._unpin(next(iter(self._pins)))
-
-    def _unpin(self, name: str) -> bool:
-        blocks = self._pins.pop(name, None)
-        if blocks is not None:
-            self.blocks.unpin(blocks)
-        return blocks is not None
