@@ -115,6 +115,71 @@ def test_lm_examples_match_what_the_engine_feeds_back():
     assert torch.equal(held_targets[prefix + prompt - 1:], t0)
 
 
+def _audio_shard(path, texts):
+    """An audio shard in synth_data's format, with noise bursts standing in for speech."""
+    import json
+
+    from engine.text import make_tokenizer, spell
+
+    tok, rng = make_tokenizer("phonemes", 128), np.random.default_rng(0)
+    records, audio = [], []
+    for i, text in enumerate(texts):
+        symbols = spell(tok, text)
+        pcm = (rng.standard_normal(12000 + 4800 * i) * 3000).astype(np.int16)
+        per = len(pcm) / 24000 / (len(symbols) + 2)
+        records.append({"text": text, "symbols": symbols, "voice": f"v{i % 2}", "speed": 1.0, "shift": 1.0,
+                        "durations": [per] * (len(symbols) + 2), "samples": len(pcm)})
+        audio.append(pcm)
+    np.savez(path, meta=np.frombuffer(json.dumps(records).encode(), dtype=np.uint8), audio=np.concatenate(audio),
+             offsets=np.cumsum([0] + [len(a) for a in audio]))
+    return records, audio
+
+
+def test_token_store_keeps_what_the_lm_needs_and_refuses_another_encoder(tmp_path):
+    from engine.text import make_tokenizer
+    from engine.train.synth_data import load_shard
+    from engine.train.token_store import load_token_shard, tokenise
+
+    cfg = MelCodecConfig(dim=32, blocks=1, vocoder_dim=32, vocoder_blocks=1)
+    torch.manual_seed(0)
+    save_codec(tmp_path / "codec", cfg, MelAutoencoder(cfg), Vocoder(cfg))
+    (tmp_path / "audio").mkdir()
+    records, audio = _audio_shard(tmp_path / "audio" / "shard_00003.npz", ["Over here!", "Twelve gold, friend."])
+    assert tokenise(tmp_path / "codec", tmp_path / "audio", tmp_path / "tokens") == 1
+    assert tokenise(tmp_path / "codec", tmp_path / "audio", tmp_path / "tokens") == 0  # done shards are skipped
+    back = load_token_shard(tmp_path / "tokens" / "shard_00003.npz")
+    codec, tok = MelCodec(tmp_path / "codec"), make_tokenizer("phonemes", 128)
+    assert len(back) == 2
+    for r, b, pcm in zip(records, back, audio):
+        assert torch.equal(b["codes"], codec.encode(torch.from_numpy(pcm.astype(np.float32) / 32767)))
+        assert b["ids"] == [tok.ids[c] for c in r["symbols"]]
+        assert {k: b[k] for k in ("text", "voice", "durations")} == {k: r[k] for k in ("text", "voice", "durations")}
+    assert len(load_shard(tmp_path / "audio" / "shard_00003.npz")[0]["audio"]) == len(audio[0])
+
+    torch.manual_seed(1)  # another encoder must not add its tokens to these
+    save_codec(tmp_path / "other", cfg, MelAutoencoder(cfg), Vocoder(cfg))
+    with pytest.raises(SystemExit, match="another codec encoder"):
+        tokenise(tmp_path / "other", tmp_path / "audio", tmp_path / "tokens")
+
+
+def test_committed_tokens_fit_the_shipped_codec_and_their_durations():
+    """The token shards in the repo are what the LM trains on: made by the shipped codec's
+    encoder, one id per phoneme, and as many frames as the teacher's durations add up to."""
+    from engine.model import default_model_dir
+    from engine.train.token_store import TOKENS, check_stamp, load_token_shard
+
+    shards = sorted((TOKENS / "train").glob("shard_*.npz"))
+    model_dir = default_model_dir()
+    if not shards or not (model_dir / "codec.safetensors").exists():
+        pytest.skip("no committed token shards or no shipped codec")
+    check_stamp(TOKENS / "train", MelCodec(model_dir).encoder_digest)
+    for path in shards[:: max(1, len(shards) // 8)]:
+        for r in load_token_shard(path):
+            assert len(r["durations"]) == len(r["ids"]) + 2 == len(r["symbols"]) + 2
+            assert r["codes"].shape[1] == 8 and int(r["codes"].max()) < 256
+            assert abs(len(r["codes"]) - sum(r["durations"]) * 25) <= 1.5, (path.name, r["text"])
+
+
 def test_drop_audio_blanks_only_generated_inputs():
     from engine.train.lm_data import IGNORE
     from engine.train.train_lm import drop_audio

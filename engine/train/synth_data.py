@@ -4,13 +4,15 @@
     python -m engine.train.synth_data --split eval                  # held-out lines x held-out voices
     python -m engine.train.synth_data --shards 300 --threads 1 --worker 0/2 &   # two cores: two workers
     python -m engine.train.synth_data --shards 300 --threads 1 --worker 1/2
-    python -m engine.train.synth_data --start 300 --shards 400 --threads 1 --worker 0/2   # with broad text
+    python -m engine.train.synth_data --start 154 --shards 400 --threads 1 --worker 0/2   # with broad text
 
-Writes ~/.cache/npc-voice/data/<split>/shard_NNNNN.npz (override with --out).
-Train shards from --broad-from on (default 300; the shards below it hold game lines
-only, as the first models trained on) mix in --broad-share of general English
-sentences (corpus.BroadText) for wider phonetic coverage; held-out lines stay game
-lines. --start skips lower indices, so new shards can be made without filling gaps.
+Writes ~/.cache/npc-voice/data/<split>/shard_NNNNN.npz (override with --out); then
+engine.train.token_store turns them into the small token shards that are committed.
+Train shards from --broad-from on (default 154; shards 0-153 hold game lines only,
+as the models up to the 8,000-step release trained on) mix in --broad-share of
+general English sentences (corpus.BroadText) for wider phonetic coverage; held-out
+lines stay game lines. --start skips lower indices, so new shards can be made
+without filling gaps.
 Shards are written atomically and skipped when present, so an interrupted run
 resumes where it stopped; shard i is the same whenever it is made (seeded).
 Each shard holds, per utterance: the normalised text, the phoneme symbols,
@@ -97,7 +99,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--broad-share", type=float, default=0.4, help="share of general English in new train shards")
-    ap.add_argument("--broad-from", type=int, default=300, help="first train shard that holds general English")
+    ap.add_argument("--broad-from", type=int, default=154, help="first train shard that holds general English")
     ap.add_argument("--start", type=int, default=0, help="make no shard below this index")
     ap.add_argument("--worker", default="0/1", help="i/n: make only shards with index %% n == i (run n of these "
                                                     "side by side, one per core)")

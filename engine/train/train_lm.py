@@ -1,10 +1,12 @@
 """Train the speech LM on teacher data tokenised by the trained codec.
 
-    python -m engine.train.train_lm --tokenise --codec models/default   # once per codec
-    python -m engine.train.train_lm --minutes 60                       # resumes from its checkpoint
-    python -m engine.train.train_lm --export models/default            # config.json + model.safetensors
+    python -m engine.train.token_store --codec engine/models/default       # tokenise new teacher shards
+    python -m engine.train.train_lm --minutes 60                           # resumes from its checkpoint
+    python -m engine.train.train_lm --init engine/models/default --minutes 60   # or start from a shipped model
+    python -m engine.train.train_lm --export engine/models/default         # config.json + model.safetensors
 
-Each example is one utterance of a voice prompted by another utterance of the
+Training reads the tokens committed in engine/train/tokens (token_store). Each
+example is one utterance of a voice prompted by another utterance of the
 same voice (the voice prefix), laid out by engine.train.lm_data exactly as the
 engine runs it. Loss: cross-entropy on channel 0 (stay / advance / stop) and on
 every codebook of the next frame, over the generated part only.
@@ -14,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import random
 import time
 from collections import defaultdict
@@ -27,14 +28,13 @@ from tqdm import tqdm
 
 from engine.config import ModelConfig
 from engine.model import SpeechLM, save_model
-from engine.text import make_tokenizer
 from engine.train.lm_data import IGNORE, build_example
-from engine.train.synth_data import DATA, load_shard
+from engine.train.token_store import TOKENS, check_stamp, load_token_shard
 from engine.train.train_codec import save_checkpoint
+from engine.weights import load_weights
 
 WORK = Path.home() / ".cache" / "npc-voice" / "train" / "lm"
 DELAY = 3  # frames a unit is fed before its audio (120 ms of lookahead)
-CODEC_STAMP = "CODEC"  # digest of the encoder that made the tokens (engine.weights.tensor_digest)
 
 
 def model_config(dim: int, layers: int, codebooks: int, codebook_size: int, max_ref_frames: int = 250) -> ModelConfig:
@@ -46,46 +46,28 @@ def model_config(dim: int, layers: int, codebooks: int, codebook_size: int, max_
         codec="mel", tokenizer="phonemes", description="speech LM trained on teacher voices (engine/train)")
 
 
-def tokenise(codec_dir: Path, data: Path, out: Path) -> None:
-    from engine.mel_codec import MelCodec
-
-    codec = MelCodec(codec_dir)
-    tok = make_tokenizer("phonemes", 128)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = out / CODEC_STAMP
-    if stamp.exists() and stamp.read_text().strip() != codec.encoder_digest:
-        raise SystemExit(f"{out} holds tokens of another codec encoder; move it away to tokenise afresh")
-    stamp.write_text(codec.encoder_digest + "\n")
-    for shard in tqdm(sorted(data.glob("shard_*.npz")), desc="tokenising", unit="shard"):
-        target = out / shard.name
-        if target.exists():
-            continue
-        records = []
-        for r in load_shard(shard):
-            codes = codec.encode(torch.from_numpy(r.pop("audio").astype(np.float32) / 32767))
-            r["ids"] = [tok.ids[c] for c in r["symbols"]]
-            r["codes"] = codes.numpy().astype(np.int16).tolist()
-            records.append(r)
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(records))
-        os.replace(tmp, target)
-
-
 class Examples:
     def __init__(self, token_dir: Path, cfg: ModelConfig, max_ref_frames: int, seed: int):
-        self.cfg = cfg
+        self.cfg, self.token_dir = cfg, token_dir
         self.by_voice: dict[str, list[dict]] = defaultdict(list)
-        for path in sorted(token_dir.glob("shard_*.npz")):
-            for r in json.loads(path.read_text()):
-                r["codes"] = torch.tensor(r["codes"], dtype=torch.long)
-                self.by_voice[r["voice"]].append(r)
-        self.utts = [r for rs in self.by_voice.values() if len(rs) > 1 for r in rs]
-        if not self.utts:
-            raise SystemExit(f"no tokenised data in {token_dir}: run with --tokenise first")
+        self.shards: set[str] = set()
+        if not self.load_new():
+            raise SystemExit(f"no tokenised data in {token_dir}: run engine.train.token_store first")
         self.max_ref = max_ref_frames
         self.rng = random.Random(seed)
         self.skipped = 0
         self.ready: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+
+    def load_new(self) -> int:
+        """Add shards tokenised since the last call (synthesis may run beside training);
+        returns how many."""
+        new = [p for p in sorted(self.token_dir.glob("shard_*.npz")) if p.name not in self.shards]
+        for path in new:
+            for r in load_token_shard(path):
+                self.by_voice[r["voice"]].append(r)
+            self.shards.add(path.name)
+        self.utts = [r for rs in self.by_voice.values() if len(rs) > 1 for r in rs]
+        return len(new)
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         while True:
@@ -146,11 +128,9 @@ def check_codec(model_dir: Path, token_dir: Path) -> None:
     """Refuse to pair the LM with a codec whose encoder did not make its training tokens."""
     from engine.mel_codec import MelCodec
 
-    stamp = token_dir / CODEC_STAMP
     if not (model_dir / "codec.safetensors").exists():
         raise SystemExit(f"{model_dir} has no codec: export the codec there first")
-    if stamp.exists() and stamp.read_text().strip() != MelCodec(model_dir).encoder_digest:
-        raise SystemExit(f"the codec in {model_dir} is not the one whose tokens trained this LM ({stamp})")
+    check_stamp(token_dir, MelCodec(model_dir).encoder_digest)
 
 
 def plot_curves(log_path: Path, val_path: Path, out: Path) -> None:
@@ -177,10 +157,10 @@ def plot_curves(log_path: Path, val_path: Path, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DATA / "train")
-    ap.add_argument("--work", type=Path, default=WORK)
+    ap.add_argument("--tokens", type=Path, default=TOKENS, help="dir with the train/ and eval/ token shards")
+    ap.add_argument("--work", type=Path, default=WORK, help="checkpoint and loss logs")
     ap.add_argument("--codec", type=Path, help="model dir with codec.json + codec.safetensors")
-    ap.add_argument("--tokenise", action="store_true")
+    ap.add_argument("--init", type=Path, help="with no checkpoint yet, start from this exported model's weights")
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=8)
@@ -196,19 +176,15 @@ def main() -> None:
     ap.add_argument("--export", type=Path, help="write config.json + model.safetensors (int8) beside the codec here")
     ap.add_argument("--plot", type=Path, help="draw the training curves to this PNG and exit")
     args = ap.parse_args()
-    token_dir, ckpt_path, log_path = args.work / "tokens", args.work / "checkpoint.pt", args.work / "losses.csv"
-    val_dir, val_path = args.work / "val_tokens", args.work / "val_losses.csv"
-    if args.tokenise:
-        tokenise(args.codec, args.data, token_dir)
-        if (args.data.parent / "eval").exists():  # held-out voices and lines: the validation loss
-            tokenise(args.codec, args.data.parent / "eval", val_dir)
-        return
+    token_dir, ckpt_path, log_path = args.tokens / "train", args.work / "checkpoint.pt", args.work / "losses.csv"
+    val_dir, val_path = args.tokens / "eval", args.work / "val_losses.csv"  # held-out voices and lines
     if args.plot:
         plot_curves(log_path, val_path, args.plot)
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    codec_cfg = json.loads(((args.codec or args.export) / "codec.json").read_text()) if (args.codec or args.export) \
+    codec_dir = args.codec or args.export or args.init
+    codec_cfg = json.loads((codec_dir / "codec.json").read_text()) if codec_dir \
         else {"groups": 8, "levels": [4, 4, 4, 4]}
     cfg = model_config(args.dim, args.layers, codec_cfg["groups"], int(np.prod(codec_cfg["levels"])),
                        args.max_ref_frames)
@@ -223,12 +199,18 @@ def main() -> None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
+    elif args.init:
+        # A new machine has no checkpoint; a shipped model (int8, dequantised) is the
+        # next best start. The optimiser's moments start afresh, hence the warmup.
+        model.load_state_dict(load_weights(args.init / "model.safetensors"))
+        print(f"starting from the weights in {args.init}")
     if args.export:
         check_codec(args.export, token_dir)
         save_model(model.eval(), args.export, int8=True)
         print(f"exported step {step} to {args.export}")
         return
     data = Examples(token_dir, cfg, args.max_ref_frames, seed=step)
+    print(f"{len(data.utts)} utterances in {len(data.shards)} token shards; starting at step {step}")
     drop_gen = torch.Generator().manual_seed(step)
     # The same few held-out batches every time, so the curve compares like with like.
     val_batches = []
@@ -238,6 +220,8 @@ def main() -> None:
 
     def save() -> None:
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step})
+        if added := data.load_new():
+            tqdm.write(f"step {step}: {added} new token shards, {len(data.utts)} utterances")
         if not val_batches:
             return
         model.eval()
