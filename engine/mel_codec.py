@@ -179,11 +179,9 @@ class MelCodec:
         self.front = MelFrontEnd(self.cfg)
         self.autoencoder = MelAutoencoder(self.cfg).eval()
         self.vocoder = Vocoder(self.cfg).eval()
-        weights = load_weights(model_dir / "codec.safetensors")
+        weights = load_codec_weights(model_dir, self.autoencoder, self.vocoder)
         self.encoder_digest = tensor_digest(weights, "ae.encoder.")
         self.identity = f"mel-{self.encoder_digest}"
-        self.autoencoder.load_state_dict({k[3:]: v for k, v in weights.items() if k.startswith("ae.")})
-        self.vocoder.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("voc.")})
         if packed:  # the streaming path only: tokens from encode() stay exactly as training made them
             pack_for_cpu(self.autoencoder.decoder)
             pack_for_cpu(self.vocoder)
@@ -209,6 +207,14 @@ class MelCodec:
     def decode_batch(self, codes: torch.Tensor) -> torch.Tensor:
         q = self.autoencoder.fsq.from_codes(codes.long().cpu())
         return self.vocoder(self.autoencoder.decoder(q)).clamp(-1, 1)
+
+
+def load_codec_weights(model_dir: str | Path, ae: MelAutoencoder, vocoder: Vocoder) -> dict[str, torch.Tensor]:
+    """Fill `ae` and `vocoder` from model_dir/codec.safetensors; returns the weights by name."""
+    weights = load_weights(Path(model_dir) / "codec.safetensors")
+    ae.load_state_dict({k[3:]: v for k, v in weights.items() if k.startswith("ae.")})
+    vocoder.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("voc.")})
+    return weights
 
 
 def save_codec(model_dir: str | Path, cfg: MelCodecConfig, ae: MelAutoencoder, vocoder: Vocoder,

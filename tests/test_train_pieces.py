@@ -162,6 +162,31 @@ def test_token_store_keeps_what_the_lm_needs_and_refuses_another_encoder(tmp_pat
         tokenise(tmp_path / "other", tmp_path / "audio", tmp_path / "tokens")
 
 
+def test_codec_stage_two_from_a_shipped_codec_keeps_its_tokens(tmp_path, monkeypatch):
+    """train_codec --init DIR --freeze-encoder: decoder and vocoder train on, the encoder (and
+    so every token an LM was trained on) survives training and the int8 re-export bit for bit."""
+    import sys
+
+    from engine.train import train_codec
+    from engine.weights import load_weights
+
+    torch.manual_seed(0)
+    cfg = MelCodecConfig()
+    save_codec(tmp_path / "shipped", cfg, MelAutoencoder(cfg), Vocoder(cfg), int8=True)
+    (tmp_path / "audio").mkdir()
+    _audio_shard(tmp_path / "audio" / "shard_00000.npz", ["Over here!", "Twelve gold, friend."])
+    common = ["train_codec", "--data", str(tmp_path / "audio"), "--work", str(tmp_path / "work")]
+    for extra in (["--init", str(tmp_path / "shipped"), "--freeze-encoder", "--steps", "2", "--batch", "2",
+                   "--seconds", "0.96", "--threads", "1"], ["--export", str(tmp_path / "out"), "--int8"]):
+        monkeypatch.setattr(sys, "argv", common + extra)
+        train_codec.main()
+    before, after = MelCodec(tmp_path / "shipped"), MelCodec(tmp_path / "out")
+    assert after.encoder_digest == before.encoder_digest
+    old, new = load_weights(tmp_path / "shipped" / "codec.safetensors"), load_weights(tmp_path / "out" / "codec.safetensors")
+    assert not torch.equal(old["ae.decoder.0.weight"], new["ae.decoder.0.weight"])
+    assert not torch.equal(old["voc.inp.weight"], new["voc.inp.weight"])
+
+
 def test_committed_tokens_fit_the_shipped_codec_and_their_durations():
     """The token shards in the repo are what the LM trains on: made by the shipped codec's
     encoder, one id per phoneme, and as many frames as the teacher's durations add up to."""

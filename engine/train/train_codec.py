@@ -1,6 +1,7 @@
 """Train the mel codec (autoencoder with FSQ tokens) and its vocoder on teacher audio.
 
     python -m engine.train.train_codec --minutes 60        # resumes from its last checkpoint
+    python -m engine.train.train_codec --init engine/models/default --freeze-encoder   # stage 2 on a new machine
     python -m engine.train.train_codec --export models/default
 
 Both networks train in one loop on random crops of the teacher shards: the
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from engine.mel_codec import MelAutoencoder, MelCodecConfig, MelFrontEnd, Vocoder, save_codec
+from engine.mel_codec import MelAutoencoder, MelCodecConfig, MelFrontEnd, Vocoder, load_codec_weights, save_codec
 from engine.train.synth_data import DATA, load_shard
 
 WORK = Path.home() / ".cache" / "npc-voice" / "train" / "codec"
@@ -101,6 +102,7 @@ def main() -> None:
     ap.add_argument("--freeze-encoder", action="store_true",
                     help="stage 2 (sticky once set): keep the encoder, and so every token, fixed while the decoder "
                          "and vocoder go on training, so an LM trained on the tokens stays valid")
+    ap.add_argument("--init", type=Path, help="with no checkpoint yet, start from the codec exported in this dir")
     ap.add_argument("--export", type=Path, help="write codec.json + codec.safetensors here and exit")
     ap.add_argument("--int8", action="store_true", help="export large matrices as int8 (shipped models)")
     ap.add_argument("--plot", type=Path, help="draw the training curves to this PNG and exit")
@@ -123,6 +125,9 @@ def main() -> None:
         opt_ae.load_state_dict(state["opt_ae"]), opt_voc.load_state_dict(state["opt_voc"])
         step = state["step"]
         args.freeze_encoder |= state.get("frozen_encoder", False)
+    elif args.init:  # the optimisers' moments start afresh
+        load_codec_weights(args.init, ae, voc)
+        print(f"starting from the codec in {args.init}")
     if args.export:
         save_codec(args.export, cfg, ae.eval(), voc.eval(), int8=args.int8)
         print(f"exported step {step} to {args.export}")
