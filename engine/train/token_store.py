@@ -24,9 +24,8 @@ import torch
 from tqdm import tqdm
 
 from engine.text import make_tokenizer
-from engine.train.synth_data import DATA, load_shard
+from engine.train.synth_data import DATA, TOKENS, load_shard
 
-TOKENS = Path(__file__).resolve().parent / "tokens"
 CODEC_STAMP = "CODEC"  # digest of the encoder that made the tokens (engine.weights.tensor_digest)
 _KEEP = ("text", "symbols", "voice", "speed", "shift", "durations")
 
