@@ -4,7 +4,7 @@
 
 Teacher audio (~1 GB per 100 shards) lives only in the cache and is made again by
 engine.train.synth_data; a machine can lose it. The LM needs only each line's
-phoneme ids, durations, voice and codec tokens, which take ~40 kB per 40-line
+phoneme ids, durations, voice and codec tokens, which take ~45 kB per 40-line
 shard, so those are kept in the repository (`engine/train/tokens/<split>/`) and a
 new machine trains at once instead of re-synthesising for hours.
 
@@ -65,16 +65,13 @@ def tokenise(codec_dir: Path, data: Path, out: Path) -> int:
     codec = MelCodec(codec_dir)
     tok = make_tokenizer("phonemes", 128)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = out / CODEC_STAMP
-    if stamp.exists() and stamp.read_text().strip() != codec.encoder_digest:
-        raise SystemExit(f"{out} holds tokens of another codec encoder; move it away to tokenise afresh")
-    stamp.write_text(codec.encoder_digest + "\n")
+    check_stamp(out, codec.encoder_digest)
+    (out / CODEC_STAMP).write_text(codec.encoder_digest + "\n")
     todo = [s for s in sorted(data.glob("shard_*.npz")) if not (out / s.name).exists()]
     for shard in tqdm(todo, desc=f"tokenising {data.name}", unit="shard"):
         records = []
         for r in load_shard(shard):
-            with torch.inference_mode():
-                r["codes"] = codec.encode(torch.from_numpy(r.pop("audio").astype(np.float32) / 32767)).numpy()
+            r["codes"] = codec.encode(torch.from_numpy(r.pop("audio").astype(np.float32) / 32767)).numpy()
             r["ids"] = [tok.ids[c] for c in r["symbols"]]
             records.append(r)
         save_token_shard(out / shard.name, records)
@@ -85,7 +82,8 @@ def check_stamp(token_dir: Path, encoder_digest: str) -> None:
     """Refuse a codec whose encoder did not make the tokens in `token_dir`."""
     stamp = token_dir / CODEC_STAMP
     if stamp.exists() and stamp.read_text().strip() != encoder_digest:
-        raise SystemExit(f"the codec is not the one whose tokens are in {token_dir} ({stamp})")
+        raise SystemExit(f"{token_dir} holds tokens of another codec encoder ({stamp}): use the codec that made "
+                         "them, or move the dir away to tokenise afresh")
 
 
 def main() -> None:
