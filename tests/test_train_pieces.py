@@ -116,10 +116,9 @@ def test_lm_examples_match_what_the_engine_feeds_back():
 
 
 def _audio_shard(path, texts):
-    """An audio shard in synth_data's format, with noise bursts standing in for speech."""
-    import json
-
+    """An audio shard as synth_data writes it, with noise bursts standing in for speech."""
     from engine.text import make_tokenizer, spell
+    from engine.train.synth_data import save_shard
 
     tok, rng = make_tokenizer("phonemes", 128), np.random.default_rng(0)
     records, audio = [], []
@@ -130,8 +129,7 @@ def _audio_shard(path, texts):
         records.append({"text": text, "symbols": symbols, "voice": f"v{i % 2}", "speed": 1.0, "shift": 1.0,
                         "durations": [per] * (len(symbols) + 2), "samples": len(pcm)})
         audio.append(pcm)
-    np.savez(path, meta=np.frombuffer(json.dumps(records).encode(), dtype=np.uint8), audio=np.concatenate(audio),
-             offsets=np.cumsum([0] + [len(a) for a in audio]))
+    save_shard(path, records, audio)
     return records, audio
 
 

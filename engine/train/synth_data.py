@@ -64,7 +64,7 @@ def eval_voices() -> list[VoiceSpec]:
 
 
 def make_shard(index: int, texts: list[str], voices: list[VoiceSpec], teachers: dict, tokenizer, seed: int,
-               vary_speed: bool) -> dict:
+               vary_speed: bool) -> tuple[list[dict], list[np.ndarray]]:
     rng = random.Random(seed * 100003 + index)
     records, audio = [], []
     for text in texts:
@@ -78,8 +78,21 @@ def make_shard(index: int, texts: list[str], voices: list[VoiceSpec], teachers: 
                         "shift": voice.shift,
                         "durations": [round(float(d), 5) for d in utt.durations], "samples": len(pcm)})
         audio.append(pcm)
-    return {"meta": np.frombuffer(json.dumps(records, ensure_ascii=False).encode(), dtype=np.uint8),
-            "audio": np.concatenate(audio), "offsets": np.cumsum([0] + [len(a) for a in audio])}
+    return records, audio
+
+
+def write_npz(path: Path, compressed: bool = False, **arrays: np.ndarray) -> None:
+    """Write arrays to `path` atomically (a reader never sees half a shard)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    with os.fdopen(fd, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)
+    os.replace(tmp, path)
+
+
+def save_shard(path: Path, records: list[dict], audio: list[np.ndarray]) -> None:
+    """An audio shard: records as JSON, int16 audio concatenated, with offsets."""
+    write_npz(path, meta=np.frombuffer(json.dumps(records, ensure_ascii=False).encode(), dtype=np.uint8),
+              audio=np.concatenate(audio), offsets=np.cumsum([0] + [len(a) for a in audio]))
 
 
 def load_shard(path: str | Path) -> list[dict]:
@@ -131,12 +144,8 @@ def main() -> None:
     tokenizer = make_tokenizer("phonemes", 128)
     teachers = {"kokoro": Kokoro(args.threads), "piper": Piper(args.threads)}
     for i in tqdm(todo, desc=f"{args.split} shards", unit="shard"):
-        shard = make_shard(i, shard_texts(i), voices, teachers, tokenizer,
-                           args.seed, vary_speed=not heldout)
-        fd, tmp = tempfile.mkstemp(dir=out, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **shard)
-        os.replace(tmp, out / f"shard_{i:05d}.npz")
+        save_shard(out / f"shard_{i:05d}.npz", *make_shard(i, shard_texts(i), voices, teachers, tokenizer,
+                                                           args.seed, vary_speed=not heldout))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from engine.text import make_tokenizer
-from engine.train.synth_data import DATA, TOKENS, load_shard
+from engine.train.synth_data import DATA, TOKENS, load_shard, write_npz
 
 CODEC_STAMP = "CODEC"  # digest of the encoder that made the tokens (engine.weights.tensor_digest)
 _KEEP = ("text", "symbols", "voice", "speed", "shift", "durations")
@@ -36,14 +34,11 @@ def save_token_shard(path: Path, records: list[dict]) -> None:
     if any(c.size and (c.min() < 0 or c.max() > 255) for c in codes):
         raise ValueError("codes must fit in a byte (codebooks of at most 256 entries)")
     meta = [{k: r[k] for k in _KEEP} for r in records]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.savez_compressed(
-            f, meta=np.frombuffer(json.dumps(meta, ensure_ascii=False).encode(), dtype=np.uint8),
-            ids=np.concatenate([np.asarray(r["ids"], dtype=np.uint8) for r in records]),
-            id_offsets=np.cumsum([0] + [len(r["ids"]) for r in records]),
-            codes=np.concatenate(codes).astype(np.uint8), code_offsets=np.cumsum([0] + [len(c) for c in codes]))
-    os.replace(tmp, path)
+    write_npz(path, compressed=True,
+              meta=np.frombuffer(json.dumps(meta, ensure_ascii=False).encode(), dtype=np.uint8),
+              ids=np.concatenate([np.asarray(r["ids"], dtype=np.uint8) for r in records]),
+              id_offsets=np.cumsum([0] + [len(r["ids"]) for r in records]),
+              codes=np.concatenate(codes).astype(np.uint8), code_offsets=np.cumsum([0] + [len(c) for c in codes]))
 
 
 def load_token_shard(path: Path) -> list[dict]:

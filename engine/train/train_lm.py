@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine.config import ModelConfig
-from engine.model import SpeechLM, save_model
+from engine.model import WEIGHTS_FILE, SpeechLM, save_model
 from engine.train.lm_data import IGNORE, build_example
 from engine.train.token_store import TOKENS, check_stamp, load_token_shard
 from engine.train.train_codec import save_checkpoint
@@ -202,7 +202,7 @@ def main() -> None:
     elif args.init:
         # A new machine has no checkpoint; a shipped model (int8, dequantised) is the
         # next best start. The optimiser's moments start afresh, hence the warmup.
-        model.load_state_dict(load_weights(args.init / "model.safetensors"))
+        model.load_state_dict(load_weights(args.init / WEIGHTS_FILE))
         print(f"starting from the weights in {args.init}")
     if args.export:
         check_codec(args.export, token_dir)
