@@ -138,10 +138,11 @@ class ParametricCodec:
         return (gs * (vs * buzz + (1 - vs) * noise)).clamp(-1, 1)
 
 
-def make_codec(name: str, frame_rate: float, model_dir: str | Path | None = None, packed: bool = False) -> Codec:
+def make_codec(name: str, frame_rate: float, model_dir: str | Path | None = None,
+               packed: torch.dtype | None = None) -> Codec:
     """"parametric" is the hand-written placeholder; "mel" is the trained codec whose
     weights (codec.json + codec.safetensors) sit in the model directory. `packed`:
-    decode on oneDNN with pre-packed weights (CPU float32; see engine.packed)."""
+    decode on oneDNN with weights pre-packed in this dtype (CPU; see engine.packed)."""
     if name == "parametric":
         return ParametricCodec(frame_rate=frame_rate)
     if name == "mel":

@@ -177,3 +177,6 @@ class EngineConfig:
     dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 on CUDA
     num_threads: int | None = None  # torch threads for the engine thread on CPU (default 1)
     packed_weights: bool = True  # CPU float32: LM and codec decoder on oneDNN with pre-packed weights (engine.packed)
+    # dtype of those packed weights: "auto" is bfloat16 where the CPU multiplies it natively
+    # (AVX512-BF16, AMX), float32 elsewhere; activations and the KV cache stay float32.
+    packed_dtype: str = "auto"

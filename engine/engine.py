@@ -24,7 +24,7 @@ from engine.config import EngineConfig, SamplingParams
 from engine.model import load_model
 from engine.model_runner import ModelRunner
 from engine.outputs import Outbox, UtteranceStream
-from engine.packed import can_pack, pack_for_cpu
+from engine.packed import can_pack, native_bf16, pack_for_cpu
 from engine.pointer import TextPointer
 from engine.sampler import sample_frames
 from engine.scheduler import Scheduler
@@ -75,6 +75,14 @@ def _resolve(cfg: EngineConfig) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
+def _packed_dtype(cfg: EngineConfig) -> torch.dtype:
+    if cfg.packed_dtype == "auto":
+        return torch.bfloat16 if native_bf16() else torch.float32
+    if cfg.packed_dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"packed_dtype must be auto, float32 or bfloat16, got {cfg.packed_dtype!r}")
+    return getattr(torch, cfg.packed_dtype)
+
+
 class Engine:
     def __init__(self, model_dir: str | Path, config: EngineConfig | None = None):
         self.config = config or EngineConfig()
@@ -83,9 +91,10 @@ class Engine:
         self.model = load_model(model_dir, self.device, self.dtype)
         self.model_cfg = self.model.cfg
         self.num_params = sum(p.numel() for p in self.model.parameters())
-        packed = self.config.packed_weights and can_pack(self.device, self.dtype)
-        if packed:
-            pack_for_cpu(self.model)
+        packed = None
+        if self.config.packed_weights and can_pack(self.device, self.dtype):
+            packed = _packed_dtype(self.config)
+            pack_for_cpu(self.model, packed)
         self.codec = make_codec(self.model_cfg.codec, self.model_cfg.frame_rate, model_dir, packed=packed)
         batch = self.config.stream.audio_batch
         self.audio = AudioWorker(self.codec, batch) if batch else None

@@ -171,7 +171,8 @@ class MelFrontEnd(nn.Module):
 class MelCodec:
     """The engine's Codec: 24 kHz wave <-> [frames, groups] tokens at 25 frames/s."""
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", packed: bool = False):
+    def __init__(self, model_dir: str | Path, device: str = "cpu", packed: torch.dtype | bool | None = None):
+        """`packed`: decode on oneDNN with weights pre-packed in this dtype (True: float32)."""
         model_dir = Path(model_dir)
         raw = json.loads((model_dir / "codec.json").read_text())
         raw["levels"] = tuple(raw["levels"])
@@ -183,8 +184,9 @@ class MelCodec:
         self.encoder_digest = tensor_digest(weights, "ae.encoder.")
         self.identity = f"mel-{self.encoder_digest}"
         if packed:  # the streaming path only: tokens from encode() stay exactly as training made them
-            pack_for_cpu(self.autoencoder.decoder)
-            pack_for_cpu(self.vocoder)
+            dtype = torch.float32 if packed is True else packed
+            pack_for_cpu(self.autoencoder.decoder, dtype)
+            pack_for_cpu(self.vocoder, dtype)
         self.sample_rate, self.frame_rate = self.cfg.sample_rate, self.cfg.frame_rate
         self.num_codebooks, self.codebook_size = self.cfg.groups, self.cfg.codebook_size
 

@@ -5,12 +5,13 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from engine.block_manager import BlockManager
 from engine.config import CacheConfig, ModelConfig, SamplingParams
 from engine.model import CONFIG_FILE, load_model
 from engine.model_runner import ModelRunner
-from engine.packed import PackedConv1d, PackedLinear, can_pack, pack_for_cpu
+from engine.packed import PackedConv1d, PackedLinear, can_pack, native_bf16, pack_for_cpu
 from engine.sequence import Sequence
 
 
@@ -94,14 +95,20 @@ needs_onednn = pytest.mark.skipif(not can_pack(torch.device("cpu"), torch.float3
 
 
 @needs_onednn
-def test_a_packed_linear_matches_nn_linear_and_gives_a_row_the_same_bits_in_any_batch():
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
+    not native_bf16(), reason="this CPU has no native bfloat16 matmul"))])
+def test_a_packed_linear_matches_nn_linear_and_gives_a_row_the_same_bits_in_any_batch(dtype):
     torch.manual_seed(0)
     linear = torch.nn.Linear(384, 640, bias=True)
-    packed = PackedLinear(linear.weight, linear.bias)
+    packed = PackedLinear(linear.weight, linear.bias, dtype=dtype)
     x = torch.randn(16, 384)
     with torch.inference_mode():
         out = packed(x)
-        torch.testing.assert_close(out, linear(x), atol=1e-5, rtol=1e-5)
+        assert out.dtype == torch.float32  # bfloat16 weights, float32 in and out
+        # The reference rounds the same operands: what bfloat16 autocast did in training.
+        ref = F.linear(x.to(dtype), linear.weight.to(dtype), linear.bias.to(dtype)).float()
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
         for rows in (slice(0, 1), slice(5, 6), slice(3, 7)):
             assert torch.equal(packed(x[rows]), out[rows])
         assert packed(x.view(4, 4, 384)).shape == (4, 4, 640)
@@ -118,6 +125,22 @@ def test_a_packed_conv1d_matches_nn_conv1d(k, dilation, padding, bias):
         for T in (3, 4, 20):
             x = torch.randn(2, 24, T)
             torch.testing.assert_close(packed(x), conv(x), atol=1e-5, rtol=1e-5)
+
+
+@needs_onednn
+def test_the_engine_packs_its_weights_in_the_configured_dtype(model_dir):
+    from engine.config import EngineConfig
+    from engine.engine import Engine
+
+    def packed_dtypes(engine):
+        return {m.dtype for m in engine.model.modules() if isinstance(m, PackedLinear)}
+
+    with pytest.raises(ValueError, match="packed_dtype must be auto, float32 or bfloat16"):
+        Engine(model_dir, EngineConfig(packed_dtype="float16"))
+    with Engine(model_dir, EngineConfig(packed_dtype="float32")) as engine:
+        assert packed_dtypes(engine) == {torch.float32}
+    with Engine(model_dir, EngineConfig()) as engine:  # auto: bfloat16 only where the CPU has it natively
+        assert packed_dtypes(engine) == {torch.bfloat16 if native_bf16() else torch.float32}
 
 
 @needs_onednn
