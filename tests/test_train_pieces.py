@@ -219,37 +219,6 @@ def test_drop_audio_blanks_only_generated_inputs():
     assert torch.equal(out[kept], frames[kept])
 
 
-def test_self_feed_puts_the_models_own_next_frame_draws_into_generated_inputs():
-    from engine.config import ModelConfig
-    from engine.model import SpeechLM
-    from engine.train.lm_data import IGNORE
-    from engine.train.train_lm import self_feed
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(dim=64, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=128, num_codebooks=4, codebook_size=16)
-    model = SpeechLM(cfg).train()
-    frames = torch.randint(0, 16, (2, 30, 5))
-    targets = torch.full_like(frames, IGNORE)
-    targets[:, 9:29] = 3  # speech_start at 9 predicts frame 10; frames 10..29 are speech inputs
-    gen = torch.Generator().manual_seed(0)
-    assert self_feed(model, frames, targets, 0.0, 0.5, gen) is frames
-    # Near-zero temperature: each draw is the argmax of the prediction one position earlier.
-    out = self_feed(model, frames, targets, 1.0, 1e-4, gen)
-    assert model.training  # the no-grad pass runs in eval mode and gives the mode back
-    model.eval()
-    with torch.no_grad():
-        hidden = model(frames, torch.arange(30).expand(2, 30))
-        best = torch.stack([head(hidden)[..., :16].argmax(-1) for head in model.heads[1:]], -1)
-    assert torch.equal(out[:, 10:, 1:], best[:, 9:29])
-    assert torch.equal(out[:, :10], frames[:, :10]) and torch.equal(out[..., 0], frames[..., 0])
-    assert int(out[..., 1:].max()) < 16  # never the pad id
-    # A share p of the speech inputs is replaced, nothing else.
-    half = self_feed(model, frames, targets, 0.5, 1e-4, gen)
-    changed = (half != frames).any(-1)
-    assert not changed[:, :10].any()
-    assert 0.25 < (half[:, 10:, 1:] == best[:, 9:29]).all(-1).float().mean() < 0.8
-
-
 def test_wer_scoring_normalises_like_our_text():
     from engine.eval import edit_distance, join_compounds, words
 

@@ -112,35 +112,6 @@ def drop_audio(frames: torch.Tensor, targets: torch.Tensor, p: float, pad: int, 
     return out
 
 
-def self_feed(model: SpeechLM, frames: torch.Tensor, targets: torch.Tensor, p: float, temperature: float,
-              gen: torch.Generator, bf16: bool = False) -> torch.Tensor:
-    """Replace the audio of a share `p` of the generated input frames by the model's own
-    draw for that frame, made from the true frames before it (parallel scheduled sampling).
-
-    Teacher forcing only ever shows the model true history, but at inference every frame
-    it reads is one it drew itself, and its errors compound: on held-out lines, decoding
-    its one-step predictions under teacher forcing gives about half the word errors of
-    free running. Targets stay the teacher's, so the model learns to steer back."""
-    if p <= 0:
-        return frames
-    B, T, C = frames.shape
-    V = model.cfg.codebook_size
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        hidden = model(frames, torch.arange(T).expand(B, T))
-        logits = torch.stack([head(hidden)[..., :V] for head in model.heads[1:]], 2)  # [B, T, C-1, V]
-    model.train(was_training)
-    probs = (logits.float() / temperature).softmax(-1)
-    drawn = torch.multinomial(probs.flatten(0, 2), 1, generator=gen).view(B, T, C - 1)
-    # The prediction at position i is for the frame at i + 1.
-    audio = (targets[..., 1] != IGNORE).roll(1, dims=1)
-    swap = audio & (torch.rand(audio.shape, generator=gen) < p)
-    out = frames.clone()
-    out[..., 1:][swap] = drawn.roll(1, dims=1)[swap]
-    return out
-
-
 def lm_loss(model: SpeechLM, frames: torch.Tensor, targets: torch.Tensor,
             bf16: bool = False) -> tuple[torch.Tensor, list[float]]:
     B, T, C = frames.shape
@@ -198,8 +169,6 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--dropout", type=float, default=0.1, help="residual dropout")
     ap.add_argument("--drop-audio", type=float, default=0.1, help="share of input audio frames blanked")
-    ap.add_argument("--self-feed", type=float, default=0.0,
-                    help="share of input audio frames replaced by the model's own draws (scheduled sampling)")
     ap.add_argument("--max-ref-frames", type=int, default=250, help="longest reference clip (10 s)")
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
@@ -281,7 +250,6 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = args.lr * sched(step)
         frames, targets = data.batch(args.batch)
-        frames = self_feed(model, frames, targets, args.self_feed, cfg.temperature, drop_gen, bf16=not args.fp32)
         frames = drop_audio(frames, targets, args.drop_audio, cfg.audio_pad, drop_gen)
         loss, parts = lm_loss(model, frames, targets, bf16=not args.fp32)
         opt.zero_grad()
