@@ -4,6 +4,7 @@
     python -m engine.eval --model models/default --json   # one JSON object
     python -m engine.eval --teacher                       # the teacher audio itself (the ceiling)
     python -m engine.eval --codec models/default          # teacher audio through the codec and back
+    python -m engine.eval --model models/default --teacher-forced   # the LM reading only teacher frames
 
 For each held-out voice, one clip (and its transcript) is the reference the
 model clones; every other line of that voice is synthesised from text.
@@ -147,16 +148,17 @@ def one_core():
         os.sched_setaffinity(0, cpus)
 
 
-def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int,
+def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int, packed_dtype: str = "auto",
                **sampling) -> tuple[dict, float, SamplingParams]:
     """Outputs per voice (same order as its targets), the one-stream, one-thread RTF and the
-    sampling used: the model's own (Engine.default_sampling) with `sampling` overrides."""
+    sampling used: the model's own (Engine.default_sampling) with `sampling` overrides.
+    `packed_dtype`: EngineConfig's, the weights of the CPU kernels."""
     from engine import Engine, EngineConfig
 
     outputs, compute, audio_s = {}, 0.0, 0.0
     # One core for all that is timed: the engine's thread (started inside, so it inherits
     # the mask) and this one, which decodes the audio, take turns on it.
-    with one_core(), Engine(model_dir, EngineConfig(num_threads=1)) as engine:
+    with one_core(), Engine(model_dir, EngineConfig(num_threads=1, packed_dtype=packed_dtype)) as engine:
         torch.set_num_threads(1)
         params = engine.default_sampling(**sampling)
         for name, rs in tqdm(voices.items(), desc="synthesising", unit="voice"):
@@ -192,6 +194,35 @@ def codec_round_trip(codec_dir: Path, voices: dict[str, list[dict]]) -> tuple[di
     return outputs, compute / max(audio_s, 1e-9)
 
 
+def teacher_forced(model_dir: Path, voices: dict[str, list[dict]]) -> dict:
+    """The LM's next-frame predictions when every frame it reads is the teacher's (its
+    committed tokens, teacher timing), decoded from their expected latents. Against
+    free running, the gap is what the model's own compounding errors cost."""
+    from engine.mel_codec import MelCodec
+    from engine.model import load_model
+    from engine.train.lm_data import build_example
+    from engine.train.token_store import TOKENS, check_stamp, load_token_shard
+
+    model, codec = load_model(model_dir), MelCodec(model_dir)
+    cfg, token_dir = model.cfg, TOKENS / "eval"
+    check_stamp(token_dir, codec.encoder_digest)
+    tokens = {(r["voice"], r["text"]): r for path in sorted(token_dir.glob("shard_*.npz"))
+              for r in load_token_shard(path)}
+    outputs = {}
+    for name, rs in tqdm(voices.items(), desc="teacher-forced", unit="voice"):
+        ref, outputs[name] = tokens[name, rs[0]["text"]], []
+        for r in rs[1:]:
+            t = tokens[name, r["text"]]
+            frames, _ = build_example(cfg, ref["ids"], ref["codes"][: cfg.max_reference_frames], t["ids"],
+                                      t["codes"], t["durations"], cfg.mark_delay_frames)
+            with torch.inference_mode():
+                # The position before each audio frame predicts it (speech_start predicts the first).
+                hidden = model(frames[None], torch.arange(len(frames))[None])[0, -len(t["codes"]) - 1:-1]
+                probs = torch.stack([head(hidden)[:, : cfg.codebook_size] for head in model.heads[1:]], 1).softmax(-1)
+            outputs[name].append(codec.decode_expected(probs).numpy())
+    return outputs
+
+
 def score(voices: dict[str, list[dict]], outputs: dict[str, list[np.ndarray]], judge: Judge) -> dict:
     refs = {name: judge.embed(rs[0]["audio"]) for name, rs in voices.items()}
     names = list(refs)
@@ -215,24 +246,32 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="model directory (config.json, weights, codec)")
     ap.add_argument("--teacher", action="store_true", help="score the teacher audio instead of a model")
     ap.add_argument("--codec", type=Path, help="score teacher audio after a round trip through this codec")
+    ap.add_argument("--teacher-forced", action="store_true",
+                    help="with --model: score its next-frame predictions from teacher frames (a diagnostic)")
     ap.add_argument("--data", type=Path, default=EVAL_DATA)
     ap.add_argument("--limit", type=int, help="lines per voice (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temperature", type=float, help="default: the model's own (its config.json)")
     ap.add_argument("--top-k", type=int, help="default: the model's own")
+    ap.add_argument("--packed-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                    help="weights of the engine's CPU kernels (auto: bfloat16 where the CPU has it natively)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if sum(map(bool, (args.teacher, args.model, args.codec))) != 1:
         ap.error("give one of --model DIR, --codec DIR, --teacher")
+    if args.teacher_forced and not args.model:
+        ap.error("--teacher-forced needs --model DIR")
     voices = eval_set(args.data, args.limit)
     if args.teacher:
         outputs, rtf, what = {k: [r["audio"] for r in rs[1:]] for k, rs in voices.items()}, None, "teacher audio"
+    elif args.teacher_forced:
+        outputs, rtf, what = teacher_forced(args.model, voices), None, f"{args.model} teacher-forced, expected latents"
     elif args.codec:
         (outputs, rtf), what = codec_round_trip(args.codec, voices), f"codec round trip {args.codec}"
     else:
         overrides = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
-        outputs, rtf, used = synthesize(args.model, voices, args.seed, **overrides)
-        what = f"{args.model} (temperature {used.temperature})"
+        outputs, rtf, used = synthesize(args.model, voices, args.seed, args.packed_dtype, **overrides)
+        what = f"{args.model} (temperature {used.temperature}, {args.packed_dtype} kernels)"
     result = {**score(voices, outputs, Judge()), "rtf": rtf, "model": what}
     if args.json:
         print(json.dumps(result))

@@ -210,6 +210,16 @@ class MelCodec:
         q = self.autoencoder.fsq.from_codes(codes.long().cpu())
         return self.vocoder(self.autoencoder.decoder(q)).clamp(-1, 1)
 
+    @torch.inference_mode()
+    def decode_expected(self, probs: torch.Tensor) -> torch.Tensor:
+        """Per-codebook distributions [frames, groups, codebook_size] -> wave, decoded from the
+        expected latent (each FSQ dimension's mean level) instead of drawn codes."""
+        fsq = self.autoencoder.fsq
+        values = fsq.from_codes(torch.arange(self.codebook_size)[None, :, None])[0]  # [d, codes]
+        d = values.shape[0]
+        latent = torch.einsum("tgc,dc->gdt", probs.float(), values).reshape(self.cfg.groups * d, -1)
+        return self.vocoder(self.autoencoder.decoder(latent[None]))[0].clamp(-1, 1)
+
 
 def load_codec_weights(model_dir: str | Path, ae: MelAutoencoder, vocoder: Vocoder) -> dict[str, torch.Tensor]:
     """Fill `ae` and `vocoder` from model_dir/codec.safetensors; returns the weights by name."""

@@ -59,6 +59,19 @@ def test_mel_codec_saves_loads_and_keeps_frame_arithmetic(tmp_path):
     audio = codec.decode(codes[:10])
     assert audio.shape == (9600,) and torch.isfinite(audio).all() and audio.abs().max() <= 1.0
     assert torch.equal(codec.encode(wave), codes)  # deterministic
+    # Expected-latent decoding: a sure distribution is the code itself; an even split
+    # between two codes of one group decodes their midpoint latent.
+    probs = torch.nn.functional.one_hot(codes[:10], 256).float()
+    torch.testing.assert_close(codec.decode_expected(probs), audio, atol=1e-5, rtol=0)
+    fsq, mixed, other = codec.autoencoder.fsq, probs.clone(), (codes[:10, 3] + 1) % 256
+    mixed[torch.arange(10), 3] *= 0.5
+    mixed[torch.arange(10), 3, other] += 0.5
+    alt = codes[:10].clone()
+    alt[:, 3] = other
+    latent = (fsq.from_codes(codes[None, :10]) + fsq.from_codes(alt[None])) / 2
+    with torch.inference_mode():
+        midpoint = codec.vocoder(codec.autoencoder.decoder(latent))[0].clamp(-1, 1)
+    torch.testing.assert_close(codec.decode_expected(mixed), midpoint, atol=1e-5, rtol=0)
 
 
 @pytest.fixture(scope="module")
