@@ -17,7 +17,7 @@ as one packed matmul over the stacked taps they take a few tens of microseconds.
 Where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), the packed
 weights can be bfloat16 while activations stay float32 around each layer: at
 batch 1 the matmuls read their weights from memory once per frame, so half the
-bytes is about a third less time (README, "How the engine is built"). The LM was
+bytes took about a fifth off one stream's time (README, "How the engine is built"). The LM was
 trained under bfloat16 autocast, which rounds the same operands the same way.
 
 Training and the reference paths keep plain modules; only the engine packs.
