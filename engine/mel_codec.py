@@ -171,8 +171,8 @@ class MelFrontEnd(nn.Module):
 class MelCodec:
     """The engine's Codec: 24 kHz wave <-> [frames, groups] tokens at 25 frames/s."""
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", packed: torch.dtype | bool | None = None):
-        """`packed`: decode on oneDNN with weights pre-packed in this dtype (True: float32)."""
+    def __init__(self, model_dir: str | Path, device: str = "cpu", packed: torch.dtype | None = None):
+        """`packed`: decode on oneDNN with weights pre-packed in this dtype (None: plain modules)."""
         model_dir = Path(model_dir)
         raw = json.loads((model_dir / "codec.json").read_text())
         raw["levels"] = tuple(raw["levels"])
@@ -183,10 +183,9 @@ class MelCodec:
         weights = load_codec_weights(model_dir, self.autoencoder, self.vocoder)
         self.encoder_digest = tensor_digest(weights, "ae.encoder.")
         self.identity = f"mel-{self.encoder_digest}"
-        if packed:  # the streaming path only: tokens from encode() stay exactly as training made them
-            dtype = torch.float32 if packed is True else packed
-            pack_for_cpu(self.autoencoder.decoder, dtype)
-            pack_for_cpu(self.vocoder, dtype)
+        if packed is not None:  # the streaming path only: tokens from encode() stay exactly as training made them
+            pack_for_cpu(self.autoencoder.decoder, packed)
+            pack_for_cpu(self.vocoder, packed)
         self.sample_rate, self.frame_rate = self.cfg.sample_rate, self.cfg.frame_rate
         self.num_codebooks, self.codebook_size = self.cfg.groups, self.cfg.codebook_size
 
@@ -207,8 +206,12 @@ class MelCodec:
 
     @torch.inference_mode()
     def decode_batch(self, codes: torch.Tensor) -> torch.Tensor:
-        q = self.autoencoder.fsq.from_codes(codes.long().cpu())
-        return self.vocoder(self.autoencoder.decoder(q)).clamp(-1, 1)
+        return self.decode_latent(self.autoencoder.fsq.from_codes(codes.long().cpu()))
+
+    @torch.inference_mode()
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """FSQ latents [B, groups * len(levels), frames] (on the level grid or between) -> waves [B, samples]."""
+        return self.vocoder(self.autoencoder.decoder(latent)).clamp(-1, 1)
 
     @torch.inference_mode()
     def decode_expected(self, probs: torch.Tensor) -> torch.Tensor:
@@ -218,7 +221,7 @@ class MelCodec:
         values = fsq.from_codes(torch.arange(self.codebook_size)[None, :, None])[0]  # [d, codes]
         d = values.shape[0]
         latent = torch.einsum("tgc,dc->gdt", probs.float(), values).reshape(self.cfg.groups * d, -1)
-        return self.vocoder(self.autoencoder.decoder(latent[None]))[0].clamp(-1, 1)
+        return self.decode_latent(latent[None])[0]
 
 
 def load_codec_weights(model_dir: str | Path, ae: MelAutoencoder, vocoder: Vocoder) -> dict[str, torch.Tensor]:

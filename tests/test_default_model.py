@@ -114,7 +114,7 @@ def test_the_packed_codec_decodes_what_the_plain_one_does():
 
     if not can_pack(torch.device("cpu"), torch.float32):
         pytest.skip("no oneDNN in this torch")
-    plain, packed = MelCodec(SHIPPED_MODEL_DIR), MelCodec(SHIPPED_MODEL_DIR, packed=True)
+    plain, packed = MelCodec(SHIPPED_MODEL_DIR), MelCodec(SHIPPED_MODEL_DIR, packed=torch.float32)
     codes = torch.randint(0, plain.codebook_size, (11, plain.num_codebooks), generator=torch.Generator().manual_seed(0))
     for window in (codes[:3], codes):  # a first chunk, and a longer window
         torch.testing.assert_close(packed.decode(window), plain.decode(window), atol=1e-4, rtol=0)
