@@ -180,3 +180,8 @@ class EngineConfig:
     # dtype of those packed weights: "auto" is bfloat16 where the CPU multiplies it natively
     # (AVX512-BF16, AMX), float32 elsewhere; activations and the KV cache stay float32.
     packed_dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        # Checked here, not where the weights are packed, so a bad value fails on CUDA too.
+        if self.packed_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"packed_dtype must be auto, float32 or bfloat16, got {self.packed_dtype!r}")

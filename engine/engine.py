@@ -78,8 +78,6 @@ def _resolve(cfg: EngineConfig) -> tuple[torch.device, torch.dtype]:
 def _packed_dtype(cfg: EngineConfig) -> torch.dtype:
     if cfg.packed_dtype == "auto":
         return torch.bfloat16 if native_bf16() else torch.float32
-    if cfg.packed_dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"packed_dtype must be auto, float32 or bfloat16, got {cfg.packed_dtype!r}")
     return getattr(torch, cfg.packed_dtype)
 
 
