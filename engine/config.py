@@ -177,11 +177,14 @@ class EngineConfig:
     dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 on CUDA
     num_threads: int | None = None  # torch threads for the engine thread on CPU (default 1)
     packed_weights: bool = True  # CPU float32: LM and codec decoder on oneDNN with pre-packed weights (engine.packed)
-    # dtype of those packed weights: "auto" is bfloat16 where the CPU multiplies it natively
-    # (AVX512-BF16, AMX), float32 elsewhere; activations and the KV cache stay float32.
+    # dtype of those packed weights: "float32", "bfloat16", or "int8": the LM's linears on
+    # int8 weights (fastest for a few streams; slower prefill and large batches, see
+    # engine.packed), the codec on bfloat16. "auto" is int8 where the CPU multiplies
+    # bfloat16 natively (AVX512-BF16, AMX), float32 elsewhere. Activations and the KV
+    # cache stay float32.
     packed_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         # Checked here, not where the weights are packed, so a bad value fails on CUDA too.
-        if self.packed_dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"packed_dtype must be auto, float32 or bfloat16, got {self.packed_dtype!r}")
+        if self.packed_dtype not in ("auto", "float32", "bfloat16", "int8"):
+            raise ValueError(f"packed_dtype must be auto, float32, bfloat16 or int8, got {self.packed_dtype!r}")

@@ -75,10 +75,12 @@ def _resolve(cfg: EngineConfig) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
-def _packed_dtype(cfg: EngineConfig) -> torch.dtype:
-    if cfg.packed_dtype == "auto":
-        return torch.bfloat16 if native_bf16() else torch.float32
-    return getattr(torch, cfg.packed_dtype)
+def _packed_kernels(cfg: EngineConfig) -> tuple[torch.dtype, bool]:
+    """(dtype of the packed oneDNN weights, whether the LM's linears are int8 instead)."""
+    name = cfg.packed_dtype
+    if name == "auto":
+        name = "int8" if native_bf16() else "float32"
+    return (torch.bfloat16, True) if name == "int8" else (getattr(torch, name), False)
 
 
 class Engine:
@@ -89,10 +91,11 @@ class Engine:
         self.model = load_model(model_dir, self.device, self.dtype)
         self.model_cfg = self.model.cfg
         self.num_params = sum(p.numel() for p in self.model.parameters())
+        self.model.fuse_for_inference()
         packed = None
         if self.config.packed_weights and can_pack(self.device, self.dtype):
-            packed = _packed_dtype(self.config)
-            pack_for_cpu(self.model, packed)
+            packed, int8 = _packed_kernels(self.config)
+            pack_for_cpu(self.model, packed, int8_linears=int8)
         self.codec = make_codec(self.model_cfg.codec, self.model_cfg.frame_rate, model_dir, packed=packed)
         batch = self.config.stream.audio_batch
         self.audio = AudioWorker(self.codec, batch) if batch else None

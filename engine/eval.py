@@ -253,8 +253,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temperature", type=float, help="default: the model's own (its config.json)")
     ap.add_argument("--top-k", type=int, help="default: the model's own")
-    ap.add_argument("--packed-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                    help="weights of the engine's CPU kernels (auto: bfloat16 where the CPU has it natively)")
+    ap.add_argument("--packed-dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
+                    help="weights of the engine's CPU kernels (auto: int8 decode multiplies where the CPU has native bfloat16)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if sum(map(bool, (args.teacher, args.model, args.codec))) != 1:

@@ -20,6 +20,20 @@ batch 1 the matmuls read their weights from memory once per frame, so half the
 bytes took about a fifth off one stream's time (README, "How the engine is built"). The LM was
 trained under bfloat16 autocast, which rounds the same operands the same way.
 
+A decode step multiplies one frame per row, and that product reads every weight
+to use it once: one stream's speed is set by bytes read and by fixed costs per
+call. `Int8Linear` reads int8 weights (one scale per output row, as the model
+ships) through PyTorch's weight-only int8 kernel on bfloat16 activations: a
+quarter of float32's bytes and none of oneDNN's ~30 us fixed cost per call,
+which for these small matrices is most of the time. On this project's 2-core
+Xeon with AMX one 384 -> 2048 multiply of one row took 81 us, against 167 us on
+oneDNN in bfloat16 and 209 us on MKL in float32, weights out of cache as they
+are in the model. That kernel computes each row on its own (the same bits alone
+or batched), but its time grows with the rows (at 16 rows ~3x oneDNN's), so
+prefill and large batches are slower with it; the engine uses it for all of the
+LM's linears or none, because a row's bits must not depend on the path its
+frame took (README, "How the engine is built").
+
 Training and the reference paths keep plain modules; only the engine packs.
 """
 from __future__ import annotations
@@ -61,6 +75,40 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight [out, in] -> (int8 [out, in], bfloat16 scale [out]) for the weight-only int8 kernel.
+
+    Symmetric absmax per row, as engine.weights ships them, except that the kernel
+    takes bfloat16 scales: each scale is rounded up to one, so that every weight
+    still lands within half a step of its float value (the scale itself rounded
+    after quantising would shift a whole row by up to 0.4%)."""
+    w = weight.detach().float()
+    peak = w.abs().amax(1).clamp_min(1e-12)
+    scale = (peak / 127).to(torch.bfloat16)
+    scale = torch.where(scale.float() * 127 < peak, (scale.view(torch.int16) + 1).view(torch.bfloat16), scale)
+    return torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8).contiguous(), scale
+
+
+class Int8Linear(nn.Module):
+    """Inference-only stand-in for an `nn.Linear`: int8 weights with one scale per output
+    row, multiplied by PyTorch's weight-only int8 kernel on bfloat16 activations
+    (float32 in and out)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.q8, self.scale = int8_rows(weight)
+        self.bias = None if bias is None else bias.detach().float().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features).to(torch.bfloat16), self.q8, self.scale)
+        y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
 class PackedConv1d(nn.Module):
     """Inference-only stand-in for a stride-1, ungrouped, zero-padded `nn.Conv1d`:
     the k taps are stacked into one [T, in*k] matrix and multiplied by the packed weight."""
@@ -86,12 +134,16 @@ class PackedConv1d(nn.Module):
         return self.linear(taps.transpose(1, 2).flatten(2)).transpose(1, 2)
 
 
-def pack_for_cpu(model: nn.Module, dtype: torch.dtype = torch.float32) -> int:
+def pack_for_cpu(model: nn.Module, dtype: torch.dtype = torch.float32, int8_linears: bool = False) -> int:
     """Swap every `nn.Linear`, and every `nn.Conv1d` that `PackedConv1d` supports,
-    inside `model` for its packed twin with `dtype` weights; returns how many."""
+    inside `model` for its packed twin with `dtype` weights; returns how many.
+    `int8_linears`: the linears become `Int8Linear`s instead."""
     swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
              if isinstance(child, nn.Linear) or (isinstance(child, nn.Conv1d) and PackedConv1d.supports(child))]
     for parent, name, child in swaps:
-        setattr(parent, name, PackedLinear(child.weight, child.bias, dtype=dtype) if isinstance(child, nn.Linear)
-                else PackedConv1d(child, dtype))
+        if isinstance(child, nn.Linear):
+            setattr(parent, name, Int8Linear(child.weight, child.bias) if int8_linears
+                    else PackedLinear(child.weight, child.bias, dtype=dtype))
+        else:
+            setattr(parent, name, PackedConv1d(child, dtype))
     return len(swaps)

@@ -11,7 +11,7 @@ from engine.block_manager import BlockManager
 from engine.config import CacheConfig, ModelConfig, SamplingParams
 from engine.model import CONFIG_FILE, load_model
 from engine.model_runner import ModelRunner
-from engine.packed import PackedConv1d, PackedLinear, can_pack, native_bf16, pack_for_cpu
+from engine.packed import Int8Linear, PackedConv1d, PackedLinear, can_pack, int8_rows, native_bf16, pack_for_cpu
 from engine.sequence import Sequence
 
 
@@ -76,6 +76,15 @@ def test_logits_mask_vocab_beyond_each_channel(setup):
     assert torch.isfinite(logits[:, 1, : model.cfg.codebook_size + 1]).all()
 
 
+def test_fused_tables_and_heads_compute_what_the_per_channel_ones_do(model_dir):
+    plain, fused = load_model(model_dir), load_model(model_dir)
+    fused.fuse_for_inference()
+    frames = random_frames(plain.cfg, 20, seed=3)
+    a, b = dense_logits(plain, frames), dense_logits(fused, frames)
+    assert torch.equal(torch.isinf(a), torch.isinf(b))  # the same -inf past each channel's vocabulary
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)  # (the nine embeddings are summed in another order)
+
+
 def test_config_rejects_unknown_keys(model_dir, tmp_path):
     raw = json.loads((model_dir / CONFIG_FILE).read_text())
     raw["n_experts"] = 8
@@ -132,15 +141,46 @@ def test_the_engine_packs_its_weights_in_the_configured_dtype(model_dir):
     from engine.config import EngineConfig
     from engine.engine import Engine
 
-    def packed_dtypes(engine):
-        return {m.dtype for m in engine.model.modules() if isinstance(m, PackedLinear)}
+    def kernels(engine):  # the LM's linears: (class, dtype of its weights)
+        return {(type(m), m.dtype if isinstance(m, PackedLinear) else torch.int8)
+                for m in engine.model.modules() if isinstance(m, (PackedLinear, Int8Linear))}
 
-    with pytest.raises(ValueError, match="packed_dtype must be auto, float32 or bfloat16"):
+    with pytest.raises(ValueError, match="packed_dtype must be auto, float32, bfloat16 or int8"):
         Engine(model_dir, EngineConfig(packed_dtype="float16"))
     with Engine(model_dir, EngineConfig(packed_dtype="float32")) as engine:
-        assert packed_dtypes(engine) == {torch.float32}
-    with Engine(model_dir, EngineConfig()) as engine:  # auto: bfloat16 only where the CPU has it natively
-        assert packed_dtypes(engine) == {torch.bfloat16 if native_bf16() else torch.float32}
+        assert kernels(engine) == {(PackedLinear, torch.float32)}
+    with Engine(model_dir, EngineConfig(packed_dtype="int8")) as engine:
+        assert kernels(engine) == {(Int8Linear, torch.int8)}
+    with Engine(model_dir, EngineConfig()) as engine:  # auto: int8 only where the CPU has bfloat16 natively
+        assert kernels(engine) == {(Int8Linear, torch.int8) if native_bf16() else (PackedLinear, torch.float32)}
+
+
+def test_int8_rows_keep_each_weight_within_half_a_step_with_bfloat16_scales():
+    torch.manual_seed(0)
+    w = torch.randn(64, 96) * torch.logspace(-3, 1, 64)[:, None]  # rows of very different sizes
+    w[5] = 0.0
+    q, scale = int8_rows(w)
+    assert q.dtype == torch.int8 and scale.dtype == torch.bfloat16 and q.abs().max() <= 127
+    step = scale.float()[:, None]
+    assert ((q.float() * step - w).abs() <= step / 2 * (1 + 1e-6)).all()
+    assert (q[5] == 0).all()
+
+
+def test_an_int8_linear_computes_its_int8_weights_and_gives_a_row_the_same_bits_in_any_batch():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(384, 640, bias=True)
+    int8 = Int8Linear(linear.weight, linear.bias)
+    q, scale = int8_rows(linear.weight)
+    x = torch.randn(16, 384)
+    with torch.inference_mode():
+        out = int8(x)
+        assert out.dtype == torch.float32 and out.shape == (16, 640)
+        # What the int8 weights compute on bfloat16 inputs, in float32 arithmetic:
+        ref = x.to(torch.bfloat16).float() @ (q.float() * scale.float()[:, None]).T + linear.bias
+        torch.testing.assert_close(out, ref, atol=2e-2, rtol=2e-2)
+        for rows in (slice(0, 1), slice(5, 6), slice(3, 7)):
+            assert torch.equal(int8(x[rows]), out[rows])
+        assert torch.equal(int8(x.view(4, 4, 384)), out.view(4, 4, 640))
 
 
 @needs_onednn
