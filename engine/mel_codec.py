@@ -149,7 +149,7 @@ class Vocoder(nn.Module):
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         h = self.norm(self.blocks(self.inp(mel)).transpose(1, 2))
         mag, phase = self.out(h).transpose(1, 2).chunk(2, dim=1)
-        spec = torch.exp(mag.clamp(max=6.0)) * torch.exp(1j * phase)
+        spec = torch.polar(torch.exp(mag.clamp(max=6.0)), phase)  # (a complex exp costs ~3x as much)
         return torch.istft(spec, self.cfg.n_fft, self.cfg.hop, window=self.window, center=True,
                            length=mel.shape[-1] * self.cfg.hop)
 

@@ -35,7 +35,7 @@ class PagedAttention:
     v_cache: torch.Tensor
     k_buf: torch.Tensor  # [>= B * max_blocks, block_size * kv_heads * head_dim] gather workspace
     v_buf: torch.Tensor
-    rows: torch.Tensor  # [num valid] long: flat indices of real positions in [B * T]
+    rows: torch.Tensor | None  # [num valid] long: flat indices of real positions in [B * T]; None: all
     slots: torch.Tensor  # [num valid] long: where their K/V go in the pool
     block_tables: torch.Tensor  # [B, max_blocks] long
     mask: torch.Tensor  # [B, 1, T, max_blocks * block_size] additive float (0 or -inf)
@@ -44,6 +44,9 @@ class PagedAttention:
     # prefix. None: plain attention over the whole context.
     shared: list[SharedPrefix] | None = None
     p_buf: torch.Tensor | None = None  # gather workspace for the shared blocks
+    # One row whose blocks are consecutive in the pool from this id: read in place,
+    # not gathered (a view with the gathered copy's strides, so the same bits).
+    run: int | None = None
 
 
 @dataclass
@@ -52,6 +55,7 @@ class SharedPrefix:
 
     blocks: torch.Tensor  # [n] long
     rows: torch.Tensor  # [r] long
+    run: int | None = None  # as PagedAttention.run, for these blocks
 
 
 class RMSNorm(nn.Module):
@@ -63,7 +67,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in float32 so bf16/fp16 runs keep the same scale. One fused op, not
         # five: a decode step runs 13 of these, and on CPU each op costs microseconds.
-        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype) * self.weight
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
 
 
 def rope_tables(cfg: ModelConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,13 +105,16 @@ class Attention(nn.Module):
         else:
             kc, vc = paged.k_cache[self.layer], paged.v_cache[self.layer]
             # Write this step's keys first so every query sees its own position.
-            kc.view(-1, self.n_kv, self.hd).index_copy_(0, paged.slots, k.reshape(B * T, self.n_kv, self.hd)[paged.rows])
-            vc.view(-1, self.n_kv, self.hd).index_copy_(0, paged.slots, v.reshape(B * T, self.n_kv, self.hd)[paged.rows])
+            k, v = k.reshape(B * T, self.n_kv, self.hd), v.reshape(B * T, self.n_kv, self.hd)
+            if paged.rows is not None:  # (None: every query position is real)
+                k, v = k[paged.rows], v[paged.rows]
+            kc.view(-1, self.n_kv, self.hd).index_copy_(0, paged.slots, k)
+            vc.view(-1, self.n_kv, self.hd).index_copy_(0, paged.slots, v)
             # index_select on the flattened pool is a plain row copy, several times
             # faster on CPU than advanced indexing with a [B, blocks] table.
             # The gathers land in preallocated buffers: fresh multi-MB tensors every
             # layer cost more in page faults than the copy itself.
-            keys, vals = self._gather(kc, vc, paged.block_tables, paged.k_buf, paged.v_buf)
+            keys, vals = self._gather(kc, vc, paged.block_tables, paged.k_buf, paged.v_buf, paged.run)
             if paged.shared is not None:
                 out = self._shared_prefix_attention(q, keys, vals, paged, kc, vc)
             else:
@@ -116,11 +123,15 @@ class Attention(nn.Module):
                 )
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))
 
-    def _gather(self, kc, vc, tables: torch.Tensor, kbuf: torch.Tensor, vbuf: torch.Tensor):
-        """Blocks listed in `tables` [B, n] -> keys, values [B, kv_heads, n * block_size, head_dim]."""
+    def _gather(self, kc, vc, tables: torch.Tensor, kbuf: torch.Tensor, vbuf: torch.Tensor, run: int | None = None):
+        """Blocks listed in `tables` [B, n] -> keys, values [B, kv_heads, n * block_size, head_dim].
+        `run`: tables is one row of blocks run, run + 1, ...: no copy needed."""
         B, flat = tables.shape[0], tables.flatten()
-        keys = torch.index_select(kc.flatten(1), 0, flat, out=kbuf[: len(flat)])
-        vals = torch.index_select(vc.flatten(1), 0, flat, out=vbuf[: len(flat)])
+        if run is not None:
+            keys, vals = kc[run : run + len(flat)], vc[run : run + len(flat)]
+        else:
+            keys = torch.index_select(kc.flatten(1), 0, flat, out=kbuf[: len(flat)])
+            vals = torch.index_select(vc.flatten(1), 0, flat, out=vbuf[: len(flat)])
         return (keys.view(B, -1, self.n_kv, self.hd).transpose(1, 2),
                 vals.view(B, -1, self.n_kv, self.hd).transpose(1, 2))
 
@@ -138,7 +149,7 @@ class Attention(nn.Module):
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qg, keys, vals, attn_mask=paged.mask)
         for grp in paged.shared or ():
             own = slice(None) if len(grp.rows) == B else grp.rows  # one voice in the batch: no indexing
-            po, plse = self._prefix_part(qg[own], *self._gather(kc, vc, grp.blocks[None], *paged.p_buf))
+            po, plse = self._prefix_part(qg[own], *self._gather(kc, vc, grp.blocks[None], *paged.p_buf, grp.run))
             # softmax over [prefix | own] = a blend of the two partial results, weighted
             # by each part's share of the total mass: sigmoid(lse_prefix - lse_own).
             # Where a row's values fall in a tensor decides whether the vectorised or

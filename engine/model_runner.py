@@ -16,6 +16,11 @@ def blocks_for_budget(model: SpeechLM, cache: CacheConfig, dtype: torch.dtype) -
     return max(2, int(cache.memory_budget_mb * 2**20 // per_block))
 
 
+def run_start(blocks: list[int]) -> int | None:
+    """The first id if `blocks` are consecutive ids (read in place), else None."""
+    return blocks[0] if blocks and blocks == list(range(blocks[0], blocks[0] + len(blocks))) else None
+
+
 def padded_tables(tables: list[list[int]], width: int) -> torch.Tensor:
     """Block tables as one [B, width] tensor, zero-padded (one op, not one per row)."""
     return torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.long)
@@ -55,7 +60,7 @@ class ModelRunner:
             if n and start >= n * self.block_size:
                 groups.setdefault(tuple(seq.block_table[:n]), []).append(b)
                 skip[b] = n
-        return [SharedPrefix(torch.tensor(k), torch.tensor(v)) for k, v in groups.items()], skip
+        return [SharedPrefix(torch.tensor(k), torch.tensor(v), run_start(list(k))) for k, v in groups.items()], skip
 
     def _prefix_buffers(self, shared: list[SharedPrefix] | None) -> torch.Tensor | None:
         if not shared:
@@ -81,7 +86,8 @@ class ModelRunner:
                 frames[b, :n] = seq.tokens[start : start + n]
         starts = torch.tensor([start for _, start, _ in items])
         lens = torch.tensor([n for _, _, n in items])
-        tables = padded_tables([seq.block_table for seq, _, _ in items], nb)
+        own = [seq.block_table for seq, _, _ in items]
+        tables = padded_tables(own, nb)
         steps = torch.arange(T)
         positions = starts[:, None] + steps[None, :]  # [B, T]
         valid = steps[None, :] < lens[:, None]
@@ -114,12 +120,13 @@ class ModelRunner:
             v_cache=self.v_cache,
             k_buf=self.k_buf,
             v_buf=self.v_buf,
-            rows=valid.flatten().nonzero().squeeze(1).to(dev),
+            rows=None if T == 1 else valid.flatten().nonzero().squeeze(1).to(dev),
             slots=slots.to(dev),
             block_tables=tables.to(dev),
             mask=bias[:, None].to(dev),
             shared=shared,
             p_buf=self._prefix_buffers(shared),
+            run=run_start(own[0]) if B == 1 else None,
         )
         positions = torch.where(valid, positions, 0)
         hidden = self.model(frames.to(dev), positions.to(dev), paged)
