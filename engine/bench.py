@@ -77,13 +77,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--plot", type=Path, help="write a PNG of throughput and real-time factor against concurrency")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--packed-dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
+                    help="EngineConfig.packed_dtype: the weights of the CPU kernels")
     ap.add_argument("--repeats", type=int, default=3, help="frames-only sweeps to take the median of")
     args = ap.parse_args(argv)
 
     model_dir = args.model or default_model_dir()
     ref_seconds, frames, reps = (2.0, 8, 1) if args.quick else (10.0, 100, 7)
     levels = [1, 2, 4] if args.quick else [1, 2, 4, 8, 12, 16, 24, 32]
-    engine = Engine(model_dir, EngineConfig(num_threads=args.threads))
+    engine = Engine(model_dir, EngineConfig(num_threads=args.threads, packed_dtype=args.packed_dtype))
     log = sys.stderr
     try:
         wave = reference_wave(ref_seconds)
@@ -130,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         "prefix_misses": stats.prefix_misses,
         "threads": torch.get_num_threads(),
         "device": str(engine.device),
+        "packed_dtype": args.packed_dtype,
     }
     result["warm_over_cold"] = round(result["ttfa_warm_ms"] / result["ttfa_cold_ms"], 3)
     if result["frames_per_s_16"]:

@@ -176,7 +176,7 @@ class EngineConfig:
     device: str = "auto"  # "auto" picks CUDA when present
     dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 on CUDA
     num_threads: int | None = None  # torch threads for the engine thread on CPU (default 1)
-    packed_weights: bool = True  # CPU float32: LM and codec decoder on oneDNN with pre-packed weights (engine.packed)
+    packed_weights: bool = True  # CPU float32: LM and codec decoder on pre-packed kernels (engine.packed)
     # dtype of those packed weights: "float32", "bfloat16", or "int8": the LM's linears on
     # int8 weights (fastest for a few streams; slower prefill and large batches, see
     # engine.packed), the codec on bfloat16. "auto" is int8 where the CPU multiplies

@@ -1,5 +1,5 @@
-"""Linear and convolution layers with weights pre-packed for oneDNN, for float32
-inference on CPU.
+"""CPU inference kernels: linear and convolution layers with weights pre-packed for
+oneDNN (float32 or bfloat16 weights), and int8 linears.
 
 Why: PyTorch's default float32 linear on CPU goes through MKL, which repacks the
 weight on every call and (on the AMD EPYC this project is measured on) does not
@@ -17,8 +17,9 @@ as one packed matmul over the stacked taps they take a few tens of microseconds.
 Where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), the packed
 weights can be bfloat16 while activations stay float32 around each layer: at
 batch 1 the matmuls read their weights from memory once per frame, so half the
-bytes took about a fifth off one stream's time (README, "How the engine is built"). The LM was
-trained under bfloat16 autocast, which rounds the same operands the same way.
+bytes took about a fifth off one stream's time (README, "How the engine is
+built"). The LM was trained under bfloat16 autocast, which rounds the same
+operands the same way.
 
 A decode step multiplies one frame per row, and that product reads every weight
 to use it once: one stream's speed is set by bytes read and by fixed costs per
