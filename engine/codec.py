@@ -37,7 +37,13 @@ class Codec(Protocol):
 
     def decode_batch(self, codes: torch.Tensor) -> torch.Tensor:
         """Windows of equal length [B, frames, num_codebooks] -> waves [B, frames * samples_per_frame];
-        row i is exactly `decode(codes[i])`."""
+        row i is exactly `decode(codes[i])`.
+
+        A codec with a continuous latent may also define `expected_latent(probs)`:
+        per-codebook distributions [frames, num_codebooks, codebook_size] -> float
+        latents [frames, dim]; then `decode` and `decode_batch` take such float
+        frames in place of codes, and the engine decodes what the LM expects rather
+        than what it drew (StreamConfig.expected_latents)."""
 
 
 def _log_bins(lo: float, hi: float, n: int) -> torch.Tensor:

@@ -142,6 +142,10 @@ class StreamConfig:
     # Windows of all streams decoded together by one audio thread (engine.audio_worker);
     # 0: each consumer decodes its own on its own thread.
     audio_batch: int = 16
+    # Decode each frame from the expected latent of the LM's codebook distributions (at the
+    # request's temperature) rather than from the drawn codes, where the codec can (the mel
+    # codec): the LM still reads back the drawn codes. Fewer word errors (README, issue 4).
+    expected_latents: bool = True
 
 
 @dataclass(frozen=True)

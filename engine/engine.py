@@ -26,7 +26,7 @@ from engine.model_runner import ModelRunner
 from engine.outputs import Outbox, UtteranceStream
 from engine.packed import can_pack, native_bf16, pack_for_cpu
 from engine.pointer import TextPointer
-from engine.sampler import sample_frames
+from engine.sampler import codebook_probs, sample_frames
 from engine.scheduler import Scheduler
 from engine.sequence import Sequence
 from engine.streaming import check_rate
@@ -99,6 +99,7 @@ class Engine:
         self.codec = make_codec(self.model_cfg.codec, self.model_cfg.frame_rate, model_dir, packed=packed)
         batch = self.config.stream.audio_batch
         self.audio = AudioWorker(self.codec, batch) if batch else None
+        self._latents = self.config.stream.expected_latents and hasattr(self.codec, "expected_latent")
         self.tokenizer = make_tokenizer(self.model_cfg.tokenizer, self.model_cfg.text_vocab)
         self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)
         self.blocks = BlockManager(self.runner.num_blocks, self.config.cache.block_size, self.runner.copy_rows,
@@ -346,23 +347,28 @@ class Engine:
             self.pointer.constrain(seqs, logits)
             frames = sample_frames(logits, [s.sampling for s in seqs], [s.generator for s in seqs],
                                    [s.generated() for s in seqs], slice(1, None))
+            latents = [None] * len(seqs)
+            if self._latents:  # what the codec decodes: the expectation the draws came from
+                latents = self.codec.expected_latent(
+                    codebook_probs(logits, frames, [s.sampling for s in seqs], self.model_cfg.codebook_size))
         except Exception as exc:
             for seq in seqs:
                 self._fail(seq, exc)
             return
-        self._emit(seqs, frames)
+        self._emit(seqs, frames, latents)
 
-    def _emit(self, seqs: list[Sequence], frames: torch.Tensor) -> None:
-        """Append each row's sampled frame [B, C] and tell its consumer; end what ended."""
+    def _emit(self, seqs: list[Sequence], frames: torch.Tensor, latents: torch.Tensor | list[None]) -> None:
+        """Append each row's sampled frame [B, C] and tell its consumer (with the row's
+        expected latent, or None); end what ended."""
         sampled, marks = self.pointer.feed(seqs, frames)
-        for seq, frame, ch0, mark in zip(seqs, frames, sampled, marks):
+        for seq, frame, latent, ch0, mark in zip(seqs, frames, latents, sampled, marks):
             try:
                 if ch0 == self.model_cfg.eos:
                     self._finish(seq, "eos")
                     continue
                 seq.append(frame)
                 outbox = self._outboxes[seq.seq_id]
-                outbox.put("frame", frame)
+                outbox.put("frame", (frame, latent))
                 if mark is not None:
                     outbox.put("mark", mark)
                 if seq.num_generated >= seq.max_frames:

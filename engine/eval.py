@@ -149,16 +149,18 @@ def one_core():
 
 
 def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int, packed_dtype: str = "auto",
-               **sampling) -> tuple[dict, float, SamplingParams]:
+               expected_latents: bool = True, **sampling) -> tuple[dict, float, SamplingParams]:
     """Outputs per voice (same order as its targets), the one-stream, one-thread RTF and the
     sampling used: the model's own (Engine.default_sampling) with `sampling` overrides.
-    `packed_dtype`: EngineConfig's, the weights of the CPU kernels."""
+    `packed_dtype` (the CPU kernels) and `expected_latents` are EngineConfig's."""
     from engine import Engine, EngineConfig
+    from engine.config import StreamConfig
 
     outputs, compute, audio_s = {}, 0.0, 0.0
     # One core for all that is timed: the engine's thread (started inside, so it inherits
     # the mask) and this one, which decodes the audio, take turns on it.
-    with one_core(), Engine(model_dir, EngineConfig(num_threads=1, packed_dtype=packed_dtype)) as engine:
+    cfg = EngineConfig(num_threads=1, packed_dtype=packed_dtype, stream=StreamConfig(expected_latents=expected_latents))
+    with one_core(), Engine(model_dir, cfg) as engine:
         torch.set_num_threads(1)
         params = engine.default_sampling(**sampling)
         for name, rs in tqdm(voices.items(), desc="synthesising", unit="voice"):
@@ -254,7 +256,10 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, help="default: the model's own (its config.json)")
     ap.add_argument("--top-k", type=int, help="default: the model's own")
     ap.add_argument("--packed-dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
-                    help="weights of the engine's CPU kernels (auto: int8 decode multiplies where the CPU has native bfloat16)")
+                    help="EngineConfig.packed_dtype: the engine's CPU kernels (auto: int8 LM linears where "
+                         "the CPU has native bfloat16, else float32)")
+    ap.add_argument("--drawn-codes", action="store_true",
+                    help="decode the drawn codes, not the expected latents (StreamConfig.expected_latents=False)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if sum(map(bool, (args.teacher, args.model, args.codec))) != 1:
@@ -270,8 +275,10 @@ def main() -> None:
         (outputs, rtf), what = codec_round_trip(args.codec, voices), f"codec round trip {args.codec}"
     else:
         overrides = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
-        outputs, rtf, used = synthesize(args.model, voices, args.seed, args.packed_dtype, **overrides)
-        what = f"{args.model} (temperature {used.temperature}, {args.packed_dtype} kernels)"
+        outputs, rtf, used = synthesize(args.model, voices, args.seed, args.packed_dtype, not args.drawn_codes,
+                                        **overrides)
+        decoded = "drawn codes" if args.drawn_codes else "expected latents"
+        what = f"{args.model} (temperature {used.temperature}, {args.packed_dtype} kernels, {decoded} decoded)"
     result = {**score(voices, outputs, Judge()), "rtf": rtf, "model": what}
     if args.json:
         print(json.dumps(result))

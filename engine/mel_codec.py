@@ -188,6 +188,8 @@ class MelCodec:
             pack_for_cpu(self.vocoder, packed)
         self.sample_rate, self.frame_rate = self.cfg.sample_rate, self.cfg.frame_rate
         self.num_codebooks, self.codebook_size = self.cfg.groups, self.cfg.codebook_size
+        # Each code's value on each FSQ dimension of its group: [d, codebook_size].
+        self._code_values = self.autoencoder.fsq.from_codes(torch.arange(self.codebook_size)[None, :, None])[0]
 
     @property
     def samples_per_frame(self) -> int:
@@ -206,6 +208,10 @@ class MelCodec:
 
     @torch.inference_mode()
     def decode_batch(self, codes: torch.Tensor) -> torch.Tensor:
+        """Windows [B, frames, groups] of codes, or [B, frames, latent_dim] of float latents
+        (expected_latent's), -> waves [B, samples]."""
+        if codes.is_floating_point():
+            return self.decode_latent(codes.float().cpu().transpose(1, 2))
         return self.decode_latent(self.autoencoder.fsq.from_codes(codes.long().cpu()))
 
     @torch.inference_mode()
@@ -213,15 +219,22 @@ class MelCodec:
         """FSQ latents [B, groups * len(levels), frames] (on the level grid or between) -> waves [B, samples]."""
         return self.vocoder(self.autoencoder.decoder(latent)).clamp(-1, 1)
 
+    @property
+    def latent_dim(self) -> int:
+        return self.cfg.groups * len(self.cfg.levels)
+
+    def expected_latent(self, probs: torch.Tensor) -> torch.Tensor:
+        """Per-codebook distributions [frames, groups, codebook_size] -> the expected latent
+        [frames, latent_dim]: each FSQ dimension's mean level, which decode_batch takes in
+        place of codes. A one-hot distribution gives exactly its code's latent."""
+        values = self._code_values.to(probs.device)  # [d, codes]
+        return torch.einsum("tgc,dc->tgd", probs.float(), values).reshape(probs.shape[0], self.latent_dim)
+
     @torch.inference_mode()
     def decode_expected(self, probs: torch.Tensor) -> torch.Tensor:
         """Per-codebook distributions [frames, groups, codebook_size] -> wave, decoded from the
-        expected latent (each FSQ dimension's mean level) instead of drawn codes."""
-        fsq = self.autoencoder.fsq
-        values = fsq.from_codes(torch.arange(self.codebook_size)[None, :, None])[0]  # [d, codes]
-        d = values.shape[0]
-        latent = torch.einsum("tgc,dc->gdt", probs.float(), values).reshape(self.cfg.groups * d, -1)
-        return self.decode_latent(latent[None])[0]
+        expected latent instead of drawn codes."""
+        return self.decode_batch(self.expected_latent(probs)[None])[0]
 
 
 def load_codec_weights(model_dir: str | Path, ae: MelAutoencoder, vocoder: Vocoder) -> dict[str, torch.Tensor]:

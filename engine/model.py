@@ -240,11 +240,11 @@ class SpeechLM(nn.Module):
         multiply instead of nine of each (on CPU each op has a fixed cost of
         microseconds). A head's rows are padded to the largest vocabulary with zero
         weights and a -inf bias, which is exactly what logits() returns there."""
-        cfg, V = self.cfg, self.max_vocab
+        cfg, V, ref = self.cfg, self.max_vocab, self.heads[0].weight
         vocabs = [e.num_embeddings for e in self.embeds]
-        self.register_buffer("embed_offsets", torch.tensor([0] + vocabs[:-1]).cumsum(0), persistent=False)
+        offsets = torch.tensor([0] + vocabs[:-1], device=ref.device).cumsum(0)
+        self.register_buffer("embed_offsets", offsets, persistent=False)
         self.frame_embed = torch.cat([e.weight for e in self.embeds])
-        ref = self.heads[0].weight
         head = nn.Linear(cfg.dim, cfg.num_channels * V, bias=True).to(ref.device, ref.dtype)
         head.weight.zero_()
         head.bias.fill_(float("-inf"))

@@ -129,7 +129,8 @@ class UtteranceStream:
             self._cancel()
 
     def events(self, want: Callable[[], int] = lambda: 8) -> Iterator[tuple[str, object]]:
-        """Raw events: ("frame", ids [channels]), ("mark", (text_index, frame)), ("done", (reason, error)).
+        """Raw events: ("frame", (ids [channels], expected latent [dim] or None)),
+        ("mark", (text_index, frame)), ("done", (reason, error)).
 
         `want()` says how many frames are worth waking up for next."""
         try:
@@ -151,7 +152,8 @@ class UtteranceStream:
         for kind, value in self.events(streamer.frames_wanted):
             if kind == "frame":
                 frames += 1
-                out = streamer.push(value[None, 1:])  # channel 0 is text/control
+                ids, latent = value
+                out = streamer.push(ids[None, 1:] if latent is None else latent[None])  # (channel 0: text/control)
                 if out is not None and len(out):
                     ttfa = ttfa if ttfa is not None else (time.perf_counter() - self.submitted_at) * 1000
                     yield AudioChunk(out.numpy().astype(np.float32), offset, self.sample_rate, False)
@@ -175,7 +177,7 @@ class UtteranceStream:
         rows = []
         for kind, value in self.events():
             if kind == "frame":
-                rows.append(value)
+                rows.append(value[0])
             elif kind == "done":
                 self.finished = Finished(value[0], len(rows), 0.0, self.seq.prompt_len,
                                          self.seq.cached_on_admit, None, value[1])

@@ -70,3 +70,19 @@ def sample_frames(
     u = torch.stack([torch.rand(C, generator=g) for g in generators]).to(cdf.dtype) * cdf[..., -1]
     drawn = torch.searchsorted(cdf, u.unsqueeze(-1), right=True).squeeze(-1).clamp_(max=V - 1)
     return torch.where(greedy.view(B, 1), logits.argmax(-1), drawn)
+
+
+def codebook_probs(logits: torch.Tensor, frames: torch.Tensor, params: list[SamplingParams],
+                   codebook_size: int) -> torch.Tensor:
+    """Each row's audio-channel distributions at its own temperature: logits [B, C, V] -> probs
+    [B, C - 1, codebook_size] (top-k, top-p and the repetition penalty are left out).
+
+    A greedy row (temperature 0) gets one-hots at its drawn codes `frames` [B, C]: on the
+    CPU kernels logits are bfloat16-rounded and tie often, and a tie is not to be blended."""
+    K = codebook_size
+    temps = torch.tensor([p.temperature for p in params], dtype=logits.dtype)
+    probs = (logits[:, 1:, :K] / temps.clamp_min(1e-6)[:, None, None]).softmax(-1)
+    greedy = temps == 0
+    if bool(greedy.any()):
+        probs[greedy] = torch.nn.functional.one_hot(frames[greedy, 1:].clamp(max=K - 1), K).to(probs.dtype)
+    return probs

@@ -38,12 +38,13 @@ class ChunkDecoder:
         ramp = (torch.arange(self.fade) + 0.5) / max(self.fade, 1)
         self.fade_in = torch.sin(0.5 * math.pi * ramp)
         self.fade_out = torch.cos(0.5 * math.pi * ramp)
-        self.history = torch.empty((0, codec.num_codebooks), dtype=torch.long)
+        self.history: torch.Tensor | None = None  # the frames last decoded
         self.tail: torch.Tensor | None = None
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
-        """Decode new frames; returns every sample that is final now."""
-        ctx = self.history[-self.context :] if self.context else self.history[:0]
+        """Decode new frames (codes [n, codebooks], or the codec's float latents [n, dim]);
+        returns every sample that is final now."""
+        ctx = codes[:0] if self.history is None or not self.context else self.history[-self.context :]
         wave = self.decode(torch.cat([ctx, codes]))
         split = len(ctx) * self.codec.samples_per_frame
         body = wave[split:]

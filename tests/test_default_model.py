@@ -120,6 +120,33 @@ def test_the_packed_codec_decodes_what_the_plain_one_does():
         torch.testing.assert_close(packed.decode(window), plain.decode(window), atol=1e-4, rtol=0)
 
 
+def test_expected_latent_decoding_changes_the_audio_not_the_frames():
+    """The LM reads back its drawn codes either way; only what the codec is given differs.
+    At temperature 0 the expected latent is the greedy code's own, so the audio matches too."""
+    import torch
+
+    from engine.config import SamplingParams, StreamConfig
+
+    _, _, transcript, wav = demo_references(SHIPPED_MODEL_DIR, 24000)[0]
+    wave, sr = soundfile.read(io.BytesIO(wav), dtype="float32")
+    runs = {}
+    for soft in (True, False):
+        with Engine(SHIPPED_MODEL_DIR, EngineConfig(stream=StreamConfig(expected_latents=soft))) as engine:
+            voice = engine.make_voice(wave, sr, transcript, "soft-test")
+            for temp in (0.5, 0.0):
+                params = SamplingParams(temperature=temp, seed=3)
+                frames = engine.submit(voice, LINES[0], params).wait_frames()
+                audio = np.concatenate([e.samples for e in engine.submit(voice, LINES[0], params)
+                                        if isinstance(e, AudioChunk)])
+                runs[soft, temp] = frames, audio
+    for temp in (0.5, 0.0):
+        assert torch.equal(runs[True, temp][0], runs[False, temp][0])
+        assert len(runs[True, temp][1]) == len(runs[False, temp][1])
+    sampled = np.abs(runs[True, 0.5][1] - runs[False, 0.5][1]).max()
+    greedy = np.abs(runs[True, 0.0][1] - runs[False, 0.0][1]).max()
+    assert sampled > 0.05 and greedy < 1e-3, (sampled, greedy)
+
+
 def test_eval_synthesis_is_timed_on_one_core_and_gives_the_callers_cores_back(spoken):
     """The eval's rtf is "one stream, one thread": the engine thread and the decoding
     thread share a single core while it is timed, and the caller keeps its own mask."""

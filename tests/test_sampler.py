@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from engine.config import SamplingParams
-from engine.sampler import apply_repetition_penalty, filter_logits, sample_frames
+from engine.sampler import apply_repetition_penalty, codebook_probs, filter_logits, sample_frames
 
 AUDIO = slice(1, None)
 
@@ -96,3 +96,18 @@ def test_invalid_params_are_rejected():
     for bad in (dict(temperature=-1), dict(top_p=0.0), dict(top_k=-2), dict(repetition_penalty=0), dict(max_frames=0)):
         with pytest.raises(ValueError):
             SamplingParams(**bad).validate()
+
+
+def test_codebook_probs_are_each_rows_tempered_softmax_and_one_hot_for_greedy_rows():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 3, 6)  # channel 0 plus two codebooks of 5 codes and a pad id
+    logits[1, 1, :2] = 4.0  # a tie at the top: greedy draws the first, probs must not blend
+    frames = torch.tensor([[0, 1, 2], [0, 0, 3], [0, 4, 4]])
+    params = [SamplingParams(temperature=0.5), SamplingParams(temperature=0.0), SamplingParams(temperature=1.0)]
+    probs = codebook_probs(logits, frames, params, codebook_size=5)
+    assert probs.shape == (3, 2, 5)
+    torch.testing.assert_close(probs[0], (logits[0, 1:, :5] / 0.5).softmax(-1))
+    torch.testing.assert_close(probs[2], logits[2, 1:, :5].softmax(-1))
+    assert torch.equal(probs[1], torch.nn.functional.one_hot(frames[1, 1:], 5).float())
+    # A row's distribution is its own whatever the batch.
+    assert torch.equal(codebook_probs(logits[2:], frames[2:], params[2:], 5)[0], probs[2])

@@ -70,6 +70,11 @@ def test_mel_codec_saves_loads_and_keeps_frame_arithmetic(tmp_path):
     alt[:, 3] = other
     midpoint = codec.decode_latent((fsq.from_codes(codes[None, :10]) + fsq.from_codes(alt[None])) / 2)[0]
     torch.testing.assert_close(codec.decode_expected(mixed), midpoint, atol=1e-5, rtol=0)
+    # The engine's path: float latent frames go through decode and decode_batch in place of codes.
+    latents = codec.expected_latent(probs)
+    assert latents.shape == (10, codec.latent_dim) and latents.is_floating_point()
+    torch.testing.assert_close(codec.decode(latents), audio, atol=1e-5, rtol=0)
+    torch.testing.assert_close(codec.decode_batch(codec.expected_latent(mixed)[None])[0], midpoint, atol=1e-5, rtol=0)
 
 
 @pytest.fixture(scope="module")
