@@ -38,7 +38,8 @@ class AudioWorker:
         self._thread.start()
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes [frames, codebooks] -> wave, as `codec.decode` gives it; blocks until done.
+        """Codes [frames, codebooks] (or the codec's float latents) -> wave, as `codec.decode`
+        gives it; blocks until done.
 
         After `close()` the caller's own thread decodes, so a stream that is still
         finishing while the engine shuts down gets its audio rather than an error."""
