@@ -318,7 +318,9 @@ def test_slow_reader_pauses_generation(server):
         call = stub.Converse(iter(reqs))
         next(call), next(call)  # started, and the first utterance is under way
         samples = []
-        for _ in range(8):  # then stop reading
+        # Then stop reading. The pipeline (transport window, service queue, engine outbox)
+        # fills in ~1-2 s on a busy machine; the ten sentences would take ~7 s unpaused.
+        for _ in range(16):
             time.sleep(0.25)
             samples.append(server.engine.stats().decode_frames)
         assert samples[-1] == samples[-3], f"generation kept running for a reader that stopped: {samples}"
