@@ -220,7 +220,7 @@ def teacher_forced(model_dir: Path, voices: dict[str, list[dict]]) -> dict:
             with torch.inference_mode():
                 # The position before each audio frame predicts it (speech_start predicts the first).
                 hidden = model(frames[None], torch.arange(len(frames))[None])[0, -len(t["codes"]) - 1:-1]
-                probs = torch.stack([head(hidden)[:, : cfg.codebook_size] for head in model.heads[1:]], 1).softmax(-1)
+                probs = model.logits(hidden)[:, 1:, : cfg.codebook_size].softmax(-1)
             outputs[name].append(codec.decode_expected(probs).numpy())
     return outputs
 

@@ -226,8 +226,10 @@ class SpeechLM(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.heads = nn.ModuleList(nn.Linear(cfg.dim, v, bias=False) for v in vocabs)
         self.max_vocab = max(vocabs)
-        # Set by fuse_for_inference(): every channel's table and head as one tensor.
-        self.frame_embed: torch.Tensor | None = None
+        # Set by fuse_for_inference(): every channel's table and head as one tensor. Buffers,
+        # so that .to() moves them with the model; never saved.
+        self.register_buffer("frame_embed", None, persistent=False)
+        self.register_buffer("embed_offsets", None, persistent=False)
         self.frame_head: nn.Linear | None = None
         cos, sin = rope_tables(cfg, torch.device("cpu"))
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -242,8 +244,7 @@ class SpeechLM(nn.Module):
         weights and a -inf bias, which is exactly what logits() returns there."""
         cfg, V, ref = self.cfg, self.max_vocab, self.heads[0].weight
         vocabs = [e.num_embeddings for e in self.embeds]
-        offsets = torch.tensor([0] + vocabs[:-1], device=ref.device).cumsum(0)
-        self.register_buffer("embed_offsets", offsets, persistent=False)
+        self.embed_offsets = torch.tensor([0] + vocabs[:-1], device=ref.device).cumsum(0)
         self.frame_embed = torch.cat([e.weight for e in self.embeds])
         head = nn.Linear(cfg.dim, cfg.num_channels * V, bias=True).to(ref.device, ref.dtype)
         head.weight.zero_()
