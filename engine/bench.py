@@ -79,13 +79,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--packed-dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
                     help="EngineConfig.packed_dtype: the weights of the CPU kernels")
+    ap.add_argument("--decode-attention", default="auto", choices=["auto", "shared_prefix", "per_row"],
+                    help="EngineConfig.decode_attention")
     ap.add_argument("--repeats", type=int, default=3, help="frames-only sweeps to take the median of")
     args = ap.parse_args(argv)
 
     model_dir = args.model or default_model_dir()
     ref_seconds, frames, reps = (2.0, 8, 1) if args.quick else (10.0, 100, 7)
     levels = [1, 2, 4] if args.quick else [1, 2, 4, 8, 12, 16, 24, 32]
-    engine = Engine(model_dir, EngineConfig(num_threads=args.threads, packed_dtype=args.packed_dtype))
+    engine = Engine(model_dir, EngineConfig(num_threads=args.threads, packed_dtype=args.packed_dtype,
+                                             decode_attention=args.decode_attention))
     log = sys.stderr
     try:
         wave = reference_wave(ref_seconds)
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "device": str(engine.device),
         "packed_dtype": args.packed_dtype,
+        "decode_attention": args.decode_attention,
     }
     result["warm_over_cold"] = round(result["ttfa_warm_ms"] / result["ttfa_cold_ms"], 3)
     if result["frames_per_s_16"]:

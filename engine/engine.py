@@ -102,6 +102,10 @@ class Engine:
         self._latents = self.config.stream.expected_latents and hasattr(self.codec, "expected_latent")
         self.tokenizer = make_tokenizer(self.model_cfg.tokenizer, self.model_cfg.text_vocab)
         self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)
+        attention = self.config.decode_attention
+        if attention == "auto":
+            attention = "per_row" if self.config.scheduler.max_running <= 2 else "shared_prefix"
+        self.runner.split_decode &= attention == "shared_prefix"
         self.blocks = BlockManager(self.runner.num_blocks, self.config.cache.block_size, self.runner.copy_rows,
                                    caching=self.config.cache.prefix_cache)
         self.scheduler = Scheduler(self.config.scheduler, self.blocks)

@@ -154,12 +154,14 @@ def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int, packed
     sampling used: the model's own (Engine.default_sampling) with `sampling` overrides.
     `packed_dtype` (the CPU kernels) and `expected_latents` are EngineConfig's."""
     from engine import Engine, EngineConfig
-    from engine.config import StreamConfig
+    from engine.config import SchedulerConfig, StreamConfig
 
     outputs, compute, audio_s = {}, 0.0, 0.0
     # One core for all that is timed: the engine's thread (started inside, so it inherits
-    # the mask) and this one, which decodes the audio, take turns on it.
-    cfg = EngineConfig(num_threads=1, packed_dtype=packed_dtype, stream=StreamConfig(expected_latents=expected_latents))
+    # the mask) and this one, which decodes the audio, take turns on it. The engine is
+    # sized for the one stream it runs (decode_attention "auto" then reads per row).
+    cfg = EngineConfig(num_threads=1, packed_dtype=packed_dtype, scheduler=SchedulerConfig(max_running=1),
+                       stream=StreamConfig(expected_latents=expected_latents))
     with one_core(), Engine(model_dir, cfg) as engine:
         torch.set_num_threads(1)
         params = engine.default_sampling(**sampling)

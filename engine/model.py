@@ -115,8 +115,8 @@ class Attention(nn.Module):
             # The gathers land in preallocated buffers: fresh multi-MB tensors every
             # layer cost more in page faults than the copy itself.
             keys, vals = self._gather(kc, vc, paged.block_tables, paged.k_buf, paged.v_buf, paged.run)
-            if paged.shared is not None:
-                out = self._shared_prefix_attention(q, keys, vals, paged, kc, vc)
+            if paged.shared is not None or (T == 1 and q.device.type == "cpu"):
+                out = self._decode_attention(q, keys, vals, paged, kc, vc)
             else:
                 out = F.scaled_dot_product_attention(
                     q.transpose(1, 2), keys, vals, attn_mask=paged.mask, enable_gqa=True
@@ -135,11 +135,13 @@ class Attention(nn.Module):
         return (keys.view(B, -1, self.n_kv, self.hd).transpose(1, 2),
                 vals.view(B, -1, self.n_kv, self.hd).transpose(1, 2))
 
-    def _shared_prefix_attention(self, q, keys, vals, paged: PagedAttention, kc, vc) -> torch.Tensor:
-        """One decode query per row; rows of a group read their shared prefix once.
+    def _decode_attention(self, q, keys, vals, paged: PagedAttention, kc, vc) -> torch.Tensor:
+        """One decode query per row, on CPU; rows of a group read their shared prefix once.
 
-        Attention over [prefix | own blocks] runs as two parts merged by their
-        log-sum-exp. A group's prefix is gathered once, instead of every row
+        A kv head's g query heads go to the flash kernel as g query positions: half
+        the time of the GQA path of F.scaled_dot_product_attention for one query.
+        With `paged.shared`, attention over [prefix | own blocks] runs as two parts
+        merged by their log-sum-exp. A group's prefix is gathered once, instead of every row
         copying and reading its own copy of it. Rows never mix arithmetically,
         and a row gives the same bits in any batch (tests/test_model.py).
         """

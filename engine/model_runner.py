@@ -39,7 +39,8 @@ class ModelRunner:
         self.k_buf = self.v_buf = torch.empty(0, device=device, dtype=dtype)
         self.p_buf = torch.empty((2, 0, 0), device=device, dtype=dtype)
         # Decode attention split into shared voice prefix + own blocks (model.SharedPrefix);
-        # it needs the CPU flash kernel's log-sum-exp. Tests switch it off for the reference.
+        # it needs the CPU flash kernel's log-sum-exp. Off: each row attends to its whole
+        # context (EngineConfig.decode_attention; the tests' reference).
         self.split_decode = device.type == "cpu"
         self.pad_frame = torch.tensor([cfg.text_pad] + [cfg.audio_pad] * cfg.num_codebooks, dtype=torch.long)
 

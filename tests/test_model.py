@@ -210,6 +210,19 @@ def decode_batch(model, runner, blocks):
     return seqs, [(s, len(s) - 1, 1) for s in seqs]
 
 
+def rows_alone_and_batched(runner, items) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Logits of `items` in one batch and each alone, after checking that every row also
+    gives its lone bits in batches of other sizes and orders."""
+    pick = torch.Generator().manual_seed(0)
+    batched = runner.forward(items)
+    alone = [runner.forward([item])[0] for item in items]
+    for _ in range(10):
+        order = torch.randperm(len(items), generator=pick)[: int(torch.randint(2, len(items), (1,), generator=pick))]
+        for i, row in zip(order.tolist(), runner.forward([items[i] for i in order])):
+            assert torch.equal(row, alone[i])
+    return batched, alone
+
+
 @needs_onednn
 def test_decode_rows_sharing_a_voice_prefix_match_plain_attention_bit_for_bit_alone_or_batched(model_dir):
     plain = load_model(model_dir)
@@ -220,17 +233,40 @@ def test_decode_rows_sharing_a_voice_prefix_match_plain_attention_bit_for_bit_al
     seqs, items = decode_batch(model, runner, blocks)
     groups, _ = runner._shared_prefixes(items)
     assert sorted(len(g.rows) for g in groups) == [1, 12]  # the prefix really is shared, once per voice
-    pick = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        batched = runner.forward(items)
-        alone = [runner.forward([item])[0] for item in items]
-        for _ in range(10):  # and in batches of other sizes and orders
-            order = torch.randperm(len(items), generator=pick)[: int(torch.randint(2, len(items), (1,), generator=pick))]
-            for i, row in zip(order.tolist(), runner.forward([items[i] for i in order])):
-                assert torch.equal(row, alone[i])
+        batched, alone = rows_alone_and_batched(runner, items)
         runner.split_decode = False
         reference = runner.forward(items)
     for seq, row, solo, ref in zip(seqs, batched, alone, reference):
         assert torch.equal(row, solo)
         torch.testing.assert_close(row, ref, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(row, dense_logits(plain, seq.tokens)[-1], atol=1e-4, rtol=1e-4)
+
+
+@needs_onednn
+def test_per_row_decode_attention_gives_a_row_the_same_bits_alone_or_batched(model_dir):
+    model = load_model(model_dir)
+    pack_for_cpu(model)
+    runner = ModelRunner(model, CacheConfig(block_size=16, num_blocks=128), torch.device("cpu"), torch.float32)
+    runner.split_decode = False  # EngineConfig(decode_attention="per_row")
+    blocks = BlockManager(runner.num_blocks, 16, runner.copy_rows)
+    seqs, items = decode_batch(model, runner, blocks)
+    with torch.inference_mode():
+        batched, alone = rows_alone_and_batched(runner, items)
+    for seq, row, solo in zip(seqs, batched, alone):
+        assert torch.equal(row, solo)
+        torch.testing.assert_close(row, dense_logits(model, seq.tokens)[-1], atol=1e-4, rtol=1e-4)
+
+
+def test_the_engine_picks_decode_attention_from_its_config(model_dir):
+    from engine.config import EngineConfig, SchedulerConfig
+    from engine.engine import Engine
+
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match="decode_attention must be auto, shared_prefix or per_row"):
+        EngineConfig(decode_attention="flash")
+    for cfg, split in [(EngineConfig(), True), (EngineConfig(scheduler=SchedulerConfig(max_running=2)), False),
+                       (EngineConfig(decode_attention="per_row"), False),
+                       (EngineConfig(scheduler=SchedulerConfig(max_running=1), decode_attention="shared_prefix"), True)]:
+        with Engine(model_dir, cfg) as engine:
+            assert engine.runner.split_decode == (split and engine.device == cpu), cfg
