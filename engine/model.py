@@ -243,7 +243,11 @@ class SpeechLM(nn.Module):
         matrix, so a step looks its frame up in one op and computes all logits in one
         multiply instead of nine of each (on CPU each op has a fixed cost of
         microseconds). A head's rows are padded to the largest vocabulary with zero
-        weights and a -inf bias, which is exactly what logits() returns there."""
+        weights and a -inf bias, which is exactly what logits() returns there. The
+        per-channel tables and heads are dropped (nothing packs or keeps them twice);
+        the model is for inference from here on."""
+        if self.frame_head is not None:
+            return
         cfg, V, ref = self.cfg, self.max_vocab, self.heads[0].weight
         vocabs = [e.num_embeddings for e in self.embeds]
         self.embed_offsets = torch.tensor([0] + vocabs[:-1], device=ref.device).cumsum(0)
@@ -255,6 +259,7 @@ class SpeechLM(nn.Module):
             head.weight[c * V : c * V + h.out_features] = h.weight
             head.bias[c * V : c * V + h.out_features] = 0.0
         self.frame_head = head
+        self.embeds, self.heads = nn.ModuleList(), nn.ModuleList()
 
     def embed(self, frames: torch.Tensor) -> torch.Tensor:
         if self.frame_embed is not None:

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.weights import quantize_int8
+
 
 def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
     return (device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
@@ -83,11 +85,10 @@ def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     takes bfloat16 scales: each scale is rounded up to one, so that every weight
     still lands within half a step of its float value (the scale itself rounded
     after quantising would shift a whole row by up to 0.4%)."""
-    w = weight.detach().float()
-    peak = w.abs().amax(1).clamp_min(1e-12)
+    peak = weight.detach().float().abs().amax(1).clamp_min(1e-12)
     scale = (peak / 127).to(torch.bfloat16)
     scale = torch.where(scale.float() * 127 < peak, (scale.view(torch.int16) + 1).view(torch.bfloat16), scale)
-    return torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8).contiguous(), scale
+    return quantize_int8(weight, scale.float())[0].contiguous(), scale
 
 
 class Int8Linear(nn.Module):

@@ -20,10 +20,12 @@ SCALE_SUFFIX = ".int8_scale"
 MIN_QUANT_NUMEL = 65536
 
 
-def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """w [out, ...] -> (int8 codes of the same shape, float32 scale [out])."""
+def quantize_int8(w: torch.Tensor, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """w [out, ...] -> (int8 codes of the same shape, float32 scale [out]).
+    `scale`: per-row steps to use instead of absmax / 127 (none may be smaller)."""
     rows = w.detach().float().reshape(w.shape[0], -1)
-    scale = rows.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+    if scale is None:
+        scale = rows.abs().amax(dim=1).clamp_min(1e-12) / 127.0
     q = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
     return q.reshape(w.shape), scale
 
