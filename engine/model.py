@@ -151,9 +151,9 @@ class Attention(nn.Module):
         A kv head's g query heads go to the flash kernel as g query positions: half
         the time of the GQA path of F.scaled_dot_product_attention for one query.
         With `paged.shared`, attention over [prefix | own blocks] runs as two parts
-        merged by their log-sum-exp. A group's prefix is gathered once, instead of every row
-        copying and reading its own copy of it. Rows never mix arithmetically,
-        and a row gives the same bits in any batch (tests/test_model.py).
+        merged by their log-sum-exp: a group's prefix is gathered once, instead of
+        every row copying and reading its own copy of it. Rows never mix
+        arithmetically, and a row gives the same bits in any batch (tests/test_model.py).
         """
         B, g = q.shape[0], self.n_heads // self.n_kv
         # GQA as [B, kv, g, hd]: a kv head's g query heads become its g "query positions".
