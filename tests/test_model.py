@@ -85,24 +85,6 @@ def test_fused_tables_and_heads_compute_what_the_per_channel_ones_do(model_dir):
     torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)  # (the nine embeddings are summed in another order)
 
 
-def test_rms_norm_divides_each_row_by_its_rms_whatever_the_batch():
-    from engine.model import RMSNorm
-
-    torch.manual_seed(0)
-    norm = RMSNorm(384, 1e-5)
-    with torch.no_grad():
-        norm.weight.uniform_(0.5, 1.5)
-    x = torch.randn(16, 3, 384) * torch.logspace(-2, 2, 16)[:, None, None]
-    ref = x / (x.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt() * norm.weight
-    with torch.inference_mode():
-        out = norm(x)
-        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-        norm.freeze()
-        assert torch.equal(norm(x), out)
-        assert all(torch.equal(norm(x[i : i + 1, j : j + 1]), out[i : i + 1, j : j + 1]) for i in range(16) for j in range(3))
-        assert norm(x.to(torch.bfloat16)).dtype == torch.bfloat16
-
-
 def test_config_rejects_unknown_keys(model_dir, tmp_path):
     raw = json.loads((model_dir / CONFIG_FILE).read_text())
     raw["n_experts"] = 8
