@@ -115,7 +115,7 @@ class Attention(nn.Module):
             # The gathers land in preallocated buffers: fresh multi-MB tensors every
             # layer cost more in page faults than the copy itself.
             keys, vals = self._gather(kc, vc, paged.block_tables, paged.k_buf, paged.v_buf, paged.run)
-            if paged.shared is not None or (T == 1 and q.device.type == "cpu"):
+            if T == 1 and q.device.type == "cpu":  # decode (and shared prefixes, which only it has)
                 out = self._decode_attention(q, keys, vals, paged, kc, vc)
             else:
                 out = F.scaled_dot_product_attention(
