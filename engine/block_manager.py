@@ -12,13 +12,20 @@ after its last full block) is also saved, once, into a *snapshot* block. A later
 utterance of that voice copies the snapshot into a fresh block of its own
 (copy-on-write) and prefills only the text it adds.
 
+A sequence's blocks are kept consecutive in the pool where the free list
+allows (a new block is the one after the sequence's last when that one is free),
+because a row whose blocks are consecutive is read in place by decode attention
+instead of gathered. Blocks past a finished sequence's voice prefix are forgotten
+when it is freed: they hold its own text and sampled frames, which no later prompt
+repeats, so caching them would only age out the voices.
+
 This module holds no tensors: copying rows between blocks is delegated to
 `copy_rows(src, dst, n)`, which the model runner implements.
 """
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -65,7 +72,7 @@ class BlockManager:
         self.copy_rows = copy_rows
         self.caching = caching  # False: every prompt is computed in full (a benchmark baseline)
         self.by_hash: dict[bytes, int] = {}
-        self.free_plain: deque[int] = deque(range(num_blocks))
+        self.free_plain: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))  # oldest first
         self.free_cached: OrderedDict[int, None] = OrderedDict()  # oldest first
         self.hashes: dict[int, list[bytes]] = {}  # seq_id -> chain hashes of its full blocks
         self.hits = self.misses = self.evictions = 0
@@ -75,9 +82,15 @@ class BlockManager:
     def num_free(self) -> int:
         return len(self.free_plain) + len(self.free_cached)
 
-    def _take(self) -> int:
-        if self.free_plain:
-            bid = self.free_plain.popleft()
+    def _take(self, after: int | None = None, last: bool = False) -> int:
+        """A free block: `after + 1` when that one is free and holds nothing cached (so
+        a sequence's blocks stay consecutive), else the oldest plain free block (the
+        newest with `last`), else the least recently freed cached block (evicted)."""
+        if after is not None and after + 1 in self.free_plain:
+            bid = after + 1
+            del self.free_plain[bid]
+        elif self.free_plain:
+            bid, _ = self.free_plain.popitem(last=last)
         else:
             bid, _ = self.free_cached.popitem(last=False)
             blk = self.blocks[bid]
@@ -101,7 +114,14 @@ class BlockManager:
             if blk.hash is not None:
                 self.free_cached[bid] = None
             else:
-                self.free_plain.append(bid)
+                self.free_plain[bid] = None
+
+    def _forget(self, bid: int) -> None:
+        """Unpublish a block only its last holder can use (it returns as plain)."""
+        blk = self.blocks[bid]
+        if blk.hash is not None and blk.ref_count == 1:
+            del self.by_hash[blk.hash]
+            blk.hash, blk.content = None, b""
 
     def _lookup(self, h: bytes, content: bytes) -> int | None:
         bid = self.by_hash.get(h)
@@ -162,7 +182,7 @@ class BlockManager:
         if m.snapshot is not None:
             self._ref(m.snapshot)  # keep it from being evicted by the takes below
         for _ in range(needed):
-            table.append(self._take())
+            table.append(self._take(after=table[-1] if table else None))
         if m.snapshot is not None:
             self.copy_rows(m.snapshot, table[len(m.blocks)], seq.prefix_len % bs)
             self._unref(m.snapshot)
@@ -182,7 +202,7 @@ class BlockManager:
     def append_block(self, seq: Sequence) -> bool:
         if not self.num_free:
             return False
-        seq.block_table.append(self._take())
+        seq.block_table.append(self._take(after=seq.block_table[-1] if seq.block_table else None))
         return True
 
     def register(self, seq: Sequence) -> None:
@@ -209,17 +229,24 @@ class BlockManager:
         h = chain_hash(hashes[i - 1] if i else b"", seq.cache_key, content, partial=True)
         if h in self.by_hash or not self.num_free:
             return  # already saved, or no room: never preempt for a snapshot
-        snap = self._take()
+        snap = self._take(last=True)  # out of the way of the blocks the sequence grows into
         self.copy_rows(seq.block_table[i], snap, rem)
         blk = self.blocks[snap]
         blk.hash, blk.content = h, content
         self.by_hash[h] = snap
         self._unref(snap)  # cached and free: revivable, evictable
 
-    def free(self, seq: Sequence) -> None:
+    def free(self, seq: Sequence, finished: bool = False) -> None:
+        """Return a sequence's blocks. A preempted one (`finished` False) keeps its
+        blocks cached to revive on readmission; a finished one keeps only its voice
+        prefix's full blocks cached."""
+        keep = seq.prefix_len // self.block_size if finished else len(seq.block_table)
         # Release the tail first so the head of a prompt, shared by more
         # utterances, outlives it in the LRU order.
-        for bid in reversed(seq.block_table):
+        for i in reversed(range(len(seq.block_table))):
+            bid = seq.block_table[i]
+            if i >= keep:
+                self._forget(bid)
             self._unref(bid)
         seq.block_table = []
         seq.num_computed = 0

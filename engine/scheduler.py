@@ -42,7 +42,7 @@ class Scheduler:
         """Drop a finished or cancelled sequence and return its blocks at once."""
         if seq in self.running:
             self.running.remove(seq)
-            self.blocks.free(seq)
+            self.blocks.free(seq, finished=True)
         elif seq in self.waiting:
             self.waiting.remove(seq)
         seq.status = Status.FINISHED

@@ -132,3 +132,60 @@ def test_pin_holds_a_voice_against_eviction():
     bm.free(b)
     bm.unpin(pinned)
     assert bm.num_free == 6
+
+
+def grow(bm: BlockManager, seq: Sequence, frames: int) -> None:
+    """Append frames as decoding would, taking blocks as they are needed."""
+    for _ in range(frames):
+        seq.append(torch.zeros(2, dtype=torch.long))
+        while bm.needs_block(seq):
+            assert bm.append_block(seq)
+    seq.num_computed = len(seq)
+    bm.register(seq)
+
+
+def consecutive(table: list[int]) -> bool:
+    return table == list(range(table[0], table[0] + len(table)))
+
+
+def test_one_voice_utterances_read_their_blocks_in_place():
+    """Alone on the engine, every utterance of a voice gets consecutive blocks: the cached
+    prefix, the copied voice tail, then its own, so decode attention reads them in place."""
+    bm = BlockManager(64, BS, Pool())
+    voice = list(range(10))  # two full blocks and a tail of 2
+    for n, text in enumerate([[40, 41, 42], [43], [44, 45, 46, 47, 48, 49, 50]]):
+        s = seq_of(voice + text, prefix_len=10)
+        assert bm.allocate(s)
+        assert s.num_computed == (10 if n else 0)
+        s.num_computed = len(s)
+        bm.register(s)
+        grow(bm, s, 23)
+        assert consecutive(s.block_table), s.block_table
+        bm.free(s, finished=True)
+
+
+def test_finished_sequence_keeps_only_its_voice_prefix_cached():
+    bm = BlockManager(32, BS, Pool())
+    s = computed(bm, seq_of(list(range(8)) + [60, 61, 62, 63, 64], prefix_len=8))
+    grow(bm, s, 11)  # 24 frames: 6 full blocks published, 2 of them the voice
+    assert len(bm.by_hash) == 6
+    prefix = s.block_table[:2]
+    bm.free(s, finished=True)
+    assert sorted(bm.free_cached) == sorted(prefix) and len(bm.by_hash) == 2
+    assert len(bm.free_plain) == 30
+
+
+def test_preempted_sequence_revives_its_own_frames():
+    bm = BlockManager(32, BS, Pool())
+    s = computed(bm, seq_of(list(range(8)) + [60, 61], prefix_len=8))
+    grow(bm, s, 10)  # 20 frames: 5 full blocks
+    bm.free(s)  # preempted: everything stays cached
+    assert len(bm.free_cached) == 5
+    assert bm.allocate(s) and s.num_computed == 16  # the last block is recomputed for logits
+
+
+def test_voice_tail_snapshot_stays_out_of_the_sequences_way():
+    bm = BlockManager(16, BS, Pool())
+    s = computed(bm, seq_of(list(range(6)) + [70], prefix_len=6))  # tail of 2: a snapshot
+    grow(bm, s, 9)
+    assert consecutive(s.block_table) and bm.blocks[15].hash is not None  # the snapshot

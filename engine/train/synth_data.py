@@ -126,9 +126,11 @@ def main() -> None:
     shards = 2 if heldout and args.shards == 75 else args.shards
     texts = [norm for _, norm in lines(shards * args.per_shard, seed=args.seed, heldout=heldout)]
     worker, workers = (int(x) for x in args.worker.split("/"))
-    # A shard whose tokens are committed is done too: a new machine makes only new shards.
+    # A train shard whose tokens are committed is done too: a new machine makes only new
+    # shards. Held-out shards are always made as audio: the eval scores against it.
+    done_in = (out,) if heldout else (out, TOKENS / args.split)
     todo = [i for i in range(args.start, shards) if i % workers == worker
-            and not any((d / f"shard_{i:05d}.npz").exists() for d in (out, TOKENS / args.split))]
+            and not any((d / f"shard_{i:05d}.npz").exists() for d in done_in)]
     n_broad = 0 if heldout else round(args.broad_share * args.per_shard)
     broad = []
     if n_broad and any(i >= args.broad_from for i in todo):
