@@ -188,10 +188,10 @@ class EngineConfig:
     # cache stay float32.
     packed_dtype: str = "auto"
     # Decode attention on CPU. "shared_prefix": the streams of a voice read its prefix
-    # blocks once per step between them; "per_row": each stream reads its whole context on
-    # its own (in place where its blocks are consecutive, rarely as yet), in fewer calls:
-    # ~1 ms less per one-stream step here, but from 4 streams on it copies every stream's
-    # prefix and is slower (README, "How the engine is built"). A row gets the same bits
+    # blocks once per step between them; "per_row": each stream reads its whole context
+    # on its own (in place where its blocks are consecutive, as the block manager keeps
+    # them), in fewer calls: ~1 ms less per one-stream step here, but from 4 streams on
+    # it copies every stream's prefix and is slower (README, "How the engine is built"). A row gets the same bits
     # alone or batched either way. "auto": per_row where scheduler.max_running <= 2 (an
     # engine sized for one or two streams, say one player's NPCs), shared_prefix otherwise.
     decode_attention: str = "auto"
