@@ -4,8 +4,9 @@ The public API is `Engine` (submit, warm_voice, unpin_voice, is_cached, stats) a
 the `UtteranceStream` that `submit` returns (iterate it; cancel it).
 """
 from engine.config import CacheConfig, EngineConfig, SamplingParams, SchedulerConfig, StreamConfig
-from engine.engine import Engine, EngineOverloaded, EngineStats, NothingToSay
-from engine.outputs import AudioChunk, Finished, TimingMark, UtteranceStream
+from engine.engine import Engine
+from engine.outputs import (AudioChunk, EngineOverloaded, EngineStats, Finished, NothingToSay, TimingMark,
+                            UtteranceStream)
 from engine.voice import VoicePrompt
 
 __all__ = [

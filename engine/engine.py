@@ -11,7 +11,7 @@ import random
 import threading
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +23,7 @@ from engine.codec import make_codec
 from engine.config import EngineConfig, SamplingParams
 from engine.model import load_model
 from engine.model_runner import ModelRunner
-from engine.outputs import Outbox, UtteranceStream
+from engine.outputs import EngineOverloaded, EngineStats, NothingToSay, Outbox, UtteranceStream
 from engine.packed import can_pack, native_bf16, pack_for_cpu
 from engine.pointer import TextPointer
 from engine.sampler import codebook_probs, sample_frames
@@ -33,36 +33,6 @@ from engine.streaming import check_rate
 from engine.text import make_tokenizer
 from engine.voice_pins import VoicePins
 from engine.voice import VoicePrompt, utterance_prompt, voice_prefix
-
-
-class NothingToSay(ValueError):
-    """The text holds nothing the front end can speak (only emoji or symbols, say)."""
-
-
-class EngineOverloaded(RuntimeError):
-    """More work is queued than the engine admits; retry after `retry_after_s`."""
-
-    def __init__(self, message: str, retry_after_s: float):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    num_blocks: int
-    free_blocks: int
-    running: int
-    waiting: int
-    prefix_hits: int  # cached blocks reused (full blocks and voice-prefix tails)
-    prefix_misses: int
-    prefix_evictions: int
-    prefill_frames: int  # frames computed by prefill, including recompute after preemption
-    cached_frames: int  # prompt frames supplied by the prefix cache
-    decode_frames: int
-    steps: int
-    preemptions: int
-    pinned_voices: int
-    pinned_blocks: int
 
 
 def _resolve(cfg: EngineConfig) -> tuple[torch.device, torch.dtype]:

@@ -1,4 +1,4 @@
-"""What a caller gets back from the engine, and the per-utterance handle.
+"""What a caller gets back from the engine (events, errors, stats), and the per-utterance handle.
 
 The engine thread only appends frames to a bounded outbox; turning frames into
 audio (crossfade, resampling) runs in the consumer's own thread, so a slow
@@ -19,6 +19,36 @@ import torch
 from engine.codec import Codec
 from engine.config import StreamConfig
 from engine.streaming import AudioStreamer
+
+
+class NothingToSay(ValueError):
+    """The text holds nothing the front end can speak (only emoji or symbols, say)."""
+
+
+class EngineOverloaded(RuntimeError):
+    """More work is queued than the engine admits; retry after `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    num_blocks: int
+    free_blocks: int
+    running: int
+    waiting: int
+    prefix_hits: int  # cached blocks reused (full blocks and voice-prefix tails)
+    prefix_misses: int
+    prefix_evictions: int
+    prefill_frames: int  # frames computed by prefill, including recompute after preemption
+    cached_frames: int  # prompt frames supplied by the prefix cache
+    decode_frames: int
+    steps: int
+    preemptions: int
+    pinned_voices: int
+    pinned_blocks: int
 
 
 @dataclass(frozen=True)
