@@ -191,9 +191,10 @@ class EngineConfig:
     # blocks once per step between them; "per_row": each stream reads its whole context
     # on its own (in place where its blocks are consecutive, as the block manager keeps
     # them), in fewer calls: ~1 ms less per one-stream step here, but from 4 streams on
-    # it copies every stream's prefix and is slower (README, "How the engine is built"). A row gets the same bits
-    # alone or batched either way. "auto": per_row where scheduler.max_running <= 2 (an
-    # engine sized for one or two streams, say one player's NPCs), shared_prefix otherwise.
+    # it copies every stream's prefix and is slower (README, "How the engine is built").
+    # A row gets the same bits alone or batched either way. "auto": per_row where
+    # scheduler.max_running <= 2 (an engine sized for one or two streams, say one
+    # player's NPCs), shared_prefix otherwise.
     decode_attention: str = "auto"
 
     def __post_init__(self) -> None:

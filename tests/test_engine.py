@@ -10,8 +10,7 @@ import torch
 
 from engine.config import CacheConfig, EngineConfig, SamplingParams, StreamConfig
 from engine.engine import Engine
-from engine.outputs import EngineOverloaded
-from engine.outputs import AudioChunk, Finished, TimingMark
+from engine.outputs import AudioChunk, EngineOverloaded, Finished, TimingMark
 from engine.toy_model import make_toy_model, reference_wave
 from tests.conftest import make_engine, speech_like, wait_idle
 
