@@ -201,6 +201,58 @@ def test_codec_stage_two_from_a_shipped_codec_keeps_its_tokens(tmp_path, monkeyp
     assert not torch.equal(old["voc.inp.weight"], new["voc.inp.weight"])
 
 
+def test_codec_stage_three_decodes_the_lms_own_predictions(tmp_path, monkeypatch):
+    """train_codec --lm: the LM's teacher-forced predictions are aligned with the frames they
+    predict, and the decoder and vocoder train on them while every token stays as it was."""
+    import sys
+
+    from engine.model import SpeechLM, load_model, save_model
+    from engine.train import train_codec
+    from engine.train.lm_data import build_example
+    from engine.train.lm_latents import lm_latents
+    from engine.train.token_store import load_token_shard, tokenise
+    from engine.train.train_lm import model_config
+    from engine.weights import load_weights
+
+    torch.manual_seed(0)
+    cfg = MelCodecConfig()
+    lm_dir = tmp_path / "lm"
+    save_codec(lm_dir, cfg, MelAutoencoder(cfg), Vocoder(cfg), int8=True)
+    save_model(SpeechLM(model_config(dim=64, layers=1, codebooks=8, codebook_size=256)), lm_dir)
+    (tmp_path / "audio").mkdir()
+    _audio_shard(tmp_path / "audio" / "shard_00000.npz", ["Over here!", "Yes, friend.", "Hold the gate.", "Run!"])
+    tokenise(lm_dir, tmp_path / "audio", tmp_path / "tokens")
+    shard = tmp_path / "tokens" / "shard_00000.npz"
+
+    # Frame j's latent is the expected latent of the prediction made where frame j-1 is the
+    # last input (the prompt's speech_start for j = 0): the model run on a cut sequence agrees.
+    latents = lm_latents(lm_dir, [shard], [shard], temperature=0.7)["shard_00000.npz"]
+    model, codec = load_model(lm_dir), MelCodec(lm_dir)
+    lines = load_token_shard(shard)
+    assert [len(x) for x in latents] == [len(r["codes"]) for r in lines]  # every line could be laid out
+    line, ref = lines[3], lines[1]  # voices alternate, so line 3 is prompted by line 1
+    frames, _ = build_example(model.cfg, ref["ids"], ref["codes"], line["ids"], line["codes"], line["durations"],
+                              model.cfg.mark_delay_frames)
+    prompt = len(frames) - len(line["codes"])
+    for j in (0, 5, len(line["codes"]) - 1):
+        with torch.inference_mode():
+            cut = frames[: prompt + j]
+            hidden = model(cut[None], torch.arange(len(cut))[None])[0, -1:]
+            probs = (model.logits(hidden)[:, 1:, :256] / 0.7).softmax(-1)
+        torch.testing.assert_close(latents[3][j].float(), codec.expected_latent(probs)[0], atol=2e-3, rtol=0)
+
+    common = ["train_codec", "--data", str(tmp_path / "audio"), "--work", str(tmp_path / "work")]
+    for extra in (["--init", str(lm_dir), "--lm", str(lm_dir), "--tokens", str(tmp_path / "tokens"), "--steps", "2",
+                   "--batch", "2", "--seconds", "0.32", "--threads", "1"], ["--export", str(tmp_path / "out")]):
+        monkeypatch.setattr(sys, "argv", common + extra)
+        train_codec.main()
+    assert list((tmp_path / "work").glob("lm_latents-*.pt"))  # computed once per LM, then reused
+    assert MelCodec(tmp_path / "out").encoder_digest == codec.encoder_digest
+    old, new = load_weights(lm_dir / "codec.safetensors"), load_weights(tmp_path / "out" / "codec.safetensors")
+    assert not torch.equal(old["ae.decoder.0.weight"], new["ae.decoder.0.weight"])
+    assert not torch.equal(old["voc.inp.weight"], new["voc.inp.weight"])
+
+
 def test_committed_tokens_fit_the_shipped_codec_and_their_durations():
     """The token shards in the repo are what the LM trains on: made by the shipped codec's
     encoder, one id per phoneme, and as many frames as the teacher's durations add up to."""

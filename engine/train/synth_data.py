@@ -116,6 +116,9 @@ def main() -> None:
     ap.add_argument("--broad-share", type=float, default=0.4, help="share of general English in new train shards")
     ap.add_argument("--broad-from", type=int, default=154, help="first train shard that holds general English")
     ap.add_argument("--start", type=int, default=0, help="make no shard below this index")
+    ap.add_argument("--only", help="comma-separated shard indices to make as audio, even where their tokens are "
+                                   "committed (audio for codec training on them); --shards must be as when "
+                                   "they were first made, since it fixes each shard's text")
     ap.add_argument("--worker", default="0/1", help="i/n: make only shards with index %% n == i (run n of these "
                                                     "side by side, one per core)")
     args = ap.parse_args()
@@ -128,8 +131,9 @@ def main() -> None:
     worker, workers = (int(x) for x in args.worker.split("/"))
     # A train shard whose tokens are committed is done too: a new machine makes only new
     # shards. Held-out shards are always made as audio: the eval scores against it.
-    done_in = (out,) if heldout else (out, TOKENS / args.split)
-    todo = [i for i in range(args.start, shards) if i % workers == worker
+    done_in = (out,) if heldout or args.only else (out, TOKENS / args.split)
+    wanted = [int(i) for i in args.only.split(",")] if args.only else range(args.start, shards)
+    todo = [i for i in wanted if i % workers == worker
             and not any((d / f"shard_{i:05d}.npz").exists() for d in done_in)]
     n_broad = 0 if heldout else round(args.broad_share * args.per_shard)
     broad = []

@@ -2,11 +2,16 @@
 
     python -m engine.train.train_codec --minutes 60        # resumes from its last checkpoint
     python -m engine.train.train_codec --init engine/models/default --freeze-encoder   # stage 2 on a new machine
+    python -m engine.train.train_codec --init engine/models/default --lm engine/models/default   # stage 3
     python -m engine.train.train_codec --export models/default
 
 Both networks train in one loop on random crops of the teacher shards: the
 autoencoder on log-mel L1 through the token bottleneck, the vocoder on ground
 truth mels with a multi-resolution STFT loss plus a mel loss (no adversary yet).
+Stage 3 (--lm) keeps the encoder fixed and feeds the decoder, for a share of
+each batch, the speech LM's own teacher-forced predictions of the crop
+(engine.train.lm_latents) instead of the clean tokens, and the vocoder what the
+decoder makes of them: at serving time those predictions are all it gets.
 Checkpoints are written atomically every --save-every steps and on exit, losses
 go to a CSV, and --plot draws the training curves.
 """
@@ -25,31 +30,55 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine.mel_codec import MelAutoencoder, MelCodecConfig, MelFrontEnd, Vocoder, load_codec_weights, save_codec
-from engine.train.synth_data import DATA, load_shard
+from engine.train.synth_data import DATA, TOKENS, load_shard
 
 WORK = Path.home() / ".cache" / "npc-voice" / "train" / "codec"
 STFT_SIZES = [(512, 128), (1024, 256), (2048, 512)]
 
 
 class Crops:
-    """Random fixed-length crops of the teacher audio, held in memory as int16."""
+    """Random fixed-length crops of the teacher audio, held in memory as int16.
 
-    def __init__(self, shard_dir: Path, seconds: float, sample_rate: int, seed: int = 0):
-        self.clips = [r["audio"] for p in sorted(shard_dir.glob("shard_*.npz")) for r in load_shard(p)]
+    With `latents` (per shard, per line: the LM's predictions, engine.train.lm_latents)
+    crops start on token frames of `frame_samples` and come with the matching latents;
+    lines shorter than a crop, or without latents, are left out."""
+
+    def __init__(self, shard_dir: Path, seconds: float, sample_rate: int, seed: int = 0,
+                 latents: dict[str, list[torch.Tensor | None]] | None = None, frame_samples: int = 0):
+        paths = sorted(shard_dir.glob("shard_*.npz"))
+        self.clips = [r["audio"] for p in paths for r in load_shard(p)]
         if not self.clips:
             raise SystemExit(f"no shards in {shard_dir}: run python -m engine.train.synth_data first")
         self.length = int(seconds * sample_rate)
         self.rng = random.Random(seed)
+        self.latents: list[torch.Tensor | None] = []
+        if latents is not None:
+            if self.length % frame_samples:
+                raise SystemExit(f"--seconds must be a whole number of token frames ({frame_samples} samples)")
+            self.frames, self.frame_samples = self.length // frame_samples, frame_samples
+            self.latents = [x for p in paths for x in latents[p.name]]
+            keep = [i for i, x in enumerate(self.latents) if x is not None and len(x) >= self.frames
+                    and len(self.clips[i]) >= self.length]
+            self.clips, self.latents = [self.clips[i] for i in keep], [self.latents[i] for i in keep]
         self.seconds = sum(len(c) for c in self.clips) / sample_rate
 
-    def batch(self, size: int) -> torch.Tensor:
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Waves [size, samples] and, with latents, theirs [size, latent_dim, frames]."""
         out = np.zeros((size, self.length), dtype=np.float32)
+        lat = [] if self.latents else None
         for i in range(size):
-            clip = self.clips[self.rng.randrange(len(self.clips))]
-            start = self.rng.randrange(max(1, len(clip) - self.length))
+            k = self.rng.randrange(len(self.clips))
+            clip = self.clips[k]
+            if lat is None:
+                start = self.rng.randrange(max(1, len(clip) - self.length))
+            else:
+                last = min(len(self.latents[k]) - self.frames, (len(clip) - self.length) // self.frame_samples)
+                first = self.rng.randrange(last + 1)
+                start = first * self.frame_samples
+                lat.append(self.latents[k][first:first + self.frames].float().T)
             piece = clip[start:start + self.length].astype(np.float32) / 32767
             out[i, : len(piece)] = piece
-        return torch.from_numpy(out)
+        return torch.from_numpy(out), (torch.stack(lat) if lat is not None else None)
 
 
 def stft_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -76,8 +105,12 @@ def plot_curves(log_path: Path, out: Path) -> None:
     rows = list(csv.DictReader(open(log_path)))
     steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
-    ax[0].plot(steps, [float(r["ae_mel_l1"]) for r in rows])
+    ax[0].plot(steps, [float(r["ae_mel_l1"]) for r in rows], label="from clean tokens")
+    lm = [(s, float(r["lm_mel_l1"])) for s, r in zip(steps, rows) if r.get("lm_mel_l1")]
+    if lm:
+        ax[0].plot(*zip(*lm), label="from the LM's predictions (stage 3)")
     ax[0].set(title="codec: log-mel L1 through the tokens", xlabel="step", yscale="log")
+    ax[0].legend()
     ax[1].plot(steps, [float(r["voc_stft"]) for r in rows], label="multi-res STFT")
     ax[1].plot(steps, [float(r["voc_mel_l1"]) for r in rows], label="mel L1")
     ax[1].set(title="vocoder", xlabel="step", yscale="log")
@@ -86,6 +119,26 @@ def plot_curves(log_path: Path, out: Path) -> None:
         a.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
+
+
+def cached_lm_latents(model_dir: Path, data: Path, tokens: Path, work: Path) -> dict[str, list[torch.Tensor | None]]:
+    """engine.train.lm_latents for the audio shards in `data` (their token shards in `tokens`),
+    computed once per LM and kept in `work`."""
+    from engine.train.lm_latents import lm_latents
+    from engine.train.token_store import check_stamp
+    from engine.weights import load_weights, tensor_digest
+
+    check_stamp(tokens, tensor_digest(load_weights(model_dir / "codec.safetensors"), "ae.encoder."))
+    names = [p.name for p in sorted(data.glob("shard_*.npz"))]
+    missing = [n for n in names if not (tokens / n).exists()]
+    if missing:
+        raise SystemExit(f"no committed tokens for {missing[:3]}...: run engine.train.token_store first")
+    cache = work / f"lm_latents-{tensor_digest(load_weights(model_dir / 'model.safetensors'), '')}.pt"
+    if cache.exists():
+        return torch.load(cache)
+    out = lm_latents(model_dir, [tokens / n for n in names], sorted(tokens.glob("shard_*.npz")))
+    save_checkpoint(cache, out)
+    return out
 
 
 def main() -> None:
@@ -102,6 +155,13 @@ def main() -> None:
     ap.add_argument("--freeze-encoder", action="store_true",
                     help="stage 2 (sticky once set): keep the encoder, and so every token, fixed while the decoder "
                          "and vocoder go on training, so an LM trained on the tokens stays valid")
+    ap.add_argument("--lm", type=Path, help="stage 3 (implies --freeze-encoder): the model dir of a speech LM whose "
+                    "teacher-forced predictions of the --data lines the decoder learns to turn into their mels; "
+                    "give it lines the LM did not train on")
+    ap.add_argument("--lm-share", type=float, default=0.5, help="share of each stage-3 batch decoded from the LM's "
+                                                                "predictions (the rest from the clean tokens)")
+    ap.add_argument("--tokens", type=Path, help="stage 3: the token shards of the --data lines (default: the "
+                                                "committed ones of its split)")
     ap.add_argument("--init", type=Path, help="with no checkpoint yet, start from the codec exported in this dir")
     ap.add_argument("--export", type=Path, help="write codec.json + codec.safetensors here and exit")
     ap.add_argument("--int8", action="store_true", help="export large matrices as int8 (shipped models)")
@@ -132,7 +192,12 @@ def main() -> None:
         save_codec(args.export, cfg, ae.eval(), voc.eval(), int8=args.int8)
         print(f"exported step {step} to {args.export}")
         return
-    data = Crops(args.data, args.seconds, cfg.sample_rate, seed=step)
+    latents = None
+    if args.lm:
+        args.freeze_encoder = True
+        latents = cached_lm_latents(args.lm, args.data, args.tokens or TOKENS / args.data.name, args.work)
+    data = Crops(args.data, args.seconds, cfg.sample_rate, seed=step, latents=latents,
+                 frame_samples=cfg.hop * cfg.downsample)
     print(f"{len(data.clips)} clips, {data.seconds / 3600:.2f} h of audio; starting at step {step}"
           + (" (encoder frozen)" if args.freeze_encoder else ""))
     ae.encoder.requires_grad_(not args.freeze_encoder)
@@ -140,25 +205,37 @@ def main() -> None:
     log = open(log_path, "a", newline="")
     writer = csv.writer(log)
     if new_log:
-        writer.writerow(["step", "ae_mel_l1", "voc_stft", "voc_mel_l1", "seconds"])
+        writer.writerow(["step", "ae_mel_l1", "voc_stft", "voc_mel_l1", "seconds", "lm_mel_l1"])
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, {"ae": ae.state_dict(), "voc": voc.state_dict(), "opt_ae": opt_ae.state_dict(),
                                     "opt_voc": opt_voc.state_dict(), "step": step, "frozen_encoder": args.freeze_encoder})
 
     deadline = time.time() + args.minutes * 60
     bar = tqdm(total=args.steps, initial=step, desc="codec", unit="step")
-    sums, t0 = np.zeros(3), time.time()
+    sums, counted, t0 = np.zeros(4), 0, time.time()
+    n_lm = round(args.batch * args.lm_share) if args.lm else 0
     while step < args.steps and time.time() < deadline:
-        wave = data.batch(args.batch)
+        wave, lat = data.batch(args.batch)
         with torch.no_grad():
             mel = front(wave)
-        ae_loss = F.l1_loss(ae(mel), mel)
+        if n_lm:
+            with torch.no_grad():
+                clean = ae.fsq.quantize(ae.encoder(mel[n_lm:]))
+            decoded = ae.decoder(torch.cat([lat[:n_lm], clean]))
+            lm_loss = F.l1_loss(decoded[:n_lm], mel[:n_lm])
+            ae_loss = F.l1_loss(decoded[n_lm:], mel[n_lm:])
+            loss = (lm_loss * n_lm + ae_loss * (args.batch - n_lm)) / args.batch
+        else:
+            decoded = ae(mel)
+            loss = ae_loss = lm_loss = F.l1_loss(decoded, mel)
         opt_ae.zero_grad()
-        ae_loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
         opt_ae.step()
         voc_in = mel
-        if args.freeze_encoder:
+        if n_lm:  # the vocoder hears what the decoder made of the LM's predictions
+            voc_in = torch.cat([decoded[:n_lm].detach(), mel[n_lm:]])
+        elif args.freeze_encoder:
             # The vocoder will hear decoded mels, which are smoother than real ones:
             # once the tokens are fixed, half of each batch trains it on those.
             half = args.batch // 2
@@ -172,14 +249,17 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(voc.parameters(), 1.0)
         opt_voc.step()
         step += 1
-        sums += [ae_loss.item(), spec_loss.item(), mel_loss.item()]
+        sums += [ae_loss.item(), spec_loss.item(), mel_loss.item(), lm_loss.item()]
+        counted += 1
         bar.update()
         if step % 50 == 0:
-            avg = sums / 50
-            writer.writerow([step, *(round(x, 5) for x in avg), round(time.time() - t0, 1)])
+            avg = sums / counted  # (the first window after a resume is shorter)
+            writer.writerow([step, *(round(x, 5) for x in avg[:3]), round(time.time() - t0, 1),
+                             round(avg[3], 5) if n_lm else ""])
             log.flush()
-            bar.set_postfix(ae=f"{avg[0]:.3f}", stft=f"{avg[1]:.3f}", mel=f"{avg[2]:.3f}")
-            sums[:] = 0
+            bar.set_postfix(ae=f"{avg[0]:.3f}", stft=f"{avg[1]:.3f}", mel=f"{avg[2]:.3f}",
+                            **({"lm": f"{avg[3]:.3f}"} if n_lm else {}))
+            sums[:], counted = 0, 0
         if step % args.save_every == 0:
             checkpoint()
     if step % args.save_every:  # (a multiple was just saved inside the loop)

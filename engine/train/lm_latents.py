@@ -1,0 +1,65 @@
+"""The speech LM's own predictions of teacher audio, as the codec decoder will receive them.
+
+At serving time the codec decoder never sees clean tokens: it gets the expected
+latent of each frame the LM predicts (engine.mel_codec.MelCodec.expected_latent),
+which is blurred wherever the LM is unsure. A decoder trained only on clean
+tokens maps that blur to muffled mels. This module runs the LM teacher-forced
+over teacher lines (every frame it reads is the teacher's, prompted by another
+line of the same voice, laid out as the engine runs it) and keeps, per line, the
+expected latent of its next-frame predictions at the serving temperature, so
+train_codec --lm can teach the decoder to turn the LM's predictions into the
+teacher's mels.
+
+Use lines the LM did not train on: on those it is as unsure as on new text.
+"""
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from engine.train.token_store import load_token_shard
+
+
+@torch.inference_mode()
+def lm_latents(model_dir: Path, token_shards: list[Path], voice_shards: list[Path],
+               temperature: float | None = None, seed: int = 0) -> dict[str, list[torch.Tensor | None]]:
+    """Per token shard name, per line: the expected latents [frames, latent_dim] (float16) of the
+    LM's teacher-forced next-frame predictions, or None for a line that could not be laid out.
+
+    Each line is prompted by another line of its voice, drawn from `voice_shards` (token
+    shards; a voice with one line only is prompted by itself). `temperature`: the model's
+    default when None (what the service uses unless a request says otherwise)."""
+    from engine.mel_codec import MelCodec
+    from engine.model import load_model
+    from engine.train.lm_data import build_example
+
+    model, codec = load_model(model_dir).eval(), MelCodec(model_dir)
+    cfg = model.cfg
+    temp = temperature if temperature is not None else cfg.temperature
+    by_voice: dict[str, list[dict]] = defaultdict(list)
+    for path in voice_shards:
+        for r in load_token_shard(path):
+            if len(r["codes"]) <= cfg.max_reference_frames:
+                by_voice[r["voice"]].append(r)
+    rng, out = random.Random(seed), {}
+    for path in tqdm(token_shards, desc="LM predictions", unit="shard"):
+        out[path.name] = []
+        for r in load_token_shard(path):
+            refs = [x for x in by_voice[r["voice"]] if x["text"] != r["text"]] or [r]
+            ref = rng.choice(refs)
+            try:
+                frames, _ = build_example(cfg, ref["ids"], ref["codes"][: cfg.max_reference_frames], r["ids"],
+                                          r["codes"], r["durations"], cfg.mark_delay_frames)
+            except ValueError:  # more units than frames (a teacher glitch)
+                out[path.name].append(None)
+                continue
+            n = len(r["codes"])
+            # The position before each audio frame predicts it (speech_start predicts the first).
+            hidden = model(frames[None], torch.arange(len(frames))[None])[0, -n - 1:-1]
+            logits = model.logits(hidden)[:, 1:, : cfg.codebook_size]
+            out[path.name].append(codec.expected_latent((logits / temp).softmax(-1)).half())
+    return out
