@@ -232,17 +232,25 @@ def score(voices: dict[str, list[dict]], outputs: dict[str, list[np.ndarray]], j
     names = list(refs)
     errors = total = 0
     sims, hits, n = [], 0, 0
+    per_voice = {}
     for name, rs in tqdm(voices.items(), desc="scoring", unit="voice"):
+        mine = {"errors": 0, "words": 0, "similarity": [], "heard_as": defaultdict(int)}
         for r, audio in zip(rs[1:], outputs[name]):
             e, t = word_errors(r["text"], judge.transcribe(audio))
-            errors, total = errors + e, total + t
+            mine["errors"], mine["words"] = mine["errors"] + e, mine["words"] + t
             emb = judge.embed(audio)
             cos = {k: cosine(emb, v) for k, v in refs.items()}
-            sims.append(cos[name])
-            hits += max(names, key=cos.get) == name
-            n += 1
+            mine["similarity"].append(cos[name])
+            mine["heard_as"][max(names, key=cos.get)] += 1
+        errors, total, n = errors + mine["errors"], total + mine["words"], n + len(mine["similarity"])
+        sims += mine["similarity"]
+        hits += mine["heard_as"][name]
+        # Per voice: where the errors are, and which reference each output was closest to.
+        per_voice[name] = {"wer": round(mine["errors"] / max(mine["words"], 1), 4),
+                           "similarity": round(float(np.mean(mine["similarity"])), 4) if mine["similarity"] else None,
+                           "closest_reference": dict(mine["heard_as"])}
     return {"wer": errors / max(total, 1), "similarity": float(np.mean(sims)), "id_accuracy": hits / max(n, 1),
-            "utterances": n, "voices": len(names)}
+            "utterances": n, "voices": len(names), "per_voice": per_voice}
 
 
 def main() -> None:
@@ -291,6 +299,10 @@ def main() -> None:
         value = result[key]
         print(f"{key:<12} {('-' if value is None else f'{value:.3f}'):>8}  {bar}")
     print(f"{result['utterances']} utterances, {result['voices']} held-out voices; model: {result['model']}")
+    print(f"\n{'voice':<16} {'wer':>6} {'sim':>6}  closest reference (id)")
+    for name, v in result["per_voice"].items():
+        closest = ", ".join(f"{k} {c}" for k, c in sorted(v["closest_reference"].items(), key=lambda kv: -kv[1]))
+        print(f"{name:<16} {v['wer']:>6.3f} {v['similarity'] or 0:>6.3f}  {closest}")
 
 
 if __name__ == "__main__":
