@@ -243,14 +243,48 @@ def test_codec_stage_three_decodes_the_lms_own_predictions(tmp_path, monkeypatch
 
     common = ["train_codec", "--data", str(tmp_path / "audio"), "--work", str(tmp_path / "work")]
     for extra in (["--init", str(lm_dir), "--lm", str(lm_dir), "--tokens", str(tmp_path / "tokens"), "--steps", "2",
-                   "--batch", "2", "--seconds", "0.32", "--threads", "1"], ["--export", str(tmp_path / "out")]):
+                   "--batch", "2", "--seconds", "0.32", "--threads", "1", "--gan-weight", "0.1"],
+                  ["--export", str(tmp_path / "out")]):
         monkeypatch.setattr(sys, "argv", common + extra)
         train_codec.main()
     assert list((tmp_path / "work").glob("lm_latents-*.pt"))  # computed once per LM, then reused
+    state = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 2 and "disc" in state  # the adversary resumes with the rest
+    logged = (tmp_path / "work" / "losses.csv").read_text().splitlines()[0].split(",")
+    assert {"lm_mel_l1", "disc", "adv", "fm"} <= set(logged)
     assert MelCodec(tmp_path / "out").encoder_digest == codec.encoder_digest
     old, new = load_weights(lm_dir / "codec.safetensors"), load_weights(tmp_path / "out" / "codec.safetensors")
     assert not torch.equal(old["ae.decoder.0.weight"], new["ae.decoder.0.weight"])
     assert not torch.equal(old["voc.inp.weight"], new["voc.inp.weight"])
+
+
+def test_discriminators_learn_to_tell_a_voice_like_tone_from_noise():
+    """A few steps of the vocoder's adversaries on real = harmonic tones, fake = noise of the
+    same loudness: their loss falls, and they score the tones higher than the noise."""
+    from engine.train.discriminators import Discriminators, discriminator_loss, generator_loss
+
+    torch.manual_seed(0)
+    disc = Discriminators(periods=(2, 5), resolutions=((256, 64),))
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-3)
+    t = torch.arange(4800) / 24000
+
+    def batch():
+        f0 = 120 + 200 * torch.rand(4, 1)
+        tone = sum(torch.sin(2 * torch.pi * k * f0 * t + torch.rand(4, 1) * 6) / k for k in range(1, 6)) * 0.1
+        return tone, torch.randn(4, 4800) * tone.std()
+
+    losses = []
+    for _ in range(60):
+        real, fake = batch()
+        loss = discriminator_loss(disc(real)[0], disc(fake)[0])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    real, fake = batch()
+    with torch.no_grad():
+        assert generator_loss(disc(fake)[0]) > generator_loss(disc(real)[0])
 
 
 def test_committed_tokens_fit_the_shipped_codec_and_their_durations():

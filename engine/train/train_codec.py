@@ -7,7 +7,8 @@
 
 Both networks train in one loop on random crops of the teacher shards: the
 autoencoder on log-mel L1 through the token bottleneck, the vocoder on ground
-truth mels with a multi-resolution STFT loss plus a mel loss (no adversary yet).
+truth mels with a multi-resolution STFT loss plus a mel loss, and with
+--gan-weight against discriminators as well (engine.train.discriminators).
 Stage 3 (--lm) keeps the encoder fixed and feeds the decoder, for a share of
 each batch, the speech LM's own teacher-forced predictions of the crop
 (engine.train.lm_latents) instead of the clean tokens, and the vocoder what the
@@ -22,6 +23,7 @@ import csv
 import os
 import random
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine.mel_codec import MelAutoencoder, MelCodecConfig, MelFrontEnd, Vocoder, load_codec_weights, save_codec
+from engine.train.discriminators import (Discriminators, discriminator_loss, feature_matching_loss,
+                                         generator_loss)
 from engine.train.synth_data import DATA, TOKENS, load_shard
 
 WORK = Path.home() / ".cache" / "npc-voice" / "train" / "codec"
@@ -104,7 +108,8 @@ def plot_curves(log_path: Path, out: Path) -> None:
 
     rows = list(csv.DictReader(open(log_path)))
     steps = [int(r["step"]) for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
+    gan = [(s, float(r["adv"]), float(r["disc"])) for s, r in zip(steps, rows) if r.get("adv")]
+    fig, ax = plt.subplots(1, 3 if gan else 2, figsize=(16 if gan else 11, 3.8))
     ax[0].plot(steps, [float(r["ae_mel_l1"]) for r in rows], label="from clean tokens")
     lm = [(s, float(r["lm_mel_l1"])) for s, r in zip(steps, rows) if r.get("lm_mel_l1")]
     if lm:
@@ -115,6 +120,12 @@ def plot_curves(log_path: Path, out: Path) -> None:
     ax[1].plot(steps, [float(r["voc_mel_l1"]) for r in rows], label="mel L1")
     ax[1].set(title="vocoder", xlabel="step", yscale="log")
     ax[1].legend()
+    if gan:
+        at, adv, disc = zip(*gan)
+        ax[2].plot(at, adv, label="generator (adversarial)")
+        ax[2].plot(at, disc, label="discriminators")
+        ax[2].set(title="vocoder against its discriminators", xlabel="step")
+        ax[2].legend()
     for a in ax:
         a.grid(alpha=0.3)
     fig.tight_layout()
@@ -162,6 +173,9 @@ def main() -> None:
                                                                 "predictions (the rest from the clean tokens)")
     ap.add_argument("--tokens", type=Path, help="stage 3: the token shards of the --data lines (default: the "
                                                 "committed ones of its split)")
+    ap.add_argument("--gan-weight", type=float, default=0.0,
+                    help="train the vocoder against discriminators (engine.train.discriminators) too, their losses "
+                         "weighted by this against the spectral ones (0: no adversary)")
     ap.add_argument("--init", type=Path, help="with no checkpoint yet, start from the codec exported in this dir")
     ap.add_argument("--export", type=Path, help="write codec.json + codec.safetensors here and exit")
     ap.add_argument("--int8", action="store_true", help="export large matrices as int8 (shipped models)")
@@ -178,7 +192,7 @@ def main() -> None:
     front, ae, voc = MelFrontEnd(cfg), MelAutoencoder(cfg), Vocoder(cfg)
     opt_ae = torch.optim.AdamW(ae.parameters(), lr=args.lr, betas=(0.8, 0.99))
     opt_voc = torch.optim.AdamW(voc.parameters(), lr=args.lr, betas=(0.8, 0.99))
-    step = 0
+    step, state = 0, {}
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False)
         ae.load_state_dict(state["ae"]), voc.load_state_dict(state["voc"])
@@ -201,35 +215,46 @@ def main() -> None:
     print(f"{len(data.clips)} clips, {data.seconds / 3600:.2f} h of audio; starting at step {step}"
           + (" (encoder frozen)" if args.freeze_encoder else ""))
     ae.encoder.requires_grad_(not args.freeze_encoder)
+    disc = opt_disc = None
+    if args.gan_weight > 0:
+        disc = Discriminators()
+        opt_disc = torch.optim.AdamW(disc.parameters(), lr=args.lr, betas=(0.8, 0.99))
+        if "disc" in state:
+            disc.load_state_dict(state["disc"]), opt_disc.load_state_dict(state["opt_disc"])
+    columns = ["ae_mel_l1", "voc_stft", "voc_mel_l1", "lm_mel_l1", "disc", "adv", "fm"]
     new_log = not log_path.exists()
     log = open(log_path, "a", newline="")
     writer = csv.writer(log)
     if new_log:
-        writer.writerow(["step", "ae_mel_l1", "voc_stft", "voc_mel_l1", "seconds", "lm_mel_l1"])
+        writer.writerow(["step", "seconds", *columns])
+
     def checkpoint() -> None:
+        extra = {"disc": disc.state_dict(), "opt_disc": opt_disc.state_dict()} if disc is not None else {}
         save_checkpoint(ckpt_path, {"ae": ae.state_dict(), "voc": voc.state_dict(), "opt_ae": opt_ae.state_dict(),
-                                    "opt_voc": opt_voc.state_dict(), "step": step, "frozen_encoder": args.freeze_encoder})
+                                    "opt_voc": opt_voc.state_dict(), "step": step,
+                                    "frozen_encoder": args.freeze_encoder, **extra})
 
     deadline = time.time() + args.minutes * 60
     bar = tqdm(total=args.steps, initial=step, desc="codec", unit="step")
-    sums, counted, t0 = np.zeros(4), 0, time.time()
+    sums, counted, t0 = defaultdict(float), 0, time.time()
     n_lm = round(args.batch * args.lm_share) if args.lm else 0
     while step < args.steps and time.time() < deadline:
         wave, lat = data.batch(args.batch)
         with torch.no_grad():
             mel = front(wave)
+        losses = {}
         if n_lm:
             with torch.no_grad():
                 clean = ae.fsq.quantize(ae.encoder(mel[n_lm:]))
             decoded = ae.decoder(torch.cat([lat[:n_lm], clean]))
-            lm_loss = F.l1_loss(decoded[:n_lm], mel[:n_lm])
-            ae_loss = F.l1_loss(decoded[n_lm:], mel[n_lm:])
-            loss = (lm_loss * n_lm + ae_loss * (args.batch - n_lm)) / args.batch
+            losses["lm_mel_l1"] = F.l1_loss(decoded[:n_lm], mel[:n_lm])
+            losses["ae_mel_l1"] = F.l1_loss(decoded[n_lm:], mel[n_lm:])
+            ae_loss = (losses["lm_mel_l1"] * n_lm + losses["ae_mel_l1"] * (args.batch - n_lm)) / args.batch
         else:
             decoded = ae(mel)
-            loss = ae_loss = lm_loss = F.l1_loss(decoded, mel)
+            ae_loss = losses["ae_mel_l1"] = F.l1_loss(decoded, mel)
         opt_ae.zero_grad()
-        loss.backward()
+        ae_loss.backward()
         torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
         opt_ae.step()
         voc_in = mel
@@ -242,24 +267,38 @@ def main() -> None:
             with torch.no_grad():
                 voc_in = torch.cat([mel[:half], ae(mel[half:])])
         fake = voc(voc_in)
-        spec_loss = stft_loss(fake, wave)
-        mel_loss = F.l1_loss(front(fake), mel)
+        losses["voc_stft"] = stft_loss(fake, wave)
+        losses["voc_mel_l1"] = F.l1_loss(front(fake), mel)
+        voc_loss = losses["voc_stft"] + losses["voc_mel_l1"]
+        if disc is not None:
+            real_scores, real_feats = disc(wave)
+            fake_scores, _ = disc(fake.detach())
+            losses["disc"] = discriminator_loss(real_scores, fake_scores)
+            opt_disc.zero_grad()
+            losses["disc"].backward()
+            torch.nn.utils.clip_grad_norm_(disc.parameters(), 1.0)
+            opt_disc.step()
+            # (real features from before this update: one step stale, and a forward pass cheaper)
+            fake_scores, fake_feats = disc(fake)
+            losses["adv"] = generator_loss(fake_scores)
+            losses["fm"] = feature_matching_loss(real_feats, fake_feats)
+            voc_loss = voc_loss + args.gan_weight * (losses["adv"] + 2 * losses["fm"])
         opt_voc.zero_grad()
-        (spec_loss + mel_loss).backward()
+        voc_loss.backward()
         torch.nn.utils.clip_grad_norm_(voc.parameters(), 1.0)
         opt_voc.step()
         step += 1
-        sums += [ae_loss.item(), spec_loss.item(), mel_loss.item(), lm_loss.item()]
+        for k, v in losses.items():
+            sums[k] += v.item()
         counted += 1
         bar.update()
         if step % 50 == 0:
-            avg = sums / counted  # (the first window after a resume is shorter)
-            writer.writerow([step, *(round(x, 5) for x in avg[:3]), round(time.time() - t0, 1),
-                             round(avg[3], 5) if n_lm else ""])
+            avg = {k: v / counted for k, v in sums.items()}  # (the first window after a resume is shorter)
+            writer.writerow([step, round(time.time() - t0, 1), *(round(avg[k], 5) if k in avg else "" for k in columns)])
             log.flush()
-            bar.set_postfix(ae=f"{avg[0]:.3f}", stft=f"{avg[1]:.3f}", mel=f"{avg[2]:.3f}",
-                            **({"lm": f"{avg[3]:.3f}"} if n_lm else {}))
-            sums[:], counted = 0, 0
+            short = {"ae_mel_l1": "ae", "lm_mel_l1": "lm", "voc_stft": "stft", "voc_mel_l1": "mel"}
+            bar.set_postfix({short.get(k, k): f"{v:.3f}" for k, v in avg.items()})
+            sums, counted = defaultdict(float), 0
         if step % args.save_every == 0:
             checkpoint()
     if step % args.save_every:  # (a multiple was just saved inside the loop)
