@@ -1,14 +1,16 @@
 """Discriminators for training the vocoder adversarially, and their losses.
 
-Why an adversary: trained on spectral losses alone, the vocoder learns the mean
-magnitude of each STFT bin and a phase that is only roughly right, so harmonics
-come out smeared and breathy. That costs most for high voices, whose harmonics
-lie far apart: the held-out "bright" voice lost 0.046 of its similarity to its
-own reference through the vocoder alone and became closer to another voice
-(README, "Training the default model"). A discriminator that looks at the wave
-in periodic slices, and one that looks at spectrograms at several resolutions,
-judge exactly the fine structure those losses average away (the HiFi-GAN and
-UnivNet / Vocos recipes; sizes here are cut down to train on two CPU cores).
+Why an adversary: trained on spectral losses alone, a vocoder learns the mean
+magnitude of each STFT bin and a phase that is only roughly right, and loses
+fine structure that no average measures. Ours costs voice identity: the
+held-out "bright" voice lost 0.046 of its similarity to its own reference
+through the vocoder alone (teacher mels in) and ended closer to another voice,
+though its pitch and its average spectrum survive (model card, Evaluation).
+A discriminator that looks at the wave in periodic slices, and one that looks
+at spectrograms at several resolutions, judge the structure those losses
+average away (the HiFi-GAN and UnivNet / Vocos recipes; sizes here are cut down
+to train on two CPU cores). 3,100 steps of it (session 12) moved the round
+trip's similarity by +0.01 and did not yet win bright back: not shipped.
 
 Losses are least-squares (real -> 1, fake -> 0) plus feature matching: the
 generator is pulled towards the real audio's activations in every discriminator

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from engine.train.token_store import load_token_shard
+from engine.train.token_store import check_stamp, load_token_shard
+from engine.weights import load_weights, tensor_digest
 
 
 @torch.inference_mode()
@@ -62,4 +63,22 @@ def lm_latents(model_dir: Path, token_shards: list[Path], voice_shards: list[Pat
             hidden = model(frames[None], torch.arange(len(frames))[None])[0, -n - 1:-1]
             logits = model.logits(hidden)[:, 1:, : cfg.codebook_size]
             out[path.name].append(codec.expected_latent((logits / temp).softmax(-1)).half())
+    return out
+
+
+def cached_lm_latents(model_dir: Path, data: Path, tokens: Path, work: Path) -> dict[str, list[torch.Tensor | None]]:
+    """engine.train.lm_latents for the audio shards in `data` (their token shards in `tokens`),
+    computed once per LM and kept in `work`."""
+    from engine.train.train_codec import save_checkpoint  # (train_codec imports this module)
+
+    check_stamp(tokens, tensor_digest(load_weights(model_dir / "codec.safetensors"), "ae.encoder."))
+    names = [p.name for p in sorted(data.glob("shard_*.npz"))]
+    missing = [n for n in names if not (tokens / n).exists()]
+    if missing:
+        raise SystemExit(f"no committed tokens for {missing[:3]}...: run engine.train.token_store first")
+    cache = work / f"lm_latents-{tensor_digest(load_weights(model_dir / 'model.safetensors'), '')}.pt"
+    if cache.exists():
+        return torch.load(cache)
+    out = lm_latents(model_dir, [tokens / n for n in names], sorted(tokens.glob("shard_*.npz")))
+    save_checkpoint(cache, out)
     return out

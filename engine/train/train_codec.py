@@ -132,26 +132,6 @@ def plot_curves(log_path: Path, out: Path) -> None:
     fig.savefig(out, dpi=100)
 
 
-def cached_lm_latents(model_dir: Path, data: Path, tokens: Path, work: Path) -> dict[str, list[torch.Tensor | None]]:
-    """engine.train.lm_latents for the audio shards in `data` (their token shards in `tokens`),
-    computed once per LM and kept in `work`."""
-    from engine.train.lm_latents import lm_latents
-    from engine.train.token_store import check_stamp
-    from engine.weights import load_weights, tensor_digest
-
-    check_stamp(tokens, tensor_digest(load_weights(model_dir / "codec.safetensors"), "ae.encoder."))
-    names = [p.name for p in sorted(data.glob("shard_*.npz"))]
-    missing = [n for n in names if not (tokens / n).exists()]
-    if missing:
-        raise SystemExit(f"no committed tokens for {missing[:3]}...: run engine.train.token_store first")
-    cache = work / f"lm_latents-{tensor_digest(load_weights(model_dir / 'model.safetensors'), '')}.pt"
-    if cache.exists():
-        return torch.load(cache)
-    out = lm_latents(model_dir, [tokens / n for n in names], sorted(tokens.glob("shard_*.npz")))
-    save_checkpoint(cache, out)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA / "train")
@@ -209,6 +189,8 @@ def main() -> None:
     latents = None
     if args.lm:
         args.freeze_encoder = True
+        from engine.train.lm_latents import cached_lm_latents
+
         latents = cached_lm_latents(args.lm, args.data, args.tokens or TOKENS / args.data.name, args.work)
     data = Crops(args.data, args.seconds, cfg.sample_rate, seed=step, latents=latents,
                  frame_samples=cfg.hop * cfg.downsample)
@@ -222,11 +204,14 @@ def main() -> None:
         if "disc" in state:
             disc.load_state_dict(state["disc"]), opt_disc.load_state_dict(state["opt_disc"])
     columns = ["ae_mel_l1", "voc_stft", "voc_mel_l1", "lm_mel_l1", "disc", "adv", "fm"]
+    header = ",".join(["step", "seconds", *columns])
+    if log_path.exists() and open(log_path).readline().strip() != header:  # a log of an older layout
+        os.replace(log_path, log_path.with_suffix(".old.csv"))
     new_log = not log_path.exists()
     log = open(log_path, "a", newline="")
     writer = csv.writer(log)
     if new_log:
-        writer.writerow(["step", "seconds", *columns])
+        writer.writerow(header.split(","))
 
     def checkpoint() -> None:
         extra = {"disc": disc.state_dict(), "opt_disc": opt_disc.state_dict()} if disc is not None else {}
