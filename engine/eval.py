@@ -204,11 +204,11 @@ def teacher_forced(model_dir: Path, voices: dict[str, list[dict]]) -> dict:
     free running, the gap is what the model's own compounding errors cost."""
     from engine.mel_codec import MelCodec
     from engine.model import load_model
-    from engine.train.lm_data import build_example
+    from engine.train.lm_latents import teacher_forced_probs
     from engine.train.token_store import TOKENS, check_stamp, load_token_shard
 
     model, codec = load_model(model_dir), MelCodec(model_dir)
-    cfg, token_dir = model.cfg, TOKENS / "eval"
+    token_dir = TOKENS / "eval"
     check_stamp(token_dir, codec.encoder_digest)
     tokens = {(r["voice"], r["text"]): r for path in sorted(token_dir.glob("shard_*.npz"))
               for r in load_token_shard(path)}
@@ -216,13 +216,7 @@ def teacher_forced(model_dir: Path, voices: dict[str, list[dict]]) -> dict:
     for name, rs in tqdm(voices.items(), desc="teacher-forced", unit="voice"):
         ref, outputs[name] = tokens[name, rs[0]["text"]], []
         for r in rs[1:]:
-            t = tokens[name, r["text"]]
-            frames, _ = build_example(cfg, ref["ids"], ref["codes"][: cfg.max_reference_frames], t["ids"],
-                                      t["codes"], t["durations"], cfg.mark_delay_frames)
-            with torch.inference_mode():
-                # The position before each audio frame predicts it (speech_start predicts the first).
-                hidden = model(frames[None], torch.arange(len(frames))[None])[0, -len(t["codes"]) - 1:-1]
-                probs = model.logits(hidden)[:, 1:, : cfg.codebook_size].softmax(-1)
+            probs = teacher_forced_probs(model, ref, tokens[name, r["text"]])
             outputs[name].append(codec.decode_expected(probs).numpy())
     return outputs
 

@@ -21,8 +21,25 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from engine.train.token_store import check_stamp, load_token_shard
+from engine.mel_codec import MelCodec
+from engine.model import SpeechLM, load_model
+from engine.train.lm_data import build_example
+from engine.train.token_store import load_token_shard
 from engine.weights import load_weights, tensor_digest
+
+
+@torch.inference_mode()
+def teacher_forced_probs(model: SpeechLM, ref: dict, line: dict, temperature: float = 1.0) -> torch.Tensor:
+    """The LM's next-frame codebook distributions [frames, codebooks, codebook_size] over
+    `line`'s audio when every frame it reads is the teacher's, prompted by `ref` (token
+    records of one voice, as token_store loads them). ValueError: the line cannot be laid out."""
+    cfg = model.cfg
+    frames, _ = build_example(cfg, ref["ids"], ref["codes"][: cfg.max_reference_frames], line["ids"],
+                              line["codes"], line["durations"], cfg.mark_delay_frames)
+    n = len(line["codes"])
+    # The position before each audio frame predicts it (speech_start predicts the first).
+    hidden = model(frames[None], torch.arange(len(frames))[None])[0, -n - 1:-1]
+    return (model.logits(hidden)[:, 1:, : cfg.codebook_size] / temperature).softmax(-1)
 
 
 @torch.inference_mode()
@@ -34,11 +51,7 @@ def lm_latents(model_dir: Path, token_shards: list[Path], voice_shards: list[Pat
     Each line is prompted by another line of its voice, drawn from `voice_shards` (token
     shards; a voice with one line only is prompted by itself). `temperature`: the model's
     default when None (what the service uses unless a request says otherwise)."""
-    from engine.mel_codec import MelCodec
-    from engine.model import load_model
-    from engine.train.lm_data import build_example
-
-    model, codec = load_model(model_dir).eval(), MelCodec(model_dir)
+    model, codec = load_model(model_dir), MelCodec(model_dir)
     cfg = model.cfg
     temp = temperature if temperature is not None else cfg.temperature
     by_voice: dict[str, list[dict]] = defaultdict(list)
@@ -51,18 +64,12 @@ def lm_latents(model_dir: Path, token_shards: list[Path], voice_shards: list[Pat
         out[path.name] = []
         for r in load_token_shard(path):
             refs = [x for x in by_voice[r["voice"]] if x["text"] != r["text"]] or [r]
-            ref = rng.choice(refs)
             try:
-                frames, _ = build_example(cfg, ref["ids"], ref["codes"][: cfg.max_reference_frames], r["ids"],
-                                          r["codes"], r["durations"], cfg.mark_delay_frames)
+                probs = teacher_forced_probs(model, rng.choice(refs), r, temp)
             except ValueError:  # more units than frames (a teacher glitch)
                 out[path.name].append(None)
                 continue
-            n = len(r["codes"])
-            # The position before each audio frame predicts it (speech_start predicts the first).
-            hidden = model(frames[None], torch.arange(len(frames))[None])[0, -n - 1:-1]
-            logits = model.logits(hidden)[:, 1:, : cfg.codebook_size]
-            out[path.name].append(codec.expected_latent((logits / temp).softmax(-1)).half())
+            out[path.name].append(codec.expected_latent(probs).half())
     return out
 
 
@@ -70,8 +77,9 @@ def cached_lm_latents(model_dir: Path, data: Path, tokens: Path, work: Path) -> 
     """engine.train.lm_latents for the audio shards in `data` (their token shards in `tokens`),
     computed once per LM and kept in `work`."""
     from engine.train.train_codec import save_checkpoint  # (train_codec imports this module)
+    from engine.train.train_lm import check_codec
 
-    check_stamp(tokens, tensor_digest(load_weights(model_dir / "codec.safetensors"), "ae.encoder."))
+    check_codec(model_dir, tokens)
     names = [p.name for p in sorted(data.glob("shard_*.npz"))]
     missing = [n for n in names if not (tokens / n).exists()]
     if missing:
