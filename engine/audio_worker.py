@@ -5,7 +5,8 @@ each running the codec on a window of a few frames. Every call streamed all of
 the codec's weights through the cache, and every thread brought its own OpenMP
 team onto a 2-core machine. Here the windows that all streams have queued are
 decoded together: windows of equal length in one batched call (the codec is not
-causal and normalises over its window, so only equal lengths batch exactly),
+causal and normalises over its window, so only equal lengths batch exactly; and
+a codec holds one voice's adapter at a time, so one call per adapter too),
 shortest first, so a new stream's small first chunk does not wait behind the
 long chunks of streams that are already playing.
 
@@ -21,6 +22,12 @@ from concurrent.futures import Future
 import torch
 
 from engine.codec import Codec
+from engine.voice_adapt import Adapter
+
+
+def decode_windows(codec: Codec, windows: torch.Tensor, adapter: Adapter | None) -> torch.Tensor:
+    """`codec.decode_batch`, through `adapter` when there is one (only adapting codecs take it)."""
+    return codec.decode_batch(windows) if adapter is None else codec.decode_batch(windows, adapter)
 
 
 class AudioWorker:
@@ -31,15 +38,15 @@ class AudioWorker:
         self.max_batch = max_batch
         self.batches = 0  # codec calls made (a stats figure; one thread writes it)
         self.windows = 0  # windows decoded
-        self._jobs: list[tuple[torch.Tensor, Future]] = []
+        self._jobs: list[tuple[torch.Tensor, Adapter | None, Future]] = []
         self._cv = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="audio", daemon=True)
         self._thread.start()
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+    def decode(self, codes: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
         """Codes [frames, codebooks] (or the codec's float latents) -> wave, as `codec.decode`
-        gives it; blocks until done.
+        gives it (through the voice's `adapter`, if any); blocks until done.
 
         After `close()` the caller's own thread decodes, so a stream that is still
         finishing while the engine shuts down gets its audio rather than an error."""
@@ -47,9 +54,9 @@ class AudioWorker:
             queued: Future | None = None
             if not self._closed:
                 queued = Future()
-                self._jobs.append((codes, queued))
+                self._jobs.append((codes, adapter, queued))
                 self._cv.notify()
-        return self.codec.decode(codes) if queued is None else queued.result()
+        return decode_windows(self.codec, codes[None], adapter)[0] if queued is None else queued.result()
 
     @property
     def queued(self) -> int:
@@ -73,16 +80,19 @@ class AudioWorker:
             if closed:
                 return
 
-    def _run(self, jobs: list[tuple[torch.Tensor, Future]]) -> None:
-        by_length: dict[int, list[tuple[torch.Tensor, Future]]] = defaultdict(list)
-        for codes, fut in jobs:
-            by_length[len(codes)].append((codes, fut))
-        for length in sorted(by_length):
-            group = by_length[length]
+    def _run(self, jobs: list[tuple[torch.Tensor, Adapter | None, Future]]) -> None:
+        # One call per window length and voice adapter: one adapter is in the codec at a time.
+        groups: dict[tuple[int, int], list[tuple[torch.Tensor, Future]]] = defaultdict(list)
+        adapters: dict[int, Adapter | None] = {}
+        for codes, adapter, fut in jobs:
+            adapters[id(adapter)] = adapter
+            groups[len(codes), id(adapter)].append((codes, fut))
+        for key in sorted(groups):
+            group, adapter = groups[key], adapters[key[1]]
             for i in range(0, len(group), self.max_batch):
                 part = group[i:i + self.max_batch]
                 try:
-                    waves = self.codec.decode_batch(torch.stack([codes for codes, _ in part]))
+                    waves = decode_windows(self.codec, torch.stack([codes for codes, _ in part]), adapter)
                 except Exception as exc:  # fails only the windows of this call
                     for _, fut in part:
                         fut.set_exception(exc)

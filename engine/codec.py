@@ -43,7 +43,12 @@ class Codec(Protocol):
         per-codebook distributions [frames, num_codebooks, codebook_size] -> float
         latents [frames, dim]; then `decode` and `decode_batch` take such float
         frames in place of codes, and the engine decodes what the LM expects rather
-        than what it drew (StreamConfig.expected_latents)."""
+        than what it drew (StreamConfig.expected_latents).
+
+        A codec may also adapt to voices (engine.voice_adapt): `adapt(wave, AdaptConfig)`
+        returns a voice's adapter (a dict of tensors, or None), `decoder_digest` names
+        what adapters are tuned from, and `decode`/`decode_batch` take `adapter` as a
+        second argument. The engine gives it only to codecs that define `adapt`."""
 
 
 def _log_bins(lo: float, hi: float, n: int) -> torch.Tensor:

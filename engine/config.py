@@ -173,10 +173,26 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class AdaptConfig:
+    """Per-voice codec adaptation at registration (engine.voice_adapt); codecs without it ignore this."""
+
+    steps: int = 100  # gradient steps for the decoder, then as many for the vocoder; 0 turns adaptation off
+    lr: float = 3e-3
+    crop_seconds: float = 2.0  # each step fits a random crop: the time per step stays flat for long clips
+    seed: int = 0  # the same clip always adapts to the same numbers
+
+    @property
+    def identity(self) -> str:
+        """What a voice's stored adapter depends on besides the clip and the codec."""
+        return f"adapt{self.steps}x{self.lr:g}x{self.crop_seconds:g}" if self.steps else "noadapt"
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
     device: str = "auto"  # "auto" picks CUDA when present
     dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 on CUDA
     num_threads: int | None = None  # torch threads for the engine thread on CPU (default 1)

@@ -12,6 +12,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -136,12 +137,19 @@ class Engine:
         if limit and len(codes) > limit:
             raise ValueError(f"reference is {len(codes) / self.frame_rate:.1f} s; this model clones from at most "
                              f"{limit / self.frame_rate:.0f} s: cut it to a sentence or two (and its transcript)")
-        return VoicePrompt(voice_prefix(self.model_cfg, ids, codes), self.voice_key(voice_id))
+        # The codec tuned to this voice (seconds of CPU, once per voice; see engine.voice_adapt).
+        adapter = self.codec.adapt(wave, self.config.adapt) if self._adapts else None
+        return VoicePrompt(voice_prefix(self.model_cfg, ids, codes), self.voice_key(voice_id), adapter)
+
+    @property
+    def _adapts(self) -> bool:
+        return hasattr(self.codec, "adapt") and self.config.adapt.steps > 0
 
     def voice_key(self, voice_id: str) -> bytes:
         """The conditioning key `make_voice` gives a voice; a stored prompt with another key
-        was tokenised for a different codec or front end and must be made again."""
-        return f"{self.codec.identity}|{self.model_cfg.tokenizer}|{voice_id}".encode()
+        was tokenised for a different codec, front end or adaptation and must be made again."""
+        adapted = f"{self.config.adapt.identity}-{self.codec.decoder_digest}" if self._adapts else "noadapt"
+        return f"{self.codec.identity}|{self.model_cfg.tokenizer}|{adapted}|{voice_id}".encode()
 
     def submit(self, voice: VoicePrompt, text: str, sampling: SamplingParams | None = None,
                sample_rate: int | None = None, chunk_frames: int | None = None) -> UtteranceStream:
@@ -179,10 +187,16 @@ class Engine:
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(seq, outbox, self.codec, self.config.stream,
                                  sample_rate, chunk_frames, lambda: self._cancel(seq), spans,
-                                 [self.tokenizer.symbol(i) for i in ids],
-                                 self.audio.decode if self.audio else None)
+                                 [self.tokenizer.symbol(i) for i in ids], self._decoder_for(voice))
         self._post(lambda: self._admit(seq, outbox))
         return stream
+
+    def _decoder_for(self, voice: VoicePrompt) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """How a stream of `voice` decodes its windows: on the shared audio thread when there is
+        one, through the voice's adapter when it has one (None: plain codec.decode)."""
+        if self.audio is not None:
+            return partial(self.audio.decode, adapter=voice.adapter)
+        return None if voice.adapter is None else partial(self.codec.decode, adapter=voice.adapter)
 
     def _cancel(self, seq: Sequence) -> None:
         """Called by UtteranceStream.cancel(), from any thread."""

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.config import SamplingParams
+from engine.config import AdaptConfig, SamplingParams
 
 EVAL_DATA = Path.home() / ".cache" / "npc-voice" / "data" / "eval"
 SR = 24000
@@ -149,10 +149,12 @@ def one_core():
 
 
 def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int, packed_dtype: str = "auto",
-               expected_latents: bool = True, **sampling) -> tuple[dict, float, SamplingParams]:
+               expected_latents: bool = True, adapt: AdaptConfig = AdaptConfig(),
+               **sampling) -> tuple[dict, float, SamplingParams]:
     """Outputs per voice (same order as its targets), the one-stream, one-thread RTF and the
     sampling used: the model's own (Engine.default_sampling) with `sampling` overrides.
-    `packed_dtype` (the CPU kernels) and `expected_latents` are EngineConfig's."""
+    `packed_dtype` (the CPU kernels), `expected_latents` and `adapt` are EngineConfig's.
+    The RTF leaves out registering the voices (the codec's adaptation to each)."""
     from engine import Engine, EngineConfig
     from engine.config import SchedulerConfig, StreamConfig
 
@@ -161,7 +163,7 @@ def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int, packed
     # the mask) and this one, which decodes the audio, take turns on it. The engine is
     # sized for the one stream it runs (decode_attention "auto" then reads per row).
     cfg = EngineConfig(num_threads=1, packed_dtype=packed_dtype, scheduler=SchedulerConfig(max_running=1),
-                       stream=StreamConfig(expected_latents=expected_latents))
+                       stream=StreamConfig(expected_latents=expected_latents), adapt=adapt)
     with one_core(), Engine(model_dir, cfg) as engine:
         torch.set_num_threads(1)
         params = engine.default_sampling(**sampling)
@@ -180,18 +182,21 @@ def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int, packed
     return outputs, compute / max(audio_s, 1e-9), params
 
 
-def codec_round_trip(codec_dir: Path, voices: dict[str, list[dict]]) -> tuple[dict, float]:
-    """Teacher audio encoded and decoded by the codec; RTF of the decoder alone, one thread."""
+def codec_round_trip(codec_dir: Path, voices: dict[str, list[dict]],
+                     adapt: AdaptConfig = AdaptConfig()) -> tuple[dict, float]:
+    """Teacher audio encoded and decoded by the codec, adapted to each voice's reference as the
+    engine adapts it (unless `adapt` turns that off); RTF of the decoder alone, one thread."""
     from engine.mel_codec import MelCodec
 
     torch.set_num_threads(1)
     codec, outputs, compute, audio_s = MelCodec(codec_dir), {}, 0.0, 0.0
-    for name, rs in voices.items():
+    for name, rs in tqdm(voices.items(), desc="round trip", unit="voice"):
+        adapter = codec.adapt(torch.from_numpy(rs[0]["audio"]), adapt)
         outputs[name] = []
         for r in rs[1:]:
             codes = codec.encode(torch.from_numpy(r["audio"]))
             start = time.perf_counter()
-            audio = codec.decode(codes).numpy()
+            audio = codec.decode(codes, adapter).numpy()
             compute += time.perf_counter() - start
             audio_s += len(audio) / SR
             outputs[name].append(audio)
@@ -226,11 +231,13 @@ def score(voices: dict[str, list[dict]], outputs: dict[str, list[np.ndarray]], j
     names = list(refs)
     errors = total = 0
     sims, hits, n = [], 0, 0
+    seconds = teacher_seconds = 0.0
     per_voice = {}
     for name, rs in tqdm(voices.items(), desc="scoring", unit="voice"):
         mine = {"errors": 0, "words": 0, "similarity": [], "heard_as": defaultdict(int)}
         for r, audio in zip(rs[1:], outputs[name]):
             e, t = word_errors(r["text"], judge.transcribe(audio))
+            seconds, teacher_seconds = seconds + len(audio) / SR, teacher_seconds + len(r["audio"]) / SR
             mine["errors"], mine["words"] = mine["errors"] + e, mine["words"] + t
             emb = judge.embed(audio)
             cos = {k: cosine(emb, v) for k, v in refs.items()}
@@ -244,7 +251,9 @@ def score(voices: dict[str, list[dict]], outputs: dict[str, list[np.ndarray]], j
                            "similarity": round(float(np.mean(mine["similarity"])), 4) if mine["similarity"] else None,
                            "closest_reference": dict(mine["heard_as"])}
     return {"wer": errors / max(total, 1), "similarity": float(np.mean(sims)), "id_accuracy": hits / max(n, 1),
-            "utterances": n, "voices": len(names), "per_voice": per_voice}
+            "utterances": n, "voices": len(names), "per_voice": per_voice,
+            # Output length against the teacher's for the same lines: the model's own pace.
+            "duration_ratio": seconds / max(teacher_seconds, 1e-9)}
 
 
 def main() -> None:
@@ -264,6 +273,8 @@ def main() -> None:
                          "the CPU has native bfloat16, else float32)")
     ap.add_argument("--drawn-codes", action="store_true",
                     help="decode the drawn codes, not the expected latents (StreamConfig.expected_latents=False)")
+    ap.add_argument("--no-adapt", action="store_true",
+                    help="decode with the codec as shipped, not tuned to each voice's reference (EngineConfig.adapt)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if sum(map(bool, (args.teacher, args.model, args.codec))) != 1:
@@ -271,18 +282,20 @@ def main() -> None:
     if args.teacher_forced and not args.model:
         ap.error("--teacher-forced needs --model DIR")
     voices = eval_set(args.data, args.limit)
+    adapt = AdaptConfig(steps=0) if args.no_adapt else AdaptConfig()
     if args.teacher:
         outputs, rtf, what = {k: [r["audio"] for r in rs[1:]] for k, rs in voices.items()}, None, "teacher audio"
     elif args.teacher_forced:
         outputs, rtf, what = teacher_forced(args.model, voices), None, f"{args.model} teacher-forced, expected latents"
     elif args.codec:
-        (outputs, rtf), what = codec_round_trip(args.codec, voices), f"codec round trip {args.codec}"
+        (outputs, rtf), what = codec_round_trip(args.codec, voices, adapt), f"codec round trip {args.codec} ({adapt.identity})"
     else:
         overrides = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
         outputs, rtf, used = synthesize(args.model, voices, args.seed, args.packed_dtype, not args.drawn_codes,
-                                        **overrides)
+                                        adapt, **overrides)
         decoded = "drawn codes" if args.drawn_codes else "expected latents"
-        what = f"{args.model} (temperature {used.temperature}, {args.packed_dtype} kernels, {decoded} decoded)"
+        what = (f"{args.model} (temperature {used.temperature}, {args.packed_dtype} kernels, {decoded} decoded, "
+                f"codec {adapt.identity})")
     result = {**score(voices, outputs, Judge()), "rtf": rtf, "model": what}
     if args.json:
         print(json.dumps(result))
@@ -292,7 +305,8 @@ def main() -> None:
     for key, bar in bars.items():
         value = result[key]
         print(f"{key:<12} {('-' if value is None else f'{value:.3f}'):>8}  {bar}")
-    print(f"{result['utterances']} utterances, {result['voices']} held-out voices; model: {result['model']}")
+    print(f"{result['utterances']} utterances, {result['voices']} held-out voices, "
+          f"{result['duration_ratio']:.2f}x the teacher's length; model: {result['model']}")
     print(f"\n{'voice':<16} {'wer':>6} {'sim':>6}  closest reference (id)")
     for name, v in result["per_voice"].items():
         closest = ", ".join(f"{k} {c}" for k, c in sorted(v["closest_reference"].items(), key=lambda kv: -kv[1]))

@@ -19,6 +19,7 @@ Why this shape:
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.packed import pack_for_cpu
+from engine.voice_adapt import AdaptConfig, Adapter, adapt, adaptable, load_adapter
 from engine.weights import load_weights, save_weights, tensor_digest
 
 
@@ -180,9 +182,17 @@ class MelCodec:
         self.front = MelFrontEnd(self.cfg)
         self.autoencoder = MelAutoencoder(self.cfg).eval()
         self.vocoder = Vocoder(self.cfg).eval()
+        self.model_dir = model_dir
         weights = load_codec_weights(model_dir, self.autoencoder, self.vocoder)
         self.encoder_digest = tensor_digest(weights, "ae.encoder.")
         self.identity = f"mel-{self.encoder_digest}"
+        # What a voice adapter was tuned from: the decoder and vocoder (the encoder is in identity).
+        self.decoder_digest = tensor_digest(weights, "ae.decoder.")[:8] + tensor_digest(weights, "voc.")[:8]
+        # The decode modules' own values of what an adapter replaces, to put back when a window
+        # of an unadapted voice comes; one adapter is loaded at a time, under this lock.
+        self._base = {k: v.detach().clone() for k, v in self._adaptable().items()}
+        self._loaded: Adapter | None = None
+        self._adapter_lock = threading.Lock()
         if packed is not None:  # the streaming path only: tokens from encode() stay exactly as training made them
             pack_for_cpu(self.autoencoder.decoder, packed)
             pack_for_cpu(self.vocoder, packed)
@@ -195,29 +205,51 @@ class MelCodec:
     def samples_per_frame(self) -> int:
         return self.cfg.hop * self.cfg.downsample
 
+    def _pad(self, wave: torch.Tensor) -> torch.Tensor:
+        """Mono float wave, zero-padded to whole token frames."""
+        wave = wave.float().flatten()
+        return F.pad(wave, (0, (-len(wave)) % self.samples_per_frame))
+
     @torch.inference_mode()
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
-        spf = self.samples_per_frame
-        wave = wave.float().flatten()
-        wave = F.pad(wave, (0, (-len(wave)) % spf))
-        z = self.autoencoder.encoder(self.front(wave[None]))
+        z = self.autoencoder.encoder(self.front(self._pad(wave)[None]))
         return self.autoencoder.fsq.to_codes(self.autoencoder.fsq.quantize(z))[0]
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.decode_batch(codes[None])[0]
+    def adapt(self, wave: torch.Tensor, cfg: AdaptConfig) -> Adapter | None:
+        """Tune the decoder and vocoder to one voice's reference clip (mono, at sample_rate);
+        None when `cfg` turns adaptation off. See engine.voice_adapt."""
+        if not cfg.steps:
+            return None
+        wave = self._pad(wave)
+        latent = self.autoencoder.fsq.from_codes(self.encode(wave)[None])[0].clone()  # out of inference mode
+        # Float copies of the decode half: the ones decoding here may be packed for inference.
+        ae, vocoder = MelAutoencoder(self.cfg), Vocoder(self.cfg)
+        load_codec_weights(self.model_dir, ae, vocoder)
+        return adapt(ae.decoder, vocoder, self.front, latent, wave, cfg)
+
+    def _adaptable(self) -> dict[str, torch.Tensor]:
+        return adaptable(self.autoencoder.decoder, "dec.") | adaptable(self.vocoder, "voc.")
+
+    def decode(self, codes: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
+        return self.decode_batch(codes[None], adapter)[0]
 
     @torch.inference_mode()
-    def decode_batch(self, codes: torch.Tensor) -> torch.Tensor:
+    def decode_batch(self, codes: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
         """Windows [B, frames, groups] of codes, or [B, frames, latent_dim] of float latents
-        (expected_latent's), -> waves [B, samples]."""
+        (expected_latent's), -> waves [B, samples]; through one voice's `adapter` if given."""
         if codes.is_floating_point():
-            return self.decode_latent(codes.float().cpu().transpose(1, 2))
-        return self.decode_latent(self.autoencoder.fsq.from_codes(codes.long().cpu()))
+            return self.decode_latent(codes.float().cpu().transpose(1, 2), adapter)
+        return self.decode_latent(self.autoencoder.fsq.from_codes(codes.long().cpu()), adapter)
 
     @torch.inference_mode()
-    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+    def decode_latent(self, latent: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
         """FSQ latents [B, groups * len(levels), frames] (on the level grid or between) -> waves [B, samples]."""
-        return self.vocoder(self.autoencoder.decoder(latent)).clamp(-1, 1)
+        with self._adapter_lock:
+            if adapter is not self._loaded:  # swap ~30 k numbers in place: no copy of the weights per voice
+                load_adapter({"dec.": self.autoencoder.decoder, "voc.": self.vocoder},
+                             self._base if adapter is None else adapter)
+                self._loaded = adapter
+            return self.vocoder(self.autoencoder.decoder(latent)).clamp(-1, 1)
 
     @property
     def latent_dim(self) -> int:

@@ -22,13 +22,15 @@ from service.gen import npc_voice_pb2_grpc as pb_grpc
 
 def serve(args: argparse.Namespace) -> None:
     from engine import CacheConfig, Engine, EngineConfig, SchedulerConfig
+    from engine.config import AdaptConfig
     from engine.model import SHIPPED_MODEL_DIR, default_model_dir
     from service.server import ServiceConfig, start_server
 
     model_dir = Path(args.model) if args.model else default_model_dir()
     engine = Engine(model_dir, EngineConfig(
         cache=CacheConfig(memory_budget_mb=args.kv_cache_mb, prefix_cache=not args.no_prefix_cache),
-        scheduler=SchedulerConfig(max_running=args.max_batch)))
+        scheduler=SchedulerConfig(max_running=args.max_batch),
+        adapt=AdaptConfig() if args.voice_adapt_steps is None else AdaptConfig(steps=args.voice_adapt_steps)))
     if model_dir != SHIPPED_MODEL_DIR and not args.model:
         logging.warning("the trained model is missing from %s: serving the random-weight toy model from %s. "
                         "Its audio is noise-like and carries no words.", SHIPPED_MODEL_DIR, model_dir)
@@ -126,6 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--no-demo-voices", action="store_true")
     s.add_argument("--max-batch", type=int, default=32, help="streams decoded together (1 disables batching)")
     s.add_argument("--no-prefix-cache", action="store_true", help="compute every prompt in full (baseline)")
+    s.add_argument("--voice-adapt-steps", type=int,
+                   help="tune the codec to each new voice's reference for this many steps (default: "
+                        "engine.config.AdaptConfig's; ~10 s per voice on one core; 0 turns it off; voices "
+                        "stored under another setting are made again at start)")
     s.set_defaults(fn=serve)
     s = sub.add_parser("say", help="speak a line into a WAV file")
     s.add_argument("text")

@@ -45,6 +45,8 @@ def install_demo_voices(library: VoiceLibrary, sample_rate: int = 24000, model_d
     added = []
     for voice_id, name, transcript, wav in demo_references(model_dir, sample_rate):
         if voice_id not in have:
+            # Once per voices dir: registering tunes the codec to the voice (seconds each).
+            log.info("installing demo voice %s", voice_id)
             library.register(voice_id, wav, transcript, name, demo=True)
             added.append(voice_id)
     if added:

@@ -24,17 +24,18 @@ class Recording:
         self.hold = threading.Event()
         self.holding = threading.Event()
 
-    def decode(self, codes):
-        return self.codec.decode(codes)
+    def decode(self, codes, *adapter):
+        return self.codec.decode(codes, *adapter)
 
-    def decode_batch(self, codes):
+    def decode_batch(self, codes, *adapter):
+        """`adapter`: a voice's, passed only when there is one (as the worker does)."""
         if not self.calls:
             self.holding.set()
             self.hold.wait(10)
-        self.calls.append((codes.shape[0], codes.shape[1]))
+        self.calls.append((codes.shape[0], codes.shape[1]) + tuple(len(a) for a in adapter))
         if codes.shape[1] == self.fail_length:
             raise RuntimeError("this window length fails")
-        return self.codec.decode_batch(codes)
+        return self.codec.decode_batch(codes, *adapter)
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +50,16 @@ def windows(codec, lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
     return [torch.randint(0, codec.codebook_size, (n, codec.num_codebooks), generator=gen) for n in lengths]
 
 
-def decode_concurrently(worker: AudioWorker, codec: Recording, jobs: list[torch.Tensor]) -> list:
+def decode_concurrently(worker: AudioWorker, codec: Recording, jobs: list[torch.Tensor],
+                        adapters: list | None = None) -> list:
     """Decode jobs[0] first and hold it in the codec until the rest are queued, so what
-    gets batched together does not depend on thread timing."""
+    gets batched together does not depend on thread timing. adapters[i]: job i's voice adapter."""
     results: list = [None] * len(jobs)
+    adapters = adapters or [None] * len(jobs)
 
     def run(i: int) -> None:
         try:
-            results[i] = worker.decode(jobs[i])
+            results[i] = worker.decode(jobs[i], adapters[i])
         except Exception as exc:  # noqa: BLE001 - the test inspects it
             results[i] = exc
 
@@ -90,6 +93,30 @@ def test_windows_of_many_streams_batch_by_length_shortest_first_and_match_lone_d
     # 7 of 10 split into batches of at most 4, shortest first.
     assert codec.calls == [(1, 10), (2, 3), (2, 5), (4, 10), (3, 10)]
     assert (worker.batches, worker.windows) == (5, 12)
+
+
+def test_windows_of_different_voices_decode_through_their_own_adapters(mel_codec):
+    """A codec holds one voice's adapter at a time: the worker makes one call per length and
+    adapter, and each window comes back as a lone decode through its own voice's adapter."""
+    base = {k: v.clone() for k, v in mel_codec._base.items()}
+    gen = torch.Generator().manual_seed(1)
+    voices = [None] + [{k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in base.items()} for _ in range(2)]
+    codec = Recording(mel_codec)
+    worker = AudioWorker(codec, max_batch=8)
+    order = [0, 1, 2, 1, 0, 2, 1]  # the voice of each window, interleaved as streams would queue them
+    jobs = windows(mel_codec, [6] * len(order), seed=3)
+    try:
+        results = decode_concurrently(worker, codec, jobs, [voices[v] for v in order])
+    finally:
+        worker.close()
+    lone = [mel_codec.decode(codes, voices[v]) for codes, v in zip(jobs, order)]
+    for v, wave, alone in zip(order, results, lone):
+        assert torch.equal(wave, alone), v
+    # The adapters change the audio, and the unadapted voice is the codec as shipped.
+    assert not torch.allclose(lone[0], mel_codec.decode(jobs[0], voices[1]), atol=1e-3)
+    assert torch.equal(mel_codec.decode(jobs[0]), lone[0])
+    n = len(base)
+    assert sorted(codec.calls) == sorted([(1, 6), (1, 6), (2, 6, n), (3, 6, n)])  # held one, then per adapter
 
 
 def test_a_failing_call_fails_only_its_own_windows():

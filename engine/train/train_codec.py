@@ -35,9 +35,9 @@ from engine.mel_codec import MelAutoencoder, MelCodecConfig, MelFrontEnd, Vocode
 from engine.train.discriminators import (Discriminators, discriminator_loss, feature_matching_loss,
                                          generator_loss)
 from engine.train.synth_data import DATA, TOKENS, load_shard
+from engine.voice_adapt import stft_loss
 
 WORK = Path.home() / ".cache" / "npc-voice" / "train" / "codec"
-STFT_SIZES = [(512, 128), (1024, 256), (2048, 512)]
 
 
 class Crops:
@@ -83,16 +83,6 @@ class Crops:
             piece = clip[start:start + self.length].astype(np.float32) / 32767
             out[i, : len(piece)] = piece
         return torch.from_numpy(out), (torch.stack(lat) if lat is not None else None)
-
-
-def stft_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    loss = fake.new_zeros(())
-    for n_fft, hop in STFT_SIZES:
-        window = torch.hann_window(n_fft, device=fake.device)
-        f = torch.stft(fake, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-5)
-        r = torch.stft(real, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-5)
-        loss = loss + torch.linalg.norm(r - f) / torch.linalg.norm(r) + F.l1_loss(f.log(), r.log())
-    return loss / len(STFT_SIZES)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -99,7 +99,9 @@ class NpcVoiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterVoice(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Registering tokenises the reference once and, for the trained codec, tunes the codec to
+        the voice: about ten seconds of one CPU core. Set a deadline that allows for it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -1,0 +1,116 @@
+"""Per-voice codec adaptation: the decoder and vocoder tuned to one reference clip.
+
+Why: the codec was trained on 50 teacher voices, and for a new voice its
+vocoder falls back toward the voices it knows. On the held-out voices the
+vocoder alone, fed the teacher's own mels, kept the right voice for only 0.875
+of the lines: two voices that sit close together (0.045 apart in speaker
+similarity) were merged. The reference clip a voice is registered from is
+itself a training example for that voice (its mel, its tokens and its
+waveform are all known), so at registration the codec takes a few hundred
+gradient steps on it.
+
+Only the one-dimensional parameters move (biases, norm gains, the ConvNeXt
+layer scales: ~30 k numbers, 0.3% of the codec). That is enough to recolour
+the vocoder's excitation per voice, too few to memorise the clip's words, and
+small enough to store with the voice and to swap into the shared decoder per
+batch (`MelCodec.decode_batch(..., adapter)`), with no per-voice copy of the
+weights. Measured on the held-out voices: README, "Voice adaptation".
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engine.config import AdaptConfig
+
+STFT_SIZES = ((512, 128), (1024, 256), (2048, 512))  # multi-resolution: short frames for onsets, long for pitch
+
+Adapter = dict[str, torch.Tensor]  # parameter name (as in the float modules' state dict) -> its adapted value
+
+
+def stft_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Multi-resolution STFT loss: spectral convergence plus log-magnitude L1, averaged over sizes."""
+    loss = fake.new_zeros(())
+    for n_fft, hop in STFT_SIZES:
+        window = torch.hann_window(n_fft, device=fake.device)
+        f = torch.stft(fake, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-5)
+        r = torch.stft(real, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-5)
+        loss = loss + torch.linalg.norm(r - f) / torch.linalg.norm(r) + F.l1_loss(f.log(), r.log())
+    return loss / len(STFT_SIZES)
+
+
+def adaptable(module: nn.Module, prefix: str) -> dict[str, nn.Parameter]:
+    """The parameters adaptation moves: every one-dimensional one, by prefixed name."""
+    return {prefix + name: p for name, p in module.named_parameters() if p.dim() == 1}
+
+
+def adapt(decoder: nn.Module, vocoder: nn.Module, front: nn.Module, latent: torch.Tensor, wave: torch.Tensor,
+          cfg: AdaptConfig) -> Adapter:
+    """Tune the one-dimensional parameters of float copies of `decoder` (FSQ latents -> log-mel)
+    and `vocoder` (log-mel -> wave) to one clip; returns the tuned values, prefixed "dec."/"voc.".
+
+    latent [latent_dim, frames] is the clip's quantised latent; wave [frames * samples_per_latent]
+    its waveform, already padded to whole latent frames. The modules passed in are not changed."""
+    import copy
+
+    latent, wave = latent.detach().float(), wave.detach().float()
+    frames = latent.shape[-1]
+    per_frame = wave.shape[-1] // frames
+    mel_per_frame = per_frame // front.mel.hop_length
+    crop = max(1, min(frames, round(cfg.crop_seconds * front.mel.sample_rate / per_frame)))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with torch.no_grad():
+        mel = front(wave[None])  # [1, n_mels, frames * mel_per_frame]
+    dec, voc = copy.deepcopy(decoder).train(), copy.deepcopy(vocoder).train()
+    out: Adapter = {}
+    for prefix, module in (("dec.", dec), ("voc.", voc)):
+        module.requires_grad_(False)
+        params = adaptable(module, prefix)
+        for p in params.values():
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(params.values(), lr=cfg.lr)
+        for step in range(cfg.steps):
+            start = int(torch.randint(0, frames - crop + 1, (1,), generator=gen))
+            m0, m1 = start * mel_per_frame, (start + crop) * mel_per_frame
+            target = mel[..., m0:m1]
+            if module is dec:
+                loss = F.l1_loss(dec(latent[None, :, start:start + crop]), target)
+            else:
+                # Half the steps on the teacher mel, half on what the tuned decoder makes of the
+                # tokens: the vocoder learns the voice, and the voice as the decoder renders it.
+                if step % 2:
+                    with torch.no_grad():
+                        target_in = dec(latent[None, :, start:start + crop])
+                else:
+                    target_in = target
+                fake = voc(target_in)
+                real = wave[None, start * per_frame:(start + crop) * per_frame]
+                loss = stft_loss(fake, real) + F.l1_loss(front(fake), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        out |= {name: p.detach().clone() for name, p in params.items()}
+    return out
+
+
+def _slot(root: nn.Module, name: str) -> torch.Tensor:
+    """The tensor a float-module parameter name refers to, in `root` as it is now: plain, or
+    with its layers swapped for engine.packed's (whose bias sits on the inner linear)."""
+    from engine.packed import PackedConv1d
+
+    *path, leaf = name.split(".")
+    module = root
+    for part in path:
+        module = getattr(module, part)
+    if isinstance(module, PackedConv1d):
+        module = module.linear
+    return getattr(module, leaf)
+
+
+@torch.no_grad()
+def load_adapter(roots: dict[str, nn.Module], adapter: Adapter) -> None:
+    """Write `adapter` into the modules, {"dec.": decoder, "voc.": vocoder}, in place."""
+    for name, value in adapter.items():
+        prefix, rest = name[:4], name[4:]
+        _slot(roots[prefix], rest).copy_(value)

@@ -1,0 +1,94 @@
+"""Per-voice codec adaptation (engine.voice_adapt) on the shipped codec and a demo voice's
+real reference clip: what it tunes, that it fits the voice, and that it travels with the voice."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import soundfile
+import torch
+import torch.nn.functional as F
+
+from engine import Engine, EngineConfig
+from engine.config import AdaptConfig
+from engine.mel_codec import MelCodec
+from engine.model import SHIPPED_MODEL_DIR
+from engine.packed import can_pack
+from engine.voice import VoicePrompt
+from engine.voice_adapt import stft_loss
+from service.demo_voices import demo_references
+
+pytestmark = pytest.mark.skipif(not (SHIPPED_MODEL_DIR / "codec.safetensors").exists(),
+                                reason="no trained codec in engine/models/default")
+QUICK = AdaptConfig(steps=30)  # a tenth of the default's work: enough to see it fit
+
+
+@pytest.fixture(scope="module")
+def clip() -> torch.Tensor:
+    """A demo voice's reference recording at the codec's rate."""
+    import torchaudio.functional as AF
+
+    _, _, _, wav = demo_references(SHIPPED_MODEL_DIR, 24000)[0]
+    wave, sr = soundfile.read(io.BytesIO(wav), dtype="float32")
+    return AF.resample(torch.from_numpy(wave), sr, 24000)
+
+
+@pytest.fixture(scope="module")
+def codec() -> MelCodec:
+    return MelCodec(SHIPPED_MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def adapter(codec, clip):
+    return codec.adapt(clip, QUICK)
+
+
+def reconstruction_loss(codec: MelCodec, clip: torch.Tensor, adapter) -> float:
+    wave = F.pad(clip, (0, (-len(clip)) % codec.samples_per_frame))
+    out = codec.decode(codec.encode(wave), adapter)
+    return float(stft_loss(out[None], wave[None]))
+
+
+def test_adaptation_tunes_only_the_one_dimensional_parameters_and_fits_the_voice(codec, clip, adapter):
+    before = codec.decode(codec.encode(clip))
+    params = dict(codec.autoencoder.decoder.named_parameters(prefix="dec")) | \
+        dict(codec.vocoder.named_parameters(prefix="voc"))
+    assert set(adapter) == {k for k, p in params.items() if p.dim() == 1}
+    assert 10_000 < sum(v.numel() for v in adapter.values()) < 0.01 * sum(p.numel() for p in params.values())
+    assert sum(not torch.equal(v, params[k]) for k, v in adapter.items()) > 0.9 * len(adapter)
+    # The round trip through the tuned codec is closer to the clip it was tuned on ...
+    assert reconstruction_loss(codec, clip, adapter) < 0.95 * reconstruction_loss(codec, clip, None)
+    # ... the codec itself is as shipped once the voice's windows are done ...
+    assert torch.equal(codec.decode(codec.encode(clip)), before)
+    # ... and the same clip always tunes to the same numbers.
+    again = codec.adapt(clip, QUICK)
+    assert all(torch.equal(again[k], v) for k, v in adapter.items())
+
+
+def test_a_packed_codec_decodes_through_an_adapter_as_the_plain_one_does(codec, clip, adapter):
+    """The engine's codec runs on pre-packed kernels, whose biases live elsewhere: the adapter
+    must land in them all the same."""
+    if not can_pack(torch.device("cpu"), torch.float32):
+        pytest.skip("no oneDNN in this torch")
+    packed = MelCodec(SHIPPED_MODEL_DIR, packed=torch.float32)
+    codes = codec.encode(clip)
+    plain_adapted = codec.decode(codes, adapter)
+    torch.testing.assert_close(packed.decode(codes, adapter), plain_adapted, atol=1e-4, rtol=0)
+    torch.testing.assert_close(packed.decode(codes), codec.decode(codes), atol=1e-4, rtol=0)  # and swapped back
+    assert (plain_adapted - codec.decode(codes)).abs().mean() > 0.1 * plain_adapted.abs().mean()
+
+
+def test_the_adapter_is_stored_with_the_voice_and_keyed_by_the_setting(clip):
+    with Engine(SHIPPED_MODEL_DIR, EngineConfig(adapt=QUICK)) as engine, \
+            Engine(SHIPPED_MODEL_DIR, EngineConfig(adapt=AdaptConfig(steps=0))) as plain:
+        voice = engine.make_voice(clip, 24000, "A line.", "guard")
+        unadapted = plain.make_voice(clip, 24000, "A line.", "guard")
+        assert voice.adapter is not None and unadapted.adapter is None
+        # Same prompt for the LM; another key, so a voice stored under one setting is made again under the other.
+        assert torch.equal(voice.frames, unadapted.frames) and voice.key != unadapted.key
+        assert voice.key == engine.voice_key("guard")
+        stored = VoicePrompt.from_bytes(voice.to_bytes())
+        assert stored.key == voice.key and torch.equal(stored.frames, voice.frames)
+        assert set(stored.adapter) == set(voice.adapter)
+        assert all(torch.equal(stored.adapter[k], v) for k, v in voice.adapter.items())
+        assert VoicePrompt.from_bytes(unadapted.to_bytes()).adapter is None
