@@ -273,8 +273,9 @@ def main() -> None:
                          "the CPU has native bfloat16, else float32)")
     ap.add_argument("--drawn-codes", action="store_true",
                     help="decode the drawn codes, not the expected latents (StreamConfig.expected_latents=False)")
-    ap.add_argument("--no-adapt", action="store_true",
-                    help="decode with the codec as shipped, not tuned to each voice's reference (EngineConfig.adapt)")
+    ap.add_argument("--adapt-steps", type=int, default=AdaptConfig().steps,
+                    help="steps the codec is tuned to each voice's reference for (EngineConfig.adapt; 0: the codec "
+                         "as shipped)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if sum(map(bool, (args.teacher, args.model, args.codec))) != 1:
@@ -282,7 +283,7 @@ def main() -> None:
     if args.teacher_forced and not args.model:
         ap.error("--teacher-forced needs --model DIR")
     voices = eval_set(args.data, args.limit)
-    adapt = AdaptConfig(steps=0) if args.no_adapt else AdaptConfig()
+    adapt = AdaptConfig(steps=args.adapt_steps)
     if args.teacher:
         outputs, rtf, what = {k: [r["audio"] for r in rs[1:]] for k, rs in voices.items()}, None, "teacher audio"
     elif args.teacher_forced:
