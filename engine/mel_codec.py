@@ -217,7 +217,7 @@ class MelCodec:
 
     def adapt(self, wave: torch.Tensor, cfg: AdaptConfig) -> Adapter | None:
         """Tune the decoder and vocoder to one voice's reference clip (mono, at sample_rate);
-        None when `cfg` turns adaptation off. See engine.voice_adapt."""
+        None when `cfg` turns adaptation off or the tuning diverged. See engine.voice_adapt."""
         if not cfg.steps:
             return None
         wave = self._pad(wave)

@@ -46,7 +46,7 @@ def adaptable(module: nn.Module, prefix: str) -> dict[str, nn.Parameter]:
 
 
 def adapt(decoder: nn.Module, vocoder: nn.Module, front: nn.Module, latent: torch.Tensor, wave: torch.Tensor,
-          cfg: AdaptConfig) -> Adapter:
+          cfg: AdaptConfig) -> Adapter | None:
     """Tune the one-dimensional parameters of float copies of `decoder` (FSQ latents -> log-mel)
     and `vocoder` (log-mel -> wave) to one clip; returns the tuned values, prefixed "dec."/"voc.".
 
@@ -91,7 +91,7 @@ def adapt(decoder: nn.Module, vocoder: nn.Module, front: nn.Module, latent: torc
             loss.backward()
             opt.step()
         out |= {name: p.detach().clone() for name, p in params.items()}
-    return out
+    return out if all(bool(torch.isfinite(v).all()) for v in out.values()) else None
 
 
 def _slot(root: nn.Module, name: str) -> torch.Tensor:

@@ -65,6 +65,10 @@ def test_adaptation_tunes_only_the_one_dimensional_parameters_and_fits_the_voice
     assert all(torch.equal(again[k], v) for k, v in adapter.items())
 
 
+def test_a_tuning_that_diverges_leaves_the_voice_on_the_shipped_codec(codec, clip):
+    assert codec.adapt(clip, AdaptConfig(steps=3, lr=1e12)) is None
+
+
 def test_a_packed_codec_decodes_through_an_adapter_as_the_plain_one_does(codec, clip, adapter):
     """The engine's codec runs on pre-packed kernels, whose biases live elsewhere: the adapter
     must land in them all the same."""
