@@ -289,7 +289,8 @@ def main() -> None:
     elif args.teacher_forced:
         outputs, rtf, what = teacher_forced(args.model, voices), None, f"{args.model} teacher-forced, expected latents"
     elif args.codec:
-        (outputs, rtf), what = codec_round_trip(args.codec, voices, adapt), f"codec round trip {args.codec} ({adapt.identity})"
+        outputs, rtf = codec_round_trip(args.codec, voices, adapt)
+        what = f"codec round trip {args.codec} ({adapt.identity})"
     else:
         overrides = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
         outputs, rtf, used = synthesize(args.model, voices, args.seed, args.packed_dtype, not args.drawn_codes,

@@ -190,7 +190,8 @@ class MelCodec:
         self.decoder_digest = tensor_digest(weights, "ae.decoder.")[:8] + tensor_digest(weights, "voc.")[:8]
         # The decode modules' own values of what an adapter replaces, to put back when a window
         # of an unadapted voice comes; one adapter is loaded at a time, under this lock.
-        self._base = {k: v.detach().clone() for k, v in self._adaptable().items()}
+        adaptable_now = adaptable(self.autoencoder.decoder, "dec.") | adaptable(self.vocoder, "voc.")
+        self._base = {k: v.detach().clone() for k, v in adaptable_now.items()}
         self._loaded: Adapter | None = None
         self._adapter_lock = threading.Lock()
         if packed is not None:  # the streaming path only: tokens from encode() stay exactly as training made them
@@ -226,9 +227,6 @@ class MelCodec:
         ae, vocoder = MelAutoencoder(self.cfg), Vocoder(self.cfg)
         load_codec_weights(self.model_dir, ae, vocoder)
         return adapt(ae.decoder, vocoder, self.front, latent, wave, cfg)
-
-    def _adaptable(self) -> dict[str, torch.Tensor]:
-        return adaptable(self.autoencoder.decoder, "dec.") | adaptable(self.vocoder, "voc.")
 
     def decode(self, codes: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
         return self.decode_batch(codes[None], adapter)[0]
