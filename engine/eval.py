@@ -203,10 +203,11 @@ def codec_round_trip(codec_dir: Path, voices: dict[str, list[dict]],
     return outputs, compute / max(audio_s, 1e-9)
 
 
-def teacher_forced(model_dir: Path, voices: dict[str, list[dict]]) -> dict:
+def teacher_forced(model_dir: Path, voices: dict[str, list[dict]], adapt: AdaptConfig = AdaptConfig()) -> dict:
     """The LM's next-frame predictions when every frame it reads is the teacher's (its
-    committed tokens, teacher timing), decoded from their expected latents. Against
-    free running, the gap is what the model's own compounding errors cost."""
+    committed tokens, teacher timing), decoded from their expected latents by the codec
+    adapted to the voice as the engine adapts it. Against free running, the gap is what
+    the model's own compounding errors cost."""
     from engine.mel_codec import MelCodec
     from engine.model import load_model
     from engine.train.lm_latents import teacher_forced_probs
@@ -220,9 +221,10 @@ def teacher_forced(model_dir: Path, voices: dict[str, list[dict]]) -> dict:
     outputs = {}
     for name, rs in tqdm(voices.items(), desc="teacher-forced", unit="voice"):
         ref, outputs[name] = tokens[name, rs[0]["text"]], []
+        adapter = codec.adapt(torch.from_numpy(rs[0]["audio"]), adapt)
         for r in rs[1:]:
             probs = teacher_forced_probs(model, ref, tokens[name, r["text"]])
-            outputs[name].append(codec.decode_expected(probs).numpy())
+            outputs[name].append(codec.decode_expected(probs, adapter).numpy())
     return outputs
 
 
@@ -287,7 +289,8 @@ def main() -> None:
     if args.teacher:
         outputs, rtf, what = {k: [r["audio"] for r in rs[1:]] for k, rs in voices.items()}, None, "teacher audio"
     elif args.teacher_forced:
-        outputs, rtf, what = teacher_forced(args.model, voices), None, f"{args.model} teacher-forced, expected latents"
+        outputs, rtf = teacher_forced(args.model, voices, adapt), None
+        what = f"{args.model} teacher-forced, expected latents, codec {adapt.identity}"
     elif args.codec:
         outputs, rtf = codec_round_trip(args.codec, voices, adapt)
         what = f"codec round trip {args.codec} ({adapt.identity})"

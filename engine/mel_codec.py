@@ -261,10 +261,10 @@ class MelCodec:
         return torch.einsum("tgc,dc->tgd", probs.float(), values).reshape(probs.shape[0], self.latent_dim)
 
     @torch.inference_mode()
-    def decode_expected(self, probs: torch.Tensor) -> torch.Tensor:
+    def decode_expected(self, probs: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
         """Per-codebook distributions [frames, groups, codebook_size] -> wave, decoded from the
-        expected latent instead of drawn codes."""
-        return self.decode_batch(self.expected_latent(probs)[None])[0]
+        expected latent instead of drawn codes (through a voice's `adapter`, if given)."""
+        return self.decode_batch(self.expected_latent(probs)[None], adapter)[0]
 
 
 def load_codec_weights(model_dir: str | Path, ae: MelAutoencoder, vocoder: Vocoder) -> dict[str, torch.Tensor]:
