@@ -221,7 +221,7 @@ def teacher_forced(model_dir: Path, voices: dict[str, list[dict]], adapt: AdaptC
     outputs = {}
     for name, rs in tqdm(voices.items(), desc="teacher-forced", unit="voice"):
         ref, outputs[name] = tokens[name, rs[0]["text"]], []
-        adapter = codec.adapt(torch.from_numpy(rs[0]["audio"]), adapt)
+        adapter = codec.adapt(torch.from_numpy(rs[0]["audio"]), adapt) if adapt.steps else None
         for r in rs[1:]:
             probs = teacher_forced_probs(model, ref, tokens[name, r["text"]])
             outputs[name].append(codec.decode_expected(probs, adapter).numpy())
