@@ -170,6 +170,9 @@ class MelFrontEnd(nn.Module):
         return torch.log(mel.clamp_min(1e-5))
 
 
+_PARTLY_LOADED: Adapter = {}  # never any voice's adapter: the next call loads its own in full
+
+
 class MelCodec:
     """The engine's Codec: 24 kHz wave <-> [frames, groups] tokens at 25 frames/s."""
 
@@ -244,6 +247,7 @@ class MelCodec:
         """FSQ latents [B, groups * len(levels), frames] (on the level grid or between) -> waves [B, samples]."""
         with self._adapter_lock:
             if adapter is not self._loaded:  # swap ~30 k numbers in place: no copy of the weights per voice
+                self._loaded = _PARTLY_LOADED  # until the swap completes: a bad adapter fails its own call only
                 load_adapter({"dec.": self.autoencoder.decoder, "voc.": self.vocoder},
                              self._base if adapter is None else adapter)
                 self._loaded = adapter

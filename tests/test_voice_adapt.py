@@ -65,6 +65,19 @@ def test_adaptation_tunes_only_the_one_dimensional_parameters_and_fits_the_voice
     assert all(torch.equal(again[k], v) for k, v in adapter.items())
 
 
+def test_a_malformed_adapter_fails_its_own_call_and_leaves_the_codec_whole(codec, clip, adapter):
+    codes = codec.encode(clip)
+    want_plain, want_adapted = codec.decode(codes), codec.decode(codes, adapter)
+    # Every value off, and the last one the wrong shape: the swap fails after most of it is done.
+    bad = {k: v + 1 for k, v in adapter.items()}
+    last = list(bad)[-1]
+    bad[last] = torch.zeros(bad[last].numel() + 1)
+    with pytest.raises(RuntimeError):
+        codec.decode(codes, bad)
+    assert torch.equal(codec.decode(codes, adapter), want_adapted)
+    assert torch.equal(codec.decode(codes), want_plain)
+
+
 def test_a_tuning_that_diverges_leaves_the_voice_on_the_shipped_codec(codec, clip):
     assert codec.adapt(clip, AdaptConfig(steps=3, lr=1e12)) is None
 
