@@ -25,11 +25,6 @@ from engine.codec import Codec
 from engine.voice_adapt import Adapter
 
 
-def decode_windows(codec: Codec, windows: torch.Tensor, adapter: Adapter | None) -> torch.Tensor:
-    """`codec.decode_batch`, through `adapter` when there is one (only adapting codecs take it)."""
-    return codec.decode_batch(windows) if adapter is None else codec.decode_batch(windows, adapter)
-
-
 class AudioWorker:
     def __init__(self, codec: Codec, max_batch: int = 16):
         if max_batch < 1:
@@ -56,7 +51,7 @@ class AudioWorker:
                 queued = Future()
                 self._jobs.append((codes, adapter, queued))
                 self._cv.notify()
-        return decode_windows(self.codec, codes[None], adapter)[0] if queued is None else queued.result()
+        return self.codec.decode(codes, adapter) if queued is None else queued.result()
 
     @property
     def queued(self) -> int:
@@ -92,7 +87,7 @@ class AudioWorker:
             for i in range(0, len(group), self.max_batch):
                 part = group[i:i + self.max_batch]
                 try:
-                    waves = decode_windows(self.codec, torch.stack([codes for codes, _ in part]), adapter)
+                    waves = self.codec.decode_batch(torch.stack([codes for codes, _ in part]), adapter)
                 except Exception as exc:  # fails only the windows of this call
                     for _, fut in part:
                         fut.set_exception(exc)

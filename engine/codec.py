@@ -32,12 +32,12 @@ class Codec(Protocol):
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
         """Mono float wave at `sample_rate` -> codes [frames, num_codebooks]."""
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+    def decode(self, codes: torch.Tensor, adapter: dict | None = None) -> torch.Tensor:
         """Codes [frames, num_codebooks] -> float wave [frames * samples_per_frame]."""
 
-    def decode_batch(self, codes: torch.Tensor) -> torch.Tensor:
+    def decode_batch(self, codes: torch.Tensor, adapter: dict | None = None) -> torch.Tensor:
         """Windows of equal length [B, frames, num_codebooks] -> waves [B, frames * samples_per_frame];
-        row i is exactly `decode(codes[i])`.
+        row i is exactly `decode(codes[i], adapter)`. `adapter`: one voice's, or None.
 
         A codec with a continuous latent may also define `expected_latent(probs)`:
         per-codebook distributions [frames, num_codebooks, codebook_size] -> float
@@ -46,9 +46,9 @@ class Codec(Protocol):
         than what it drew (StreamConfig.expected_latents).
 
         A codec may also adapt to voices (engine.voice_adapt): `adapt(wave, AdaptConfig)`
-        returns a voice's adapter (a dict of tensors, or None), `decoder_digest` names
-        what adapters are tuned from, and `decode`/`decode_batch` take `adapter` as a
-        second argument. The engine gives it only to codecs that define `adapt`."""
+        returns a voice's adapter (a dict of tensors, or None), which `decode` and
+        `decode_batch` then take, and `decoder_digest` names what adapters are tuned
+        from. A codec without `adapt` only ever gets None."""
 
 
 def _log_bins(lo: float, hi: float, n: int) -> torch.Tensor:
@@ -114,10 +114,12 @@ class ParametricCodec:
         return (values[:, None] - bins[None, :]).abs().argmin(-1)
 
     # ---- synthesis -----------------------------------------------------------
-    def decode_batch(self, codes: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.decode(c) for c in codes])  # cheap per window: nothing to batch
+    def decode_batch(self, codes: torch.Tensor, adapter: dict | None = None) -> torch.Tensor:
+        return torch.stack([self.decode(c, adapter) for c in codes])  # cheap per window: nothing to batch
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+    def decode(self, codes: torch.Tensor, adapter: dict | None = None) -> torch.Tensor:
+        if adapter is not None:
+            raise ValueError("the parametric codec does not adapt to voices")
         codes = codes.long().cpu().clamp(0, self.codebook_size - 1)
         spf, sr, T = self.samples_per_frame, self.sample_rate, codes.shape[0]
         voiced = (codes[:, 0] > 0).float()

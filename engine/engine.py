@@ -191,12 +191,10 @@ class Engine:
         self._post(lambda: self._admit(seq, outbox))
         return stream
 
-    def _decoder_for(self, voice: VoicePrompt) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """How a stream of `voice` decodes its windows: on the shared audio thread when there is
-        one, through the voice's adapter when it has one (None: plain codec.decode)."""
-        if self.audio is not None:
-            return partial(self.audio.decode, adapter=voice.adapter)
-        return None if voice.adapter is None else partial(self.codec.decode, adapter=voice.adapter)
+    def _decoder_for(self, voice: VoicePrompt) -> Callable[[torch.Tensor], torch.Tensor]:
+        """How a stream of `voice` decodes its windows: through the voice's adapter, on the
+        shared audio thread when there is one."""
+        return partial(self.audio.decode if self.audio else self.codec.decode, adapter=voice.adapter)
 
     def _cancel(self, seq: Sequence) -> None:
         """Called by UtteranceStream.cancel(), from any thread."""

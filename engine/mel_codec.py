@@ -226,7 +226,8 @@ class MelCodec:
             return None
         wave = self._pad(wave)
         latent = self.autoencoder.fsq.from_codes(self.encode(wave)[None])[0].clone()  # out of inference mode
-        # Float copies of the decode half: the ones decoding here may be packed for inference.
+        # Fresh float copies of the decode half for adapt() to tune: the ones decoding here may
+        # be packed for inference, and must stay as shipped.
         ae, vocoder = MelAutoencoder(self.cfg), Vocoder(self.cfg)
         load_codec_weights(self.model_dir, ae, vocoder)
         return adapt(ae.decoder, vocoder, self.front, latent, wave, cfg)

@@ -47,13 +47,13 @@ def adaptable(module: nn.Module, prefix: str) -> dict[str, nn.Parameter]:
 
 def adapt(decoder: nn.Module, vocoder: nn.Module, front: nn.Module, latent: torch.Tensor, wave: torch.Tensor,
           cfg: AdaptConfig) -> Adapter | None:
-    """Tune the one-dimensional parameters of float copies of `decoder` (FSQ latents -> log-mel)
-    and `vocoder` (log-mel -> wave) to one clip; returns the tuned values, prefixed "dec."/"voc.".
+    """Tune the one-dimensional parameters of `decoder` (FSQ latents -> log-mel) and `vocoder`
+    (log-mel -> wave), float modules that are the caller's to spend, to one clip; returns the
+    tuned values, prefixed "dec."/"voc.", or None if the tuning diverged (the voice then keeps
+    the codec as shipped rather than fail to register).
 
     latent [latent_dim, frames] is the clip's quantised latent; wave [frames * samples_per_latent]
-    its waveform, already padded to whole latent frames. The modules passed in are not changed."""
-    import copy
-
+    its waveform, already padded to whole latent frames."""
     latent, wave = latent.detach().float(), wave.detach().float()
     frames = latent.shape[-1]
     per_frame = wave.shape[-1] // frames
@@ -62,7 +62,7 @@ def adapt(decoder: nn.Module, vocoder: nn.Module, front: nn.Module, latent: torc
     gen = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         mel = front(wave[None])  # [1, n_mels, frames * mel_per_frame]
-    dec, voc = copy.deepcopy(decoder).train(), copy.deepcopy(vocoder).train()
+    dec, voc = decoder.train(), vocoder.train()
     out: Adapter = {}
     for prefix, module in (("dec.", dec), ("voc.", voc)):
         module.requires_grad_(False)

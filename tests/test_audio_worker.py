@@ -24,18 +24,17 @@ class Recording:
         self.hold = threading.Event()
         self.holding = threading.Event()
 
-    def decode(self, codes, *adapter):
-        return self.codec.decode(codes, *adapter)
+    def decode(self, codes, adapter=None):
+        return self.codec.decode(codes, adapter)
 
-    def decode_batch(self, codes, *adapter):
-        """`adapter`: a voice's, passed only when there is one (as the worker does)."""
+    def decode_batch(self, codes, adapter=None):
         if not self.calls:
             self.holding.set()
             self.hold.wait(10)
-        self.calls.append((codes.shape[0], codes.shape[1]) + tuple(len(a) for a in adapter))
+        self.calls.append((codes.shape[0], codes.shape[1]) + (() if adapter is None else (len(adapter),)))
         if codes.shape[1] == self.fail_length:
             raise RuntimeError("this window length fails")
-        return self.codec.decode_batch(codes, *adapter)
+        return self.codec.decode_batch(codes, adapter)
 
 
 @pytest.fixture(scope="module")
