@@ -234,11 +234,13 @@ def score(voices: dict[str, list[dict]], outputs: dict[str, list[np.ndarray]], j
     errors = total = 0
     sims, hits, n = [], 0, 0
     seconds = teacher_seconds = 0.0
-    per_voice = {}
+    per_voice, lines = {}, []
     for name, rs in tqdm(voices.items(), desc="scoring", unit="voice"):
         mine = {"errors": 0, "words": 0, "similarity": [], "heard_as": defaultdict(int)}
         for r, audio in zip(rs[1:], outputs[name]):
-            e, t = word_errors(r["text"], judge.transcribe(audio))
+            heard = judge.transcribe(audio)
+            e, t = word_errors(r["text"], heard)
+            lines.append({"voice": name, "text": r["text"], "heard": heard.strip(), "errors": e, "words": t})
             seconds, teacher_seconds = seconds + len(audio) / SR, teacher_seconds + len(r["audio"]) / SR
             mine["errors"], mine["words"] = mine["errors"] + e, mine["words"] + t
             emb = judge.embed(audio)
@@ -253,9 +255,18 @@ def score(voices: dict[str, list[dict]], outputs: dict[str, list[np.ndarray]], j
                            "similarity": round(float(np.mean(mine["similarity"])), 4) if mine["similarity"] else None,
                            "closest_reference": dict(mine["heard_as"])}
     return {"wer": errors / max(total, 1), "similarity": float(np.mean(sims)), "id_accuracy": hits / max(n, 1),
-            "utterances": n, "voices": len(names), "per_voice": per_voice,
+            "utterances": n, "voices": len(names), "per_voice": per_voice, "lines": lines,
             # Output length against the teacher's for the same lines: the model's own pace.
             "duration_ratio": seconds / max(teacher_seconds, 1e-9)}
+
+
+def save_outputs(outputs: dict[str, list[np.ndarray]], out: Path) -> None:
+    import soundfile
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, audios in outputs.items():
+        for i, audio in enumerate(audios):
+            soundfile.write(out / f"{name}_{i}.wav", audio, SR, subtype="PCM_16")
 
 
 def main() -> None:
@@ -278,6 +289,8 @@ def main() -> None:
     ap.add_argument("--adapt-steps", type=int, default=AdaptConfig().steps,
                     help="steps the codec is tuned to each voice's reference for (EngineConfig.adapt; 0: the codec "
                          "as shipped)")
+    ap.add_argument("--lines", action="store_true", help="also list every line with a word error: text, heard")
+    ap.add_argument("--save-audio", type=Path, help="write each output here as VOICE_N.wav (24 kHz)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if sum(map(bool, (args.teacher, args.model, args.codec))) != 1:
@@ -301,6 +314,8 @@ def main() -> None:
         decoded = "drawn codes" if args.drawn_codes else "expected latents"
         what = (f"{args.model} (temperature {used.temperature}, {args.packed_dtype} kernels, {decoded} decoded, "
                 f"codec {adapt.identity})")
+    if args.save_audio:
+        save_outputs(outputs, args.save_audio)
     result = {**score(voices, outputs, Judge()), "rtf": rtf, "model": what}
     if args.json:
         print(json.dumps(result))
@@ -316,6 +331,11 @@ def main() -> None:
     for name, v in result["per_voice"].items():
         closest = ", ".join(f"{k} {c}" for k, c in sorted(v["closest_reference"].items(), key=lambda kv: -kv[1]))
         print(f"{name:<16} {v['wer']:>6.3f} {v['similarity'] or 0:>6.3f}  {closest}")
+    if args.lines:
+        print(f"\n{'voice':<16} {'err':>3}  text -> heard")
+        for line in sorted(result["lines"], key=lambda x: -x["errors"] / max(x["words"], 1)):
+            if line["errors"]:
+                print(f"{line['voice']:<16} {line['errors']:>3}  {line['text']} -> {line['heard']}")
 
 
 if __name__ == "__main__":
