@@ -27,7 +27,7 @@ from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
 from service.lexicon import Lexicon
 from service.segmenter import DEFAULT_SCHEDULE
-from service.voices import LoadedVoice, VoiceCorrupt, VoiceExists, VoiceLibrary, VoiceNotFound
+from service.voices import LoadedVoice, RegistrationsBusy, VoiceCorrupt, VoiceExists, VoiceLibrary, VoiceNotFound
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NpcVoice"].full_name
@@ -43,6 +43,7 @@ class ServiceConfig:
     lexicon_check_s: float = 1.0  # how often the dictionary file is checked for edits
     max_sessions: int = 64  # concurrent Converse + Synthesize streams
     max_text_chars: int = 4000  # per text fragment and per Synthesize request
+    max_pending_registrations: int = 4  # RegisterVoice calls waiting or running; more get RESOURCE_EXHAUSTED
     default_chunk_ms: int = 320
     default_sample_rate: int = 48000
     demo_voices: bool = True  # install the demo voices the voices dir lacks
@@ -158,6 +159,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                                             r.display_name, r.language or "en", r.overwrite)
         except VoiceExists as exc:
             raise StreamError(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except RegistrationsBusy as exc:
+            raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), 10.0)
         except ValueError as exc:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return await self._voice_pb(voice)
@@ -327,7 +330,7 @@ def _streaming(fn):
 
 async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.Server, int, NpcVoiceServicer]:
     """Build and start the server; returns it, the bound port and the servicer."""
-    voices = VoiceLibrary(config.voices_dir, engine)
+    voices = VoiceLibrary(config.voices_dir, engine, config.max_pending_registrations)
     if config.demo_voices:
         install_demo_voices(voices, engine.sample_rate, engine.model_dir)
     lexicon = Lexicon(config.lexicon_path, phonemes_supported=engine.tokenizer.reads_phonemes,

@@ -44,6 +44,10 @@ class VoiceCorrupt(RuntimeError):
     pass
 
 
+class RegistrationsBusy(RuntimeError):
+    """More registrations are waiting than the library queues; the caller should retry later."""
+
+
 @dataclass(frozen=True)
 class VoiceInfo:
     voice_id: str
@@ -70,7 +74,7 @@ def check_voice_id(voice_id: str) -> str:
 class VoiceLibrary:
     """All voices of one server: on disk, and their prompts in memory."""
 
-    def __init__(self, directory: str | Path, engine: Engine):
+    def __init__(self, directory: str | Path, engine: Engine, max_pending: int = 4):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.engine = engine
@@ -78,6 +82,12 @@ class VoiceLibrary:
         self.broken: dict[str, str] = {}
         self._lock = threading.RLock()  # guards the two dicts
         self._changing = threading.Lock()  # one register/delete at a time, check to publish
+        # Making a prompt takes seconds (the codec is tuned to the voice), so it runs outside
+        # _changing: deletes and other voices' publishes never wait behind it. One at a time,
+        # though, to leave the other core to live speech; at most max_pending (each holding
+        # its reference audio) wait or run, the rest are refused.
+        self._tokenising = threading.Lock()
+        self.max_pending, self._pending = max_pending, 0
         for leftover in self.dir.glob(".tmp-*"):
             leftover.unlink(missing_ok=True)  # a write that a crash interrupted
         for path in sorted(self.dir.glob("[!.]*.voice")):
@@ -108,21 +118,35 @@ class VoiceLibrary:
             raise ValueError(f"transcript has {len(transcript)} characters; the limit is {MAX_TRANSCRIPT_CHARS}")
         ref = decode_wav(wav)
         check_speech(ref)
-        with self._changing:
-            with self._lock:
-                if not overwrite and (voice_id in self._voices or voice_id in self.broken):
-                    raise VoiceExists(f"voice {voice_id!r} already exists; set overwrite to replace it")
+        with self._lock:
+            self._check_free(voice_id, overwrite)  # fail fast, before seconds of work
+            if self._pending >= self.max_pending:
+                raise RegistrationsBusy(f"{self._pending} voice registrations are already in progress; "
+                                        "retry when one has finished")
+            self._pending += 1
+        try:
             info = VoiceInfo(voice_id, display_name or voice_id, transcript, language or "en",
                              round(ref.seconds, 3), datetime.now(timezone.utc).isoformat(timespec="seconds"), demo)
-            voice = LoadedVoice(info, self._tokenise(info, ref))
-            self._write(voice, ref)
+            with self._tokenising:
+                voice = LoadedVoice(info, self._tokenise(info, ref))
+            with self._changing:
+                with self._lock:
+                    self._check_free(voice_id, overwrite)  # another registration may have taken it meanwhile
+                self._write(voice, ref)
+                with self._lock:
+                    old = self._voices.get(voice_id)
+                    self._voices[voice_id] = voice
+                    self.broken.pop(voice_id, None)
+        finally:
             with self._lock:
-                old = self._voices.get(voice_id)
-                self._voices[voice_id] = voice
-                self.broken.pop(voice_id, None)
+                self._pending -= 1
         if old is not None:
             self.engine.unpin_voice(old.prompt)
         return voice
+
+    def _check_free(self, voice_id: str, overwrite: bool) -> None:
+        if not overwrite and (voice_id in self._voices or voice_id in self.broken):
+            raise VoiceExists(f"voice {voice_id!r} already exists; set overwrite to replace it")
 
     def delete(self, voice_id: str) -> None:
         with self._changing, self._lock:

@@ -408,6 +408,35 @@ def test_session_limit_gives_resource_exhausted_with_retry_hint(model_dir, tmp_p
         eng.close()
 
 
+def test_registrations_beyond_the_queue_get_resource_exhausted(model_dir, tmp_path):
+    import threading
+
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path, max_pending_registrations=1, demo_voices=False)
+    wav = encode_wav(reference_wave(4.0, 16000, f0=190.0, floor=0.05), 16000)
+    ask = lambda vid: srv.stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id=vid, reference_wav=wav,  # noqa: E731
+                                                                    transcript="A song for the road!"))
+    busy = srv.servicer.voices._tokenising  # held here: the first registration waits in the queue
+    busy.acquire()
+    done = []
+    first = threading.Thread(target=lambda: done.append(ask("bard")))
+    try:
+        first.start()
+        while srv.servicer.voices._pending < 1:
+            threading.Event().wait(0.01)
+        err = status_of(lambda: ask("piper"))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "already in progress" in err.details()
+        assert int(dict(err.trailing_metadata())["retry-after-ms"]) > 0
+    finally:
+        busy.release()
+        first.join(60)
+    try:
+        assert done[0].voice_id == "bard" and ask("piper").voice_id == "piper"
+    finally:
+        srv.stop()
+        eng.close()
+
+
 def test_voices_survive_a_restart_and_corrupt_entries_are_reported(model_dir, tmp_path):
     wav = encode_wav(reference_wave(5.0, 22050, f0=150.0, floor=0.05), 22050)
     eng = make_engine(model_dir)

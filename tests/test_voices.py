@@ -107,3 +107,55 @@ def test_demo_voices_come_from_the_model_directory_when_it_has_them(engine, tmp_
     assert lib.get("knight").info.demo and install_demo_voices(lib, 24000, tmp_path / "model") == []
     plain = VoiceLibrary(tmp_path / "voices2", engine)
     assert install_demo_voices(plain, 24000, None) == ["guard", "merchant", "sprite"]  # synthetic fallback
+
+
+def test_a_slow_registration_blocks_no_delete_and_the_queue_is_bounded(engine, tmp_path):
+    """Making a prompt takes seconds with the trained codec: here it waits on an event, then
+    runs the real engine, so the test can hold a registration in the middle."""
+    import threading
+
+    from service.voices import RegistrationsBusy
+
+    inside, release = threading.Event(), threading.Event()
+
+    class SlowLibrary(VoiceLibrary):
+        def _tokenise(self, info, ref):
+            if info.voice_id != "quick":
+                inside.set()
+                assert release.wait(30)
+            return super()._tokenise(info, ref)
+
+    wav = encode_wav(SPEECH, 44100)
+    lib = SlowLibrary(tmp_path, engine, max_pending=2)
+    lib.register("quick", wav, "Ready.")
+    results = []
+
+    def register(voice_id):
+        try:
+            results.append(lib.register(voice_id, wav, "Tracks lead east."))
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            results.append(exc)
+
+    first = threading.Thread(target=register, args=("scout",))
+    second = threading.Thread(target=register, args=("scout",))  # the same id, queued behind the first
+    try:
+        first.start()
+        assert inside.wait(30)
+        second.start()
+        while lib._pending < 2:
+            threading.Event().wait(0.01)
+        with pytest.raises(RegistrationsBusy, match="2 voice registrations"):
+            lib.register("ranger", wav, "Over here.")
+        deleter = threading.Thread(target=lib.delete, args=("quick",))
+        deleter.start()
+        deleter.join(10)
+        assert not deleter.is_alive(), "a delete waited behind a registration in progress"
+        assert [v.info.voice_id for v in lib.list()] == []
+    finally:
+        release.set()
+        first.join(30)
+        second.join(30)
+    # Both passed the early check; the second to finish finds the id taken when it publishes.
+    assert results[0].info.voice_id == "scout" and isinstance(results[1], VoiceExists)
+    assert [v.info.voice_id for v in lib.list()] == ["scout"] and lib._pending == 0
+    lib.register("ranger", wav, "Over here.")  # the queue has room again

@@ -101,6 +101,8 @@ class NpcVoiceServicer:
     def RegisterVoice(self, request, context):
         """Registering tokenises the reference once and, for the trained codec, tunes the codec to
         the voice: about ten seconds of one CPU core. Set a deadline that allows for it.
+        Registrations run one at a time; beyond a queue of four (ServiceConfig
+        max_pending_registrations) they get RESOURCE_EXHAUSTED with a retry hint.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
