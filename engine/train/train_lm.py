@@ -4,6 +4,7 @@
     python -m engine.train.train_lm --minutes 60                           # resumes from its checkpoint
     python -m engine.train.train_lm --init engine/models/default --minutes 60   # or start from a shipped model
     python -m engine.train.train_lm --export engine/models/default         # config.json + model.safetensors
+    python -m engine.train.train_lm --export engine/models/default --average 3   # the mean of the last 3 saves
 
 Training reads the tokens committed in engine/train/tokens (token_store). Each
 example is one utterance of a voice prompted by another utterance of the
@@ -29,6 +30,7 @@ from tqdm import tqdm
 from engine.config import ModelConfig
 from engine.model import WEIGHTS_FILE, SpeechLM, save_model
 from engine.train.lm_data import IGNORE, build_example
+from engine.train.snapshots import average_last, keep_snapshot
 from engine.train.token_store import TOKENS, check_stamp, load_token_shard
 from engine.train.train_codec import save_checkpoint
 from engine.weights import load_weights
@@ -201,9 +203,11 @@ def main() -> None:
                     help="share of generated input frames replaced by the model's own draws (see self_feed)")
     ap.add_argument("--max-ref-frames", type=int, default=250, help="longest reference clip (10 s)")
     ap.add_argument("--save-every", type=int, default=200)
+    ap.add_argument("--keep", type=int, default=3, help="weight snapshots kept from the last saves, for --average")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--fp32", action="store_true", help="train without bf16 autocast")
     ap.add_argument("--export", type=Path, help="write config.json + model.safetensors (int8) beside the codec here")
+    ap.add_argument("--average", type=int, default=1, help="with --export: the mean of the last N kept snapshots")
     ap.add_argument("--plot", type=Path, help="draw the training curves to this PNG and exit")
     args = ap.parse_args()
     token_dir, ckpt_path, log_path = args.tokens / "train", args.work / "checkpoint.pt", args.work / "losses.csv"
@@ -236,6 +240,10 @@ def main() -> None:
         print(f"starting from the weights in {args.init}")
     if args.export:
         check_codec(args.export, token_dir)
+        if args.average > 1:
+            weights, steps = average_last(args.work, args.average)
+            model.load_state_dict(weights)
+            step = f"mean of steps {', '.join(map(str, steps))}"
         save_model(model.eval(), args.export, int8=True)
         print(f"exported step {step} to {args.export}")
         return
@@ -250,6 +258,7 @@ def main() -> None:
 
     def save() -> None:
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step})
+        keep_snapshot(args.work, step, model.state_dict(), args.keep)
         if added := data.load_new():
             tqdm.write(f"step {step}: {added} new token shards, {len(data.utts)} utterances")
         if not val_batches:
