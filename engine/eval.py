@@ -2,6 +2,7 @@
 
     python -m engine.eval --model models/default          # table
     python -m engine.eval --model models/default --json   # one JSON object
+    python -m engine.eval --model models/default --seeds 3   # three seeds pooled (one seed is noisy)
     python -m engine.eval --teacher                       # the teacher audio itself (the ceiling)
     python -m engine.eval --codec models/default          # teacher audio through the codec and back
     python -m engine.eval --model models/default --teacher-forced   # the LM reading only teacher frames
@@ -260,6 +261,31 @@ def score(voices: dict[str, list[dict]], outputs: dict[str, list[np.ndarray]], j
             "duration_ratio": seconds / max(teacher_seconds, 1e-9)}
 
 
+def pool(results: list[dict], seeds: list[int]) -> dict:
+    """One result from the same lines scored at several seeds: wer over all their words,
+    similarity, id_accuracy, rtf and pace as means, each voice's closest references summed,
+    and each seed's own figures under "per_seed" (one seed's wer moves by +-0.03 here)."""
+    lines = [{**line, "seed": seed} for seed, r in zip(seeds, results) for line in r["lines"]]
+    per_voice = {}
+    for name in results[0]["per_voice"]:
+        mine = [line for line in lines if line["voice"] == name]
+        closest = defaultdict(int)
+        for r in results:
+            for k, c in r["per_voice"][name]["closest_reference"].items():
+                closest[k] += c
+        sims = [r["per_voice"][name]["similarity"] for r in results]
+        per_voice[name] = {"wer": round(sum(x["errors"] for x in mine) / max(sum(x["words"] for x in mine), 1), 4),
+                           "similarity": None if None in sims else round(float(np.mean(sims)), 4),
+                           "closest_reference": dict(closest)}
+    mean = lambda key: None if results[0][key] is None else float(np.mean([r[key] for r in results]))
+    return {**results[0], "wer": sum(x["errors"] for x in lines) / max(sum(x["words"] for x in lines), 1),
+            "similarity": mean("similarity"), "id_accuracy": mean("id_accuracy"), "rtf": mean("rtf"),
+            "duration_ratio": mean("duration_ratio"), "utterances": sum(r["utterances"] for r in results),
+            "per_voice": per_voice, "lines": lines,
+            "per_seed": [{"seed": seed, **{k: r[k] for k in ("wer", "similarity", "id_accuracy", "rtf")}}
+                         for seed, r in zip(seeds, results)]}
+
+
 def save_outputs(outputs: dict[str, list[np.ndarray]], out: Path) -> None:
     import soundfile
 
@@ -267,6 +293,23 @@ def save_outputs(outputs: dict[str, list[np.ndarray]], out: Path) -> None:
     for name, audios in outputs.items():
         for i, audio in enumerate(audios):
             soundfile.write(out / f"{name}_{i}.wav", audio, SR, subtype="PCM_16")
+
+
+def sample_and_score(args: argparse.Namespace, voices: dict[str, list[dict]], adapt: AdaptConfig,
+                     judge: Judge) -> dict:
+    """The model as the service runs it, at each of args.seeds seeds from args.seed, scored."""
+    overrides = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
+    seeds, results = list(range(args.seed, args.seed + args.seeds)), []
+    for seed in seeds:
+        outputs, rtf, used = synthesize(args.model, voices, seed, args.packed_dtype, not args.drawn_codes,
+                                        adapt, **overrides)
+        if args.save_audio:
+            save_outputs(outputs, args.save_audio)
+        results.append({**score(voices, outputs, judge), "rtf": rtf})
+    decoded = "drawn codes" if args.drawn_codes else "expected latents"
+    what = (f"{args.model} (temperature {used.temperature}, {args.packed_dtype} kernels, {decoded} decoded, "
+            f"codec {adapt.identity}, seed {args.seed}{f'-{seeds[-1]}' if len(seeds) > 1 else ''})")
+    return {**(pool(results, seeds) if len(seeds) > 1 else results[0]), "model": what}
 
 
 def main() -> None:
@@ -279,6 +322,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=EVAL_DATA)
     ap.add_argument("--limit", type=int, help="lines per voice (default: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="with --model: run seeds --seed .. --seed+N-1 and pool them (the table shows each too)")
     ap.add_argument("--temperature", type=float, help="default: the model's own (its config.json)")
     ap.add_argument("--top-k", type=int, help="default: the model's own")
     ap.add_argument("--packed-dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
@@ -297,26 +342,24 @@ def main() -> None:
         ap.error("give one of --model DIR, --codec DIR, --teacher")
     if args.teacher_forced and not args.model:
         ap.error("--teacher-forced needs --model DIR")
+    if args.seeds > 1 and (not args.model or args.teacher_forced or args.save_audio):
+        ap.error("--seeds N samples a --model several times (not with --teacher-forced or --save-audio)")
     voices = eval_set(args.data, args.limit)
-    adapt = AdaptConfig(steps=args.adapt_steps)
-    if args.teacher:
-        outputs, rtf, what = {k: [r["audio"] for r in rs[1:]] for k, rs in voices.items()}, None, "teacher audio"
-    elif args.teacher_forced:
-        outputs, rtf = teacher_forced(args.model, voices, adapt), None
-        what = f"{args.model} teacher-forced, expected latents, codec {adapt.identity}"
-    elif args.codec:
-        outputs, rtf = codec_round_trip(args.codec, voices, adapt)
-        what = f"codec round trip {args.codec} ({adapt.identity})"
+    adapt, judge = AdaptConfig(steps=args.adapt_steps), Judge()
+    if args.model and not args.teacher_forced:
+        result = sample_and_score(args, voices, adapt, judge)
     else:
-        overrides = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
-        outputs, rtf, used = synthesize(args.model, voices, args.seed, args.packed_dtype, not args.drawn_codes,
-                                        adapt, **overrides)
-        decoded = "drawn codes" if args.drawn_codes else "expected latents"
-        what = (f"{args.model} (temperature {used.temperature}, {args.packed_dtype} kernels, {decoded} decoded, "
-                f"codec {adapt.identity})")
-    if args.save_audio:
-        save_outputs(outputs, args.save_audio)
-    result = {**score(voices, outputs, Judge()), "rtf": rtf, "model": what}
+        if args.teacher:
+            outputs, rtf, what = {k: [r["audio"] for r in rs[1:]] for k, rs in voices.items()}, None, "teacher audio"
+        elif args.teacher_forced:
+            outputs, rtf = teacher_forced(args.model, voices, adapt), None
+            what = f"{args.model} teacher-forced, expected latents, codec {adapt.identity}"
+        else:
+            outputs, rtf = codec_round_trip(args.codec, voices, adapt)
+            what = f"codec round trip {args.codec} ({adapt.identity})"
+        if args.save_audio:
+            save_outputs(outputs, args.save_audio)
+        result = {**score(voices, outputs, judge), "rtf": rtf, "model": what}
     if args.json:
         print(json.dumps(result))
         return
@@ -325,6 +368,9 @@ def main() -> None:
     for key, bar in bars.items():
         value = result[key]
         print(f"{key:<12} {('-' if value is None else f'{value:.3f}'):>8}  {bar}")
+    for one in result.get("per_seed", []):
+        print(f"  seed {one['seed']}: wer {one['wer']:.3f}, similarity {one['similarity']:.3f}, "
+              f"id_accuracy {one['id_accuracy']:.3f}, rtf {one['rtf']:.3f}")
     print(f"{result['utterances']} utterances, {result['voices']} held-out voices, "
           f"{result['duration_ratio']:.2f}x the teacher's length; model: {result['model']}")
     print(f"\n{'voice':<16} {'wer':>6} {'sim':>6}  closest reference (id)")
