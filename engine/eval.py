@@ -264,7 +264,7 @@ def score(voices: dict[str, list[dict]], outputs: dict[str, list[np.ndarray]], j
 def pool(results: list[dict], seeds: list[int]) -> dict:
     """One result from the same lines scored at several seeds: wer over all their words,
     similarity, id_accuracy, rtf and pace as means, each voice's closest references summed,
-    and each seed's own figures under "per_seed" (one seed's wer moves by +-0.03 here)."""
+    and each seed's own figures under "per_seed" (one seed's wer moves by +-0.02 here)."""
     lines = [{**line, "seed": seed} for seed, r in zip(seeds, results) for line in r["lines"]]
     per_voice = {}
     for name in results[0]["per_voice"]:

@@ -240,12 +240,13 @@ def main() -> None:
         print(f"starting from the weights in {args.init}")
     if args.export:
         check_codec(args.export, token_dir)
+        what = f"step {step}"
         if args.average > 1:
             weights, steps = average_last(args.work, args.average)
             model.load_state_dict(weights)
-            step = f"mean of steps {', '.join(map(str, steps))}"
+            what = f"the mean of steps {', '.join(map(str, steps))}"
         save_model(model.eval(), args.export, int8=True)
-        print(f"exported step {step} to {args.export}")
+        print(f"exported {what} to {args.export}")
         return
     data = Examples(token_dir, cfg, args.max_ref_frames, seed=step)
     print(f"{len(data.utts)} utterances in {len(data.shards)} token shards; starting at step {step}")
