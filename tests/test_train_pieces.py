@@ -359,7 +359,6 @@ def test_wer_scoring_normalises_like_our_text():
     assert join_compounds(["the", "east"], ["the", "east"]) == ["the", "east"]  # real words stay apart
 
 
-
 def test_several_seeds_pool_into_one_result_that_keeps_each_seeds_figures():
     """eval --seeds N: wer over every word of every seed, means of the rest, closest references
     summed. score() is fed by a fixed judge (the pooling is under test, not whisper)."""
@@ -390,6 +389,7 @@ def test_several_seeds_pool_into_one_result_that_keeps_each_seeds_figures():
     assert both["per_voice"]["a"]["wer"] == round(1 / 6, 4) and both["per_voice"]["b"]["wer"] == 0.5
     assert both["duration_ratio"] == pytest.approx((1.5 + 1.0) / 2)
     assert [(x["seed"], x["wer"]) for x in both["per_seed"]] == [(4, 0.0), (5, 0.5)]
+
 
 def test_lm_training_keeps_its_last_snapshots_and_exports_their_mean(tmp_path, monkeypatch):
     """train_lm keeps the weights of its last --keep saves; --export --average N writes their

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from engine.train.train_codec import save_checkpoint
+
 PATTERN = re.compile(r"weights_(\d+)\.pt$")
 
 
@@ -26,10 +28,7 @@ def keep_snapshot(work: Path, step: int, state: dict[str, torch.Tensor], keep: i
     """Write this step's weights and delete all but the newest `keep` snapshots (0 keeps none)."""
     if keep <= 0:
         return
-    path = work / f"weights_{step:07d}.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save({k: v.detach().clone() for k, v in state.items()}, tmp)
-    tmp.replace(path)
+    save_checkpoint(work / f"weights_{step:07d}.pt", state)
     for _, old in snapshots(work)[:-keep]:
         old.unlink()
 
