@@ -178,7 +178,8 @@ def test_token_store_keeps_what_the_lm_needs_and_refuses_another_encoder(tmp_pat
 
 def test_codec_stage_two_from_a_shipped_codec_keeps_its_tokens(tmp_path, monkeypatch):
     """train_codec --init DIR --freeze-encoder: decoder and vocoder train on, the encoder (and
-    so every token an LM was trained on) survives training and the int8 re-export bit for bit."""
+    so every token an LM was trained on) survives training and the int8 re-export bit for bit;
+    --soup-decoder DIR exports DIR's codec with the mean of the two decoders."""
     import sys
 
     from engine.train import train_codec
@@ -199,6 +200,22 @@ def test_codec_stage_two_from_a_shipped_codec_keeps_its_tokens(tmp_path, monkeyp
     old, new = load_weights(tmp_path / "shipped" / "codec.safetensors"), load_weights(tmp_path / "out" / "codec.safetensors")
     assert not torch.equal(old["ae.decoder.0.weight"], new["ae.decoder.0.weight"])
     assert not torch.equal(old["voc.inp.weight"], new["voc.inp.weight"])
+
+    # --soup-decoder: the shipped codec with its decoder halfway to the one trained on from it.
+    monkeypatch.setattr(sys, "argv", common + ["--export", str(tmp_path / "soup"), "--soup-decoder",
+                                               str(tmp_path / "shipped")])
+    train_codec.main()
+    tuned = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)["ae"]
+    soup = load_weights(tmp_path / "soup" / "codec.safetensors")
+    assert MelCodec(tmp_path / "soup").encoder_digest == before.encoder_digest
+    for k in ("decoder.0.weight", "decoder.1.conv1.weight", "decoder.1.norm.bias"):
+        torch.testing.assert_close(soup[f"ae.{k}"], (old[f"ae.{k}"] + tuned[k]) / 2, rtol=0, atol=1e-7)
+    assert torch.equal(soup["voc.inp.weight"], old["voc.inp.weight"])  # the vocoder is the shipped one
+    save_codec(tmp_path / "other", cfg, MelAutoencoder(cfg), Vocoder(cfg), int8=True)
+    monkeypatch.setattr(sys, "argv", common + ["--export", str(tmp_path / "soup"), "--soup-decoder",
+                                               str(tmp_path / "other")])
+    with pytest.raises(SystemExit, match="another encoder"):
+        train_codec.main()
 
 
 def test_codec_stage_three_decodes_the_lms_own_predictions(tmp_path, monkeypatch):
@@ -442,3 +459,39 @@ def test_averaging_refuses_snapshots_of_different_models():
         average_state_dicts([a, {"w": torch.zeros(3, 2)}])
     with pytest.raises(ValueError, match="different models"):
         average_state_dicts([a, {"v": torch.zeros(2, 3)}])
+
+
+def test_grown_lm_computes_what_it_grew_from_and_its_new_blocks_learn():
+    """grow_layers inserts blocks that add zero to the residual stream: the deeper model's
+    logits equal the trained one's, and a training step moves the new blocks off identity."""
+    from dataclasses import replace
+
+    from engine.config import ModelConfig
+    from engine.model import SpeechLM
+    from engine.train.grow import grow_layers, layer_count
+
+    torch.manual_seed(0)
+    small = ModelConfig(dim=64, n_layers=3, n_heads=2, n_kv_heads=1, ffn_dim=128, num_codebooks=8, advance=4)
+    old = SpeechLM(small).eval()
+    state = grow_layers(old.state_dict(), 5)
+    assert layer_count(state) == 5
+    big = SpeechLM(replace(small, n_layers=5))
+    big.load_state_dict(state)  # strict: every key of the deeper model, none left over
+    # Groups [0] and [1, 2]: old 0, new (copy of 0), old 1, old 2, new (copy of 2).
+    for new, source in ((0, 0), (2, 1), (3, 2)):
+        assert torch.equal(state[f"layers.{new}.attn.wqkv.weight"], old.state_dict()[f"layers.{source}.attn.wqkv.weight"])
+    for new, source in ((1, 0), (4, 2)):
+        assert torch.equal(state[f"layers.{new}.ffn.w13.weight"], old.state_dict()[f"layers.{source}.ffn.w13.weight"])
+        assert not state[f"layers.{new}.attn.wo.weight"].any() and not state[f"layers.{new}.ffn.w2.weight"].any()
+    frames = torch.randint(0, 256, (2, 30, 9))
+    frames[..., 0] = torch.randint(0, 100, (2, 30))
+    positions = torch.arange(30).expand(2, 30)
+    with torch.no_grad():
+        torch.testing.assert_close(big.eval()(frames, positions), old(frames, positions), rtol=0, atol=1e-5)
+    big.train()
+    loss = sum(head(big(frames, positions)).logsumexp(-1).mean() for head in big.heads)
+    loss.backward()
+    assert big.layers[1].attn.wo.weight.grad.abs().sum() > 0 and big.layers[4].ffn.w2.weight.grad.abs().sum() > 0
+    assert torch.equal(grow_layers(old.state_dict(), 3)["layers.2.attn.wo.weight"], old.layers[2].attn.wo.weight)
+    with pytest.raises(ValueError, match="cannot grow 3 layers to 2"):
+        grow_layers(old.state_dict(), 2)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from engine.mel_codec import MelCodec
 from engine.model import SpeechLM, load_model
 from engine.train.lm_data import build_example
+from engine.train.snapshots import save_checkpoint
 from engine.train.token_store import load_token_shard
 from engine.weights import load_weights, tensor_digest
 
@@ -76,7 +77,6 @@ def lm_latents(model_dir: Path, token_shards: list[Path], voice_shards: list[Pat
 def cached_lm_latents(model_dir: Path, data: Path, tokens: Path, work: Path) -> dict[str, list[torch.Tensor | None]]:
     """engine.train.lm_latents for the audio shards in `data` (their token shards in `tokens`),
     computed once per LM and kept in `work`."""
-    from engine.train.train_codec import save_checkpoint  # (train_codec imports this module)
     from engine.train.train_lm import check_codec
 
     check_codec(model_dir, tokens)

@@ -1,4 +1,4 @@
-"""Weight snapshots kept during training, and their average for export.
+"""Training's files: atomic checkpoints, the weight snapshots kept, and their average for export.
 
 The mean of the weights at the last few saves (after the learning-rate decay)
 is a cheap ensemble: for the session-14 LM the mean of steps 2,000-2,400 scored
@@ -8,14 +8,21 @@ its optimiser), and only the last `keep` are kept.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import torch
 
-from engine.train.train_codec import save_checkpoint
 
 PATTERN = re.compile(r"weights_(\d+)\.pt$")
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save through a temporary file: a run killed mid-write keeps its last checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def snapshots(work: Path) -> list[tuple[int, Path]]:

@@ -3,6 +3,7 @@
     python -m engine.train.token_store --codec engine/models/default       # tokenise new teacher shards
     python -m engine.train.train_lm --minutes 60                           # resumes from its checkpoint
     python -m engine.train.train_lm --init engine/models/default --minutes 60   # or start from a shipped model
+    python -m engine.train.train_lm --init engine/models/default --layers 8     # ... deepened (engine.train.grow)
     python -m engine.train.train_lm --export engine/models/default         # config.json + model.safetensors
     python -m engine.train.train_lm --export engine/models/default --average 3   # the mean of the last 3 saves
 
@@ -29,10 +30,10 @@ from tqdm import tqdm
 
 from engine.config import ModelConfig
 from engine.model import WEIGHTS_FILE, SpeechLM, save_model
+from engine.train.grow import grow_layers, layer_count
 from engine.train.lm_data import IGNORE, build_example
-from engine.train.snapshots import average_last, keep_snapshot
+from engine.train.snapshots import average_last, keep_snapshot, save_checkpoint
 from engine.train.token_store import TOKENS, check_stamp, load_token_shard
-from engine.train.train_codec import save_checkpoint
 from engine.weights import load_weights
 
 WORK = Path.home() / ".cache" / "npc-voice" / "train" / "lm"
@@ -236,8 +237,11 @@ def main() -> None:
     elif args.init:
         # A new machine has no checkpoint; a shipped model (int8, dequantised) is the
         # next best start. The optimiser's moments start afresh, hence the warmup.
-        model.load_state_dict(load_weights(args.init / WEIGHTS_FILE))
-        print(f"starting from the weights in {args.init}")
+        weights = load_weights(args.init / WEIGHTS_FILE)
+        if (had := layer_count(weights)) < cfg.n_layers:  # --layers deeper than the model: grow it
+            weights = grow_layers(weights, cfg.n_layers)
+        model.load_state_dict(weights)
+        print(f"starting from the weights in {args.init}" + (f", grown from {had} layers" if had < cfg.n_layers else ""))
     if args.export:
         check_codec(args.export, token_dir)
         what = f"step {step}"
