@@ -1,6 +1,7 @@
 """Pieces of the training recipe that must hold before any long run: corpus, codec, teachers."""
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -408,7 +409,7 @@ def test_several_seeds_pool_into_one_result_that_keeps_each_seeds_figures():
     assert [(x["seed"], x["wer"]) for x in both["per_seed"]] == [(4, 0.0), (5, 0.5)]
 
 
-def test_lm_training_keeps_its_last_snapshots_and_exports_their_mean(tmp_path, monkeypatch):
+def test_lm_training_keeps_its_last_snapshots_and_exports_their_mean(tmp_path, monkeypatch, capsys):
     """train_lm keeps the weights of its last --keep saves; --export --average N writes their
     element-wise mean (checked on the float32 norm weights, which export stores unquantised)."""
     import shutil
@@ -448,6 +449,18 @@ def test_lm_training_keeps_its_last_snapshots_and_exports_their_mean(tmp_path, m
     monkeypatch.setattr(sys, "argv", common + ["--export", str(out), "--average", "3"])
     with pytest.raises(SystemExit, match="only 2 weight snapshots"):
         train_lm.main()
+
+    # --init a 1-layer model with --layers 2 grows it; resuming and exporting keep the depth trained
+    # at, with or without --layers.
+    grown = [a if a != str(work) else str(tmp_path / "grown") for a in common]
+    grown[grown.index("--layers") + 1] = "2"
+    monkeypatch.setattr(sys, "argv", grown + ["--init", str(out), "--steps", "1", "--batch", "2"])
+    train_lm.main()
+    assert "grown from 1 layers" in capsys.readouterr().out
+    no_layers = grown[: grown.index("--layers")] + grown[grown.index("--layers") + 2 :]
+    monkeypatch.setattr(sys, "argv", no_layers + ["--export", str(out)])
+    train_lm.main()
+    assert json.loads((out / "config.json").read_text())["n_layers"] == 2
 
 
 def test_averaging_refuses_snapshots_of_different_models():

@@ -221,16 +221,17 @@ def main() -> None:
     codec_dir = args.codec or args.export or args.init
     codec_cfg = json.loads((codec_dir / "codec.json").read_text()) if codec_dir \
         else {"groups": 8, "levels": [4, 4, 4, 4]}
-    cfg = model_config(args.dim, args.layers, codec_cfg["groups"], int(np.prod(codec_cfg["levels"])),
-                       args.max_ref_frames)
+    state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
+    # A run resumes (or exports) at the depth it was trained at, grown or not, whatever --layers says.
+    layers = layer_count(state["model"]) if state else args.layers
+    cfg = model_config(args.dim, layers, codec_cfg["groups"], int(np.prod(codec_cfg["levels"])), args.max_ref_frames)
     model = SpeechLM(cfg)
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = args.dropout
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     step = 0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
+    if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
