@@ -94,8 +94,9 @@ def soup_decoder(cfg: MelCodecConfig, base_dir: Path, tuned: MelAutoencoder) -> 
     Stage 3 taught the decoder to render the LM's predictions, which lowered the shipped
     LM's held-out wer (0.100 -> 0.092 over seeds 0 and 1) but let heldout-bright drift
     toward heldout-warm (id_accuracy 0.895 -> 0.842); the halfway point kept the voices and
-    took more of the words (0.086 over those seeds; session 16, MODEL_CARD). Both decoders read the same tokens, and one was
-    trained on from the other, so their mean is a model of the same basin, not a blur of two."""
+    took more of the words (0.086 over those seeds; session 16, MODEL_CARD). Both decoders
+    read the same tokens, and one was trained on from the other, so their mean is a model of
+    the same basin, not a blur of two."""
     base, vocoder = MelAutoencoder(cfg), Vocoder(cfg)
     load_codec_weights(base_dir, base, vocoder)
     mine, theirs = tuned.encoder.state_dict(), base.encoder.state_dict()
