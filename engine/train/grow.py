@@ -28,22 +28,24 @@ def grow_layers(state: dict[str, torch.Tensor], layers: int) -> dict[str, torch.
     """A state dict of `layers` blocks from one with fewer: the old blocks in order, split
     into as many even groups as there are new blocks, each group followed by a new block
     copied from its last one with its output projections zeroed."""
-    old = layer_count(state)
-    if layers < old:
-        raise ValueError(f"cannot grow {old} layers to {layers}")
-    added = layers - old
-    # Old block i goes after the new blocks of the groups before it.
-    order: list[tuple[int, bool]] = []  # (source block, is new)
-    for g in range(added or 1):
-        group = range(g * old // (added or 1), (g + 1) * old // (added or 1))
-        order += [(i, False) for i in group]
-        if added:
-            order.append((group[-1], True))
-    out = {k: v for k, v in state.items() if not LAYER.match(k)}
+    out: dict[str, torch.Tensor] = {}
     by_layer: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in state.items():
         if m := LAYER.match(k):
             by_layer.setdefault(int(m.group(1)), {})[m.group(2)] = v
+        else:
+            out[k] = v
+    old = len(by_layer)
+    if layers < old:
+        raise ValueError(f"cannot grow {old} layers to {layers}")
+    added = layers - old
+    groups = max(added, 1)
+    order: list[tuple[int, bool]] = []  # (source block, is new), in the grown model's order
+    for g in range(groups):
+        group = range(g * old // groups, (g + 1) * old // groups)
+        order += [(i, False) for i in group]
+        if added:
+            order.append((group[-1], True))
     for new_index, (source, fresh) in enumerate(order):
         for name, v in by_layer[source].items():
             out[f"layers.{new_index}.{name}"] = torch.zeros_like(v) if fresh and name in ZEROED else v.clone()

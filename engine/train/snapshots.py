@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-
 PATTERN = re.compile(r"weights_(\d+)\.pt$")
 
 
