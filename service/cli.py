@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from engine.audio import from_pcm16
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
 
@@ -23,7 +24,7 @@ from service.gen import npc_voice_pb2_grpc as pb_grpc
 def serve(args: argparse.Namespace) -> None:
     from engine import CacheConfig, Engine, EngineConfig, SchedulerConfig
     from engine.config import AdaptConfig
-    from engine.model import SHIPPED_MODEL_DIR, default_model_dir
+    from engine.models import SHIPPED_MODEL_DIR, default_model_dir
     from service.server import ServiceConfig, start_server
 
     model_dir = Path(args.model) if args.model else default_model_dir()
@@ -82,7 +83,7 @@ def say(args: argparse.Namespace) -> None:
                           f"rtf {d.real_time_factor:.2f}, {d.text!r}")
         except grpc.RpcError as exc:
             sys.exit(f"error: {exc.code().name}: {exc.details()}")
-    samples = np.frombuffer(b"".join(pcm), dtype="<i2").astype(np.float32) / 32767
+    samples = from_pcm16(b"".join(pcm))
     Path(args.out).write_bytes(encode_wav(samples, args.rate))
     ttfa = (first - start) * 1000 if first else float("nan")
     print(f"time to first audio {ttfa:.0f} ms; wrote {len(samples) / args.rate:.2f} s to {args.out}")

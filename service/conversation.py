@@ -22,7 +22,7 @@ import grpc
 
 from engine import Engine, EngineOverloaded, Finished, NothingToSay, SamplingParams
 from service.gen import npc_voice_pb2 as pb
-from engine.normalize import normalize
+from engine.text.normalize import normalize
 from service.lexicon import Lexicon
 from service.segmenter import Segmenter
 from service.utterance import Audio, Mark, Utterance

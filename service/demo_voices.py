@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from engine.toy_model import reference_wave
+from engine.audio import speechlike_wave
 from service.audio_input import encode_wav
 from service.voices import VoiceLibrary
 
@@ -35,7 +35,7 @@ def demo_references(model_dir: Path | None, sample_rate: int) -> list[tuple[str,
         return [(e["id"], e["name"], e["transcript"], (listing.parent / f"{e['id']}.wav").read_bytes())
                 for e in entries]
     return [(vid, name, transcript,
-             encode_wav(reference_wave(6.0, sample_rate, f0=f0, syllable_hz=syl, floor=0.05), sample_rate))
+             encode_wav(speechlike_wave(6.0, sample_rate, f0=f0, syllable_hz=syl, floor=0.05), sample_rate))
             for vid, name, transcript, f0, syl in SYNTHETIC]
 
 

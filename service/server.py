@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from engine import Engine, EngineConfig
-from engine.streaming import check_rate
+from engine.runtime.streaming import check_rate
 from service.demo_voices import install_demo_voices
 from service.conversation import Conversation, SessionSettings, StreamError, spoken_form
 from service.gen import npc_voice_pb2 as pb

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import Engine, VoicePrompt
+from engine.audio import from_pcm16, to_pcm16
 from service.audio_input import Reference, check_speech, decode_wav
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ class VoiceLibrary:
     def _write(self, voice: LoadedVoice, ref: Reference) -> None:
         buf = io.BytesIO()
         np.savez(buf, meta=np.frombuffer(json.dumps(asdict(voice.info)).encode(), dtype=np.uint8),
-                 reference=(np.clip(ref.samples, -1, 1) * 32767).round().astype(np.int16),
+                 reference=to_pcm16(ref.samples),
                  sample_rate=np.int64(ref.sample_rate),
                  prompt=np.frombuffer(voice.prompt.to_bytes(), dtype=np.uint8))
         final = self.dir / f"{voice.info.voice_id}.voice"
@@ -190,7 +191,7 @@ class VoiceLibrary:
         try:
             with np.load(path) as z:
                 info = VoiceInfo(**json.loads(z["meta"].tobytes()))
-                ref = Reference(z["reference"].astype(np.float32) / 32767, int(z["sample_rate"]))
+                ref = Reference(from_pcm16(z["reference"]), int(z["sample_rate"]))
                 prompt = VoicePrompt.from_bytes(z["prompt"].tobytes())
             if info.voice_id != voice_id:
                 raise ValueError(f"file holds voice {info.voice_id!r}")

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
-from engine.engine import Engine
-from engine.toy_model import make_toy_model, reference_wave
+from engine.runtime.engine import Engine
+from engine.audio import speechlike_wave
+from engine.models.speech_lm.toy import make_toy_model
 
 # A smaller toy than the benchmark's keeps the suite quick on 2 cores.
 # The generous length guard lets engine tests ask for long fixed-length utterances.
@@ -21,7 +22,7 @@ def model_dir(tmp_path_factory):
 
 def speech_like(seconds: float, sr: int = 24000) -> torch.Tensor:
     """A gliding harmonic tone with a syllable-rate envelope: voiced, pitched, real audio."""
-    return torch.from_numpy(reference_wave(seconds, sr, f0=140.0, glide=0.15, glide_hz=0.7, syllable_hz=4.0, floor=0.6))
+    return torch.from_numpy(speechlike_wave(seconds, sr, f0=140.0, glide=0.15, glide_hz=0.7, syllable_hz=4.0, floor=0.6))
 
 
 def make_engine(model_dir, num_blocks: int | None = 512, prefix_cache: bool = True, **sched) -> Engine:

@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-from engine.audio_worker import AudioWorker
-from engine.codec import ParametricCodec
-from engine.mel_codec import MelCodec
-from engine.model import SHIPPED_MODEL_DIR
+from engine.runtime.audio_worker import AudioWorker
+from engine.codecs.parametric import ParametricCodec
+from engine.codecs.mel import MelCodec
+from engine.models import SHIPPED_MODEL_DIR
 from engine.packed import can_pack
 
 
@@ -40,7 +40,7 @@ class Recording:
 @pytest.fixture(scope="module")
 def mel_codec():
     if not (SHIPPED_MODEL_DIR / "codec.safetensors").exists():
-        pytest.skip("no trained codec in engine/models/default")
+        pytest.skip("no trained codec in engine/checkpoints/default")
     return MelCodec(SHIPPED_MODEL_DIR, packed=torch.float32 if can_pack(torch.device("cpu"), torch.float32) else None)
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from engine.block_manager import BlockManager
-from engine.model_runner import run_start
+from engine.runtime.block_manager import BlockManager
+from engine.runtime.model_runner import run_start
 from engine.config import SamplingParams
-from engine.sequence import Sequence
+from engine.runtime.sequence import Sequence
 
 BS = 4
 

@@ -8,7 +8,7 @@ import sys
 
 import soundfile
 
-from engine.toy_model import reference_wave
+from engine.audio import speechlike_wave
 from service.audio_input import encode_wav
 
 
@@ -40,7 +40,7 @@ def test_serve_say_and_voices(model_dir, tmp_path):
         listed = cli("voices", "--server", address, "list")
         assert listed.returncode == 0 and all(v in listed.stdout for v in ("guard", "merchant", "sprite"))
         ref = tmp_path / "ref.wav"
-        ref.write_bytes(encode_wav(reference_wave(4.0, 16000, f0=200.0, floor=0.05), 16000))
+        ref.write_bytes(encode_wav(speechlike_wave(4.0, 16000, f0=200.0, floor=0.05), 16000))
         added = cli("voices", "--server", address, "add", "bard", str(ref), "A song for the road.")
         assert added.returncode == 0 and "registered bard" in added.stdout
         assert "prefilled" in cli("voices", "--server", address, "warm", "bard").stdout

@@ -1,4 +1,4 @@
-"""The trained default model that ships in engine/models/default: small, and it speaks.
+"""The trained default model that ships in engine/checkpoints/default: small, and it speaks.
 
 These tests run the real model through the real engine and judge the audio with
 whisper base and resemblyzer (the same judges as `python -m engine.eval`). They
@@ -15,14 +15,15 @@ import pytest
 import soundfile
 
 from engine import AudioChunk, Engine, EngineConfig, TimingMark
-from engine.config import ModelConfig
-from engine.model import SHIPPED_MODEL_DIR, WEIGHTS_FILE, default_model_dir
+from engine.models.speech_lm.config import ModelConfig
+from engine.models import SHIPPED_MODEL_DIR, default_model_dir
+from engine.models.speech_lm.model import WEIGHTS_FILE
 from service.demo_voices import demo_references
 
 pytestmark = pytest.mark.skipif(
     not (SHIPPED_MODEL_DIR / WEIGHTS_FILE).exists(),
     reason="the trained default model is not in the repo yet (issue 4: it ships once it meets its bars); "
-           "train it with engine/train or put its files in engine/models/default")
+           "train it with engine/train or put its files in engine/checkpoints/default")
 
 LINES = ["Over here! The bridge is out, take the ford.", "I have twelve gold coins and a rusty sword."]
 
@@ -91,7 +92,7 @@ def test_each_demo_voice_sounds_like_its_own_reference(spoken, judge):
 
 
 def test_timing_marks_cover_every_unit_in_order_within_the_audio(spoken):
-    from engine.text import make_tokenizer
+    from engine.text.tokenizer import make_tokenizer
 
     tok = make_tokenizer("phonemes", 128)
     for voice, items in spoken[0].items():
@@ -109,7 +110,7 @@ def test_timing_marks_cover_every_unit_in_order_within_the_audio(spoken):
 def test_the_packed_codec_decodes_what_the_plain_one_does():
     import torch
 
-    from engine.mel_codec import MelCodec
+    from engine.codecs.mel import MelCodec
     from engine.packed import can_pack
 
     if not can_pack(torch.device("cpu"), torch.float32):
@@ -181,7 +182,7 @@ def test_teacher_forced_predictions_follow_the_teacher_frame_for_frame():
 
     from engine.config import AdaptConfig
     from engine.eval import teacher_forced
-    from engine.mel_codec import MelCodec
+    from engine.codecs.mel import MelCodec
     from engine.train.token_store import TOKENS, load_token_shard
 
     records = load_token_shard(sorted((TOKENS / "eval").glob("shard_*.npz"))[0])

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from engine.config import CacheConfig, EngineConfig, SamplingParams, StreamConfig
-from engine.engine import Engine
-from engine.outputs import AudioChunk, EngineOverloaded, Finished, TimingMark
-from engine.toy_model import make_toy_model, reference_wave
+from engine.runtime.engine import Engine
+from engine.runtime.outputs import AudioChunk, EngineOverloaded, Finished, TimingMark
+from engine.audio import speechlike_wave
+from engine.models.speech_lm.toy import make_toy_model
 from tests.conftest import make_engine, speech_like, wait_idle
 
 TEXT = "Over here! The bridge is out, take the ford."
@@ -280,8 +281,8 @@ def test_a_reference_longer_than_the_model_was_trained_on_is_refused(tmp_path):
                            max_reference_frames=100)  # 4 s at 25 frames/s
     with make_engine(model) as eng:
         with pytest.raises(ValueError, match=r"reference is 5\.0 s; this model clones from at most 4 s"):
-            eng.make_voice(reference_wave(5.0), 24000, "A line.", "long")
-        assert eng.make_voice(reference_wave(3.9), 24000, "A line.", "short").num_frames > 90
+            eng.make_voice(speechlike_wave(5.0), 24000, "A line.", "long")
+        assert eng.make_voice(speechlike_wave(3.9), 24000, "A line.", "short").num_frames > 90
 
 
 def test_bad_requests_fail_clearly_and_leave_the_engine_serving(engine, voice):
@@ -325,7 +326,7 @@ def test_warm_voice_pins_the_prefix(engine, voice):
 
 
 def test_voice_prompt_survives_serialisation(engine, voice):
-    from engine.voice import VoicePrompt
+    from engine.runtime.voice import VoicePrompt
 
     again = VoicePrompt.from_bytes(voice.to_bytes())
     assert torch.equal(again.frames, voice.frames) and again.key == voice.key

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.g2p import PHONEMES, PUNCTUATION, STRESS, G2P, sound_out
-from engine.text import FIRST_TEXT_ID, make_tokenizer
+from engine.text.g2p import PHONEMES, PUNCTUATION, STRESS, G2P, sound_out
+from engine.text.tokenizer import FIRST_TEXT_ID, make_tokenizer
 
 
 @pytest.fixture(scope="module")

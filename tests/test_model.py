@@ -7,12 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.block_manager import BlockManager
-from engine.config import CacheConfig, ModelConfig, SamplingParams
-from engine.model import CONFIG_FILE, load_model
-from engine.model_runner import ModelRunner
+from engine.runtime.block_manager import BlockManager
+from engine.config import CacheConfig, SamplingParams
+from engine.models.speech_lm.config import ModelConfig
+from engine.models.speech_lm.model import CONFIG_FILE, load_model
+from engine.runtime.model_runner import ModelRunner
 from engine.packed import Int8Linear, PackedConv1d, PackedLinear, can_pack, int8_rows, native_bf16, pack_for_cpu
-from engine.sequence import Sequence
+from engine.runtime.sequence import Sequence
 
 
 def random_frames(cfg: ModelConfig, n: int, seed: int) -> torch.Tensor:
@@ -139,7 +140,7 @@ def test_a_packed_conv1d_matches_nn_conv1d(k, dilation, padding, bias):
 @needs_onednn
 def test_the_engine_packs_its_weights_in_the_configured_dtype(model_dir):
     from engine.config import EngineConfig
-    from engine.engine import Engine
+    from engine.runtime.engine import Engine
 
     def kernels(engine):  # the LM's linears: (class, dtype of its weights)
         return {(type(m), m.dtype if isinstance(m, PackedLinear) else torch.int8)
@@ -260,7 +261,7 @@ def test_per_row_decode_attention_gives_a_row_the_same_bits_alone_or_batched(mod
 
 def test_the_engine_picks_decode_attention_from_its_config(model_dir):
     from engine.config import EngineConfig, SchedulerConfig
-    from engine.engine import Engine
+    from engine.runtime.engine import Engine
 
     cpu = torch.device("cpu")
     with pytest.raises(ValueError, match="decode_attention must be auto, shared_prefix or per_row"):

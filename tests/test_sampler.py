@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from engine.config import SamplingParams
-from engine.sampler import apply_repetition_penalty, codebook_probs, filter_logits, sample_frames
+from engine.runtime.sampler import apply_repetition_penalty, codebook_probs, filter_logits, sample_frames
 
 AUDIO = slice(1, None)
 

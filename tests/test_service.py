@@ -12,7 +12,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from engine.toy_model import make_toy_model, reference_wave
+from engine.audio import speechlike_wave
+from engine.models.speech_lm.toy import make_toy_model
 from service.audio_input import encode_wav
 from service.gen import npc_voice_pb2 as pb
 from tests.conftest import SMALL, ServerThread, make_engine, wait_idle
@@ -332,7 +333,7 @@ def test_voice_management_and_errors(server):
     stub = server.stub
     listed = {v.voice_id for v in stub.ListVoices(pb.ListVoicesRequest()).voices}
     assert {"guard", "merchant", "sprite"} <= listed
-    wav = encode_wav(reference_wave(4.0, 16000, f0=190.0, floor=0.05), 16000)
+    wav = encode_wav(speechlike_wave(4.0, 16000, f0=190.0, floor=0.05), 16000)
     v = stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id="bard", reference_wav=wav,
                                                    transcript="A song for the road!"))
     assert v.voice_id == "bard" and abs(v.reference_seconds - 4.0) < 0.01 and v.prompt_frames > 0
@@ -354,9 +355,9 @@ def test_voice_management_and_errors(server):
     (b"", "Hello there.", "empty"),
     (encode_wav(np.zeros(16000 * 5, np.float32), 16000), "Hello there.", "silent"),
     (encode_wav(0.3 * np.sin(np.arange(16000 * 5) * 0.1).astype(np.float32), 16000), "Hello there.", "constant level"),
-    (encode_wav(reference_wave(2.0, 16000, floor=0.05), 16000), "Hello there.", "3-30 s"),
-    (encode_wav(reference_wave(31.0, 16000, floor=0.05), 16000), "Hello there.", "3-30 s"),
-    (encode_wav(reference_wave(4.0, 16000, floor=0.05), 16000), "  ", "transcript is empty"),
+    (encode_wav(speechlike_wave(2.0, 16000, floor=0.05), 16000), "Hello there.", "3-30 s"),
+    (encode_wav(speechlike_wave(31.0, 16000, floor=0.05), 16000), "Hello there.", "3-30 s"),
+    (encode_wav(speechlike_wave(4.0, 16000, floor=0.05), 16000), "  ", "transcript is empty"),
 ])
 def test_register_voice_rejects_unusable_references(server, wav, transcript, fragment):
     err = status_of(lambda: server.stub.RegisterVoice(pb.RegisterVoiceRequest(
@@ -365,7 +366,7 @@ def test_register_voice_rejects_unusable_references(server, wav, transcript, fra
 
 
 def test_register_voice_rejects_bad_ids(server):
-    wav = encode_wav(reference_wave(4.0, 16000, floor=0.05), 16000)
+    wav = encode_wav(speechlike_wave(4.0, 16000, floor=0.05), 16000)
     for vid in ("", "Guard", "a b", "../etc", "x" * 65):
         err = status_of(lambda: server.stub.RegisterVoice(pb.RegisterVoiceRequest(
             voice_id=vid, reference_wav=wav, transcript="Hi there.")))
@@ -413,7 +414,7 @@ def test_registrations_beyond_the_queue_get_resource_exhausted(model_dir, tmp_pa
 
     eng = make_engine(model_dir)
     srv = ServerThread(eng, tmp_path, max_pending_registrations=1, demo_voices=False)
-    wav = encode_wav(reference_wave(4.0, 16000, f0=190.0, floor=0.05), 16000)
+    wav = encode_wav(speechlike_wave(4.0, 16000, f0=190.0, floor=0.05), 16000)
     ask = lambda vid: srv.stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id=vid, reference_wav=wav,  # noqa: E731
                                                                     transcript="A song for the road!"))
     busy = srv.servicer.voices._tokenising  # held here: the first registration waits in the queue
@@ -438,7 +439,7 @@ def test_registrations_beyond_the_queue_get_resource_exhausted(model_dir, tmp_pa
 
 
 def test_voices_survive_a_restart_and_corrupt_entries_are_reported(model_dir, tmp_path):
-    wav = encode_wav(reference_wave(5.0, 22050, f0=150.0, floor=0.05), 22050)
+    wav = encode_wav(speechlike_wave(5.0, 22050, f0=150.0, floor=0.05), 22050)
     eng = make_engine(model_dir)
     srv = ServerThread(eng, tmp_path)
     frames = srv.stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id="keeper", reference_wav=wav,

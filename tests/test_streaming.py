@@ -6,9 +6,9 @@ import pytest
 import torch
 import torchaudio.functional as AF
 
-from engine.codec import ParametricCodec
+from engine.codecs.parametric import ParametricCodec
 from engine.config import StreamConfig
-from engine.streaming import AudioStreamer, ChunkDecoder, StreamingResampler
+from engine.runtime.streaming import AudioStreamer, ChunkDecoder, StreamingResampler
 from tests.conftest import speech_like
 
 CODEC = ParametricCodec()

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from service.lexicon import Lexicon
-from engine.normalize import cardinal, normalize, ordinal
+from engine.text.normalize import cardinal, normalize, ordinal
 from service.segmenter import Segmenter
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.mel_codec import FSQ, MelAutoencoder, MelCodec, MelCodecConfig, Vocoder, save_codec
+from engine.audio import from_pcm16
+from engine.codecs.mel import FSQ, MelAutoencoder, MelCodec, MelCodecConfig, Vocoder, save_codec
 from engine.train.corpus import is_heldout, lines
 
 
@@ -24,7 +25,7 @@ def test_corpus_is_deterministic_normalised_and_split_by_text():
 
 def test_broad_text_is_deterministic_plain_and_widens_the_vocabulary():
     pytest.importorskip("essential_generators", reason="comes with the train extra")
-    from engine.text import make_tokenizer, spell
+    from engine.text.tokenizer import make_tokenizer, spell
     from engine.train.corpus import BroadText
 
     broad = BroadText()
@@ -80,7 +81,7 @@ def test_mel_codec_saves_loads_and_keeps_frame_arithmetic(tmp_path):
 
 @pytest.fixture(scope="module")
 def phonemes():
-    from engine.text import make_tokenizer, spell
+    from engine.text.tokenizer import make_tokenizer, spell
 
     return spell(make_tokenizer("phonemes", 128), "Well met, traveler! The bridge is out.")
 
@@ -98,7 +99,7 @@ def test_teachers_speak_our_phonemes_with_durations_that_add_up(phonemes):
 
 
 def test_lm_examples_match_what_the_engine_feeds_back():
-    from engine.config import ModelConfig
+    from engine.models.speech_lm.config import ModelConfig
     from engine.train.lm_data import IGNORE, build_example, insertion_frames
 
     # Units start at 0.30, 0.31, 0.32 (a burst), 0.50 and 0.90 s; 25 frames/s, delay 2.
@@ -134,7 +135,7 @@ def test_lm_examples_match_what_the_engine_feeds_back():
 
 def _audio_shard(path, texts):
     """An audio shard as synth_data writes it, with noise bursts standing in for speech."""
-    from engine.text import make_tokenizer, spell
+    from engine.text.tokenizer import make_tokenizer, spell
     from engine.train.synth_data import save_shard
 
     tok, rng = make_tokenizer("phonemes", 128), np.random.default_rng(0)
@@ -151,7 +152,7 @@ def _audio_shard(path, texts):
 
 
 def test_token_store_keeps_what_the_lm_needs_and_refuses_another_encoder(tmp_path):
-    from engine.text import make_tokenizer
+    from engine.text.tokenizer import make_tokenizer
     from engine.train.synth_data import load_shard
     from engine.train.token_store import load_token_shard, tokenise
 
@@ -166,7 +167,7 @@ def test_token_store_keeps_what_the_lm_needs_and_refuses_another_encoder(tmp_pat
     codec, tok = MelCodec(tmp_path / "codec"), make_tokenizer("phonemes", 128)
     assert len(back) == 2
     for r, b, pcm in zip(records, back, audio):
-        assert torch.equal(b["codes"], codec.encode(torch.from_numpy(pcm.astype(np.float32) / 32767)))
+        assert torch.equal(b["codes"], codec.encode(torch.from_numpy(from_pcm16(pcm))))
         assert b["ids"] == [tok.ids[c] for c in r["symbols"]]
         assert {k: b[k] for k in ("text", "voice", "durations")} == {k: r[k] for k in ("text", "voice", "durations")}
     assert len(load_shard(tmp_path / "audio" / "shard_00003.npz")[0]["audio"]) == len(audio[0])
@@ -224,7 +225,7 @@ def test_codec_stage_three_decodes_the_lms_own_predictions(tmp_path, monkeypatch
     predict, and the decoder and vocoder train on them while every token stays as it was."""
     import sys
 
-    from engine.model import SpeechLM, load_model, save_model
+    from engine.models.speech_lm.model import SpeechLM, load_model, save_model
     from engine.train import train_codec
     from engine.train.lm_data import build_example
     from engine.train.lm_latents import lm_latents
@@ -308,7 +309,7 @@ def test_discriminators_learn_to_tell_a_voice_like_tone_from_noise():
 def test_committed_tokens_fit_the_shipped_codec_and_their_durations():
     """The token shards in the repo are what the LM trains on: made by the shipped codec's
     encoder, one id per phoneme, and as many frames as the teacher's durations add up to."""
-    from engine.model import default_model_dir
+    from engine.models import default_model_dir
     from engine.train.token_store import TOKENS, check_stamp, load_token_shard
 
     shards = sorted((TOKENS / "train").glob("shard_*.npz"))
@@ -340,8 +341,8 @@ def test_drop_audio_blanks_only_generated_inputs():
 
 
 def test_self_feed_puts_the_models_own_draw_for_each_frame_in_its_place():
-    from engine.config import ModelConfig
-    from engine.model import SpeechLM
+    from engine.models.speech_lm.config import ModelConfig
+    from engine.models.speech_lm.model import SpeechLM
     from engine.train.lm_data import IGNORE
     from engine.train.train_lm import self_feed
 
@@ -479,8 +480,8 @@ def test_grown_lm_computes_what_it_grew_from_and_its_new_blocks_learn():
     logits equal the trained one's, and a training step moves the new blocks off identity."""
     from dataclasses import replace
 
-    from engine.config import ModelConfig
-    from engine.model import SpeechLM
+    from engine.models.speech_lm.config import ModelConfig
+    from engine.models.speech_lm.model import SpeechLM
     from engine.train.grow import grow_layers, layer_count
 
     torch.manual_seed(0)

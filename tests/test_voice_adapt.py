@@ -1,4 +1,4 @@
-"""Per-voice codec adaptation (engine.voice_adapt) on the shipped codec and a demo voice's
+"""Per-voice codec adaptation (engine.codecs.adapt) on the shipped codec and a demo voice's
 real reference clip: what it tunes, that it fits the voice, and that it travels with the voice."""
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import torch.nn.functional as F
 
 from engine import Engine, EngineConfig
 from engine.config import AdaptConfig
-from engine.mel_codec import MelCodec
-from engine.model import SHIPPED_MODEL_DIR
+from engine.codecs.mel import MelCodec
+from engine.models import SHIPPED_MODEL_DIR
 from engine.packed import can_pack
-from engine.voice import VoicePrompt
-from engine.voice_adapt import stft_loss
+from engine.runtime.voice import VoicePrompt
+from engine.codecs.adapt import stft_loss
 from service.demo_voices import demo_references
 
 pytestmark = pytest.mark.skipif(not (SHIPPED_MODEL_DIR / "codec.safetensors").exists(),
-                                reason="no trained codec in engine/models/default")
+                                reason="no trained codec in engine/checkpoints/default")
 QUICK = AdaptConfig(steps=30)  # a tenth of the default's work: enough to see it fit
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from engine.toy_model import reference_wave
+from engine.audio import speechlike_wave
 from service.audio_input import check_speech, decode_wav, encode_wav
 from service.voices import VoiceExists, VoiceLibrary, VoiceNotFound
 
-SPEECH = reference_wave(4.0, 44100, f0=170.0, floor=0.05)
+SPEECH = speechlike_wave(4.0, 44100, f0=170.0, floor=0.05)
 
 
 @pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from engine.config import ModelConfig
-from engine.mel_codec import MelAutoencoder, MelCodec, MelCodecConfig, Vocoder, save_codec
-from engine.model import WEIGHTS_FILE, SpeechLM, load_model, save_model
+from engine.models.speech_lm.config import ModelConfig
+from engine.codecs.mel import MelAutoencoder, MelCodec, MelCodecConfig, Vocoder, save_codec
+from engine.models.speech_lm.model import WEIGHTS_FILE, SpeechLM, load_model, save_model
 from engine.weights import MIN_QUANT_NUMEL, load_weights, quantize_int8, save_weights, tensor_digest
 
 

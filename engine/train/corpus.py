@@ -17,7 +17,7 @@ import json
 import random
 import re
 
-from engine.normalize import normalize
+from engine.text.normalize import normalize
 
 BARKS = ["Yes!", "No!", "Over here!", "Behind you!", "Run!", "Halt!", "For the king!", "Watch out!", "Incoming!",
          "Help!", "I need healing!", "Follow me!", "Fall back!", "Charge!", "Hurry!", "Quiet!", "Got it.",

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from engine.normalize import normalize
-from engine.text import make_tokenizer, spell
+from engine.text.normalize import normalize
+from engine.text.tokenizer import make_tokenizer, spell
 from engine.train.teachers import SAMPLE_RATE, Kokoro, VoiceSpec
 
 DEMOS = [

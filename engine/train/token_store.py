@@ -1,6 +1,6 @@
 """Tokenised training data, small enough to commit: what the speech LM trains on.
 
-    python -m engine.train.token_store --codec engine/models/default   # tokenise new shards
+    python -m engine.train.token_store --codec engine/checkpoints/default   # tokenise new shards
 
 Teacher audio (~1 GB per 100 shards) lives only in the cache and is made again by
 engine.train.synth_data; a machine can lose it. The LM needs only each line's
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.text import make_tokenizer
+from engine.audio import from_pcm16
+from engine.text.tokenizer import make_tokenizer
 from engine.train.synth_data import DATA, TOKENS, load_shard, write_npz
 
 CODEC_STAMP = "CODEC"  # digest of the encoder that made the tokens (engine.weights.tensor_digest)
@@ -55,7 +56,7 @@ def load_token_shard(path: Path) -> list[dict]:
 
 def tokenise(codec_dir: Path, data: Path, out: Path) -> int:
     """Tokenise every audio shard in `data` that `out` does not hold yet; returns how many."""
-    from engine.mel_codec import MelCodec
+    from engine.codecs.mel import MelCodec
 
     codec = MelCodec(codec_dir)
     tok = make_tokenizer("phonemes", 128)
@@ -66,7 +67,7 @@ def tokenise(codec_dir: Path, data: Path, out: Path) -> int:
     for shard in tqdm(todo, desc=f"tokenising {data.name}", unit="shard"):
         records = []
         for r in load_shard(shard):
-            r["codes"] = codec.encode(torch.from_numpy(r.pop("audio").astype(np.float32) / 32767)).numpy()
+            r["codes"] = codec.encode(torch.from_numpy(from_pcm16(r.pop("audio")))).numpy()
             r["ids"] = [tok.ids[c] for c in r["symbols"]]
             records.append(r)
         save_token_shard(out / shard.name, records)

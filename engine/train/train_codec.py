@@ -1,10 +1,10 @@
 """Train the mel codec (autoencoder with FSQ tokens) and its vocoder on teacher audio.
 
     python -m engine.train.train_codec --minutes 60        # resumes from its last checkpoint
-    python -m engine.train.train_codec --init engine/models/default --freeze-encoder   # stage 2 on a new machine
-    python -m engine.train.train_codec --init engine/models/default --lm engine/models/default   # stage 3
+    python -m engine.train.train_codec --init engine/checkpoints/default --freeze-encoder   # stage 2 on a new machine
+    python -m engine.train.train_codec --init engine/checkpoints/default --lm engine/checkpoints/default   # stage 3
     python -m engine.train.train_codec --export models/default
-    python -m engine.train.train_codec --export models/default --soup-decoder engine/models/default --int8
+    python -m engine.train.train_codec --export models/default --soup-decoder engine/checkpoints/default --int8
 
 Both networks train in one loop on random crops of the teacher shards: the
 autoencoder on log-mel L1 through the token bottleneck, the vocoder on ground
@@ -32,14 +32,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from engine.mel_codec import MelAutoencoder, MelCodecConfig, MelFrontEnd, Vocoder, load_codec_weights, save_codec
+from engine.audio import from_pcm16
+from engine.config import CACHE_ROOT
+from engine.codecs.mel import MelAutoencoder, MelCodecConfig, MelFrontEnd, Vocoder, load_codec_weights, save_codec
 from engine.train.discriminators import (Discriminators, discriminator_loss, feature_matching_loss,
                                          generator_loss)
 from engine.train.snapshots import average_state_dicts, save_checkpoint
 from engine.train.synth_data import DATA, TOKENS, load_shard
-from engine.voice_adapt import stft_loss
+from engine.codecs.adapt import stft_loss
 
-WORK = Path.home() / ".cache" / "npc-voice" / "train" / "codec"
+WORK = CACHE_ROOT / "train" / "codec"
 
 
 class Crops:
@@ -82,7 +84,7 @@ class Crops:
                 first = self.rng.randrange(last + 1)
                 start = first * self.frame_samples
                 lat.append(self.latents[k][first:first + self.frames].float().T)
-            piece = clip[start:start + self.length].astype(np.float32) / 32767
+            piece = from_pcm16(clip[start:start + self.length])
             out[i, : len(piece)] = piece
         return torch.from_numpy(out), (torch.stack(lat) if lat is not None else None)
 

@@ -1,11 +1,11 @@
 """Train the speech LM on teacher data tokenised by the trained codec.
 
-    python -m engine.train.token_store --codec engine/models/default       # tokenise new teacher shards
+    python -m engine.train.token_store --codec engine/checkpoints/default       # tokenise new teacher shards
     python -m engine.train.train_lm --minutes 60                           # resumes from its checkpoint
-    python -m engine.train.train_lm --init engine/models/default --minutes 60   # or start from a shipped model
-    python -m engine.train.train_lm --init engine/models/default --layers 8     # ... deepened (engine.train.grow)
-    python -m engine.train.train_lm --export engine/models/default         # config.json + model.safetensors
-    python -m engine.train.train_lm --export engine/models/default --average 3   # the mean of the last 3 saves
+    python -m engine.train.train_lm --init engine/checkpoints/default --minutes 60   # or start from a shipped model
+    python -m engine.train.train_lm --init engine/checkpoints/default --layers 8     # ... deepened (engine.train.grow)
+    python -m engine.train.train_lm --export engine/checkpoints/default         # config.json + model.safetensors
+    python -m engine.train.train_lm --export engine/checkpoints/default --average 3   # the mean of the last 3 saves
 
 Training reads the tokens committed in engine/train/tokens (token_store). Each
 example is one utterance of a voice prompted by another utterance of the
@@ -28,15 +28,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from engine.config import ModelConfig
-from engine.model import WEIGHTS_FILE, SpeechLM, save_model
+from engine.config import CACHE_ROOT
+from engine.models.speech_lm.config import ModelConfig
+from engine.models.speech_lm.model import WEIGHTS_FILE, SpeechLM, save_model
 from engine.train.grow import grow_layers, layer_count
 from engine.train.lm_data import IGNORE, build_example
 from engine.train.snapshots import average_last, keep_snapshot, save_checkpoint
 from engine.train.token_store import TOKENS, check_stamp, load_token_shard
 from engine.weights import load_weights
 
-WORK = Path.home() / ".cache" / "npc-voice" / "train" / "lm"
+WORK = CACHE_ROOT / "train" / "lm"
 DELAY = 3  # frames a unit is fed before its audio (120 ms of lookahead)
 
 
@@ -157,7 +158,7 @@ def lm_loss(model: SpeechLM, frames: torch.Tensor, targets: torch.Tensor,
 
 def check_codec(model_dir: Path, token_dir: Path) -> None:
     """Refuse to pair the LM with a codec whose encoder did not make its training tokens."""
-    from engine.mel_codec import MelCodec
+    from engine.codecs.mel import MelCodec
 
     if not (model_dir / "codec.safetensors").exists():
         raise SystemExit(f"{model_dir} has no codec: export the codec there first")

@@ -31,7 +31,7 @@ from typing import Callable
 
 import torch
 
-from engine.sequence import Sequence
+from engine.runtime.sequence import Sequence
 
 
 def chain_hash(parent: bytes, key: bytes, content: bytes, partial: bool = False) -> bytes:

@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from engine.config import ModelConfig
-from engine.sequence import Sequence
+from engine.models.speech_lm.config import ModelConfig
+from engine.runtime.sequence import Sequence
 
 Mark = tuple[int, int]  # (unit index, frame at which it is heard)
 

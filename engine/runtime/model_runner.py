@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from engine.config import CacheConfig
-from engine.model import PagedAttention, SharedPrefix, SpeechLM
-from engine.sequence import Sequence
+from engine.models.speech_lm.model import PagedAttention, SharedPrefix, SpeechLM
+from engine.runtime.sequence import Sequence
 
 
 def blocks_for_budget(model: SpeechLM, cache: CacheConfig, dtype: torch.dtype) -> int:

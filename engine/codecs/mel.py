@@ -13,7 +13,7 @@ Why this shape:
   inverse FFT per hop (the Vocos idea): no upsampling stack, so it runs far
   faster than real time on one CPU core.
 - Every convolution has a bounded receptive field, so decoding a window of
-  frames with a little context (engine.streaming does the crossfade) matches
+  frames with a little context (engine.runtime.streaming does the crossfade) matches
   decoding the whole utterance.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.packed import pack_for_cpu
-from engine.voice_adapt import AdaptConfig, Adapter, adapt, adaptable, load_adapter
+from engine.codecs.adapt import AdaptConfig, Adapter, adapt, adaptable, load_adapter
 from engine.weights import load_weights, save_weights, tensor_digest
 
 

@@ -16,9 +16,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from engine.codec import Codec
+from engine.audio import to_pcm16
+from engine.codecs.base import Codec
 from engine.config import StreamConfig
-from engine.streaming import AudioStreamer
+from engine.runtime.streaming import AudioStreamer
 
 
 class NothingToSay(ValueError):
@@ -59,7 +60,7 @@ class AudioChunk:
     is_last: bool
 
     def pcm16(self) -> bytes:
-        return (np.clip(self.samples, -1.0, 1.0) * 32767).round().astype("<i2").tobytes()
+        return to_pcm16(self.samples).tobytes()
 
     def float32(self) -> bytes:
         return np.clip(self.samples, -1.0, 1.0).astype("<f4").tobytes()  # resampling can overshoot

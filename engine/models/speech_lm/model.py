@@ -13,13 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import ModelConfig
+from engine.models.speech_lm.config import ModelConfig
 from engine.weights import load_weights, save_weights
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-# Where the trained default model ships inside the package (its MODEL_CARD.md says how well it speaks).
-SHIPPED_MODEL_DIR = Path(__file__).parent / "models" / "default"
 
 
 @dataclass
@@ -308,13 +306,3 @@ def save_model(model: SpeechLM, model_dir: str | Path, int8: bool = False) -> No
     model_dir.mkdir(parents=True, exist_ok=True)
     model.cfg.save(model_dir / CONFIG_FILE)
     save_weights(model_dir / WEIGHTS_FILE, model.state_dict(), int8=int8)
-
-
-def default_model_dir() -> Path:
-    """The shipped trained model, or the random-weight toy model if the weights are missing
-    (an install without them): the toy keeps the service runnable but does not speak."""
-    if (SHIPPED_MODEL_DIR / WEIGHTS_FILE).exists():
-        return SHIPPED_MODEL_DIR
-    from engine.toy_model import toy_model_dir
-
-    return toy_model_dir()

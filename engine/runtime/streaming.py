@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import torchaudio.functional as AF
 
-from engine.codec import Codec
+from engine.codecs.base import Codec
 from engine.config import StreamConfig
 
 MIN_RATE, MAX_RATE = 8000, 48000

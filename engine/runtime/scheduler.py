@@ -12,9 +12,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from engine.block_manager import BlockManager
+from engine.runtime.block_manager import BlockManager
 from engine.config import SchedulerConfig
-from engine.sequence import Sequence, Status
+from engine.runtime.sequence import Sequence, Status
 
 
 @dataclass

@@ -64,7 +64,7 @@ class CharTokenizer:
 
 
 class PhonemeTokenizer:
-    """English text -> phoneme ids through engine.g2p; a space token separates words.
+    """English text -> phoneme ids through engine.text.g2p; a space token separates words.
 
     Text between slashes is taken as phonemes as written (pronunciation overrides):
     "Ask /ɡˈɪmli/ about it"."""
@@ -72,7 +72,7 @@ class PhonemeTokenizer:
     reads_phonemes = True
 
     def __init__(self, vocab: int):
-        from engine.g2p import PHONEMES, PUNCTUATION, STRESS, G2P
+        from engine.text.g2p import PHONEMES, PUNCTUATION, STRESS, G2P
 
         self.symbols = list(PHONEMES + STRESS + PUNCTUATION + " ")
         if FIRST_TEXT_ID + len(self.symbols) > vocab:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from engine.block_manager import BlockManager
+from engine.runtime.block_manager import BlockManager
 
 
 class VoicePins:

@@ -21,8 +21,8 @@ from concurrent.futures import Future
 
 import torch
 
-from engine.codec import Codec
-from engine.voice_adapt import Adapter
+from engine.codecs.base import Codec
+from engine.codecs.adapt import Adapter
 
 
 class AudioWorker:

@@ -18,22 +18,23 @@ from typing import Callable
 
 import torch
 
-from engine.audio_worker import AudioWorker
-from engine.block_manager import BlockManager
-from engine.codec import make_codec
+from engine.runtime.audio_worker import AudioWorker
+from engine.runtime.block_manager import BlockManager
+from engine.codecs.base import make_codec
 from engine.config import EngineConfig, SamplingParams
-from engine.model import load_model
-from engine.model_runner import ModelRunner
-from engine.outputs import EngineOverloaded, EngineStats, NothingToSay, Outbox, UtteranceStream
+from engine.models.speech_lm.model import load_model
+from engine.runtime.model_runner import ModelRunner
+from engine.runtime.outputs import EngineOverloaded, EngineStats, NothingToSay, Outbox, UtteranceStream
 from engine.packed import can_pack, native_bf16, pack_for_cpu
-from engine.pointer import TextPointer
-from engine.sampler import codebook_probs, sample_frames
-from engine.scheduler import Scheduler
-from engine.sequence import Sequence
-from engine.streaming import check_rate
-from engine.text import make_tokenizer
-from engine.voice_pins import VoicePins
-from engine.voice import VoicePrompt, utterance_prompt, voice_prefix
+from engine.models.speech_lm.pointer import TextPointer
+from engine.runtime.sampler import codebook_probs, sample_frames
+from engine.runtime.scheduler import Scheduler
+from engine.runtime.sequence import Sequence
+from engine.runtime.streaming import check_rate
+from engine.text.tokenizer import make_tokenizer
+from engine.runtime.voice_pins import VoicePins
+from engine.models.speech_lm.prompt import utterance_prompt, voice_prefix
+from engine.runtime.voice import VoicePrompt
 
 
 def _resolve(cfg: EngineConfig) -> tuple[torch.device, torch.dtype]:
@@ -137,7 +138,7 @@ class Engine:
         if limit and len(codes) > limit:
             raise ValueError(f"reference is {len(codes) / self.frame_rate:.1f} s; this model clones from at most "
                              f"{limit / self.frame_rate:.0f} s: cut it to a sentence or two (and its transcript)")
-        # The codec tuned to this voice (seconds of CPU, once per voice; see engine.voice_adapt).
+        # The codec tuned to this voice (seconds of CPU, once per voice; see engine.codecs.adapt).
         adapter = self.codec.adapt(wave, self.config.adapt) if self._adapts else None
         return VoicePrompt(voice_prefix(self.model_cfg, ids, codes), self.voice_key(voice_id), adapter)
 

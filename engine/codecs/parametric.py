@@ -1,54 +1,13 @@
-"""Audio codecs: waveform <-> frames of codebook tokens.
-
-A codec decodes a *window* of frames to samples; `engine.streaming` turns that
-into a stream with crossfaded chunk borders, so a codec need not be causal.
-
-`ParametricCodec` is the placeholder that ships until the trained codec lands
-(issue 4). It is a hand-written source-filter model, not a neural codec: per
-frame it keeps pitch, loudness and two formant frequencies, and it resynthesises
-a buzzy, vowel-like voice. It is real audio and streams, so it exercises every
+"""The codec of the random-weight test model: a hand-written source-filter model, not
+a neural codec. Per frame it keeps pitch, loudness and two formant frequencies, and
+it resynthesises a buzzy, vowel-like voice. It is real audio and streams, so it exercises every
 path of the engine, but it does not carry words.
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Protocol
 
 import torch
-
-
-class Codec(Protocol):
-    sample_rate: int
-    frame_rate: float
-    num_codebooks: int
-    codebook_size: int
-    # What the encoder makes of audio: voices tokenised under another identity must be made again.
-    identity: str
-
-    @property
-    def samples_per_frame(self) -> int: ...
-
-    def encode(self, wave: torch.Tensor) -> torch.Tensor:
-        """Mono float wave at `sample_rate` -> codes [frames, num_codebooks]."""
-
-    def decode(self, codes: torch.Tensor, adapter: dict | None = None) -> torch.Tensor:
-        """Codes [frames, num_codebooks] -> float wave [frames * samples_per_frame]."""
-
-    def decode_batch(self, codes: torch.Tensor, adapter: dict | None = None) -> torch.Tensor:
-        """Windows of equal length [B, frames, num_codebooks] -> waves [B, frames * samples_per_frame];
-        row i is exactly `decode(codes[i], adapter)`. `adapter`: one voice's, or None.
-
-        A codec with a continuous latent may also define `expected_latent(probs)`:
-        per-codebook distributions [frames, num_codebooks, codebook_size] -> float
-        latents [frames, dim]; then `decode` and `decode_batch` take such float
-        frames in place of codes, and the engine decodes what the LM expects rather
-        than what it drew (StreamConfig.expected_latents).
-
-        A codec may also adapt to voices (engine.voice_adapt): `adapt(wave, AdaptConfig)`
-        returns a voice's adapter (a dict of tensors, or None), which `decode` and
-        `decode_batch` then take, and `decoder_digest` names what adapters are tuned
-        from. A codec without `adapt` only ever gets None."""
 
 
 def _log_bins(lo: float, hi: float, n: int) -> torch.Tensor:
@@ -149,22 +108,3 @@ class ParametricCodec:
         # Seeded from the codes: the same frames always give the same samples.
         noise = torch.randn(T * spf, generator=torch.Generator().manual_seed(int(codes.sum()))) * 0.5
         return (gs * (vs * buzz + (1 - vs) * noise)).clamp(-1, 1)
-
-
-def make_codec(name: str, frame_rate: float, model_dir: str | Path | None = None,
-               packed: torch.dtype | None = None) -> Codec:
-    """"parametric" is the hand-written placeholder; "mel" is the trained codec whose
-    weights (codec.json + codec.safetensors) sit in the model directory. `packed`:
-    decode on oneDNN with weights pre-packed in this dtype (CPU; see engine.packed)."""
-    if name == "parametric":
-        return ParametricCodec(frame_rate=frame_rate)
-    if name == "mel":
-        from engine.mel_codec import MelCodec
-
-        if model_dir is None:
-            raise ValueError("the mel codec needs the model directory that holds its weights")
-        codec = MelCodec(model_dir, packed=packed)
-        if codec.frame_rate != frame_rate:
-            raise ValueError(f"codec runs at {codec.frame_rate} frames/s, the model at {frame_rate}")
-        return codec
-    raise ValueError(f"unknown codec {name!r}")

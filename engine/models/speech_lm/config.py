@@ -1,0 +1,106 @@
+"""What a speech-token LM checkpoint says about itself: its `config.json`."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a speech-token LM and the meaning of its token channels.
+
+    Every sequence position is a *frame* of `num_channels` integer tokens:
+    channel 0 carries text/phoneme or control tokens, channels 1..num_codebooks carry
+    audio codebook tokens. Each channel has its own embedding table; a position's
+    input is the sum of its channel embeddings, and each channel has its own output
+    head. A text-only prompt position puts `audio_pad` in the audio channels; a
+    generated audio frame puts a control token (`text_pad`, `advance`, `eos`) in
+    channel 0.
+    """
+
+    dim: int = 384
+    n_layers: int = 6
+    n_heads: int = 6
+    n_kv_heads: int = 2
+    ffn_dim: int = 1024
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    max_positions: int = 4096
+    text_vocab: int = 128  # channel 0 size, including the control tokens below
+    num_codebooks: int = 4
+    codebook_size: int = 256  # audio channels hold codebook_size + 1 ids (the last is audio_pad)
+    # Control tokens in channel 0.
+    text_pad: int = 0  # "no text at this position" (an audio frame)
+    bos: int = 1
+    speech_start: int = 2  # separates the text to speak from the audio that follows
+    eos: int = 3  # end of speech
+    # "The pointer moves to the next text unit": the engine then feeds that unit's id
+    # as channel 0 of the frame, and emits a timing mark. None: the model has no
+    # pointer and gives no timings.
+    advance: int | None = None
+    mark_delay_frames: int = 0  # a unit is fed this many frames before its audio starts
+    # Every frame after the first advance carries the unit last fed, as `held(unit)` ids
+    # (a second table of text_vocab embeddings), not text_pad. The phoneme then sits in
+    # each frame's own input instead of only on the frame where it arrived, the way a
+    # duration-based TTS model sees it: a small model learns what to say from far less
+    # data than when it must find the last arrival by attention.
+    hold_units: bool = False
+    # A pointer that stays this many frames on one unit is moved on by the engine (or,
+    # on the last unit, speech ends): a sampled frame that throws the model off can
+    # otherwise hold it on a phoneme until the length guard. 0 disables.
+    max_frames_per_unit: int = 0
+    # Longest reference clip the model was trained to clone from (0: no limit); a
+    # longer one puts positions and prompt lengths outside what it has seen.
+    max_reference_frames: int = 0
+    # Guard against a model that never stops: frames allowed per text token.
+    max_frames_per_text_token: float = 8.0
+    min_frames_guard: int = 25
+    # End of speech is not accepted before this many frames per text token: a
+    # model that stops early on a short line ("Yes!") garbles it.
+    min_frames_per_text_token: float = 0.0
+    # Sampling for requests that choose none: what this model speaks most clearly with.
+    temperature: float = 0.8
+    top_k: int = 0
+    # Audio framing, needed to turn frame indices into milliseconds.
+    frame_rate: float = 25.0
+    codec: str = "parametric"
+    tokenizer: str = "chars"
+    description: str = ""
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def num_channels(self) -> int:
+        return 1 + self.num_codebooks
+
+    @property
+    def audio_pad(self) -> int:
+        return self.codebook_size
+
+    def channel_vocab(self, channel: int) -> int:
+        if channel == 0:
+            return self.text_vocab * (2 if self.hold_units else 1)
+        return self.codebook_size + 1
+
+    def held(self, unit: int) -> int:
+        """Channel-0 id of a frame that stays on `unit` (see `hold_units`)."""
+        return unit + self.text_vocab
+
+    def __post_init__(self) -> None:
+        if self.hold_units and self.advance is None:
+            raise ValueError("hold_units needs a pointer model (an advance token)")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        raw = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown model config keys {sorted(unknown)}")
+        return cls(**raw)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
