@@ -3,7 +3,6 @@
     python -m engine.train.token_store --codec engine/checkpoints/default       # tokenise new teacher shards
     python -m engine.train.train_lm --minutes 60                           # resumes from its checkpoint
     python -m engine.train.train_lm --init engine/checkpoints/default --minutes 60   # or start from a shipped model
-    python -m engine.train.train_lm --init engine/checkpoints/default --layers 8     # ... deepened (engine.train.grow)
     python -m engine.train.train_lm --export engine/checkpoints/default         # config.json + model.safetensors
     python -m engine.train.train_lm --export engine/checkpoints/default --average 3   # the mean of the last 3 saves
 
@@ -31,7 +30,6 @@ from tqdm import tqdm
 from engine.config import CACHE_ROOT
 from engine.models.speech_lm.config import ModelConfig
 from engine.models.speech_lm.model import WEIGHTS_FILE, SpeechLM, save_model
-from engine.train.grow import grow_layers, layer_count
 from engine.train.lm_data import IGNORE, build_example
 from engine.train.snapshots import average_last, keep_snapshot, save_checkpoint
 from engine.train.token_store import TOKENS, check_stamp, load_token_shard
@@ -197,7 +195,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--layers", type=int, default=6, help="a new run's depth (a resumed run must be given its own)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--dropout", type=float, default=0.1, help="residual dropout")
     ap.add_argument("--drop-audio", type=float, default=0.1, help="share of input audio frames blanked")
@@ -223,9 +221,7 @@ def main() -> None:
     codec_cfg = json.loads((codec_dir / "codec.json").read_text()) if codec_dir \
         else {"groups": 8, "levels": [4, 4, 4, 4]}
     state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
-    # A run resumes (or exports) at the depth it was trained at, grown or not, whatever --layers says.
-    layers = layer_count(state["model"]) if state else args.layers
-    cfg = model_config(args.dim, layers, codec_cfg["groups"], int(np.prod(codec_cfg["levels"])), args.max_ref_frames)
+    cfg = model_config(args.dim, args.layers, codec_cfg["groups"], int(np.prod(codec_cfg["levels"])), args.max_ref_frames)
     model = SpeechLM(cfg)
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
@@ -239,11 +235,8 @@ def main() -> None:
     elif args.init:
         # A new machine has no checkpoint; a shipped model (int8, dequantised) is the
         # next best start. The optimiser's moments start afresh, hence the warmup.
-        weights = load_weights(args.init / WEIGHTS_FILE)
-        if (had := layer_count(weights)) < cfg.n_layers:  # --layers deeper than the model: grow it
-            weights = grow_layers(weights, cfg.n_layers)
-        model.load_state_dict(weights)
-        print(f"starting from the weights in {args.init}" + (f", grown from {had} layers" if had < cfg.n_layers else ""))
+        model.load_state_dict(load_weights(args.init / WEIGHTS_FILE))
+        print(f"starting from the weights in {args.init}")
     if args.export:
         check_codec(args.export, token_dir)
         what = f"step {step}"
