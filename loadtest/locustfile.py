@@ -39,6 +39,7 @@ import gevent
 from gevent.queue import Queue
 from locust import User, between, tag, task
 
+from service.fragments import llm_tokens
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
 
@@ -63,15 +64,6 @@ SENTENCES = [
     "My brother went into the mines two days ago and has not returned.",
     "Bring me ten wolf pelts and the reward is yours.",
 ]
-
-
-def llm_tokens(text: str) -> list[str]:
-    """Roughly how an LLM tokenizer splits English: words with their leading space, punctuation apart."""
-    out = []
-    for i, word in enumerate(text.split(" ")):
-        head = word.rstrip(",.!?")
-        out += [(" " if i else "") + head] + list(word[len(head):])
-    return [t for t in out if t]
 
 
 def turn_text() -> tuple[str, int]:

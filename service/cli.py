@@ -60,12 +60,12 @@ def say(args: argparse.Namespace) -> None:
     from service.audio_input import encode_wav
     import numpy as np
 
-    words = args.text.split(" ")
+    from service.fragments import llm_tokens
 
     def requests():
         yield pb.ConverseRequest(config=pb.SessionConfig(voice_id=args.voice, sample_rate_hz=args.rate))
-        for i, word in enumerate(words):
-            yield pb.ConverseRequest(text=pb.TextFragment(text=word + (" " if i < len(words) - 1 else "")))
+        for token in llm_tokens(args.text):
+            yield pb.ConverseRequest(text=pb.TextFragment(text=token))
         yield pb.ConverseRequest(close=pb.Close())
 
     pcm, first, start = [], None, time.perf_counter()
