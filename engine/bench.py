@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from engine.config import EngineConfig, SamplingParams
+from engine.config import DECODE_ATTENTIONS, PACKED_DTYPES, EngineConfig, SamplingParams
 from engine.runtime.engine import Engine
 from engine.models import default_model_dir
 from engine.runtime.outputs import AudioChunk
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--plot", type=Path, help="write a PNG of throughput and real-time factor against concurrency")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--packed-dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
+    ap.add_argument("--packed-dtype", default="auto", choices=PACKED_DTYPES,
                     help="EngineConfig.packed_dtype: the weights of the CPU kernels")
-    ap.add_argument("--decode-attention", default="auto", choices=["auto", "shared_prefix", "per_row"],
+    ap.add_argument("--decode-attention", default="auto", choices=DECODE_ATTENTIONS,
                     help="EngineConfig.decode_attention")
     ap.add_argument("--repeats", type=int, default=3, help="frames-only sweeps to take the median of")
     args = ap.parse_args(argv)

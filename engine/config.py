@@ -8,6 +8,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
+
+# Choices of EngineConfig; command-line flags take their choices from these too.
+PackedDtype = Literal["auto", "float32", "bfloat16", "int8"]
+DecodeAttention = Literal["auto", "shared_prefix", "per_row"]
+PACKED_DTYPES: tuple[str, ...] = get_args(PackedDtype)
+DECODE_ATTENTIONS: tuple[str, ...] = get_args(DecodeAttention)
 
 # Everything the project writes outside the repository (the toy model, training data and
 # runs, evaluation judges) lives under this folder; NPC_VOICE_CACHE moves it.
@@ -40,7 +47,7 @@ class StreamConfig:
     """How generated frames become waveform chunks."""
 
     first_chunk_frames: int = 3  # small, so first audio comes quickly (120 ms; see AudioStreamer)
-    chunk_frames: int = 16  # 640 ms: the codec costs ~7 ms per call plus ~0.45 ms per frame (README)
+    chunk_frames: int = 16  # 640 ms: the codec costs ~7 ms per call plus ~0.45 ms per frame (docs/benchmarks.md)
     context_frames: int = 2  # earlier frames re-decoded for the crossfade
     crossfade_ms: float = 10.0
     # Windows of all streams decoded together by one audio thread (engine.runtime.audio_worker);
@@ -48,7 +55,7 @@ class StreamConfig:
     audio_batch: int = 16
     # Decode each frame from the expected latent of the LM's codebook distributions (at the
     # request's temperature) rather than from the drawn codes, where the codec can (the mel
-    # codec): the LM still reads back the drawn codes. Fewer word errors (README, issue 4).
+    # codec): the LM still reads back the drawn codes. Fewer word errors (the model card).
     expected_latents: bool = True
 
 
@@ -106,20 +113,19 @@ class EngineConfig:
     # engine.packed), the codec on bfloat16. "auto" is int8 where the CPU multiplies
     # bfloat16 natively (AVX512-BF16, AMX), float32 elsewhere. Activations and the KV
     # cache stay float32.
-    packed_dtype: str = "auto"
+    packed_dtype: PackedDtype = "auto"
     # Decode attention on CPU. "shared_prefix": the streams of a voice read its prefix
     # blocks once per step between them; "per_row": each stream reads its whole context
     # on its own (in place where its blocks are consecutive, as the block manager keeps
     # them), in fewer calls: ~1 ms less per one-stream step here, but from 4 streams on
-    # it copies every stream's prefix and is slower (README, "How the engine is built").
+    # it copies every stream's prefix and is slower (docs/architecture.md).
     # A row gets the same bits alone or batched either way. "auto": per_row where
     # scheduler.max_running <= 2 (an engine sized for one or two streams, say one
     # player's NPCs), shared_prefix otherwise.
-    decode_attention: str = "auto"
+    decode_attention: DecodeAttention = "auto"
 
     def __post_init__(self) -> None:
         # Checked here, not where the weights are packed, so a bad value fails on CUDA too.
-        if self.packed_dtype not in ("auto", "float32", "bfloat16", "int8"):
-            raise ValueError(f"packed_dtype must be auto, float32, bfloat16 or int8, got {self.packed_dtype!r}")
-        if self.decode_attention not in ("auto", "shared_prefix", "per_row"):
-            raise ValueError(f"decode_attention must be auto, shared_prefix or per_row, got {self.decode_attention!r}")
+        for name, choices in (("packed_dtype", PACKED_DTYPES), ("decode_attention", DECODE_ATTENTIONS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")

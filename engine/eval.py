@@ -1,11 +1,11 @@
 """Evaluate a voice model on held-out lines spoken in held-out voices.
 
-    python -m engine.eval --model models/default          # table
-    python -m engine.eval --model models/default --json   # one JSON object
-    python -m engine.eval --model models/default --seeds 3   # three seeds pooled (one seed is noisy)
+    python -m engine.eval --model engine/checkpoints/default          # table
+    python -m engine.eval --model engine/checkpoints/default --json   # one JSON object
+    python -m engine.eval --model engine/checkpoints/default --seeds 3   # three seeds pooled (one seed is noisy)
     python -m engine.eval --teacher                       # the teacher audio itself (the ceiling)
-    python -m engine.eval --codec models/default          # teacher audio through the codec and back
-    python -m engine.eval --model models/default --teacher-forced   # the LM reading only teacher frames
+    python -m engine.eval --codec engine/checkpoints/default          # teacher audio through the codec and back
+    python -m engine.eval --model engine/checkpoints/default --teacher-forced   # the LM reading only teacher frames
 
 For each held-out voice, one clip (and its transcript) is the reference the
 model clones; every other line of that voice is synthesised from text.
@@ -15,7 +15,7 @@ model clones; every other line of that voice is synthesised from text.
 - id_accuracy: share of outputs whose most similar reference clip is their own;
 - rtf: LM plus codec decoder, one stream, one thread, the process pinned to one core:
   wall time / audio time.
-Needs the `train` extra and resemblyzer (see README, "Training the default model").
+Needs the `train` extra and resemblyzer (`./run setup` installs both; docs/training.md).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from engine.audio import from_pcm16
-from engine.config import CACHE_ROOT, AdaptConfig, SamplingParams
+from engine.config import CACHE_ROOT, PACKED_DTYPES, AdaptConfig, SamplingParams
 
 EVAL_DATA = CACHE_ROOT / "data" / "eval"
 SR = 24000
@@ -327,7 +327,7 @@ def main() -> None:
                     help="with --model: run seeds --seed .. --seed+N-1 and pool them (the table shows each too)")
     ap.add_argument("--temperature", type=float, help="default: the model's own (its config.json)")
     ap.add_argument("--top-k", type=int, help="default: the model's own")
-    ap.add_argument("--packed-dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
+    ap.add_argument("--packed-dtype", default="auto", choices=PACKED_DTYPES,
                     help="EngineConfig.packed_dtype: the engine's CPU kernels (auto: int8 LM linears where "
                          "the CPU has native bfloat16, else float32)")
     ap.add_argument("--drawn-codes", action="store_true",

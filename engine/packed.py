@@ -4,8 +4,8 @@ oneDNN (float32 or bfloat16 weights), and int8 linears.
 Why: PyTorch's default float32 linear on CPU goes through MKL, which repacks the
 weight on every call and (on the AMD EPYC this project is measured on) does not
 use AVX-512. oneDNN with the weight packed once at load time measured about 2x
-faster at batch 1 and at batch 16, for decode and prefill alike (README,
-"How the engine is built"). It also gives each row the same bits whatever else
+faster at batch 1 and at batch 16, for decode and prefill alike (docs/architecture.md,
+"CPU kernels"). It also gives each row the same bits whatever else
 is in the batch, which MKL does not (it picks other kernels for one row than for
 sixteen): a seed then draws the same frames alone or batched.
 
@@ -17,8 +17,8 @@ as one packed matmul over the stacked taps they take a few tens of microseconds.
 Where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), the packed
 weights can be bfloat16 while activations stay float32 around each layer: at
 batch 1 the matmuls read their weights from memory once per frame, so half the
-bytes took about a fifth off one stream's time (README, "How the engine is
-built"). The LM was trained under bfloat16 autocast, which rounds the same
+bytes took about a fifth off one stream's time (docs/architecture.md,
+"CPU kernels"). The LM was trained under bfloat16 autocast, which rounds the same
 operands the same way.
 
 A decode step multiplies one frame per row, and that product reads every weight
@@ -33,7 +33,7 @@ are in the model. That kernel computes each row on its own (the same bits alone
 or batched), but its time grows with the rows (at 16 rows ~3x oneDNN's), so
 prefill and large batches are slower with it; the engine uses it for all of the
 LM's linears or none, because a row's bits must not depend on the path its
-frame took (README, "How the engine is built").
+frame took (docs/architecture.md).
 
 Training and the reference paths keep plain modules; only the engine packs.
 """

@@ -17,21 +17,22 @@ from pathlib import Path
 import grpc
 
 from engine.audio import from_pcm16
+from engine.config import DECODE_ATTENTIONS, PACKED_DTYPES, AdaptConfig, CacheConfig, EngineConfig, SchedulerConfig
+from service.config import ServiceConfig
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
 
 
 def serve(args: argparse.Namespace) -> None:
-    from engine import CacheConfig, Engine, EngineConfig, SchedulerConfig
-    from engine.config import AdaptConfig
+    from engine import Engine
     from engine.models import SHIPPED_MODEL_DIR, default_model_dir
-    from service.server import ServiceConfig, start_server
+    from service.server import start_server
 
     model_dir = Path(args.model) if args.model else default_model_dir()
     engine = Engine(model_dir, EngineConfig(
         cache=CacheConfig(memory_budget_mb=args.kv_cache_mb, prefix_cache=not args.no_prefix_cache),
-        scheduler=SchedulerConfig(max_running=args.max_batch),
-        adapt=AdaptConfig() if args.voice_adapt_steps is None else AdaptConfig(steps=args.voice_adapt_steps)))
+        scheduler=SchedulerConfig(max_running=args.max_batch), adapt=AdaptConfig(steps=args.voice_adapt_steps),
+        packed_dtype=args.packed_dtype, decode_attention=args.decode_attention))
     if model_dir != SHIPPED_MODEL_DIR and not args.model:
         logging.warning("the trained model is missing from %s: serving the random-weight toy model from %s. "
                         "Its audio is noise-like and carries no words.", SHIPPED_MODEL_DIR, model_dir)
@@ -118,31 +119,39 @@ def voices(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="npc-voice", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run the gRPC server")
-    s.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
-    s.add_argument("--port", type=int, default=50051)
-    s.add_argument("--voices-dir", default="voices")
-    s.add_argument("--model", help="model directory (config.json + model.safetensors)")
+    s = sub.add_parser("serve", help="run the gRPC server",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    svc, eng = ServiceConfig(), EngineConfig()
+    s.add_argument("--host", default=svc.host, help="0.0.0.0 to accept other machines")
+    s.add_argument("--port", type=int, default=svc.port, help="0 picks a free port")
+    s.add_argument("--voices-dir", default=str(svc.voices_dir), help="where registered voices are stored")
+    s.add_argument("--model", help="model directory (config.json + model.safetensors; default: the shipped model)")
     s.add_argument("--lexicon", help="pronunciation dictionary JSON (reloaded on change)")
-    s.add_argument("--kv-cache-mb", type=float, default=256.0)
-    s.add_argument("--max-sessions", type=int, default=64)
+    s.add_argument("--kv-cache-mb", type=float, default=eng.cache.memory_budget_mb, help="KV block pool size")
+    s.add_argument("--max-sessions", type=int, default=svc.max_sessions,
+                   help="open Converse + Synthesize streams; more get RESOURCE_EXHAUSTED")
     s.add_argument("--no-demo-voices", action="store_true")
-    s.add_argument("--max-batch", type=int, default=32, help="streams decoded together (1 disables batching)")
+    s.add_argument("--max-batch", type=int, default=eng.scheduler.max_running,
+                   help="streams decoded together (1 disables batching)")
     s.add_argument("--no-prefix-cache", action="store_true", help="compute every prompt in full (baseline)")
-    s.add_argument("--voice-adapt-steps", type=int,
-                   help="tune the codec to each new voice's reference for this many steps (default: "
-                        "engine.config.AdaptConfig's; ~10 s per voice on one core; 0 turns it off; voices "
-                        "stored under another setting are made again at start)")
+    s.add_argument("--voice-adapt-steps", type=int, default=eng.adapt.steps,
+                   help="tune the codec to each new voice's reference for this many steps (~10 s per voice "
+                        "on one core; 0 turns it off; voices stored under another setting are made again at start)")
+    s.add_argument("--packed-dtype", default=eng.packed_dtype, choices=PACKED_DTYPES,
+                   help="weights of the CPU kernels: int8 is fastest for a few streams, bfloat16 for 12 or more "
+                        "per process (docs/architecture.md, CPU kernels)")
+    s.add_argument("--decode-attention", default=eng.decode_attention, choices=DECODE_ATTENTIONS,
+                   help="CPU decode attention (docs/architecture.md)")
     s.set_defaults(fn=serve)
     s = sub.add_parser("say", help="speak a line into a WAV file")
     s.add_argument("text")
     s.add_argument("--voice", default="guard")
     s.add_argument("--out", default="line.wav")
-    s.add_argument("--rate", type=int, default=48000)
-    s.add_argument("--server", default="127.0.0.1:50051")
+    s.add_argument("--rate", type=int, default=svc.default_sample_rate)
+    s.add_argument("--server", default=f"{svc.host}:{svc.port}")
     s.set_defaults(fn=say)
     s = sub.add_parser("voices", help="list, add, remove or warm voices")
-    s.add_argument("--server", default="127.0.0.1:50051")
+    s.add_argument("--server", default=f"{svc.host}:{svc.port}")
     vs = s.add_subparsers(dest="action", required=True)
     vs.add_parser("list")
     a = vs.add_parser("add")

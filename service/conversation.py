@@ -20,23 +20,37 @@ from dataclasses import dataclass, replace
 
 import grpc
 
-from engine import Engine, EngineOverloaded, Finished, NothingToSay, SamplingParams
-from service.gen import npc_voice_pb2 as pb
+from engine import Engine, EngineOverloaded, Finished, FinishReason, NothingToSay, SamplingParams
 from engine.text.normalize import normalize
+from service.errors import FINISH_STATUS, StreamError, to_stream_error
+from service.gen import npc_voice_pb2 as pb
 from service.lexicon import Lexicon
 from service.segmenter import Segmenter
-from service.utterance import Audio, Mark, Utterance
+from service.utterance import Audio, Mark, MarkKind, Utterance
 from service.voices import LoadedVoice
 
-_REASONS = {"eos": pb.END_OF_SPEECH, "length": pb.LENGTH_LIMIT, "cancelled": pb.CANCELLED}
+_REASONS = {FinishReason.EOS: pb.END_OF_SPEECH, FinishReason.LENGTH: pb.LENGTH_LIMIT,
+            FinishReason.CANCELLED: pb.CANCELLED}
+_MARK_KINDS = {MarkKind.WORD: pb.WORD, MarkKind.PHONEME: pb.PHONEME}
 
 
-class StreamError(Exception):
-    """Ends the stream with a gRPC status."""
+@dataclass(frozen=True)
+class FlushPoint:
+    """In the play queue: once everything before it is spoken, acknowledge the flush."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, retry_after_s: float | None = None):
-        super().__init__(message)
-        self.code, self.message, self.retry_after_s = code, message, retry_after_s
+    turn_id: str
+
+
+@dataclass(frozen=True)
+class ClosePoint:
+    """In the play queue: once everything before it is spoken, end the stream."""
+
+
+@dataclass(frozen=True)
+class End:
+    """The last outbound item: the stream ends with OK, or with `error`'s status."""
+
+    error: StreamError | None = None
 
 
 def spoken_form(lexicon: Lexicon, text: str) -> str:
@@ -60,22 +74,27 @@ class SessionSettings:
 
 
 class Outbound:
-    """Messages ready to send. Audio waits for room; control messages never wait."""
+    """Messages ready to send (response payloads, then one End). Audio waits for room;
+    control messages never wait."""
 
     def __init__(self, audio_limit: int):
-        self.items: deque[tuple[str, object, Utterance | None]] = deque()
+        self.items: deque[tuple[object, Utterance | None]] = deque()
         self.audio_limit = audio_limit
         self._changed = asyncio.Event()
 
-    async def put_audio(self, kind: str, msg, utt: Utterance) -> None:
-        while sum(1 for _, _, u in self.items if u is not None) >= self.audio_limit and not utt.cancelled:
+    async def put_audio(self, msg, utt: Utterance) -> None:
+        while sum(1 for _, u in self.items if u is not None) >= self.audio_limit and not utt.cancelled:
             self._changed.clear()
             await self._changed.wait()
         if not utt.cancelled:
-            self._push((kind, msg, utt))
+            self._push((msg, utt))
 
-    def put(self, kind: str, msg=None) -> None:
-        self._push((kind, msg, None))
+    def put(self, msg) -> None:
+        self._push((msg, None))
+
+    def fail(self, exc: BaseException) -> None:
+        """End the stream with the status of `exc`."""
+        self.put(End(to_stream_error(exc)))
 
     async def control_room(self, limit: int = 64) -> None:
         """Wait while more than `limit` messages are unsent: a client that sends but does
@@ -87,16 +106,17 @@ class Outbound:
     def purge(self, turns: set[str] | None) -> None:
         """Drop unsent messages of these turns (None: all turns)."""
         self.items = deque(it for it in self.items
-                           if it[2] is None or (turns is not None and it[2].turn_id not in turns))
+                           if it[1] is None or (turns is not None and it[1].turn_id not in turns))
         self._changed.set()
 
-    async def get(self) -> tuple[str, object]:
+    async def get(self):
+        """The next response payload, or End."""
         while not self.items:
             self._changed.clear()
             await self._changed.wait()
-        kind, msg, _ = self.items.popleft()
+        msg, _ = self.items.popleft()
         self._changed.set()
-        return kind, msg
+        return msg
 
     def _push(self, item) -> None:
         self.items.append(item)
@@ -109,7 +129,7 @@ class Conversation:
         self.outbound = Outbound(settings.queue_chunks)
         self.segmenter = Segmenter(settings.schedule)
         self.turn_id = ""
-        self.queue: deque[Utterance | tuple[str, str]] = deque()  # utterances, ("flush", turn), ("close", "")
+        self.queue: deque[Utterance | FlushPoint | ClosePoint] = deque()
         self._queued = asyncio.Event()
         self._count = 0  # utterances so far: each gets seed + its index
         self.closed = False
@@ -136,11 +156,11 @@ class Conversation:
 
     def on_flush(self, turn_id: str) -> None:
         if turn_id in self.cancelled:
-            self.outbound.put("flush_done", pb.FlushDone(turn_id=turn_id))  # nothing of it is left
+            self.outbound.put(pb.FlushDone(turn_id=turn_id))  # nothing of it is left
             return
         if not turn_id or turn_id == self.turn_id:
             self._enqueue(self.segmenter.flush())
-        self._push(("flush", turn_id or self.turn_id))
+        self._push(FlushPoint(turn_id or self.turn_id))
 
     def on_cancel(self, turn_id: str) -> None:
         turns = {turn_id} if turn_id else None
@@ -155,7 +175,7 @@ class Conversation:
         for item in self.queue:
             if isinstance(item, Utterance) and hit(item.turn_id):
                 item.cancel()
-            elif isinstance(item, tuple) and item[0] == "flush" and hit(item[1]):
+            elif isinstance(item, FlushPoint) and hit(item.turn_id):
                 pass  # the cancel answers it
             else:
                 kept.append(item)
@@ -163,13 +183,13 @@ class Conversation:
         if self.playing is not None and hit(self.playing.turn_id):
             self.playing.cancel()
         self.outbound.purge(turns)
-        self.outbound.put("cancel_done", pb.CancelDone(turn_id=turn_id))
+        self.outbound.put(pb.CancelDone(turn_id=turn_id))
 
     def on_close(self) -> None:
         if not self.closed:
             self.closed = True
             self._enqueue(self.segmenter.flush())
-            self._push(("close", ""))
+            self._push(ClosePoint())
 
     def cancel_all(self) -> None:
         """The client went away: stop every engine stream now."""
@@ -180,26 +200,24 @@ class Conversation:
 
     # ---- playing ---------------------------------------------------------------
     async def speak(self) -> None:
-        """Play the queue in order until a close marker; errors go out as ("error", StreamError)."""
+        """Play the queue in order until its ClosePoint; a failure ends the stream with its status."""
         try:
             while True:
                 while not self.queue:
                     self._queued.clear()
                     await self._queued.wait()
                 item = self.queue.popleft()
-                if isinstance(item, tuple):
-                    if item[0] == "close":
-                        self.outbound.put("end")
-                        return
-                    self.outbound.put("flush_done", pb.FlushDone(turn_id=item[1]))
+                if isinstance(item, ClosePoint):
+                    self.outbound.put(End())
+                    return
+                if isinstance(item, FlushPoint):
+                    self.outbound.put(pb.FlushDone(turn_id=item.turn_id))
                     continue
                 self.playing = item
                 await self._play(item)
                 self.playing = None
-        except StreamError as exc:
-            self.outbound.put("error", exc)
-        except Exception as exc:  # a bug must end this stream with a status, never hang it
-            self.outbound.put("error", StreamError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # a bug too must end this stream with a status, never hang it
+            self.outbound.fail(exc)
 
     async def _play(self, utt: Utterance) -> None:
         if not utt.started:
@@ -208,7 +226,7 @@ class Conversation:
         if utt.cancelled or not utt.started:
             return  # cancelled, or nothing in it can be spoken ("🙂")
         utt.ready_at = max(self.last_audio_done, utt.ready_at or 0.0)
-        self.outbound.put("utterance_started", pb.UtteranceStarted(
+        self.outbound.put(pb.UtteranceStarted(
             turn_id=utt.turn_id, utterance_id=utt.utterance_id, text=utt.text, source_text=utt.source_text))
         first_sent = None
         try:
@@ -216,30 +234,26 @@ class Conversation:
                 if utt.cancelled:
                     return
                 if isinstance(event, Audio):
-                    await self.outbound.put_audio("audio", pb.AudioChunk(
+                    await self.outbound.put_audio(pb.AudioChunk(
                         audio=event.data, turn_id=utt.turn_id, utterance_id=utt.utterance_id,
                         sample_offset=event.offset, last_chunk=event.is_last), utt)
                     first_sent = first_sent or time.perf_counter()
                 elif isinstance(event, Mark):
-                    await self.outbound.put_audio("mark", pb.TimingMark(
-                        turn_id=utt.turn_id, utterance_id=utt.utterance_id,
-                        kind=pb.WORD if event.kind == "word" else pb.PHONEME, text=event.text,
+                    await self.outbound.put_audio(pb.TimingMark(
+                        turn_id=utt.turn_id, utterance_id=utt.utterance_id, kind=_MARK_KINDS[event.kind], text=event.text,
                         start_ms=round(event.start_ms), end_ms=round(event.end_ms),
                         char_start=event.char_start, char_end=event.char_end), utt)
                 elif isinstance(event, Finished) and not utt.cancelled:
                     self._done(utt, event, first_sent)
-        except StreamError:
-            raise
         except Exception as exc:
-            raise StreamError(grpc.StatusCode.INTERNAL, f"utterance {utt.utterance_id} failed: {exc}") from exc
+            raise to_stream_error(exc, f"utterance {utt.utterance_id}") from exc
 
     def _done(self, utt: Utterance, fin: Finished, first_sent: float | None) -> None:
-        if fin.reason == "error":
-            code = grpc.StatusCode.UNAVAILABLE if "closed" in (fin.error or "") else grpc.StatusCode.INTERNAL
-            raise StreamError(code, f"utterance {utt.utterance_id} failed: {fin.error}")
+        if fin.reason in FINISH_STATUS:
+            raise StreamError(FINISH_STATUS[fin.reason], f"utterance {utt.utterance_id} failed: {fin.error}")
         now = time.perf_counter()
         self.last_audio_done = now
-        self.outbound.put("utterance_done", pb.UtteranceDone(
+        self.outbound.put(pb.UtteranceDone(
             turn_id=utt.turn_id, utterance_id=utt.utterance_id, text=utt.text, audio_seconds=fin.audio_seconds,
             ttfa_ms=((first_sent or now) - utt.ready_at) * 1000,
             real_time_factor=(now - utt.submitted_at) / fin.audio_seconds if fin.audio_seconds else 0.0,
@@ -256,7 +270,8 @@ class Conversation:
             await asyncio.sleep(retry)
 
     def _try_start(self, utt: Utterance) -> float | None:
-        """Submit `utt`; None when done, else seconds after which to retry."""
+        """Submit `utt`; None when done, else seconds after which to retry. Any other
+        failure (a bad request, the engine shutting down) propagates to `speak`."""
         s = self.settings
         sampling = replace(s.sampling, seed=(s.sampling.seed + utt.index) % 2**63)
         try:
@@ -266,10 +281,6 @@ class Conversation:
             return exc.retry_after_s
         except NothingToSay:
             utt.cancelled = True  # skipped: no sound in it
-        except ValueError as exc:
-            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        except RuntimeError as exc:  # the engine is shutting down
-            raise StreamError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
         return None
 
     def _prefetch(self) -> None:
@@ -278,7 +289,7 @@ class Conversation:
         for utt in ahead:
             try:
                 self._try_start(utt)
-            except StreamError:
+            except Exception:  # noqa: BLE001 - the same call is made again when it plays, and reports
                 pass
 
     # ---- queue -----------------------------------------------------------------

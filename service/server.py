@@ -10,45 +10,34 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from engine import Engine, EngineConfig
-from engine.runtime.streaming import check_rate
+from engine import Engine
+from engine.runtime.streaming import MAX_RATE, MIN_RATE, check_rate
+from service.config import ServiceConfig
+from service.conversation import Conversation, End, SessionSettings, spoken_form
 from service.demo_voices import install_demo_voices
-from service.conversation import Conversation, SessionSettings, StreamError, spoken_form
+from service.errors import StreamError, abort
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
 from service.lexicon import Lexicon
 from service.segmenter import DEFAULT_SCHEDULE
-from service.voices import LoadedVoice, RegistrationsBusy, VoiceCorrupt, VoiceExists, VoiceLibrary, VoiceNotFound
+from service.voices import LoadedVoice, VoiceLibrary
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NpcVoice"].full_name
 MAX_TURN_ID = 128
+# Which field of a ConverseResponse / SynthesizeResponse carries each payload type
+# (the two messages share field names).
+_REPLY_FIELD = {f.message_type.full_name: f.name for f in pb.ConverseResponse.DESCRIPTOR.oneofs_by_name["kind"].fields}
 
 
-@dataclass(frozen=True)
-class ServiceConfig:
-    host: str = "127.0.0.1"
-    port: int = 50051  # 0 picks a free port (tests)
-    voices_dir: Path = Path("voices")
-    lexicon_path: Path | None = None
-    lexicon_check_s: float = 1.0  # how often the dictionary file is checked for edits
-    max_sessions: int = 64  # concurrent Converse + Synthesize streams
-    max_text_chars: int = 4000  # per text fragment and per Synthesize request
-    max_pending_registrations: int = 4  # RegisterVoice calls waiting or running; more get RESOURCE_EXHAUSTED
-    default_chunk_ms: int = 320
-    default_sample_rate: int = 48000
-    demo_voices: bool = True  # install the demo voices the voices dir lacks
-    first_message_timeout_s: float = 30.0  # a Converse stream must send its SessionConfig by then
-    engine: EngineConfig = field(default_factory=EngineConfig)
+def reply_field(msg) -> str:
+    return _REPLY_FIELD[msg.DESCRIPTOR.full_name]
 
 
 class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
@@ -78,8 +67,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         reader = asyncio.create_task(self._read(request_iterator, conv))
         context.add_done_callback(lambda _: reader.cancel())
         try:
-            async for kind, msg in self._run(conv):
-                yield pb.ConverseResponse(**{kind: msg})
+            async for msg in self._run(conv):
+                yield pb.ConverseResponse(**{reply_field(msg): msg})
         finally:
             reader.cancel()
 
@@ -107,10 +96,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                 else:
                     raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "empty ConverseRequest")
             conv.on_close()  # the client half-closed (a no-op after Close)
-        except StreamError as exc:
-            conv.outbound.put("error", exc)
-        except Exception as exc:  # a bug must end this stream with a status, never hang it
-            conv.outbound.put("error", StreamError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # a bug too must end this stream with a status, never hang it
+            conv.outbound.fail(exc)
 
     async def Synthesize(self, request, context):
         self._open_session(context)
@@ -125,8 +112,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         yield pb.SynthesizeResponse(started=await self._started(settings))
         conv.on_text(r.text, "")
         conv.on_close()
-        async for kind, msg in self._run(conv):
-            yield pb.SynthesizeResponse(**{kind: msg})
+        async for msg in self._run(conv):
+            yield pb.SynthesizeResponse(**{reply_field(msg): msg})
 
     def _conversation(self, settings: SessionSettings, context) -> Conversation:
         conv = Conversation(self.engine, self.lexicon, settings)
@@ -137,16 +124,13 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         return conv
 
     async def _run(self, conv: Conversation):
-        """Yield (kind, message) until the conversation ends; stop every engine stream on the way out."""
+        """Yield response payloads until the conversation ends; stop every engine stream on the way out."""
         speaker = asyncio.create_task(conv.speak())
         try:
-            while True:
-                kind, msg = await conv.outbound.get()
-                if kind == "end":
-                    return
-                if kind == "error":
-                    raise msg
-                yield kind, msg
+            while not isinstance(msg := await conv.outbound.get(), End):
+                yield msg
+            if msg.error is not None:
+                raise msg.error
         finally:
             speaker.cancel()
             conv.cancel_all()
@@ -154,19 +138,12 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     # ---- voices --------------------------------------------------------------------
     async def RegisterVoice(self, request, context):
         r = request
-        try:
-            voice = await asyncio.to_thread(self.voices.register, r.voice_id, r.reference_wav, r.transcript,
-                                            r.display_name, r.language or "en", r.overwrite)
-        except VoiceExists as exc:
-            raise StreamError(grpc.StatusCode.ALREADY_EXISTS, str(exc))
-        except RegistrationsBusy as exc:
-            raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), 10.0)
-        except ValueError as exc:
-            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        voice = await asyncio.to_thread(self.voices.register, r.voice_id, r.reference_wav, r.transcript,
+                                        r.display_name, r.language or self.engine.model_cfg.language, r.overwrite)
         return await self._voice_pb(voice)
 
     async def GetVoice(self, request, context):
-        return await self._voice_pb(self._voice(request.voice_id))
+        return await self._voice_pb(self.voices.get(request.voice_id))
 
     async def ListVoices(self, request, context):
         return pb.ListVoicesResponse(
@@ -174,14 +151,11 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             broken=[pb.BrokenVoice(voice_id=k, error=v) for k, v in sorted(self.voices.broken.items())])
 
     async def DeleteVoice(self, request, context):
-        try:
-            await asyncio.to_thread(self.voices.delete, request.voice_id)
-        except VoiceNotFound as exc:
-            raise StreamError(grpc.StatusCode.NOT_FOUND, exc.args[0])
+        await asyncio.to_thread(self.voices.delete, request.voice_id)
         return pb.DeleteVoiceResponse()
 
     async def WarmVoice(self, request, context):
-        voice = self._voice(request.voice_id)
+        voice = self.voices.get(request.voice_id)
         start = time.perf_counter()
         was_cached = await asyncio.to_thread(self.engine.warm_voice, voice.prompt, 60.0)
         return pb.WarmVoiceResponse(was_cached=was_cached, elapsed_ms=(time.perf_counter() - start) * 1000)
@@ -189,8 +163,9 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     async def GetCapabilities(self, request, context):
         return pb.Capabilities(model=self.model_name, timings_available=self.engine.has_timings,
                                phoneme_overrides=self.lexicon.phonemes_supported,
-                               native_sample_rate_hz=self.engine.sample_rate, min_sample_rate_hz=8000,
-                               max_sample_rate_hz=48000, languages=["en"], max_text_chars=self.config.max_text_chars)
+                               native_sample_rate_hz=self.engine.sample_rate, min_sample_rate_hz=MIN_RATE,
+                               max_sample_rate_hz=MAX_RATE, languages=[self.engine.model_cfg.language],
+                               max_text_chars=self.config.max_text_chars)
 
     async def GetStats(self, request, context):
         st = self.engine.stats()
@@ -214,14 +189,6 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             self.sessions -= 1
         context.add_done_callback(release)
 
-    def _voice(self, voice_id: str) -> LoadedVoice:
-        try:
-            return self.voices.get(voice_id)
-        except VoiceNotFound as exc:
-            raise StreamError(grpc.StatusCode.NOT_FOUND, exc.args[0])
-        except VoiceCorrupt as exc:
-            raise StreamError(grpc.StatusCode.DATA_LOSS, str(exc))
-
     async def _voice_pb(self, voice: LoadedVoice) -> pb.Voice:
         i = voice.info
         cached = await asyncio.to_thread(self.engine.is_cached, voice.prompt)
@@ -241,7 +208,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         bad = grpc.StatusCode.INVALID_ARGUMENT
         if not voice_id:
             raise StreamError(bad, "voice_id is required")
-        voice = self._voice(voice_id)
+        voice = self.voices.get(voice_id)
         try:
             rate = check_rate(rate or self.config.default_sample_rate)
         except ValueError as exc:
@@ -251,8 +218,9 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         chunk_ms = chunk_ms or self.config.default_chunk_ms
         if not 20 <= chunk_ms <= 2000:
             raise StreamError(bad, f"chunk_ms {chunk_ms} is outside 20-2000")
-        if language and language.split("-")[0].lower() != "en":
-            raise StreamError(bad, f"language {language!r} is not supported; this model speaks en")
+        speaks = self.engine.model_cfg.language
+        if language and language.split("-")[0].lower() != speaks:
+            raise StreamError(bad, f"language {language!r} is not supported; this model speaks {speaks}")
         if any(not 1 <= n <= 1000 for n in schedule):
             raise StreamError(bad, "chunk_length_schedule entries must be 1-1000 characters")
         params = self.engine.default_sampling(seed=sampling.seed if sampling.HasField("seed") else random.getrandbits(62))
@@ -278,7 +246,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
 
 
 class _StatusInterceptor(grpc.aio.ServerInterceptor):
-    """Turns StreamError raised by any handler into its status (with a retry hint when given)."""
+    """Turns whatever a handler raises into its status (service.errors), with a retry hint when given."""
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -296,24 +264,11 @@ class _StatusInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
 
-async def abort(context, exc: StreamError):
-    metadata = ()
-    if exc.retry_after_s is not None:
-        status = status_pb2.Status(code=exc.code.value[0], message=exc.message)
-        detail = any_pb2.Any()
-        detail.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
-            seconds=int(exc.retry_after_s), nanos=int(exc.retry_after_s % 1 * 1e9))))
-        status.details.append(detail)
-        metadata = (("grpc-status-details-bin", status.SerializeToString()),
-                    ("retry-after-ms", str(int(exc.retry_after_s * 1000))))
-    await context.abort(exc.code, exc.message, trailing_metadata=metadata)
-
-
 def _unary(fn):
     async def handler(request, context):
         try:
             return await fn(request, context)
-        except StreamError as exc:
+        except Exception as exc:
             await abort(context, exc)
     return handler
 
@@ -323,7 +278,7 @@ def _streaming(fn):
         try:
             async for response in fn(request, context):
                 yield response
-        except StreamError as exc:
+        except Exception as exc:
             await abort(context, exc)
     return handler
 

@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from enum import Enum
 
 from engine import AudioChunk, Engine, Finished, SamplingParams, TimingMark, VoicePrompt
 
@@ -25,9 +26,14 @@ class Audio:
     is_last: bool
 
 
+class MarkKind(Enum):
+    WORD = "word"
+    PHONEME = "phoneme"
+
+
 @dataclass(frozen=True)
 class Mark:
-    kind: str  # "word" or "phoneme"
+    kind: MarkKind
     text: str
     start_ms: float
     end_ms: float
@@ -59,13 +65,13 @@ class MarkTracker:
         i, start = self._word
         self._word = None
         a, b = self.words[i]
-        return [Mark("word", self.text[a:b], start, end_ms, a, b)]
+        return [Mark(MarkKind.WORD, self.text[a:b], start, end_ms, a, b)]
 
     def push(self, mark: TimingMark) -> list[Mark]:
         out = []
         if self._unit is not None:
             u = self._unit
-            out.append(Mark("phoneme", u.unit, u.start_ms, mark.start_ms, u.char_start, u.char_end))
+            out.append(Mark(MarkKind.PHONEME, u.unit, u.start_ms, mark.start_ms, u.char_start, u.char_end))
         word = self._word_of(mark.char_start)
         if self._word is not None and word != self._word[0]:
             out += self._close_word(mark.start_ms)
@@ -78,7 +84,7 @@ class MarkTracker:
         out = []
         if self._unit is not None:
             u, self._unit = self._unit, None
-            out.append(Mark("phoneme", u.unit, u.start_ms, end_ms, u.char_start, u.char_end))
+            out.append(Mark(MarkKind.PHONEME, u.unit, u.start_ms, end_ms, u.char_start, u.char_end))
         return out + self._close_word(end_ms)
 
 

@@ -48,6 +48,8 @@ class VoiceCorrupt(RuntimeError):
 class RegistrationsBusy(RuntimeError):
     """More registrations are waiting than the library queues; the caller should retry later."""
 
+    retry_after_s = 10.0  # about one registration's time (its codec adaptation)
+
 
 @dataclass(frozen=True)
 class VoiceInfo:

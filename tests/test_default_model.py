@@ -22,8 +22,8 @@ from service.demo_voices import demo_references
 
 pytestmark = pytest.mark.skipif(
     not (SHIPPED_MODEL_DIR / WEIGHTS_FILE).exists(),
-    reason="the trained default model is not in the repo yet (issue 4: it ships once it meets its bars); "
-           "train it with engine/train or put its files in engine/checkpoints/default")
+    reason="the trained default model's weights are missing (an install without package data); "
+           "train it with engine/train (docs/training.md) or put its files in engine/checkpoints/default")
 
 LINES = ["Over here! The bridge is out, take the ford.", "I have twelve gold coins and a rusty sword."]
 

@@ -146,7 +146,7 @@ def test_the_engine_packs_its_weights_in_the_configured_dtype(model_dir):
         return {(type(m), m.dtype if isinstance(m, PackedLinear) else torch.int8)
                 for m in engine.model.modules() if isinstance(m, (PackedLinear, Int8Linear))}
 
-    with pytest.raises(ValueError, match="packed_dtype must be auto, float32, bfloat16 or int8"):
+    with pytest.raises(ValueError, match="packed_dtype must be one of auto, float32, bfloat16, int8"):
         Engine(model_dir, EngineConfig(packed_dtype="float16"))
     with Engine(model_dir, EngineConfig(packed_dtype="float32")) as engine:
         assert kernels(engine) == {(PackedLinear, torch.float32)}
@@ -264,7 +264,7 @@ def test_the_engine_picks_decode_attention_from_its_config(model_dir):
     from engine.runtime.engine import Engine
 
     cpu = torch.device("cpu")
-    with pytest.raises(ValueError, match="decode_attention must be auto, shared_prefix or per_row"):
+    with pytest.raises(ValueError, match="decode_attention must be one of auto, shared_prefix, per_row"):
         EngineConfig(decode_attention="flash")
     for cfg, split in [(EngineConfig(), True), (EngineConfig(scheduler=SchedulerConfig(max_running=2)), False),
                        (EngineConfig(decode_attention="per_row"), False),

@@ -14,7 +14,7 @@ layer scales: ~30 k numbers, 0.3% of the codec). That is enough to recolour
 the vocoder's excitation per voice, too few to memorise the clip's words, and
 small enough to store with the voice and to swap into the shared decoder per
 batch (`MelCodec.decode_batch(..., adapter)`), with no per-voice copy of the
-weights. Measured on the held-out voices: README, "Per-voice codec adaptation".
+weights. Measured on the held-out voices: docs/architecture.md, "Per-voice codec adaptation".
 """
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ from engine.codecs.base import make_codec
 from engine.config import EngineConfig, SamplingParams
 from engine.models.speech_lm.model import load_model
 from engine.runtime.model_runner import ModelRunner
-from engine.runtime.outputs import EngineOverloaded, EngineStats, NothingToSay, Outbox, UtteranceStream
+from engine.runtime.outputs import (DoneEvent, EngineClosed, EngineOverloaded, EngineStats, FinishReason, FrameEvent,
+                                    NothingToSay, Outbox, UtteranceStream)
 from engine.packed import can_pack, native_bf16, pack_for_cpu
 from engine.models.speech_lm.pointer import TextPointer
 from engine.runtime.sampler import codebook_probs, sample_frames
@@ -108,7 +109,8 @@ class Engine:
 
     def default_sampling(self, **overrides) -> SamplingParams:
         """The model's recommended sampling (its config), with `overrides` applied."""
-        return replace(SamplingParams(temperature=self.model_cfg.temperature, top_k=self.model_cfg.top_k), **overrides)
+        return replace(SamplingParams(temperature=self.model_cfg.generation.temperature,
+                                      top_k=self.model_cfg.generation.top_k), **overrides)
 
     @property
     def frame_rate(self) -> float:
@@ -163,7 +165,8 @@ class Engine:
             raise NothingToSay(f"nothing to speak in {text!r}" if text.strip() else "text to speak is empty")
         prompt = utterance_prompt(self.model_cfg, voice, ids)
         cfg = self.model_cfg
-        guard = math.ceil(len(ids) * cfg.max_frames_per_text_token) + cfg.min_frames_guard
+        gen = cfg.generation
+        guard = math.ceil(len(ids) * gen.max_frames_per_text_token) + gen.min_frames_guard
         max_frames = min(guard, sampling.max_frames or guard, cfg.max_positions - len(prompt))
         if max_frames < 1:
             raise ValueError(f"prompt of {len(prompt)} frames leaves no room under max_positions {cfg.max_positions}")
@@ -175,7 +178,7 @@ class Engine:
         sched = self.config.scheduler
         with self._cv:
             if self._stop:
-                raise RuntimeError("engine is closed")
+                raise EngineClosed("the engine is shutting down")
             if self._inflight >= sched.max_running + sched.max_waiting:
                 raise EngineOverloaded(
                     f"{self._inflight} utterances in flight (limit {sched.max_running} running + "
@@ -184,7 +187,7 @@ class Engine:
         seed = sampling.seed if sampling.seed is not None else random.SystemRandom().getrandbits(63)
         seq = Sequence(prompt, voice.num_frames, voice.key, sampling, max_frames, seed)
         # At least one frame: an utterance that ends before any audio says nothing at all.
-        seq.min_frames = min(max_frames - 1, max(1, math.ceil(len(ids) * cfg.min_frames_per_text_token)))
+        seq.min_frames = min(max_frames - 1, max(1, math.ceil(len(ids) * gen.min_frames_per_text_token)))
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(seq, outbox, self.codec, self.config.stream,
                                  sample_rate, chunk_frames, lambda: self._cancel(seq), spans,
@@ -200,7 +203,7 @@ class Engine:
     def _cancel(self, seq: Sequence) -> None:
         """Called by UtteranceStream.cancel(), from any thread."""
         seq.cancelled.set()
-        self._post(lambda: self._finish(seq, "cancelled"))
+        self._post(lambda: self._finish(seq, FinishReason.CANCELLED))
 
     def warm_voice(self, voice: VoicePrompt, timeout: float | None = None) -> bool:
         """Compute and pin a voice's prefix now. Returns whether it was already cached."""
@@ -256,21 +259,21 @@ class Engine:
     def _admit(self, seq: Sequence, outbox: Outbox) -> None:
         self._outboxes[seq.seq_id] = outbox
         if seq.cancelled.is_set():
-            self._finish(seq, "cancelled")
+            self._finish(seq, FinishReason.CANCELLED)
         else:
             self.scheduler.add(seq)
 
-    def _finish(self, seq: Sequence, reason: str, error: str | None = None) -> None:
+    def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None) -> None:
         outbox = self._outboxes.pop(seq.seq_id, None)
         self._on_prefilled.pop(seq.seq_id, None)
         self.scheduler.remove(seq)
         if outbox is not None:
-            outbox.put("done", (reason, error))
+            outbox.put(DoneEvent(reason, error))
             with self._cv:
                 self._inflight -= 1
 
     def _fail(self, seq: Sequence, exc: Exception) -> None:
-        self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
+        self._finish(seq, FinishReason.ERROR, f"{type(exc).__name__}: {exc}")
 
     def _ready(self, seq: Sequence) -> bool:
         box = self._outboxes.get(seq.seq_id)
@@ -285,7 +288,7 @@ class Engine:
                 for command in commands:  # admit late submissions so they are told, not lost
                     command()
                 for seq in list(self.scheduler.running) + list(self.scheduler.waiting):
-                    self._finish(seq, "error", "engine closed")
+                    self._finish(seq, FinishReason.SHUTDOWN, "engine closed")
                 return
             for command in commands:
                 command()
@@ -323,7 +326,7 @@ class Engine:
                 continue
             if seq.max_frames == 0:  # a warm-up: the prefix is computed, nothing to speak
                 self._on_prefilled.pop(seq.seq_id)(seq)
-                self._finish(seq, "length")
+                self._finish(seq, FinishReason.LENGTH)
                 continue
             ready.append(i)
         if not ready:
@@ -351,15 +354,15 @@ class Engine:
         for seq, frame, latent, ch0, mark in zip(seqs, frames, latents, sampled, marks):
             try:
                 if ch0 == self.model_cfg.eos:
-                    self._finish(seq, "eos")
+                    self._finish(seq, FinishReason.EOS)
                     continue
                 seq.append(frame)
                 outbox = self._outboxes[seq.seq_id]
-                outbox.put("frame", (frame, latent))
+                outbox.put(FrameEvent(frame, latent))
                 if mark is not None:
-                    outbox.put("mark", mark)
+                    outbox.put(mark)
                 if seq.num_generated >= seq.max_frames:
-                    self._finish(seq, "length")
+                    self._finish(seq, FinishReason.LENGTH)
             except Exception as exc:
                 self._fail(seq, exc)
 

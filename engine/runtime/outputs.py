@@ -11,7 +11,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from enum import Enum
+from typing import Callable, Iterator, Union
 
 import numpy as np
 import torch
@@ -22,16 +23,35 @@ from engine.config import StreamConfig
 from engine.runtime.streaming import AudioStreamer
 
 
-class NothingToSay(ValueError):
+class EngineError(Exception):
+    """What the engine raises to a caller besides ValueError (a bad request: bad sampling
+    values, sample rate, voice or text). The service maps each to a status in one table."""
+
+
+class NothingToSay(EngineError, ValueError):
     """The text holds nothing the front end can speak (only emoji or symbols, say)."""
 
 
-class EngineOverloaded(RuntimeError):
+class EngineOverloaded(EngineError):
     """More work is queued than the engine admits; retry after `retry_after_s`."""
 
     def __init__(self, message: str, retry_after_s: float):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class EngineClosed(EngineError):
+    """The engine is shutting down: it takes no new work."""
+
+
+class FinishReason(str, Enum):
+    """Why an utterance ended (a str, so it compares equal to its value)."""
+
+    EOS = "eos"  # the model ended speech
+    LENGTH = "length"  # the length guard or the request's max_frames
+    CANCELLED = "cancelled"  # the caller cancelled it or stopped reading
+    ERROR = "error"  # a failure inside the engine; Finished.error says what
+    SHUTDOWN = "shutdown"  # the engine closed before the utterance ended
 
 
 @dataclass(frozen=True)
@@ -82,13 +102,39 @@ class TimingMark:
 
 @dataclass(frozen=True)
 class Finished:
-    reason: str  # "eos", "length", "cancelled" or "error"
+    reason: FinishReason
     frames: int
     audio_seconds: float
     prompt_frames: int
     cached_frames: int  # prompt frames the prefix cache supplied
     ttfa_ms: float | None  # submit to first audio chunk, measured by this consumer
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class FrameEvent:
+    """A generated frame: its token ids [channels] and, where the codec decodes expected
+    latents, the frame's expected latent [dim] (else None)."""
+
+    ids: torch.Tensor
+    latent: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class MarkEvent:
+    """The text pointer reached unit `text_index`; its audio starts at frame `frame`."""
+
+    text_index: int
+    frame: int
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    reason: FinishReason
+    error: str | None = None
+
+
+EngineEvent = Union[FrameEvent, MarkEvent, DoneEvent]
 
 
 class Outbox:
@@ -102,16 +148,17 @@ class Outbox:
         self._want = 1  # frames the waiting consumer can use at once
         self._on_drain = on_drain
 
-    def put(self, kind: str, value) -> None:
+    def put(self, event: EngineEvent) -> None:
+        frame = isinstance(event, FrameEvent)
         with self._cv:
-            self._events.append((kind, value))
-            self.pending_frames += kind == "frame"
+            self._events.append(event)
+            self.pending_frames += frame
             # Wake the consumer only when it can do something: on 2 cores every
             # needless wake-up steals a core from the batched forward pass.
-            if kind != "frame" or self.pending_frames >= self._want:
+            if not frame or self.pending_frames >= self._want:
                 self._cv.notify()
 
-    def take(self, want: int = 1, timeout: float | None = None) -> list:
+    def take(self, want: int = 1, timeout: float | None = None) -> list[EngineEvent]:
         """Wait until `want` frames (or any other event) are queued, then take everything."""
         want = min(want, self._limit)
         with self._cv:
@@ -159,18 +206,16 @@ class UtteranceStream:
             self._done = True
             self._cancel()
 
-    def events(self, want: Callable[[], int] = lambda: 8) -> Iterator[tuple[str, object]]:
-        """Raw events: ("frame", (ids [channels], expected latent [dim] or None)),
-        ("mark", (text_index, frame)), ("done", (reason, error)).
-
-        `want()` says how many frames are worth waking up for next."""
+    def events(self, want: Callable[[], int] = lambda: 8) -> Iterator[EngineEvent]:
+        """The engine's raw events, ending with a DoneEvent. `want()` says how many frames
+        are worth waking up for next."""
         try:
             while not self._done:
-                for kind, value in self._outbox.take(want(), timeout=1.0):
+                for event in self._outbox.take(want(), timeout=1.0):
                     if self._done:
                         return
-                    yield kind, value
-                    if kind == "done":
+                    yield event
+                    if isinstance(event, DoneEvent):
                         self._done = True
                         return
         finally:
@@ -179,37 +224,38 @@ class UtteranceStream:
     def __iter__(self) -> Iterator[AudioChunk | TimingMark | Finished]:
         streamer = AudioStreamer(self._codec, self._stream_cfg, self.sample_rate, self._chunk_frames, self._decode)
         offset, ttfa, frames, frame_ms = 0, None, 0, 1000.0 / self._codec.frame_rate
-        reason, error = "cancelled", None
-        for kind, value in self.events(streamer.frames_wanted):
-            if kind == "frame":
+        done = DoneEvent(FinishReason.CANCELLED)
+        for event in self.events(streamer.frames_wanted):
+            if isinstance(event, FrameEvent):
                 frames += 1
-                ids, latent = value
-                out = streamer.push(ids[None, 1:] if latent is None else latent[None])  # (channel 0: text/control)
+                latent = event.latent  # channel 0 of the ids is text/control, not audio
+                out = streamer.push(event.ids[None, 1:] if latent is None else latent[None])
                 if out is not None and len(out):
                     ttfa = ttfa if ttfa is not None else (time.perf_counter() - self.submitted_at) * 1000
                     yield AudioChunk(out.numpy().astype(np.float32), offset, self.sample_rate, False)
                     offset += len(out)
-            elif kind == "mark":
-                yield TimingMark(value[0], value[1] * frame_ms, *self.spans[value[0]], self.units[value[0]])
+            elif isinstance(event, MarkEvent):
+                i = event.text_index
+                yield TimingMark(i, event.frame * frame_ms, *self.spans[i], self.units[i])
             else:
-                reason, error = value
-                if reason != "cancelled":
+                done = event
+                if done.reason != FinishReason.CANCELLED:
                     out = streamer.finish()
                     if ttfa is None and len(out):
                         ttfa = (time.perf_counter() - self.submitted_at) * 1000
                     yield AudioChunk(out.numpy().astype(np.float32), offset, self.sample_rate, True)
                     offset += len(out)
-        self.finished = Finished(reason, frames, offset / self.sample_rate, self.seq.prompt_len,
-                                 self.seq.cached_on_admit, ttfa, error)
+        self.finished = Finished(done.reason, frames, offset / self.sample_rate, self.seq.prompt_len,
+                                 self.seq.cached_on_admit, ttfa, done.error)
         yield self.finished
 
     def wait_frames(self) -> torch.Tensor:
         """Collect every generated frame [n, channels] without decoding audio (tests, benchmarks)."""
         rows = []
-        for kind, value in self.events():
-            if kind == "frame":
-                rows.append(value[0])
-            elif kind == "done":
-                self.finished = Finished(value[0], len(rows), 0.0, self.seq.prompt_len,
-                                         self.seq.cached_on_admit, None, value[1])
+        for event in self.events():
+            if isinstance(event, FrameEvent):
+                rows.append(event.ids)
+            elif isinstance(event, DoneEvent):
+                self.finished = Finished(event.reason, len(rows), 0.0, self.seq.prompt_len,
+                                         self.seq.cached_on_admit, None, event.error)
         return torch.stack(rows) if rows else torch.empty((0, len(self.seq.last_frame)), dtype=torch.long)

@@ -1,4 +1,4 @@
-"""Training recipe for the default voice model (issue 4): data from teacher voices, codec, LM, export.
+"""Training recipe for the default voice model (docs/training.md): data from teacher voices, codec, LM, export.
 
 Needs the `train` extra (teacher TTS in ONNX, whisper and a speaker encoder for
 evaluation); serving never imports this package.

@@ -1,6 +1,6 @@
 """Write the demo voices a trained model ships with: three distinct teacher voices.
 
-    python -m engine.train.demo_voices models/default
+    python -m engine.train.demo_voices engine/checkpoints/default
 
 Writes <model>/demo_voices/{guard,merchant,sprite}.wav (24 kHz, 16-bit) and
 demo_voices.json (id, display name, transcript), which the service registers on

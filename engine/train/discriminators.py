@@ -9,8 +9,8 @@ though its pitch and its average spectrum survive (model card, Evaluation).
 A discriminator that looks at the wave in periodic slices, and one that looks
 at spectrograms at several resolutions, judge the structure those losses
 average away (the HiFi-GAN and UnivNet / Vocos recipes; sizes here are cut down
-to train on two CPU cores). 3,100 steps of it (session 12) moved the round
-trip's similarity by +0.01 and did not yet win bright back: not shipped.
+to train on two CPU cores). 3,100 steps of it moved the round trip's
+similarity by +0.01 and did not win bright back: not shipped (docs/experiments.md).
 
 Losses are least-squares (real -> 1, fake -> 0) plus feature matching: the
 generator is pulled towards the real audio's activations in every discriminator

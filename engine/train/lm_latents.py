@@ -54,7 +54,7 @@ def lm_latents(model_dir: Path, token_shards: list[Path], voice_shards: list[Pat
     default when None (what the service uses unless a request says otherwise)."""
     model, codec = load_model(model_dir), MelCodec(model_dir)
     cfg = model.cfg
-    temp = temperature if temperature is not None else cfg.temperature
+    temp = temperature if temperature is not None else cfg.generation.temperature
     by_voice: dict[str, list[dict]] = defaultdict(list)
     for path in voice_shards:
         for r in load_token_shard(path):

@@ -3,8 +3,8 @@
     python -m engine.train.train_codec --minutes 60        # resumes from its last checkpoint
     python -m engine.train.train_codec --init engine/checkpoints/default --freeze-encoder   # stage 2 on a new machine
     python -m engine.train.train_codec --init engine/checkpoints/default --lm engine/checkpoints/default   # stage 3
-    python -m engine.train.train_codec --export models/default
-    python -m engine.train.train_codec --export models/default --soup-decoder engine/checkpoints/default --int8
+    python -m engine.train.train_codec --export engine/checkpoints/default
+    python -m engine.train.train_codec --export engine/checkpoints/default --soup-decoder engine/checkpoints/default --int8
 
 Both networks train in one loop on random crops of the teacher shards: the
 autoencoder on log-mel L1 through the token bottleneck, the vocoder on ground
@@ -96,7 +96,7 @@ def soup_decoder(cfg: MelCodecConfig, base_dir: Path, tuned: MelAutoencoder) -> 
     Stage 3 taught the decoder to render the LM's predictions, which lowered the shipped
     LM's held-out wer (0.100 -> 0.092 over seeds 0 and 1) but let heldout-bright drift
     toward heldout-warm (id_accuracy 0.895 -> 0.842); the halfway point kept the voices and
-    took more of the words (0.086 over those seeds; session 16, MODEL_CARD). Both decoders
+    took more of the words (0.086 over those seeds; docs/experiments.md). Both decoders
     read the same tokens, and one was trained on from the other, so their mean is a model of
     the same basin, not a blur of two."""
     base, vocoder = MelAutoencoder(cfg), Vocoder(cfg)

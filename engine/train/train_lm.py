@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine.config import CACHE_ROOT
-from engine.models.speech_lm.config import ModelConfig
+from engine.models.speech_lm.config import GenerationConfig, ModelConfig
 from engine.models.speech_lm.model import WEIGHTS_FILE, SpeechLM, save_model
 from engine.train.lm_data import IGNORE, build_example
 from engine.train.snapshots import average_last, keep_snapshot, save_checkpoint
@@ -43,9 +43,10 @@ def model_config(dim: int, layers: int, codebooks: int, codebook_size: int, max_
     return ModelConfig(
         dim=dim, n_layers=layers, n_heads=dim // 64, n_kv_heads=max(1, dim // 192), ffn_dim=dim * 8 // 3 // 32 * 32,
         max_positions=2048, text_vocab=128, num_codebooks=codebooks, codebook_size=codebook_size, advance=4,
-        mark_delay_frames=DELAY, hold_units=True, max_frames_per_unit=25, temperature=0.5,
-        max_reference_frames=max_ref_frames, max_frames_per_text_token=4.0, min_frames_guard=25, frame_rate=25.0,
-        codec="mel", tokenizer="phonemes", description="speech LM trained on teacher voices (engine/train)")
+        mark_delay_frames=DELAY, hold_units=True, max_reference_frames=max_ref_frames, frame_rate=25.0,
+        codec="mel", tokenizer="phonemes", description="speech LM trained on teacher voices (engine/train)",
+        generation=GenerationConfig(temperature=0.5, max_frames_per_text_token=4.0, min_frames_guard=25,
+                                    max_frames_per_unit=25))
 
 
 class Examples:
@@ -122,7 +123,7 @@ def self_feed(model: SpeechLM, frames: torch.Tensor, targets: torch.Tensor, p: f
     Served, the LM reads back codes it drew at `temperature` from eight independent
     heads, combinations no teacher frame ever had; trained only on teacher frames it
     never learns to recover from them (free-running wer 0.167 against 0.097 with
-    teacher frames, session 13). One extra forward pass without gradients draws the
+    teacher frames, for the 16,600-step LM). One extra forward pass without gradients draws the
     frames it would have fed itself (scheduled sampling, one step deep)."""
     if p <= 0:
         return frames
@@ -289,7 +290,7 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = args.lr * sched(step)
         frames, targets = data.batch(args.batch)
-        frames = self_feed(model, frames, targets, args.self_feed, cfg.temperature, drop_gen, bf16=not args.fp32)
+        frames = self_feed(model, frames, targets, args.self_feed, cfg.generation.temperature, drop_gen, bf16=not args.fp32)
         frames = drop_audio(frames, targets, args.drop_audio, cfg.audio_pad, drop_gen)
         loss, parts = lm_loss(model, frames, targets, bf16=not args.fp32)
         opt.zero_grad()

@@ -1,9 +1,37 @@
-"""What a speech-token LM checkpoint says about itself: its `config.json`."""
+"""What a speech-token LM checkpoint says about itself: its `config.json`.
+
+`ModelConfig` is the architecture and the meaning of the token channels; its
+`generation` holds the defaults the engine generates with (sampling, length guards),
+which a checkpoint may tune without changing its weights.
+"""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, Literal
+
+CodecName = Literal["parametric", "mel"]  # engine.codecs.base.make_codec
+TokenizerName = Literal["chars", "phonemes"]  # engine.text.tokenizer.make_tokenizer
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How the engine generates with a model unless a request says otherwise."""
+
+    # Sampling for requests that choose none: what this model speaks most clearly with.
+    temperature: float = 0.8
+    top_k: int = 0
+    # Guard against a model that never stops: frames allowed per text token, plus a floor.
+    max_frames_per_text_token: float = 8.0
+    min_frames_guard: int = 25
+    # End of speech is not accepted before this many frames per text token: a
+    # model that stops early on a short line ("Yes!") garbles it.
+    min_frames_per_text_token: float = 0.0
+    # A pointer that stays this many frames on one unit is moved on by the engine (or,
+    # on the last unit, speech ends): a sampled frame that throws the model off can
+    # otherwise hold it on a phoneme until the length guard. 0 disables.
+    max_frames_per_unit: int = 0
 
 
 @dataclass(frozen=True)
@@ -46,27 +74,16 @@ class ModelConfig:
     # duration-based TTS model sees it: a small model learns what to say from far less
     # data than when it must find the last arrival by attention.
     hold_units: bool = False
-    # A pointer that stays this many frames on one unit is moved on by the engine (or,
-    # on the last unit, speech ends): a sampled frame that throws the model off can
-    # otherwise hold it on a phoneme until the length guard. 0 disables.
-    max_frames_per_unit: int = 0
     # Longest reference clip the model was trained to clone from (0: no limit); a
     # longer one puts positions and prompt lengths outside what it has seen.
     max_reference_frames: int = 0
-    # Guard against a model that never stops: frames allowed per text token.
-    max_frames_per_text_token: float = 8.0
-    min_frames_guard: int = 25
-    # End of speech is not accepted before this many frames per text token: a
-    # model that stops early on a short line ("Yes!") garbles it.
-    min_frames_per_text_token: float = 0.0
-    # Sampling for requests that choose none: what this model speaks most clearly with.
-    temperature: float = 0.8
-    top_k: int = 0
     # Audio framing, needed to turn frame indices into milliseconds.
     frame_rate: float = 25.0
-    codec: str = "parametric"
-    tokenizer: str = "chars"
+    codec: CodecName = "parametric"
+    tokenizer: TokenizerName = "chars"
+    language: str = "en"  # what the tokenizer and the training data speak (a BCP 47 primary tag)
     description: str = ""
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
     @property
     def head_dim(self) -> int:
@@ -93,14 +110,23 @@ class ModelConfig:
         if self.hold_units and self.advance is None:
             raise ValueError("hold_units needs a pointer model (an advance token)")
 
+    def updated(self, **changes: Any) -> "ModelConfig":
+        """A copy with `changes`; generation fields may be named directly (top_k=..., say)."""
+        names = {f.name for f in fields(GenerationConfig)}
+        gen = {k: changes.pop(k) for k in list(changes) if k in names}
+        return replace(self, generation=replace(self.generation, **gen), **changes)
+
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":
+        """Read `config.json`. Its generation defaults may sit under "generation" or, as
+        older checkpoints have them, beside the architecture."""
         raw = json.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
+        generation = raw.pop("generation", {})
+        known = {f.name for f in fields(cls)} | {f.name for f in fields(GenerationConfig)}
+        unknown = (set(raw) - known) | (set(generation) - {f.name for f in fields(GenerationConfig)})
         if unknown:
             raise ValueError(f"{path}: unknown model config keys {sorted(unknown)}")
-        return cls(**raw)
+        return cls().updated(**raw, **generation)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")

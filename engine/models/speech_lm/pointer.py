@@ -14,9 +14,9 @@ import math
 import torch
 
 from engine.models.speech_lm.config import ModelConfig
+from engine.runtime.outputs import MarkEvent
 from engine.runtime.sequence import Sequence
 
-Mark = tuple[int, int]  # (unit index, frame at which it is heard)
 
 
 class TextPointer:
@@ -42,28 +42,29 @@ class TextPointer:
         no_end = [b for b, s in enumerate(seqs) if s.sampling.ignore_eos or s.num_generated < s.min_frames]
         if no_end:
             logits[no_end, 0, cfg.eos] = float("-inf")
-        if not cfg.max_frames_per_unit:
+        limit = cfg.generation.max_frames_per_unit
+        if not limit:
             return
         for b, (s, u) in enumerate(zip(seqs, units)):
-            if s.num_generated - s.last_advance >= cfg.max_frames_per_unit:  # stalled: move it on
+            if s.num_generated - s.last_advance >= limit:  # stalled: move it on
                 forced = cfg.advance if s.marks < u else cfg.eos
                 if logits[b, 0, forced] > -math.inf:  # (an end that ignore_eos or min_frames forbid stays forbidden)
                     logits[b, 0] = -math.inf
                     logits[b, 0, forced] = 0.0
 
-    def feed(self, seqs: list[Sequence], frames: torch.Tensor) -> tuple[list[int], list[Mark | None]]:
+    def feed(self, seqs: list[Sequence], frames: torch.Tensor) -> tuple[list[int], list[MarkEvent | None]]:
         """Move the pointers past sampled frames [B, C] and rewrite channel 0 in place
         to what the model reads back. Returns channel 0 as sampled, and each row's mark."""
         cfg = self.cfg
         sampled = frames[:, 0].tolist()
         fed = list(sampled)
-        marks: list[Mark | None] = [None] * len(seqs)
+        marks: list[MarkEvent | None] = [None] * len(seqs)
         for b, (seq, ch0) in enumerate(zip(seqs, sampled)):
             if cfg.advance is not None and ch0 == cfg.advance:
                 # The next unit's own id becomes this frame's channel-0 input: the model hears
                 # the phoneme a few frames before it speaks it (mark_delay_frames later).
                 seq.unit = fed[b] = int(seq.tokens[seq.prefix_len + seq.marks, 0])
-                marks[b] = (seq.marks, seq.num_generated + cfg.mark_delay_frames)
+                marks[b] = MarkEvent(seq.marks, seq.num_generated + cfg.mark_delay_frames)
                 seq.marks += 1
                 seq.last_advance = seq.num_generated
             elif cfg.hold_units and seq.marks and ch0 != cfg.eos:

@@ -7,25 +7,24 @@ parametric codec renders as a buzzy, wordless voice.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from engine.config import CACHE_ROOT
-from engine.models.speech_lm.config import ModelConfig
+from engine.models.speech_lm.config import GenerationConfig, ModelConfig
 from engine.models.speech_lm.model import SpeechLM, save_model
 
 # Length limits of about 1.5-3 frames per character keep utterances near the
 # length real speech would have (~15 characters/s is 1.7 frames per character at
 # 25 frames/s), so load tests see realistic audio durations.
 TOY_CONFIG = ModelConfig(description="random weights, seed-fixed; for tests and benchmarks only, it does not speak",
-                         min_frames_per_text_token=1.5, max_frames_per_text_token=3.0)
+                         generation=GenerationConfig(min_frames_per_text_token=1.5, max_frames_per_text_token=3.0))
 
 
 def make_toy_model(model_dir: str | Path, seed: int = 0, **overrides) -> Path:
     """Write config.json + model.safetensors with seeded random weights; returns the directory."""
-    cfg = replace(TOY_CONFIG, **overrides)
+    cfg = TOY_CONFIG.updated(**overrides)
     torch.manual_seed(seed)
     model = SpeechLM(cfg)
     with torch.no_grad():

@@ -1,0 +1,22 @@
+"""What the service is run with (the engine's own settings are engine.config's);
+`serve`'s flags take their defaults from here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0 picks a free port (tests)
+    voices_dir: Path = Path("voices")
+    lexicon_path: Path | None = None
+    lexicon_check_s: float = 1.0  # how often the dictionary file is checked for edits
+    max_sessions: int = 64  # concurrent Converse + Synthesize streams
+    max_text_chars: int = 4000  # per text fragment and per Synthesize request
+    max_pending_registrations: int = 4  # RegisterVoice calls waiting or running; more get RESOURCE_EXHAUSTED
+    default_chunk_ms: int = 320
+    default_sample_rate: int = 48000
+    demo_voices: bool = True  # install the demo voices the voices dir lacks
+    first_message_timeout_s: float = 30.0  # a Converse stream must send its SessionConfig by then
