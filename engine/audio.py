@@ -3,6 +3,7 @@
 Float audio is mono float32 in [-1, 1]; PCM16 is little-endian int16 scaled by 32767,
 so a full-scale float maps to +-32767 and the round trip is symmetric.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,15 @@ def from_pcm16(pcm: np.ndarray | bytes) -> np.ndarray:
     return pcm.astype(np.float32) / PCM16_SCALE
 
 
-def speechlike_wave(seconds: float, sr: int = 24000, f0: float = 130.0, glide: float = 0.2,
-                    glide_hz: float = 0.4, syllable_hz: float = 3.5, floor: float = 0.5) -> np.ndarray:
+def speechlike_wave(
+    seconds: float,
+    sr: int = 24000,
+    f0: float = 130.0,
+    glide: float = 0.2,
+    glide_hz: float = 0.4,
+    syllable_hz: float = 3.5,
+    floor: float = 0.5,
+) -> np.ndarray:
     """A gliding, syllable-paced harmonic signal that passes the speech checks of a reference
     recording: the random-weight model's demo voices and the tests register it."""
     t = np.arange(int(seconds * sr)) / sr

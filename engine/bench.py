@@ -6,6 +6,7 @@
 
 Every figure comes from one run on one machine, so compare ratios, not absolutes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from engine.config import DECODE_ATTENTIONS, PACKED_DTYPES, EngineConfig, SamplingParams
-from engine.runtime.engine import Engine
-from engine.models import default_model_dir
-from engine.runtime.outputs import AudioChunk
 from engine.audio import speechlike_wave
+from engine.config import DECODE_ATTENTIONS, PACKED_DTYPES, EngineConfig, SamplingParams
+from engine.models import default_model_dir
+from engine.runtime.engine import Engine
+from engine.runtime.outputs import AudioChunk
 
 TRANSCRIPT = (
     "Stay close to the fire, friend. The wolves came down from the pass again last night, "
@@ -34,8 +35,9 @@ LINE = "Watch your step, the bridge is out past the mill."
 
 
 def ttfa_ms(engine: Engine, voice, seed: int, sample_rate: int) -> float:
-    stream = engine.submit(voice, LINE, SamplingParams(seed=seed, max_frames=12, ignore_eos=True),
-                           sample_rate=sample_rate)
+    stream = engine.submit(
+        voice, LINE, SamplingParams(seed=seed, max_frames=12, ignore_eos=True), sample_rate=sample_rate
+    )
     first = None
     for event in stream:
         if first is None and isinstance(event, AudioChunk) and len(event.samples):
@@ -78,18 +80,25 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--plot", type=Path, help="write a PNG of throughput and real-time factor against concurrency")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--packed-dtype", default="auto", choices=PACKED_DTYPES,
-                    help="EngineConfig.packed_dtype: the weights of the CPU kernels")
-    ap.add_argument("--decode-attention", default="auto", choices=DECODE_ATTENTIONS,
-                    help="EngineConfig.decode_attention")
+    ap.add_argument(
+        "--packed-dtype",
+        default="auto",
+        choices=PACKED_DTYPES,
+        help="EngineConfig.packed_dtype: the weights of the CPU kernels",
+    )
+    ap.add_argument(
+        "--decode-attention", default="auto", choices=DECODE_ATTENTIONS, help="EngineConfig.decode_attention"
+    )
     ap.add_argument("--repeats", type=int, default=3, help="frames-only sweeps to take the median of")
     args = ap.parse_args(argv)
 
     model_dir = args.model or default_model_dir()
     ref_seconds, frames, reps = (2.0, 8, 1) if args.quick else (10.0, 100, 7)
     levels = [1, 2, 4] if args.quick else [1, 2, 4, 8, 12, 16, 24, 32]
-    engine = Engine(model_dir, EngineConfig(num_threads=args.threads, packed_dtype=args.packed_dtype,
-                                             decode_attention=args.decode_attention))
+    engine = Engine(
+        model_dir,
+        EngineConfig(num_threads=args.threads, packed_dtype=args.packed_dtype, decode_attention=args.decode_attention),
+    )
     log = sys.stderr
     try:
         wave = speechlike_wave(ref_seconds)
@@ -113,8 +122,11 @@ def main(argv: list[str] | None = None) -> dict:
         sweep = {}
         for n in tqdm(levels, desc="with audio", file=log, disable=args.json):
             full = run_concurrent(engine, voice, n, frames, audio=True)
-            sweep[n] = {"frames_per_s": statistics.median(raw[n]), "audio_frames_per_s": full["frames_per_s"],
-                        "slowest_realtime_x": full["slowest_realtime_x"]}
+            sweep[n] = {
+                "frames_per_s": statistics.median(raw[n]),
+                "audio_frames_per_s": full["frames_per_s"],
+                "slowest_realtime_x": full["slowest_realtime_x"],
+            }
         stats = engine.stats()
     finally:
         engine.close()
@@ -156,11 +168,20 @@ def main(argv: list[str] | None = None) -> dict:
 
 def print_table(r: dict, sweep: dict) -> None:
     print(f"model: {r['model']} ({r['model_params_m']} M params; {r['model_description']})")
-    print(f"voice prefix: {r['voice_prefix_frames']} frames from a {r['reference_seconds']:.0f} s reference; "
-          f"{r['threads']} threads on {r['device']}\n")
+    print(
+        f"voice prefix: {r['voice_prefix_frames']} frames from a {r['reference_seconds']:.0f} s reference; "
+        f"{r['threads']} threads on {r['device']}\n"
+    )
     print(f"{'metric':<24}{'value':>12}")
-    for key in ("ttfa_cold_ms", "ttfa_warm_ms", "warm_over_cold", "frames_per_s_1", "frames_per_s_16",
-                "batch16_speedup", "realtime_streams"):
+    for key in (
+        "ttfa_cold_ms",
+        "ttfa_warm_ms",
+        "warm_over_cold",
+        "frames_per_s_1",
+        "frames_per_s_16",
+        "batch16_speedup",
+        "realtime_streams",
+    ):
         if r.get(key) is not None:
             print(f"{key:<24}{r[key]:>12}")
     print(f"\n{'streams':>8}{'frames/s':>12}{'with audio':>12}{'slowest x realtime':>20}")

@@ -3,6 +3,7 @@
 They are chosen by whoever runs the engine (the service, the benchmark, a test); what
 a checkpoint says about itself is its family's own config (engine.models).
 """
+
 from __future__ import annotations
 
 import os

@@ -17,6 +17,7 @@ model clones; every other line of that voice is synthesised from text.
   wall time / audio time.
 Needs the `train` extra and resemblyzer (`./run setup` installs both; docs/training.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -150,9 +151,15 @@ def one_core():
         os.sched_setaffinity(0, cpus)
 
 
-def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int, packed_dtype: str = "auto",
-               expected_latents: bool = True, adapt: AdaptConfig = AdaptConfig(),
-               **sampling) -> tuple[dict, float, SamplingParams]:
+def synthesize(
+    model_dir: Path,
+    voices: dict[str, list[dict]],
+    seed: int,
+    packed_dtype: str = "auto",
+    expected_latents: bool = True,
+    adapt: AdaptConfig = AdaptConfig(),
+    **sampling,
+) -> tuple[dict, float, SamplingParams]:
     """Outputs per voice (same order as its targets), the one-stream, one-thread RTF and the
     sampling used: the model's own (Engine.default_sampling) with `sampling` overrides.
     `packed_dtype` (the CPU kernels), `expected_latents` and `adapt` are EngineConfig's.
@@ -164,8 +171,13 @@ def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int, packed
     # One core for all that is timed: the engine's thread (started inside, so it inherits
     # the mask) and this one, which decodes the audio, take turns on it. The engine is
     # sized for the one stream it runs (decode_attention "auto" then reads per row).
-    cfg = EngineConfig(num_threads=1, packed_dtype=packed_dtype, scheduler=SchedulerConfig(max_running=1),
-                       stream=StreamConfig(expected_latents=expected_latents), adapt=adapt)
+    cfg = EngineConfig(
+        num_threads=1,
+        packed_dtype=packed_dtype,
+        scheduler=SchedulerConfig(max_running=1),
+        stream=StreamConfig(expected_latents=expected_latents),
+        adapt=adapt,
+    )
     with one_core(), Engine(model_dir, cfg) as engine:
         torch.set_num_threads(1)
         params = engine.default_sampling(**sampling)
@@ -175,8 +187,11 @@ def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int, packed
             outputs[name] = []
             for i, r in enumerate(rs[1:]):
                 start = time.perf_counter()
-                chunks = [e.samples for e in engine.submit(voice, r["text"], replace(params, seed=seed + i))
-                          if hasattr(e, "samples")]
+                chunks = [
+                    e.samples
+                    for e in engine.submit(voice, r["text"], replace(params, seed=seed + i))
+                    if hasattr(e, "samples")
+                ]
                 compute += time.perf_counter() - start
                 audio = np.concatenate(chunks) if chunks else np.zeros(1, np.float32)
                 audio_s += len(audio) / SR
@@ -184,8 +199,9 @@ def synthesize(model_dir: Path, voices: dict[str, list[dict]], seed: int, packed
     return outputs, compute / max(audio_s, 1e-9), params
 
 
-def codec_round_trip(codec_dir: Path, voices: dict[str, list[dict]],
-                     adapt: AdaptConfig = AdaptConfig()) -> tuple[dict, float]:
+def codec_round_trip(
+    codec_dir: Path, voices: dict[str, list[dict]], adapt: AdaptConfig = AdaptConfig()
+) -> tuple[dict, float]:
     """Teacher audio encoded and decoded by the codec, adapted to each voice's reference as the
     engine adapts it (unless `adapt` turns that off); RTF of the decoder alone, one thread."""
     from engine.codecs.mel import MelCodec
@@ -218,8 +234,9 @@ def teacher_forced(model_dir: Path, voices: dict[str, list[dict]], adapt: AdaptC
     model, codec = load_model(model_dir), MelCodec(model_dir)
     token_dir = TOKENS / "eval"
     check_stamp(token_dir, codec.encoder_digest)
-    tokens = {(r["voice"], r["text"]): r for path in sorted(token_dir.glob("shard_*.npz"))
-              for r in load_token_shard(path)}
+    tokens = {
+        (r["voice"], r["text"]): r for path in sorted(token_dir.glob("shard_*.npz")) for r in load_token_shard(path)
+    }
     outputs = {}
     for name, rs in tqdm(voices.items(), desc="teacher-forced", unit="voice"):
         ref, outputs[name] = tokens[name, rs[0]["text"]], []
@@ -253,13 +270,22 @@ def score(voices: dict[str, list[dict]], outputs: dict[str, list[np.ndarray]], j
         sims += mine["similarity"]
         hits += mine["heard_as"][name]
         # Per voice: where the errors are, and which reference each output was closest to.
-        per_voice[name] = {"wer": round(mine["errors"] / max(mine["words"], 1), 4),
-                           "similarity": round(float(np.mean(mine["similarity"])), 4) if mine["similarity"] else None,
-                           "closest_reference": dict(mine["heard_as"])}
-    return {"wer": errors / max(total, 1), "similarity": float(np.mean(sims)), "id_accuracy": hits / max(n, 1),
-            "utterances": n, "voices": len(names), "per_voice": per_voice, "lines": lines,
-            # Output length against the teacher's for the same lines: the model's own pace.
-            "duration_ratio": seconds / max(teacher_seconds, 1e-9)}
+        per_voice[name] = {
+            "wer": round(mine["errors"] / max(mine["words"], 1), 4),
+            "similarity": round(float(np.mean(mine["similarity"])), 4) if mine["similarity"] else None,
+            "closest_reference": dict(mine["heard_as"]),
+        }
+    return {
+        "wer": errors / max(total, 1),
+        "similarity": float(np.mean(sims)),
+        "id_accuracy": hits / max(n, 1),
+        "utterances": n,
+        "voices": len(names),
+        "per_voice": per_voice,
+        "lines": lines,
+        # Output length against the teacher's for the same lines: the model's own pace.
+        "duration_ratio": seconds / max(teacher_seconds, 1e-9),
+    }
 
 
 def pool(results: list[dict], seeds: list[int]) -> dict:
@@ -275,16 +301,27 @@ def pool(results: list[dict], seeds: list[int]) -> dict:
             for k, c in r["per_voice"][name]["closest_reference"].items():
                 closest[k] += c
         sims = [r["per_voice"][name]["similarity"] for r in results]
-        per_voice[name] = {"wer": round(sum(x["errors"] for x in mine) / max(sum(x["words"] for x in mine), 1), 4),
-                           "similarity": None if None in sims else round(float(np.mean(sims)), 4),
-                           "closest_reference": dict(closest)}
+        per_voice[name] = {
+            "wer": round(sum(x["errors"] for x in mine) / max(sum(x["words"] for x in mine), 1), 4),
+            "similarity": None if None in sims else round(float(np.mean(sims)), 4),
+            "closest_reference": dict(closest),
+        }
     mean = lambda key: None if results[0][key] is None else float(np.mean([r[key] for r in results]))
-    return {**results[0], "wer": sum(x["errors"] for x in lines) / max(sum(x["words"] for x in lines), 1),
-            "similarity": mean("similarity"), "id_accuracy": mean("id_accuracy"), "rtf": mean("rtf"),
-            "duration_ratio": mean("duration_ratio"), "utterances": sum(r["utterances"] for r in results),
-            "per_voice": per_voice, "lines": lines,
-            "per_seed": [{"seed": seed, **{k: r[k] for k in ("wer", "similarity", "id_accuracy", "rtf")}}
-                         for seed, r in zip(seeds, results)]}
+    return {
+        **results[0],
+        "wer": sum(x["errors"] for x in lines) / max(sum(x["words"] for x in lines), 1),
+        "similarity": mean("similarity"),
+        "id_accuracy": mean("id_accuracy"),
+        "rtf": mean("rtf"),
+        "duration_ratio": mean("duration_ratio"),
+        "utterances": sum(r["utterances"] for r in results),
+        "per_voice": per_voice,
+        "lines": lines,
+        "per_seed": [
+            {"seed": seed, **{k: r[k] for k in ("wer", "similarity", "id_accuracy", "rtf")}}
+            for seed, r in zip(seeds, results)
+        ],
+    }
 
 
 def save_outputs(outputs: dict[str, list[np.ndarray]], out: Path) -> None:
@@ -296,20 +333,22 @@ def save_outputs(outputs: dict[str, list[np.ndarray]], out: Path) -> None:
             soundfile.write(out / f"{name}_{i}.wav", audio, SR, subtype="PCM_16")
 
 
-def sample_and_score(args: argparse.Namespace, voices: dict[str, list[dict]], adapt: AdaptConfig,
-                     judge: Judge) -> dict:
+def sample_and_score(args: argparse.Namespace, voices: dict[str, list[dict]], adapt: AdaptConfig, judge: Judge) -> dict:
     """The model as the service runs it, at each of args.seeds seeds from args.seed, scored."""
     overrides = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
     seeds, results = list(range(args.seed, args.seed + args.seeds)), []
     for seed in seeds:
-        outputs, rtf, used = synthesize(args.model, voices, seed, args.packed_dtype, not args.drawn_codes,
-                                        adapt, **overrides)
+        outputs, rtf, used = synthesize(
+            args.model, voices, seed, args.packed_dtype, not args.drawn_codes, adapt, **overrides
+        )
         if args.save_audio:
             save_outputs(outputs, args.save_audio)
         results.append({**score(voices, outputs, judge), "rtf": rtf})
     decoded = "drawn codes" if args.drawn_codes else "expected latents"
-    what = (f"{args.model} (temperature {used.temperature}, {args.packed_dtype} kernels, {decoded} decoded, "
-            f"codec {adapt.identity}, seed {args.seed}{f'-{seeds[-1]}' if len(seeds) > 1 else ''})")
+    what = (
+        f"{args.model} (temperature {used.temperature}, {args.packed_dtype} kernels, {decoded} decoded, "
+        f"codec {adapt.identity}, seed {args.seed}{f'-{seeds[-1]}' if len(seeds) > 1 else ''})"
+    )
     return {**(pool(results, seeds) if len(seeds) > 1 else results[0]), "model": what}
 
 
@@ -318,23 +357,40 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="model directory (config.json, weights, codec)")
     ap.add_argument("--teacher", action="store_true", help="score the teacher audio instead of a model")
     ap.add_argument("--codec", type=Path, help="score teacher audio after a round trip through this codec")
-    ap.add_argument("--teacher-forced", action="store_true",
-                    help="with --model: score its next-frame predictions from teacher frames (a diagnostic)")
+    ap.add_argument(
+        "--teacher-forced",
+        action="store_true",
+        help="with --model: score its next-frame predictions from teacher frames (a diagnostic)",
+    )
     ap.add_argument("--data", type=Path, default=EVAL_DATA)
     ap.add_argument("--limit", type=int, help="lines per voice (default: all)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--seeds", type=int, default=1,
-                    help="with --model: run seeds --seed .. --seed+N-1 and pool them (the table shows each too)")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="with --model: run seeds --seed .. --seed+N-1 and pool them (the table shows each too)",
+    )
     ap.add_argument("--temperature", type=float, help="default: the model's own (its config.json)")
     ap.add_argument("--top-k", type=int, help="default: the model's own")
-    ap.add_argument("--packed-dtype", default="auto", choices=PACKED_DTYPES,
-                    help="EngineConfig.packed_dtype: the engine's CPU kernels (auto: int8 LM linears where "
-                         "the CPU has native bfloat16, else float32)")
-    ap.add_argument("--drawn-codes", action="store_true",
-                    help="decode the drawn codes, not the expected latents (StreamConfig.expected_latents=False)")
-    ap.add_argument("--adapt-steps", type=int, default=AdaptConfig().steps,
-                    help="steps the codec is tuned to each voice's reference for (EngineConfig.adapt; 0: the codec "
-                         "as shipped)")
+    ap.add_argument(
+        "--packed-dtype",
+        default="auto",
+        choices=PACKED_DTYPES,
+        help="EngineConfig.packed_dtype: the engine's CPU kernels (auto: int8 LM linears where "
+        "the CPU has native bfloat16, else float32)",
+    )
+    ap.add_argument(
+        "--drawn-codes",
+        action="store_true",
+        help="decode the drawn codes, not the expected latents (StreamConfig.expected_latents=False)",
+    )
+    ap.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=AdaptConfig().steps,
+        help="steps the codec is tuned to each voice's reference for (EngineConfig.adapt; 0: the codec as shipped)",
+    )
     ap.add_argument("--lines", action="store_true", help="also list every line with a word error: text, heard")
     ap.add_argument("--save-audio", type=Path, help="write each output here as VOICE_N.wav (24 kHz)")
     ap.add_argument("--json", action="store_true")
@@ -370,10 +426,14 @@ def main() -> None:
         value = result[key]
         print(f"{key:<12} {('-' if value is None else f'{value:.3f}'):>8}  {bar}")
     for one in result.get("per_seed", []):
-        print(f"  seed {one['seed']}: wer {one['wer']:.3f}, similarity {one['similarity']:.3f}, "
-              f"id_accuracy {one['id_accuracy']:.3f}, rtf {one['rtf']:.3f}")
-    print(f"{result['utterances']} utterances, {result['voices']} held-out voices, "
-          f"{result['duration_ratio']:.2f}x the teacher's length; model: {result['model']}")
+        print(
+            f"  seed {one['seed']}: wer {one['wer']:.3f}, similarity {one['similarity']:.3f}, "
+            f"id_accuracy {one['id_accuracy']:.3f}, rtf {one['rtf']:.3f}"
+        )
+    print(
+        f"{result['utterances']} utterances, {result['voices']} held-out voices, "
+        f"{result['duration_ratio']:.2f}x the teacher's length; model: {result['model']}"
+    )
     print(f"\n{'voice':<16} {'wer':>6} {'sim':>6}  closest reference (id)")
     for name, v in result["per_voice"].items():
         closest = ", ".join(f"{k} {c}" for k, c in sorted(v["closest_reference"].items(), key=lambda kv: -kv[1]))

@@ -37,6 +37,7 @@ frame took (docs/architecture.md).
 
 Training and the reference paths keep plain modules; only the engine packs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,8 +48,12 @@ from engine.weights import quantize_int8
 
 
 def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
-    return (device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    return (
+        device.type == "cpu"
+        and dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
 
 
 def native_bf16() -> bool:
@@ -60,8 +65,13 @@ class PackedLinear(nn.Module):
     """Inference-only stand-in for an `nn.Linear` with `weight` [out, in] and optional `bias`
     (the weight is frozen in oneDNN's layout)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, batch_hint: int = 16,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        batch_hint: int = 16,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.dtype = dtype  # of the weights and the multiply; inputs and outputs keep theirs
@@ -123,8 +133,12 @@ class PackedConv1d(nn.Module):
 
     @staticmethod
     def supports(conv: nn.Conv1d) -> bool:
-        return (conv.stride == (1,) and conv.groups == 1 and conv.padding_mode == "zeros"
-                and isinstance(conv.padding, tuple))
+        return (
+            conv.stride == (1,)
+            and conv.groups == 1
+            and conv.padding_mode == "zeros"
+            and isinstance(conv.padding, tuple)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, in, T] -> [B, out, T'] exactly as the convolution shapes it."""
@@ -140,12 +154,21 @@ def pack_for_cpu(model: nn.Module, dtype: torch.dtype = torch.float32, int8_line
     """Swap every `nn.Linear`, and every `nn.Conv1d` that `PackedConv1d` supports,
     inside `model` for its packed twin with `dtype` weights; returns how many.
     `int8_linears`: the linears become `Int8Linear`s instead."""
-    swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-             if isinstance(child, nn.Linear) or (isinstance(child, nn.Conv1d) and PackedConv1d.supports(child))]
+    swaps = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, nn.Linear) or (isinstance(child, nn.Conv1d) and PackedConv1d.supports(child))
+    ]
     for parent, name, child in swaps:
         if isinstance(child, nn.Linear):
-            setattr(parent, name, Int8Linear(child.weight, child.bias) if int8_linears
-                    else PackedLinear(child.weight, child.bias, dtype=dtype))
+            setattr(
+                parent,
+                name,
+                Int8Linear(child.weight, child.bias)
+                if int8_linears
+                else PackedLinear(child.weight, child.bias, dtype=dtype),
+            )
         else:
             setattr(parent, name, PackedConv1d(child, dtype))
     return len(swaps)

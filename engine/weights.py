@@ -7,6 +7,7 @@ quantisation step of the float one (tests/test_weights.py also checks that an
 int8 LM's predictions agree with the float LM's). Loading dequantises back to
 float32: inference itself runs in the engine's dtype.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Start a server and run Locust headless against it: the pieces `run` and `report` share."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,7 @@ from service.gen import npc_voice_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
-SCENARIOS = {"conversation": "ConversationUser", "barks": "BarkUser", "barge_in": "BargeInUser",
-             "churn": "ChurnUser"}
+SCENARIOS = {"conversation": "ConversationUser", "barks": "BarkUser", "barge_in": "BargeInUser", "churn": "ChurnUser"}
 
 
 def free_port() -> int:
@@ -40,8 +40,21 @@ class ServerProcess:
             log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path or os.devnull, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--port", str(self.port), "--voices-dir", self._voices.name,
-             *(extra_args or [])], cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "serve",
+                "--port",
+                str(self.port),
+                "--voices-dir",
+                self._voices.name,
+                *(extra_args or []),
+            ],
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         self.channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.NpcVoiceStub(self.channel)
         try:
@@ -57,8 +70,10 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see its log")
             try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 time.sleep(0.3)
@@ -77,7 +92,7 @@ class ServerProcess:
         self._log.close()
         self._voices.cleanup()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -92,8 +107,16 @@ class LocustRun:
     output: str
 
 
-def run_locust(host: str, users: int, seconds: float, scenarios: list[str], out_prefix: Path,
-               html: bool = False, fast: bool = False, churn_voices: int | None = None) -> LocustRun:
+def run_locust(
+    host: str,
+    users: int,
+    seconds: float,
+    scenarios: list[str],
+    out_prefix: Path,
+    html: bool = False,
+    fast: bool = False,
+    churn_voices: int | None = None,
+) -> LocustRun:
     """Run Locust headless; returns its exit code, CSV prefix and the per-event samples."""
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     samples_path = out_prefix.with_name(out_prefix.name + "_samples.jsonl")
@@ -103,10 +126,29 @@ def run_locust(host: str, users: int, seconds: float, scenarios: list[str], out_
         env["NPC_LOADTEST_FAST"] = "1"
     if churn_voices is not None:
         env["NPC_LOADTEST_CHURN_VOICES"] = str(churn_voices)
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users),
-           "-r", str(users), "-t", f"{int(seconds)}s", "--host", host, "--csv", str(out_prefix),
-           "--only-summary", "--stop-timeout", "5", *(["--html", str(out_prefix) + ".html"] if html else []),
-           *[SCENARIOS[s] for s in scenarios]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{int(seconds)}s",
+        "--host",
+        host,
+        "--csv",
+        str(out_prefix),
+        "--only-summary",
+        "--stop-timeout",
+        "5",
+        *(["--html", str(out_prefix) + ".html"] if html else []),
+        *[SCENARIOS[s] for s in scenarios],
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + 120)
     samples = [json.loads(line) for line in samples_path.read_text().splitlines()] if samples_path.exists() else []
     return LocustRun(done.returncode, out_prefix, samples, done.stdout + done.stderr)

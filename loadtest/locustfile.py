@@ -25,6 +25,7 @@ Request events (request_type = scenario):
 NPC_LOADTEST_SAMPLES=FILE appends every event as a JSON line (the report script
 uses it for exact percentiles); NPC_LOADTEST_FAST=1 shortens think times (tests).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -33,9 +34,9 @@ import os
 import random
 import time
 
+import gevent
 import grpc
 import grpc.experimental.gevent as grpc_gevent
-import gevent
 from gevent.queue import Queue
 from locust import User, between, tag, task
 
@@ -52,8 +53,14 @@ DEMO_VOICES = ["guard", "merchant", "sprite"]
 CHURN_VOICES = [f"churn-{i:02d}" for i in range(int(os.environ.get("NPC_LOADTEST_CHURN_VOICES", "24")))]
 
 # Short first sentences, so the first utterance starts early (and its cut point is known).
-OPENERS = ["Well met, traveler!", "Listen closely, friend.", "Hold on a moment.", "Look over there!",
-           "Quiet now, they hear us.", "Ah, you are back."]
+OPENERS = [
+    "Well met, traveler!",
+    "Listen closely, friend.",
+    "Hold on a moment.",
+    "Look over there!",
+    "Quiet now, they hear us.",
+    "Ah, you are back.",
+]
 SENTENCES = [
     "The bridge to the north washed out in last night's storm.",
     "If you need a blade, the smith by the well owes me a favor.",
@@ -113,13 +120,29 @@ class NpcVoiceUser(User):
 
     def fire(self, name: str, ms: float, length: int = 0, error: str | None = None, **detail) -> None:
         self.environment.events.request.fire(
-            request_type=self.scenario, name=name, response_time=ms, response_length=length,
-            exception=Exception(error) if error else None, context={})
+            request_type=self.scenario,
+            name=name,
+            response_time=ms,
+            response_length=length,
+            exception=Exception(error) if error else None,
+            context={},
+        )
         if SAMPLES:
             with open(SAMPLES, "a") as f:
-                f.write(json.dumps({"scenario": self.scenario, "name": name, "ms": round(ms, 2),
-                                    "failed": bool(error), "user": self.user_index,
-                                    "t": round(time.time(), 3), **detail}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "scenario": self.scenario,
+                            "name": name,
+                            "ms": round(ms, 2),
+                            "failed": bool(error),
+                            "user": self.user_index,
+                            "t": round(time.time(), 3),
+                            **detail,
+                        }
+                    )
+                    + "\n"
+                )
 
     # ---- one conversation, several turns ---------------------------------------------------
     def converse(self, voice: str, turns: int, barge_in: bool = False) -> None:
@@ -189,16 +212,22 @@ class NpcVoiceUser(User):
                             greenlets.append(gevent.spawn(cancel_later))
                     gap = playback.push(now, len(resp.audio.audio) / 2 / RATE)
                     if gap:
-                        self.fire("underrun", gap, error="playback ran dry (response_time = gap in ms)",
-                                  utterance=len(started) - 1, chunk=chunk)
+                        self.fire(
+                            "underrun",
+                            gap,
+                            error="playback ran dry (response_time = gap in ms)",
+                            utterance=len(started) - 1,
+                            chunk=chunk,
+                        )
                     chunk += 1
                 elif kind == "utterance_started":
                     started[resp.utterance_started.utterance_id] = now
                     chunk = 0
                 elif kind == "utterance_done":
                     d = resp.utterance_done
-                    self.fire("utterance", (now - started.get(d.utterance_id, now)) * 1000,
-                              int(d.audio_seconds * RATE * 2))
+                    self.fire(
+                        "utterance", (now - started.get(d.utterance_id, now)) * 1000, int(d.audio_seconds * RATE * 2)
+                    )
                 elif kind == "cancel_done" and resp.cancel_done.turn_id == turn_id:
                     self.fire("cancel", (now - (state["cancel_at"] or now)) * 1000)
                     cancelled.add(turn_id)
@@ -234,13 +263,23 @@ class BarkUser(NpcVoiceUser):
     @tag("barks")
     @task
     def bark(self) -> None:
-        line = random.choice(["Over here!", "Yes!", "Behind you!", "Halt!", "I need 10k gold.",
-                              "For the king!", random.choice(SENTENCES)])
+        line = random.choice(
+            [
+                "Over here!",
+                "Yes!",
+                "Behind you!",
+                "Halt!",
+                "I need 10k gold.",
+                "For the king!",
+                random.choice(SENTENCES),
+            ]
+        )
         start = time.perf_counter()
         playback, first, began = Playback(), None, start
         try:
-            for resp in self.stub.Synthesize(pb.SynthesizeRequest(voice_id=random.choice(DEMO_VOICES), text=line,
-                                                                  sample_rate_hz=RATE)):
+            for resp in self.stub.Synthesize(
+                pb.SynthesizeRequest(voice_id=random.choice(DEMO_VOICES), text=line, sample_rate_hz=RATE)
+            ):
                 now = time.perf_counter()
                 kind = resp.WhichOneof("kind")
                 if kind == "audio":
@@ -271,8 +310,11 @@ class ChurnUser(NpcVoiceUser):
         for i, voice_id in enumerate(CHURN_VOICES):
             wav = encode_wav(speechlike_wave(4.0, 16000, f0=90.0 + 7 * i, syllable_hz=3.0 + 0.1 * i, floor=0.05), 16000)
             try:
-                self.stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id=voice_id, reference_wav=wav,
-                                                                transcript="Another face in the crowd, friend."))
+                self.stub.RegisterVoice(
+                    pb.RegisterVoiceRequest(
+                        voice_id=voice_id, reference_wav=wav, transcript="Another face in the crowd, friend."
+                    )
+                )
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                     raise

@@ -9,6 +9,7 @@ runs the conversation scenario at 1, 2, 4, 8, 16, 32 users (stopping a
 configuration once it saturates), and writes report.md, report.json and plots to
 --out. A user "holds real time" when none of its turns had an underrun.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,11 @@ from tqdm import tqdm
 from loadtest.harness import ROOT, ServerProcess, run_locust
 from service.gen import npc_voice_pb2 as pb
 
-CONFIGS = {"batched + prefix cache": [], "prefix cache off": ["--no-prefix-cache"],
-           "batching off": ["--max-batch", "1"]}
+CONFIGS = {
+    "batched + prefix cache": [],
+    "prefix cache off": ["--no-prefix-cache"],
+    "batching off": ["--max-batch", "1"],
+}
 TTFA_LIMIT_MS = 500.0
 
 
@@ -47,9 +51,12 @@ def measure(server: ServerProcess, users: int, seconds: float, out: Path) -> dic
     dry = {s["user"] for s in underruns}
     hits, misses = after.prefix_hits - before.prefix_hits, after.prefix_misses - before.prefix_misses
     return {
-        "users": users, "turns": len(ttfa),
-        "ttfa_p50_ms": percentile(ttfa, 0.5), "ttfa_p95_ms": percentile(ttfa, 0.95),
-        "underruns": len(underruns), "users_with_underruns": len(dry),
+        "users": users,
+        "turns": len(ttfa),
+        "ttfa_p50_ms": percentile(ttfa, 0.5),
+        "ttfa_p95_ms": percentile(ttfa, 0.95),
+        "underruns": len(underruns),
+        "users_with_underruns": len(dry),
         "realtime_users": users - len(dry) if active else 0,
         "stream_errors": sum(1 for s in run.samples if s["name"] == "stream"),
         "utterances": sum(1 for s in run.samples if s["name"] == "utterance"),
@@ -60,39 +67,67 @@ def measure(server: ServerProcess, users: int, seconds: float, out: Path) -> dic
 
 def saturated(point: dict) -> bool:
     p95 = point["ttfa_p95_ms"]
-    return point["turns"] == 0 or (p95 is not None and p95 > 10 * TTFA_LIMIT_MS) or \
-        point["users_with_underruns"] * 2 > point["users"]
+    return (
+        point["turns"] == 0
+        or (p95 is not None and p95 > 10 * TTFA_LIMIT_MS)
+        or point["users_with_underruns"] * 2 > point["users"]
+    )
 
 
 def summarise(points: list[dict]) -> dict:
-    ok = [p["users"] for p in points if p["turns"] and p["underruns"] == 0 and p["stream_errors"] == 0
-          and p["ttfa_p95_ms"] is not None and p["ttfa_p95_ms"] < TTFA_LIMIT_MS]
+    ok = [
+        p["users"]
+        for p in points
+        if p["turns"]
+        and p["underruns"] == 0
+        and p["stream_errors"] == 0
+        and p["ttfa_p95_ms"] is not None
+        and p["ttfa_p95_ms"] < TTFA_LIMIT_MS
+    ]
     at8 = [p["ttfa_p95_ms"] for p in points if p["users"] == 8]
     return {"max_realtime_users": max(ok, default=0), "p95_ttfa_ms_at_8": at8[0] if at8 else None}
 
 
 def plot(results: dict[str, list[dict]], out: Path) -> list[str]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     for name, points in results.items():
         users = [p["users"] for p in points]
-        line, = axes[0].plot(users, [p["ttfa_p95_ms"] for p in points], marker="o", label=f"{name} p95")
-        axes[0].plot(users, [p["ttfa_p50_ms"] for p in points], marker=".", ls="--", color=line.get_color(),
-                     label=f"{name} p50")
+        (line,) = axes[0].plot(users, [p["ttfa_p95_ms"] for p in points], marker="o", label=f"{name} p95")
+        axes[0].plot(
+            users, [p["ttfa_p50_ms"] for p in points], marker=".", ls="--", color=line.get_color(), label=f"{name} p50"
+        )
         axes[1].plot(users, [p["realtime_users"] for p in points], marker="o", label=name)
         axes[2].plot(users, [p["cache_hit_ratio"] or 0 for p in points], marker="o", label=name)
     top = max((p["users"] for ps in results.values() for p in ps), default=1)
     axes[0].axhline(TTFA_LIMIT_MS, color="grey", lw=0.8, ls=":")
-    axes[0].set(title="time to first audio per turn", xlabel="concurrent users", ylabel="ms", yscale="log",
-                xscale="log", xticks=[1, 2, 4, 8, 16, 32])
+    axes[0].set(
+        title="time to first audio per turn",
+        xlabel="concurrent users",
+        ylabel="ms",
+        yscale="log",
+        xscale="log",
+        xticks=[1, 2, 4, 8, 16, 32],
+    )
     axes[1].plot([1, top], [1, top], color="grey", lw=0.8, ls=":", label="all users")
-    axes[1].set(title="users holding real time (no underrun)", xlabel="concurrent users", ylabel="users",
-                xscale="log", xticks=[1, 2, 4, 8, 16, 32])
-    axes[2].set(title="prefix-cache hit ratio (KV blocks)", xlabel="concurrent users", ylim=(-0.05, 1.05),
-                xscale="log", xticks=[1, 2, 4, 8, 16, 32])
+    axes[1].set(
+        title="users holding real time (no underrun)",
+        xlabel="concurrent users",
+        ylabel="users",
+        xscale="log",
+        xticks=[1, 2, 4, 8, 16, 32],
+    )
+    axes[2].set(
+        title="prefix-cache hit ratio (KV blocks)",
+        xlabel="concurrent users",
+        ylim=(-0.05, 1.05),
+        xscale="log",
+        xticks=[1, 2, 4, 8, 16, 32],
+    )
     for ax in axes:
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.grid(alpha=0.3)
@@ -104,20 +139,32 @@ def plot(results: dict[str, list[dict]], out: Path) -> list[str]:
 
 def markdown(summary: dict, results: dict[str, list[dict]], pictures: list[str]) -> str:
     lines = [
-        "# Load test report", "",
+        "# Load test report",
+        "",
         f"Model: {summary['model']}. Machine: {summary['machine']}. Scenario: conversation (LLM-paced "
         f"tokens every 20-50 ms, 2-3 turns of 2-4 sentences, 1-3 s think time, 48 kHz PCM16). "
-        f"{summary['seconds_per_point']:.0f} s per point; Locust runs on the same machine as the server.", "",
+        f"{summary['seconds_per_point']:.0f} s per point; Locust runs on the same machine as the server.",
+        "",
         f"**max_realtime_users: {summary['max_realtime_users']}** (most users with no underrun and p95 "
         f"time to first audio under {TTFA_LIMIT_MS:.0f} ms); **p95_ttfa_ms_at_8: "
-        f"{_fmt(summary['p95_ttfa_ms_at_8'])}**.", "",
-        "| configuration | max real-time users | p95 TTFA at 8 users (ms) |", "|---|---|---|",
+        f"{_fmt(summary['p95_ttfa_ms_at_8'])}**.",
+        "",
+        "| configuration | max real-time users | p95 TTFA at 8 users (ms) |",
+        "|---|---|---|",
     ]
     for name, s in summary["configs"].items():
         lines.append(f"| {name} | {s['max_realtime_users']} | {_fmt(s['p95_ttfa_ms_at_8'])} |")
     lines += [""] + [f"![sweep]({p})" for p in pictures] + [""]
-    cols = ["users", "turns", "ttfa_p50_ms", "ttfa_p95_ms", "underruns", "realtime_users", "cache_hit_ratio",
-            "stream_errors"]
+    cols = [
+        "users",
+        "turns",
+        "ttfa_p50_ms",
+        "ttfa_p95_ms",
+        "underruns",
+        "realtime_users",
+        "cache_hit_ratio",
+        "stream_errors",
+    ]
     for name, points in results.items():
         lines += [f"## {name}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join(_fmt(p[c]) for c in cols) + " |" for p in points]
@@ -161,10 +208,14 @@ def main() -> None:
                     break
                 time.sleep(2)  # let the queue drain between points
     bar.close()
-    summary = {**summarise(results.get("batched + prefix cache", [])),
-               "configs": {n: summarise(p) for n, p in results.items()}, "model": model,
-               "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.python_version()}",
-               "seconds_per_point": seconds, "points": results}
+    summary = {
+        **summarise(results.get("batched + prefix cache", [])),
+        "configs": {n: summarise(p) for n, p in results.items()},
+        "model": model,
+        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.python_version()}",
+        "seconds_per_point": seconds,
+        "points": results,
+    }
     pictures = plot(results, args.out)
     (args.out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
     (args.out / "report.md").write_text(markdown(summary, results, pictures))

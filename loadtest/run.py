@@ -7,6 +7,7 @@
 Writes <out>_stats.csv, <out>_failures.csv, <out>_stats_history.csv, <out>.html
 and <out>_samples.jsonl (default out: loadtest/results/run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=8)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds")
-    ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS) + ["all"],
-                    help="repeatable; default conversation")
+    ap.add_argument(
+        "--scenario", action="append", choices=sorted(SCENARIOS) + ["all"], help="repeatable; default conversation"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results" / "run")
     ap.add_argument("--host", help="use a running server instead of starting one")
     ap.add_argument("--server-args", default="", help='extra `serve` arguments, e.g. "--max-batch 1"')
@@ -29,8 +31,11 @@ def main() -> None:
     scenarios = args.scenario or ["conversation"]
     if "all" in scenarios:
         scenarios = sorted(SCENARIOS)
-    server = None if args.host else ServerProcess(shlex.split(args.server_args),
-                                                  log_path=args.out.with_name(args.out.name + "_server.log"))
+    server = (
+        None
+        if args.host
+        else ServerProcess(shlex.split(args.server_args), log_path=args.out.with_name(args.out.name + "_server.log"))
+    )
     try:
         host = args.host or server.address
         print(f"locust: {args.users} users, {args.duration:.0f} s, {', '.join(scenarios)} against {host}")
@@ -39,8 +44,10 @@ def main() -> None:
         if server is not None:
             st = server.stats()
             looked = st.prefix_hits + st.prefix_misses
-            print(f"server: prefix hits {st.prefix_hits}/{looked} blocks, evictions {st.prefix_evictions}, "
-                  f"preemptions {st.preemptions}")
+            print(
+                f"server: prefix hits {st.prefix_hits}/{looked} blocks, evictions {st.prefix_evictions}, "
+                f"preemptions {st.preemptions}"
+            )
     finally:
         if server is not None:
             server.stop()

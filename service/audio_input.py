@@ -3,6 +3,7 @@
 Registration rejects what would make a bad voice prompt, with a reason the
 user can act on: not a WAV, too short or long, silent, a steady tone, noise.
 """
+
 from __future__ import annotations
 
 import io
@@ -52,7 +53,9 @@ def check_speech(ref: Reference) -> None:
     (flatness ~0.05-0.3, level swing > 15 dB); silence, a held tone and noise
     fail one of them by a wide margin."""
     if not MIN_SECONDS <= ref.seconds <= MAX_SECONDS:
-        raise ValueError(f"reference is {ref.seconds:.1f} s; it must be {MIN_SECONDS:.0f}-{MAX_SECONDS:.0f} s of speech")
+        raise ValueError(
+            f"reference is {ref.seconds:.1f} s; it must be {MIN_SECONDS:.0f}-{MAX_SECONDS:.0f} s of speech"
+        )
     hop = ref.sample_rate // 50  # 20 ms frames
     frames = ref.samples[: len(ref.samples) // hop * hop].reshape(-1, hop)
     level_db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)

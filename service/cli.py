@@ -1,9 +1,10 @@
 """Command line: run the server, speak a line into a WAV file, manage voices.
 
-    python -m service serve [--port 50051] [--voices-dir voices]
-    python -m service say "Over here! The bridge is out." --voice guard --out line.wav
-    python -m service voices list | add ID REF.wav "transcript" | rm ID | warm ID
+python -m service serve [--port 50051] [--voices-dir voices]
+python -m service say "Over here! The bridge is out." --voice guard --out line.wav
+python -m service voices list | add ID REF.wav "transcript" | rm ID | warm ID
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,16 +30,31 @@ def serve(args: argparse.Namespace) -> None:
     from service.server import start_server
 
     model_dir = Path(args.model) if args.model else default_model_dir()
-    engine = Engine(model_dir, EngineConfig(
-        cache=CacheConfig(memory_budget_mb=args.kv_cache_mb, prefix_cache=not args.no_prefix_cache),
-        scheduler=SchedulerConfig(max_running=args.max_batch), adapt=AdaptConfig(steps=args.voice_adapt_steps),
-        packed_dtype=args.packed_dtype, decode_attention=args.decode_attention))
+    engine = Engine(
+        model_dir,
+        EngineConfig(
+            cache=CacheConfig(memory_budget_mb=args.kv_cache_mb, prefix_cache=not args.no_prefix_cache),
+            scheduler=SchedulerConfig(max_running=args.max_batch),
+            adapt=AdaptConfig(steps=args.voice_adapt_steps),
+            packed_dtype=args.packed_dtype,
+            decode_attention=args.decode_attention,
+        ),
+    )
     if model_dir != SHIPPED_MODEL_DIR and not args.model:
-        logging.warning("the trained model is missing from %s: serving the random-weight toy model from %s. "
-                        "Its audio is noise-like and carries no words.", SHIPPED_MODEL_DIR, model_dir)
-    config = ServiceConfig(host=args.host, port=args.port, voices_dir=Path(args.voices_dir),
-                           lexicon_path=Path(args.lexicon) if args.lexicon else None,
-                           max_sessions=args.max_sessions, demo_voices=not args.no_demo_voices)
+        logging.warning(
+            "the trained model is missing from %s: serving the random-weight toy model from %s. "
+            "Its audio is noise-like and carries no words.",
+            SHIPPED_MODEL_DIR,
+            model_dir,
+        )
+    config = ServiceConfig(
+        host=args.host,
+        port=args.port,
+        voices_dir=Path(args.voices_dir),
+        lexicon_path=Path(args.lexicon) if args.lexicon else None,
+        max_sessions=args.max_sessions,
+        demo_voices=not args.no_demo_voices,
+    )
 
     async def run() -> None:
         server, port, _ = await start_server(engine, config)
@@ -58,9 +74,8 @@ def serve(args: argparse.Namespace) -> None:
 
 def say(args: argparse.Namespace) -> None:
     """Stream a line through a Converse session, word by word like an LLM, into a WAV file."""
-    from service.audio_input import encode_wav
-    import numpy as np
 
+    from service.audio_input import encode_wav
     from service.fragments import llm_tokens
 
     def requests():
@@ -80,8 +95,10 @@ def say(args: argparse.Namespace) -> None:
                     pcm.append(resp.audio.audio)
                 elif kind == "utterance_done":
                     d = resp.utterance_done
-                    print(f"  utterance {d.utterance_id}: {d.audio_seconds:.2f} s audio, "
-                          f"rtf {d.real_time_factor:.2f}, {d.text!r}")
+                    print(
+                        f"  utterance {d.utterance_id}: {d.audio_seconds:.2f} s audio, "
+                        f"rtf {d.real_time_factor:.2f}, {d.text!r}"
+                    )
         except grpc.RpcError as exc:
             sys.exit(f"error: {exc.code().name}: {exc.details()}")
     samples = from_pcm16(b"".join(pcm))
@@ -97,15 +114,25 @@ def voices(args: argparse.Namespace) -> None:
             if args.action == "list":
                 resp = stub.ListVoices(pb.ListVoicesRequest())
                 for v in resp.voices:
-                    print(f"{v.voice_id:16} {v.display_name:20} {v.reference_seconds:5.1f} s  "
-                          f"{'cached' if v.cached else '      '}  {'demo' if v.demo else ''}")
+                    print(
+                        f"{v.voice_id:16} {v.display_name:20} {v.reference_seconds:5.1f} s  "
+                        f"{'cached' if v.cached else '      '}  {'demo' if v.demo else ''}"
+                    )
                 for b in resp.broken:
                     print(f"{b.voice_id:16} BROKEN: {b.error}")
             elif args.action == "add":
-                v = stub.RegisterVoice(pb.RegisterVoiceRequest(
-                    voice_id=args.voice_id, reference_wav=Path(args.wav).read_bytes(), transcript=args.transcript,
-                    display_name=args.name or "", overwrite=args.overwrite))
-                print(f"registered {v.voice_id}: {v.reference_seconds:.1f} s reference, {v.prompt_frames} prompt frames")
+                v = stub.RegisterVoice(
+                    pb.RegisterVoiceRequest(
+                        voice_id=args.voice_id,
+                        reference_wav=Path(args.wav).read_bytes(),
+                        transcript=args.transcript,
+                        display_name=args.name or "",
+                        overwrite=args.overwrite,
+                    )
+                )
+                print(
+                    f"registered {v.voice_id}: {v.reference_seconds:.1f} s reference, {v.prompt_frames} prompt frames"
+                )
             elif args.action == "rm":
                 stub.DeleteVoice(pb.DeleteVoiceRequest(voice_id=args.voice_id))
                 print(f"deleted {args.voice_id}")
@@ -119,8 +146,7 @@ def voices(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="npc-voice", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run the gRPC server",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s = sub.add_parser("serve", help="run the gRPC server", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     svc, eng = ServiceConfig(), EngineConfig()
     s.add_argument("--host", default=svc.host, help="0.0.0.0 to accept other machines")
     s.add_argument("--port", type=int, default=svc.port, help="0 picks a free port")
@@ -128,20 +154,40 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--model", help="model directory (config.json + model.safetensors; default: the shipped model)")
     s.add_argument("--lexicon", help="pronunciation dictionary JSON (reloaded on change)")
     s.add_argument("--kv-cache-mb", type=float, default=eng.cache.memory_budget_mb, help="KV block pool size")
-    s.add_argument("--max-sessions", type=int, default=svc.max_sessions,
-                   help="open Converse + Synthesize streams; more get RESOURCE_EXHAUSTED")
+    s.add_argument(
+        "--max-sessions",
+        type=int,
+        default=svc.max_sessions,
+        help="open Converse + Synthesize streams; more get RESOURCE_EXHAUSTED",
+    )
     s.add_argument("--no-demo-voices", action="store_true")
-    s.add_argument("--max-batch", type=int, default=eng.scheduler.max_running,
-                   help="streams decoded together (1 disables batching)")
+    s.add_argument(
+        "--max-batch",
+        type=int,
+        default=eng.scheduler.max_running,
+        help="streams decoded together (1 disables batching)",
+    )
     s.add_argument("--no-prefix-cache", action="store_true", help="compute every prompt in full (baseline)")
-    s.add_argument("--voice-adapt-steps", type=int, default=eng.adapt.steps,
-                   help="tune the codec to each new voice's reference for this many steps (~10 s per voice "
-                        "on one core; 0 turns it off; voices stored under another setting are made again at start)")
-    s.add_argument("--packed-dtype", default=eng.packed_dtype, choices=PACKED_DTYPES,
-                   help="weights of the CPU kernels: int8 is fastest for a few streams, bfloat16 for 12 or more "
-                        "per process (docs/architecture.md, CPU kernels)")
-    s.add_argument("--decode-attention", default=eng.decode_attention, choices=DECODE_ATTENTIONS,
-                   help="CPU decode attention (docs/architecture.md)")
+    s.add_argument(
+        "--voice-adapt-steps",
+        type=int,
+        default=eng.adapt.steps,
+        help="tune the codec to each new voice's reference for this many steps (~10 s per voice "
+        "on one core; 0 turns it off; voices stored under another setting are made again at start)",
+    )
+    s.add_argument(
+        "--packed-dtype",
+        default=eng.packed_dtype,
+        choices=PACKED_DTYPES,
+        help="weights of the CPU kernels: int8 is fastest for a few streams, bfloat16 for 12 or more "
+        "per process (docs/architecture.md, CPU kernels)",
+    )
+    s.add_argument(
+        "--decode-attention",
+        default=eng.decode_attention,
+        choices=DECODE_ATTENTIONS,
+        help="CPU decode attention (docs/architecture.md)",
+    )
     s.set_defaults(fn=serve)
     s = sub.add_parser("say", help="speak a line into a WAV file")
     s.add_argument("text")

@@ -1,5 +1,6 @@
 """What the service is run with (the engine's own settings are engine.config's);
 `serve`'s flags take their defaults from here."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

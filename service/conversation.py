@@ -11,6 +11,7 @@ Cancel is handled in the loop thread, between two sends: it marks the turn's
 utterances cancelled, stops their engine streams, drops their unsent audio and
 only then queues CancelDone, so no audio of that turn can follow the ack.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,8 +30,11 @@ from service.segmenter import Segmenter
 from service.utterance import Audio, Mark, MarkKind, Utterance
 from service.voices import LoadedVoice
 
-_REASONS = {FinishReason.EOS: pb.END_OF_SPEECH, FinishReason.LENGTH: pb.LENGTH_LIMIT,
-            FinishReason.CANCELLED: pb.CANCELLED}
+_REASONS = {
+    FinishReason.EOS: pb.END_OF_SPEECH,
+    FinishReason.LENGTH: pb.LENGTH_LIMIT,
+    FinishReason.CANCELLED: pb.CANCELLED,
+}
 _MARK_KINDS = {MarkKind.WORD: pb.WORD, MarkKind.PHONEME: pb.PHONEME}
 
 
@@ -105,8 +109,9 @@ class Outbound:
 
     def purge(self, turns: set[str] | None) -> None:
         """Drop unsent messages of these turns (None: all turns)."""
-        self.items = deque(it for it in self.items
-                           if it[1] is None or (turns is not None and it[1].turn_id not in turns))
+        self.items = deque(
+            it for it in self.items if it[1] is None or (turns is not None and it[1].turn_id not in turns)
+        )
         self._changed.set()
 
     async def get(self):
@@ -145,9 +150,12 @@ class Conversation:
             return  # the LLM is still streaming a turn the player interrupted
         pending = len(self.segmenter.buffer) + sum(len(u.source_text) for u in self.queue if isinstance(u, Utterance))
         if pending + len(text) > self.settings.max_pending_chars:
-            raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"more than {self.settings.max_pending_chars} characters were waiting to be spoken; "
-                              "pace text closer to speech (UtteranceDone reports progress)", 1.0)
+            raise StreamError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"more than {self.settings.max_pending_chars} characters were waiting to be spoken; "
+                "pace text closer to speech (UtteranceDone reports progress)",
+                1.0,
+            )
         if turn_id and turn_id != self.turn_id:
             self._enqueue(self.segmenter.flush())  # a new turn: the old one is spoken first
             self.segmenter.reset()
@@ -226,23 +234,42 @@ class Conversation:
         if utt.cancelled or not utt.started:
             return  # cancelled, or nothing in it can be spoken ("🙂")
         utt.ready_at = max(self.last_audio_done, utt.ready_at or 0.0)
-        self.outbound.put(pb.UtteranceStarted(
-            turn_id=utt.turn_id, utterance_id=utt.utterance_id, text=utt.text, source_text=utt.source_text))
+        self.outbound.put(
+            pb.UtteranceStarted(
+                turn_id=utt.turn_id, utterance_id=utt.utterance_id, text=utt.text, source_text=utt.source_text
+            )
+        )
         first_sent = None
         try:
             async for event in utt.events():
                 if utt.cancelled:
                     return
                 if isinstance(event, Audio):
-                    await self.outbound.put_audio(pb.AudioChunk(
-                        audio=event.data, turn_id=utt.turn_id, utterance_id=utt.utterance_id,
-                        sample_offset=event.offset, last_chunk=event.is_last), utt)
+                    await self.outbound.put_audio(
+                        pb.AudioChunk(
+                            audio=event.data,
+                            turn_id=utt.turn_id,
+                            utterance_id=utt.utterance_id,
+                            sample_offset=event.offset,
+                            last_chunk=event.is_last,
+                        ),
+                        utt,
+                    )
                     first_sent = first_sent or time.perf_counter()
                 elif isinstance(event, Mark):
-                    await self.outbound.put_audio(pb.TimingMark(
-                        turn_id=utt.turn_id, utterance_id=utt.utterance_id, kind=_MARK_KINDS[event.kind], text=event.text,
-                        start_ms=round(event.start_ms), end_ms=round(event.end_ms),
-                        char_start=event.char_start, char_end=event.char_end), utt)
+                    await self.outbound.put_audio(
+                        pb.TimingMark(
+                            turn_id=utt.turn_id,
+                            utterance_id=utt.utterance_id,
+                            kind=_MARK_KINDS[event.kind],
+                            text=event.text,
+                            start_ms=round(event.start_ms),
+                            end_ms=round(event.end_ms),
+                            char_start=event.char_start,
+                            char_end=event.char_end,
+                        ),
+                        utt,
+                    )
                 elif isinstance(event, Finished) and not utt.cancelled:
                     self._done(utt, event, first_sent)
         except Exception as exc:
@@ -253,11 +280,18 @@ class Conversation:
             raise StreamError(FINISH_STATUS[fin.reason], f"utterance {utt.utterance_id} failed: {fin.error}")
         now = time.perf_counter()
         self.last_audio_done = now
-        self.outbound.put(pb.UtteranceDone(
-            turn_id=utt.turn_id, utterance_id=utt.utterance_id, text=utt.text, audio_seconds=fin.audio_seconds,
-            ttfa_ms=((first_sent or now) - utt.ready_at) * 1000,
-            real_time_factor=(now - utt.submitted_at) / fin.audio_seconds if fin.audio_seconds else 0.0,
-            reason=_REASONS.get(fin.reason, pb.FINISH_REASON_UNSPECIFIED), voice_cached=utt.voice_cached))
+        self.outbound.put(
+            pb.UtteranceDone(
+                turn_id=utt.turn_id,
+                utterance_id=utt.utterance_id,
+                text=utt.text,
+                audio_seconds=fin.audio_seconds,
+                ttfa_ms=((first_sent or now) - utt.ready_at) * 1000,
+                real_time_factor=(now - utt.submitted_at) / fin.audio_seconds if fin.audio_seconds else 0.0,
+                reason=_REASONS.get(fin.reason, pb.FINISH_REASON_UNSPECIFIED),
+                voice_cached=utt.voice_cached,
+            )
+        )
 
     async def _start(self, utt: Utterance) -> None:
         s = self.settings
@@ -265,8 +299,11 @@ class Conversation:
         deadline = time.monotonic() + wait
         while (retry := self._try_start(utt)) is not None:
             if time.monotonic() + retry > deadline:
-                raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  "the engine has no room for this conversation's next utterance", retry)
+                raise StreamError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "the engine has no room for this conversation's next utterance",
+                    retry,
+                )
             await asyncio.sleep(retry)
 
     def _try_start(self, utt: Utterance) -> float | None:
@@ -275,8 +312,7 @@ class Conversation:
         s = self.settings
         sampling = replace(s.sampling, seed=(s.sampling.seed + utt.index) % 2**63)
         try:
-            utt.start(self.engine, s.voice.prompt, sampling, s.sample_rate, s.chunk_frames, s.float32,
-                      s.queue_chunks)
+            utt.start(self.engine, s.voice.prompt, sampling, s.sample_rate, s.chunk_frames, s.float32, s.queue_chunks)
         except EngineOverloaded as exc:
             return exc.retry_after_s
         except NothingToSay:
@@ -306,4 +342,3 @@ class Conversation:
     def _push(self, item) -> None:
         self.queue.append(item)
         self._queued.set()
-

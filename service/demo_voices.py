@@ -7,6 +7,7 @@ Without them (the random-weight toy model) the references are synthetic
 speech-like signals with distinct pitch and pacing: the toy model does not speak,
 so nothing better would be heard anyway.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,11 +33,18 @@ def demo_references(model_dir: Path | None, sample_rate: int) -> list[tuple[str,
     listing = model_dir / "demo_voices" / "demo_voices.json" if model_dir else None
     if listing is not None and listing.exists():
         entries = json.loads(listing.read_text(encoding="utf-8"))
-        return [(e["id"], e["name"], e["transcript"], (listing.parent / f"{e['id']}.wav").read_bytes())
-                for e in entries]
-    return [(vid, name, transcript,
-             encode_wav(speechlike_wave(6.0, sample_rate, f0=f0, syllable_hz=syl, floor=0.05), sample_rate))
-            for vid, name, transcript, f0, syl in SYNTHETIC]
+        return [
+            (e["id"], e["name"], e["transcript"], (listing.parent / f"{e['id']}.wav").read_bytes()) for e in entries
+        ]
+    return [
+        (
+            vid,
+            name,
+            transcript,
+            encode_wav(speechlike_wave(6.0, sample_rate, f0=f0, syllable_hz=syl, floor=0.05), sample_rate),
+        )
+        for vid, name, transcript, f0, syl in SYNTHETIC
+    ]
 
 
 def install_demo_voices(library: VoiceLibrary, sample_rate: int = 24000, model_dir: Path | None = None) -> list[str]:

@@ -5,6 +5,7 @@ the voice library's exceptions through; `to_stream_error` turns any of them into
 status the client gets. A retry hint travels as `google.rpc.RetryInfo` in the status
 details (grpc_status packs them) and as `retry-after-ms` trailing metadata.
 """
+
 from __future__ import annotations
 
 import grpc

@@ -1,4 +1,5 @@
 """How an LLM hands a line to a client: the fragments the CLI, the load test and the tests send."""
+
 from __future__ import annotations
 
 
@@ -8,5 +9,5 @@ def llm_tokens(text: str) -> list[str]:
     out = []
     for i, word in enumerate(text.split(" ")):
         head = word.rstrip(",.!?")
-        out += [(" " if i else "") + head] + list(word[len(head):])
+        out += [(" " if i else "") + head] + list(word[len(head) :])
     return [t for t in out if t]

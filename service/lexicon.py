@@ -11,6 +11,7 @@ which) and are skipped, with a warning, otherwise. Edits are picked up within
 `check_every_s` of being saved; a file that does not parse is reported and the
 previous dictionary stays in force.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,9 @@ class Lexicon:
             st = os.stat(self.path)
         except FileNotFoundError:
             if self._stamp is not None:
-                log.warning("pronunciation dictionary %s was removed; keeping %d entries", self.path,
-                            len(self._entries))
+                log.warning(
+                    "pronunciation dictionary %s was removed; keeping %d entries", self.path, len(self._entries)
+                )
             return
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:
@@ -75,8 +77,9 @@ class Lexicon:
         self._stamp = stamp
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
-            if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) and k.strip()
-                                                    for k, v in raw.items()):
+            if not isinstance(raw, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and k.strip() for k, v in raw.items()
+            ):
                 raise ValueError("expected a JSON object of word -> pronunciation strings")
         except (OSError, ValueError) as exc:
             self.error = f"{self.path}: {exc}"
@@ -90,6 +93,7 @@ class Lexicon:
             entries[word.strip().lower()] = say
         self._entries, self.error = entries, None
         words = sorted(entries, key=len, reverse=True)
-        self._pattern = (re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE)
-                         if words else None)
+        self._pattern = (
+            re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE) if words else None
+        )
         log.info("pronunciation dictionary %s: %d entries", self.path, len(entries))

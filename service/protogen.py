@@ -6,6 +6,7 @@
 The generated files are committed so that installing needs no code generation;
 a test runs `--check` so they cannot drift from the .proto.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,13 +22,20 @@ _IMPORT = "from npcvoice.v1 import npc_voice_pb2"
 
 
 def generate(out: Path) -> list[Path]:
-    from grpc_tools import protoc
     import grpc_tools
+    from grpc_tools import protoc
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["protoc", f"-I{ROOT / 'protos'}", f"-I{include}", f"--python_out={tmp}",
-                f"--pyi_out={tmp}", f"--grpc_python_out={tmp}", str(ROOT / "protos" / PROTO)]
+        args = [
+            "protoc",
+            f"-I{ROOT / 'protos'}",
+            f"-I{include}",
+            f"--python_out={tmp}",
+            f"--pyi_out={tmp}",
+            f"--grpc_python_out={tmp}",
+            str(ROOT / "protos" / PROTO),
+        ]
         if protoc.main(args) != 0:
             raise RuntimeError("protoc failed")
         written = []
@@ -48,8 +56,11 @@ def main() -> None:
             print(f"wrote {path.relative_to(ROOT)}")
         return
     with tempfile.TemporaryDirectory() as tmp:
-        stale = [p.name for p in generate(Path(tmp))
-                 if not (OUT / p.name).exists() or (OUT / p.name).read_text() != p.read_text()]
+        stale = [
+            p.name
+            for p in generate(Path(tmp))
+            if not (OUT / p.name).exists() or (OUT / p.name).read_text() != p.read_text()
+        ]
     if stale:
         sys.exit(f"service/gen is stale ({', '.join(stale)}): run python -m service.protogen")
     print("service/gen is up to date")

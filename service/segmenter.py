@@ -10,6 +10,7 @@ utterances sound more natural.
 A boundary only counts once the character after it has arrived: a fragment
 ending in "3." may continue as "3.5", and "Dr." is not the end of a sentence.
 """
+
 from __future__ import annotations
 
 import re

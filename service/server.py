@@ -4,6 +4,7 @@ Every handler turns bad input into a status with a message that says what to
 fix; nothing a client sends can reach the engine unchecked, and one stream's
 failure ends only that stream.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,16 +53,26 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         try:
             first = await asyncio.wait_for(anext(request_iterator), self.config.first_message_timeout_s)
         except StopAsyncIteration:
-            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its SessionConfig")
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its SessionConfig") from None
         except asyncio.TimeoutError:
-            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"no SessionConfig within {self.config.first_message_timeout_s:.0f} s")
+            raise StreamError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"no SessionConfig within {self.config.first_message_timeout_s:.0f} s"
+            ) from None
         if first.WhichOneof("kind") != "config":
-            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"the first message must be a SessionConfig, got {first.WhichOneof('kind')}")
+            raise StreamError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the first message must be a SessionConfig, got {first.WhichOneof('kind')}",
+            )
         c = first.config
-        settings = self._settings(c.voice_id, c.sample_rate_hz, c.encoding, c.chunk_ms, c.sampling,
-                                  c.language, tuple(c.chunk_length_schedule) or DEFAULT_SCHEDULE)
+        settings = self._settings(
+            c.voice_id,
+            c.sample_rate_hz,
+            c.encoding,
+            c.chunk_ms,
+            c.sampling,
+            c.language,
+            tuple(c.chunk_length_schedule) or DEFAULT_SCHEDULE,
+        )
         conv = self._conversation(settings, context)
         yield pb.ConverseResponse(started=await self._started(settings))
         reader = asyncio.create_task(self._read(request_iterator, conv))
@@ -106,8 +117,16 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         if not self.engine.tokenizer.encode(spoken_form(self.lexicon, r.text)):
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"nothing to speak in {r.text!r}")
         # A bark fails fast when the engine is full; its later sentences may wait.
-        settings = self._settings(r.voice_id, r.sample_rate_hz, r.encoding, r.chunk_ms, r.sampling,
-                                  r.language, DEFAULT_SCHEDULE, first_overload_wait_s=0.0)
+        settings = self._settings(
+            r.voice_id,
+            r.sample_rate_hz,
+            r.encoding,
+            r.chunk_ms,
+            r.sampling,
+            r.language,
+            DEFAULT_SCHEDULE,
+            first_overload_wait_s=0.0,
+        )
         conv = self._conversation(settings, context)
         yield pb.SynthesizeResponse(started=await self._started(settings))
         conv.on_text(r.text, "")
@@ -138,8 +157,15 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     # ---- voices --------------------------------------------------------------------
     async def RegisterVoice(self, request, context):
         r = request
-        voice = await asyncio.to_thread(self.voices.register, r.voice_id, r.reference_wav, r.transcript,
-                                        r.display_name, r.language or self.engine.model_cfg.language, r.overwrite)
+        voice = await asyncio.to_thread(
+            self.voices.register,
+            r.voice_id,
+            r.reference_wav,
+            r.transcript,
+            r.display_name,
+            r.language or self.engine.model_cfg.language,
+            r.overwrite,
+        )
         return await self._voice_pb(voice)
 
     async def GetVoice(self, request, context):
@@ -148,7 +174,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     async def ListVoices(self, request, context):
         return pb.ListVoicesResponse(
             voices=[await self._voice_pb(v) for v in self.voices.list()],
-            broken=[pb.BrokenVoice(voice_id=k, error=v) for k, v in sorted(self.voices.broken.items())])
+            broken=[pb.BrokenVoice(voice_id=k, error=v) for k, v in sorted(self.voices.broken.items())],
+        )
 
     async def DeleteVoice(self, request, context):
         await asyncio.to_thread(self.voices.delete, request.voice_id)
@@ -161,50 +188,87 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         return pb.WarmVoiceResponse(was_cached=was_cached, elapsed_ms=(time.perf_counter() - start) * 1000)
 
     async def GetCapabilities(self, request, context):
-        return pb.Capabilities(model=self.model_name, timings_available=self.engine.has_timings,
-                               phoneme_overrides=self.lexicon.phonemes_supported,
-                               native_sample_rate_hz=self.engine.sample_rate, min_sample_rate_hz=MIN_RATE,
-                               max_sample_rate_hz=MAX_RATE, languages=[self.engine.model_cfg.language],
-                               max_text_chars=self.config.max_text_chars)
+        return pb.Capabilities(
+            model=self.model_name,
+            timings_available=self.engine.has_timings,
+            phoneme_overrides=self.lexicon.phonemes_supported,
+            native_sample_rate_hz=self.engine.sample_rate,
+            min_sample_rate_hz=MIN_RATE,
+            max_sample_rate_hz=MAX_RATE,
+            languages=[self.engine.model_cfg.language],
+            max_text_chars=self.config.max_text_chars,
+        )
 
     async def GetStats(self, request, context):
         st = self.engine.stats()
         return pb.ServerStats(
-            open_streams=self.sessions, running=st.running, waiting=st.waiting, kv_blocks_total=st.num_blocks,
-            kv_blocks_free=st.free_blocks, prefix_hits=st.prefix_hits, prefix_misses=st.prefix_misses,
-            prefix_evictions=st.prefix_evictions, prefill_frames=st.prefill_frames, cached_frames=st.cached_frames,
-            decode_frames=st.decode_frames, preemptions=st.preemptions, pinned_voices=st.pinned_voices,
+            open_streams=self.sessions,
+            running=st.running,
+            waiting=st.waiting,
+            kv_blocks_total=st.num_blocks,
+            kv_blocks_free=st.free_blocks,
+            prefix_hits=st.prefix_hits,
+            prefix_misses=st.prefix_misses,
+            prefix_evictions=st.prefix_evictions,
+            prefill_frames=st.prefill_frames,
+            cached_frames=st.cached_frames,
+            decode_frames=st.decode_frames,
+            preemptions=st.preemptions,
+            pinned_voices=st.pinned_voices,
             prefix_cache_enabled=self.engine.config.cache.prefix_cache,
-            max_batch=self.engine.config.scheduler.max_running)
+            max_batch=self.engine.config.scheduler.max_running,
+        )
 
     # ---- helpers -------------------------------------------------------------------
     def _open_session(self, context) -> None:
         """Count a stream against max_sessions until its RPC is done, however it ends."""
         if self.sessions >= self.config.max_sessions:
-            raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"the server is at its limit of {self.config.max_sessions} open streams", 1.0)
+            raise StreamError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server is at its limit of {self.config.max_sessions} open streams",
+                1.0,
+            )
         self.sessions += 1
 
         def release(_) -> None:
             self.sessions -= 1
+
         context.add_done_callback(release)
 
     async def _voice_pb(self, voice: LoadedVoice) -> pb.Voice:
         i = voice.info
         cached = await asyncio.to_thread(self.engine.is_cached, voice.prompt)
-        return pb.Voice(voice_id=i.voice_id, display_name=i.display_name, transcript=i.transcript,
-                        reference_seconds=i.reference_seconds, prompt_frames=voice.prompt.num_frames,
-                        cached=cached, created_at=i.created_at, demo=i.demo)
+        return pb.Voice(
+            voice_id=i.voice_id,
+            display_name=i.display_name,
+            transcript=i.transcript,
+            reference_seconds=i.reference_seconds,
+            prompt_frames=voice.prompt.num_frames,
+            cached=cached,
+            created_at=i.created_at,
+            demo=i.demo,
+        )
 
     def _check_text(self, text: str, what: str) -> None:
         if not text:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is empty")
         if len(text) > self.config.max_text_chars:
-            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"{what} has {len(text)} characters; the limit is {self.config.max_text_chars}")
+            raise StreamError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{what} has {len(text)} characters; the limit is {self.config.max_text_chars}",
+            )
 
-    def _settings(self, voice_id, rate, encoding, chunk_ms, sampling, language, schedule,
-                  first_overload_wait_s: float | None = None) -> SessionSettings:
+    def _settings(
+        self,
+        voice_id,
+        rate,
+        encoding,
+        chunk_ms,
+        sampling,
+        language,
+        schedule,
+        first_overload_wait_s: float | None = None,
+    ) -> SessionSettings:
         bad = grpc.StatusCode.INVALID_ARGUMENT
         if not voice_id:
             raise StreamError(bad, "voice_id is required")
@@ -212,7 +276,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         try:
             rate = check_rate(rate or self.config.default_sample_rate)
         except ValueError as exc:
-            raise StreamError(bad, f"sample_rate_hz: {exc}")
+            raise StreamError(bad, f"sample_rate_hz: {exc}") from None
         if encoding not in (pb.AUDIO_ENCODING_UNSPECIFIED, pb.PCM16, pb.FLOAT32):
             raise StreamError(bad, f"unknown audio encoding {encoding}")
         chunk_ms = chunk_ms or self.config.default_chunk_ms
@@ -223,26 +287,39 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             raise StreamError(bad, f"language {language!r} is not supported; this model speaks {speaks}")
         if any(not 1 <= n <= 1000 for n in schedule):
             raise StreamError(bad, "chunk_length_schedule entries must be 1-1000 characters")
-        params = self.engine.default_sampling(seed=sampling.seed if sampling.HasField("seed") else random.getrandbits(62))
+        params = self.engine.default_sampling(
+            seed=sampling.seed if sampling.HasField("seed") else random.getrandbits(62)
+        )
         for name in ("temperature", "top_k", "top_p", "repetition_penalty"):
             if sampling.HasField(name):
                 params = replace(params, **{name: getattr(sampling, name)})
         try:
             params.validate()
         except ValueError as exc:
-            raise StreamError(bad, f"sampling: {exc}")
+            raise StreamError(bad, f"sampling: {exc}") from None
         frames = max(1, round(chunk_ms * self.engine.frame_rate / 1000))
-        return SessionSettings(voice, rate, encoding == pb.FLOAT32, frames, params, tuple(schedule),
-                               first_overload_wait_s=first_overload_wait_s)
+        return SessionSettings(
+            voice,
+            rate,
+            encoding == pb.FLOAT32,
+            frames,
+            params,
+            tuple(schedule),
+            first_overload_wait_s=first_overload_wait_s,
+        )
 
     async def _started(self, s: SessionSettings) -> pb.SessionStarted:
         cached = await asyncio.to_thread(self.engine.is_cached, s.voice.prompt)
         return pb.SessionStarted(
             session_id=f"{random.getrandbits(64):016x}",
-            format=pb.AudioFormat(sample_rate_hz=s.sample_rate, encoding=pb.FLOAT32 if s.float32 else pb.PCM16,
-                                  channels=1),
-            chunk_ms=round(s.chunk_frames * 1000 / self.engine.frame_rate), voice_cached=cached,
-            timings_available=self.engine.has_timings, model=self.model_name)
+            format=pb.AudioFormat(
+                sample_rate_hz=s.sample_rate, encoding=pb.FLOAT32 if s.float32 else pb.PCM16, channels=1
+            ),
+            chunk_ms=round(s.chunk_frames * 1000 / self.engine.frame_rate),
+            voice_cached=cached,
+            timings_available=self.engine.has_timings,
+            model=self.model_name,
+        )
 
 
 class _StatusInterceptor(grpc.aio.ServerInterceptor):
@@ -253,14 +330,17 @@ class _StatusInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/"):
             return handler
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary), handler.request_deserializer,
-                                                       handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+            )
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_streaming(handler.unary_stream),
-                                                        handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(
+                _streaming(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+            )
         if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(_streaming(handler.stream_stream),
-                                                         handler.request_deserializer, handler.response_serializer)
+            return grpc.stream_stream_rpc_method_handler(
+                _streaming(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+            )
         return handler
 
 
@@ -270,6 +350,7 @@ def _unary(fn):
             return await fn(request, context)
         except Exception as exc:
             await abort(context, exc)
+
     return handler
 
 
@@ -280,6 +361,7 @@ def _streaming(fn):
                 yield response
         except Exception as exc:
             await abort(context, exc)
+
     return handler
 
 
@@ -288,26 +370,30 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
     voices = VoiceLibrary(config.voices_dir, engine, config.max_pending_registrations)
     if config.demo_voices:
         install_demo_voices(voices, engine.sample_rate, engine.model_dir)
-    lexicon = Lexicon(config.lexicon_path, phonemes_supported=engine.tokenizer.reads_phonemes,
-                      check_every_s=config.lexicon_check_s)
+    lexicon = Lexicon(
+        config.lexicon_path, phonemes_supported=engine.tokenizer.reads_phonemes, check_every_s=config.lexicon_check_s
+    )
     servicer = NpcVoiceServicer(engine, voices, lexicon, config)
-    server = grpc.aio.server(interceptors=[_StatusInterceptor()], options=[
-        ("grpc.max_receive_message_length", 16 * 1024 * 1024),  # reference WAVs up to 30 s at 192 kHz stereo
-        ("grpc.keepalive_time_ms", 20000),
-        ("grpc.keepalive_timeout_ms", 10000),
-        ("grpc.http2.max_pings_without_data", 0),
-    ])
+    server = grpc.aio.server(
+        interceptors=[_StatusInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),  # reference WAVs up to 30 s at 192 kHz stereo
+            ("grpc.keepalive_time_ms", 20000),
+            ("grpc.keepalive_timeout_ms", 10000),
+            ("grpc.http2.max_pings_without_data", 0),
+        ],
+    )
     pb_grpc.add_NpcVoiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise RuntimeError(f"could not bind {config.host}:{config.port}")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("listening on %s:%d with %d voices (%d broken)", config.host, port, len(voices.list()),
-             len(voices.broken))
+    log.info("listening on %s:%d with %d voices (%d broken)", config.host, port, len(voices.list()), len(voices.broken))
     return server, port, servicer

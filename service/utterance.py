@@ -6,6 +6,7 @@ queue, so codec work never blocks the event loop, and a full queue (a slow
 client) stops the worker, which stops the engine stream through its own
 back-pressure. Memory per utterance therefore stays at a few chunks.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -104,8 +105,16 @@ class Utterance:
         self._stop = threading.Event()
         self._stream = None
 
-    def start(self, engine: Engine, voice: VoicePrompt, sampling: SamplingParams, sample_rate: int,
-              chunk_frames: int, float32: bool, queue_size: int) -> None:
+    def start(
+        self,
+        engine: Engine,
+        voice: VoicePrompt,
+        sampling: SamplingParams,
+        sample_rate: int,
+        chunk_frames: int,
+        float32: bool,
+        queue_size: int,
+    ) -> None:
         """Submit now. Raises EngineOverloaded or ValueError, leaving nothing behind."""
         if self.started or self.cancelled:
             return
@@ -114,8 +123,7 @@ class Utterance:
         self.utterance_id = self._stream.utterance_id
         self._queue = asyncio.Queue(queue_size)
         loop = asyncio.get_running_loop()
-        threading.Thread(target=self._drain, args=(loop, float32), name=f"utt-{self.utterance_id}",
-                         daemon=True).start()
+        threading.Thread(target=self._drain, args=(loop, float32), name=f"utt-{self.utterance_id}", daemon=True).start()
 
     def cancel(self) -> None:
         """Call from the event loop. Stops the engine stream and ends `events()` at once."""

@@ -9,6 +9,7 @@ listed as broken and skipped; it never stops the server.
 The reference is kept so that a voice can be tokenised again when the model's
 codec or front end changes (the prompt's key says which one made it).
 """
+
 from __future__ import annotations
 
 import io
@@ -110,8 +111,16 @@ class VoiceLibrary:
             return sorted(self._voices.values(), key=lambda v: v.info.voice_id)
 
     # ---- changes -------------------------------------------------------------
-    def register(self, voice_id: str, wav: bytes, transcript: str, display_name: str = "",
-                 language: str = "en", overwrite: bool = False, demo: bool = False) -> LoadedVoice:
+    def register(
+        self,
+        voice_id: str,
+        wav: bytes,
+        transcript: str,
+        display_name: str = "",
+        language: str = "en",
+        overwrite: bool = False,
+        demo: bool = False,
+    ) -> LoadedVoice:
         """Validate, tokenise and persist a voice. Raises ValueError for bad input."""
         check_voice_id(voice_id)
         transcript = " ".join(transcript.split())
@@ -124,12 +133,20 @@ class VoiceLibrary:
         with self._lock:
             self._check_free(voice_id, overwrite)  # fail fast, before seconds of work
             if self._pending >= self.max_pending:
-                raise RegistrationsBusy(f"{self._pending} voice registrations are already in progress; "
-                                        "retry when one has finished")
+                raise RegistrationsBusy(
+                    f"{self._pending} voice registrations are already in progress; retry when one has finished"
+                )
             self._pending += 1
         try:
-            info = VoiceInfo(voice_id, display_name or voice_id, transcript, language or "en",
-                             round(ref.seconds, 3), datetime.now(timezone.utc).isoformat(timespec="seconds"), demo)
+            info = VoiceInfo(
+                voice_id,
+                display_name or voice_id,
+                transcript,
+                language or "en",
+                round(ref.seconds, 3),
+                datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                demo,
+            )
             with self._tokenising:
                 voice = LoadedVoice(info, self._tokenise(info, ref))
             with self._changing:
@@ -167,10 +184,13 @@ class VoiceLibrary:
 
     def _write(self, voice: LoadedVoice, ref: Reference) -> None:
         buf = io.BytesIO()
-        np.savez(buf, meta=np.frombuffer(json.dumps(asdict(voice.info)).encode(), dtype=np.uint8),
-                 reference=to_pcm16(ref.samples),
-                 sample_rate=np.int64(ref.sample_rate),
-                 prompt=np.frombuffer(voice.prompt.to_bytes(), dtype=np.uint8))
+        np.savez(
+            buf,
+            meta=np.frombuffer(json.dumps(asdict(voice.info)).encode(), dtype=np.uint8),
+            reference=to_pcm16(ref.samples),
+            sample_rate=np.int64(ref.sample_rate),
+            prompt=np.frombuffer(voice.prompt.to_bytes(), dtype=np.uint8),
+        )
         final = self.dir / f"{voice.info.voice_id}.voice"
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".partial")
         try:

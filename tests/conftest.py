@@ -1,34 +1,18 @@
-"""Shared fixtures: a real checkpoint on disk (seeded random weights) and real engines."""
+"""Shared fixtures: a real checkpoint on disk (seeded random weights) and real engines.
+
+Helpers that tests import by name (SMALL, make_engine, ServerThread, ...) are in tests/support.py."""
+
 from __future__ import annotations
 
 import pytest
-import torch
 
-from engine.config import CacheConfig, EngineConfig, SchedulerConfig
-from engine.runtime.engine import Engine
-from engine.audio import speechlike_wave
 from engine.models.speech_lm.toy import make_toy_model
-
-# A smaller toy than the benchmark's keeps the suite quick on 2 cores.
-# The generous length guard lets engine tests ask for long fixed-length utterances.
-SMALL = dict(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=256, max_frames_per_text_token=8.0,
-             min_frames_per_text_token=0.0)
+from tests.support import SMALL, ServerThread, make_engine, speech_like
 
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     return make_toy_model(tmp_path_factory.mktemp("toy"), seed=0, **SMALL)
-
-
-def speech_like(seconds: float, sr: int = 24000) -> torch.Tensor:
-    """A gliding harmonic tone with a syllable-rate envelope: voiced, pitched, real audio."""
-    return torch.from_numpy(speechlike_wave(seconds, sr, f0=140.0, glide=0.15, glide_hz=0.7, syllable_hz=4.0, floor=0.6))
-
-
-def make_engine(model_dir, num_blocks: int | None = 512, prefix_cache: bool = True, **sched) -> Engine:
-    cfg = EngineConfig(cache=CacheConfig(block_size=16, num_blocks=num_blocks, prefix_cache=prefix_cache),
-                       scheduler=SchedulerConfig(**sched), num_threads=2)
-    return Engine(model_dir, cfg)
 
 
 @pytest.fixture
@@ -41,52 +25,6 @@ def engine(model_dir):
 @pytest.fixture
 def voice(engine):
     return engine.make_voice(speech_like(2.0), 24000, "Well met, traveler. The road north is closed.", "guard")
-
-
-def wait_idle(engine: Engine, timeout: float = 10.0):
-    """Engine stats once nothing is running or waiting; fails after `timeout` seconds."""
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        s = engine.stats()
-        if s.running == 0 and s.waiting == 0:
-            return s
-        time.sleep(0.01)
-    raise AssertionError(f"engine still busy: {engine.stats()}")
-
-
-class ServerThread:
-    """A real gRPC server on loopback, run on its own event loop in a background thread."""
-
-    def __init__(self, engine: Engine, voices_dir, **config):
-        import asyncio
-        import threading
-
-        import grpc
-
-        from service.gen import npc_voice_pb2_grpc as pb_grpc
-        from service.server import ServiceConfig, start_server
-
-        self.engine = engine
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        cfg = ServiceConfig(port=0, voices_dir=voices_dir, **config)
-        fut = asyncio.run_coroutine_threadsafe(start_server(engine, cfg), self.loop)
-        self.server, self.port, self.servicer = fut.result(60)
-        self.address = f"127.0.0.1:{self.port}"
-        self.channel = grpc.insecure_channel(self.address)
-        self.stub = pb_grpc.NpcVoiceStub(self.channel)
-
-    def stop(self) -> None:
-        import asyncio
-
-        self.channel.close()
-        asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")

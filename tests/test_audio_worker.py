@@ -1,5 +1,6 @@
 """The shared audio thread: windows from many streams, decoded in batches, each
 returned to its own caller exactly as a lone decode would make it."""
+
 from __future__ import annotations
 
 import threading
@@ -8,11 +9,11 @@ import time
 import pytest
 import torch
 
-from engine.runtime.audio_worker import AudioWorker
-from engine.codecs.parametric import ParametricCodec
 from engine.codecs.mel import MelCodec
+from engine.codecs.parametric import ParametricCodec
 from engine.models import SHIPPED_MODEL_DIR
 from engine.packed import can_pack
+from engine.runtime.audio_worker import AudioWorker
 
 
 class Recording:
@@ -49,8 +50,9 @@ def windows(codec, lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
     return [torch.randint(0, codec.codebook_size, (n, codec.num_codebooks), generator=gen) for n in lengths]
 
 
-def decode_concurrently(worker: AudioWorker, codec: Recording, jobs: list[torch.Tensor],
-                        adapters: list | None = None) -> list:
+def decode_concurrently(
+    worker: AudioWorker, codec: Recording, jobs: list[torch.Tensor], adapters: list | None = None
+) -> list:
     """Decode jobs[0] first and hold it in the codec until the rest are queued, so what
     gets batched together does not depend on thread timing. adapters[i]: job i's voice adapter."""
     results: list = [None] * len(jobs)

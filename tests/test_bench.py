@@ -1,4 +1,5 @@
 """The benchmark script keeps running and keeps its JSON contract (no timing assertions)."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_quick_prints_one_json_object(model_dir):
     out = subprocess.run(
         [sys.executable, "-m", "engine.bench", "--quick", "--json", "--model", str(model_dir)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     result = json.loads(out.stdout)
     for key in ("ttfa_cold_ms", "ttfa_warm_ms", "frames_per_s_1", "realtime_streams"):

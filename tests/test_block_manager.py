@@ -1,11 +1,12 @@
 """Prefix cache bookkeeping: chained hashes, ref counts, revival, LRU eviction, voice tails."""
+
 from __future__ import annotations
 
 import torch
 
+from engine.config import SamplingParams
 from engine.runtime.block_manager import BlockManager
 from engine.runtime.model_runner import run_start
-from engine.config import SamplingParams
 from engine.runtime.sequence import Sequence
 
 BS = 4

@@ -1,4 +1,5 @@
 """The CLI as a user runs it: `serve` in a subprocess, then `say` and `voices` against it."""
+
 from __future__ import annotations
 
 import re
@@ -17,9 +18,25 @@ def cli(*args, timeout=60) -> subprocess.CompletedProcess:
 
 
 def test_serve_say_and_voices(model_dir, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", "0", "--model", str(model_dir),
-                             "--voices-dir", str(tmp_path / "voices"), "--kv-cache-mb", "32"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            str(model_dir),
+            "--voices-dir",
+            str(tmp_path / "voices"),
+            "--kv-cache-mb",
+            "32",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         lines = []
         for line in proc.stdout:
@@ -30,8 +47,18 @@ def test_serve_say_and_voices(model_dir, tmp_path):
         else:
             raise AssertionError("server never came up:\n" + "".join(lines))
         out = tmp_path / "line.wav"
-        said = cli("say", "Halt! Who goes there?", "--voice", "guard", "--out", str(out), "--rate", "16000",
-                   "--server", address)
+        said = cli(
+            "say",
+            "Halt! Who goes there?",
+            "--voice",
+            "guard",
+            "--out",
+            str(out),
+            "--rate",
+            "16000",
+            "--server",
+            address,
+        )
         assert said.returncode == 0, said.stderr
         assert re.search(r"time to first audio \d+ ms", said.stdout)
         audio, rate = soundfile.read(out)

@@ -5,6 +5,7 @@ whisper base and resemblyzer (the same judges as `python -m engine.eval`). They
 check intelligibility and voice with loose, per-sentence bounds; the held-out
 figures against the issue's bars come from the eval script, not from here.
 """
+
 from __future__ import annotations
 
 import io
@@ -15,15 +16,16 @@ import pytest
 import soundfile
 
 from engine import AudioChunk, Engine, EngineConfig, TimingMark
-from engine.models.speech_lm.config import ModelConfig
 from engine.models import SHIPPED_MODEL_DIR, default_model_dir
+from engine.models.speech_lm.config import ModelConfig
 from engine.models.speech_lm.model import WEIGHTS_FILE
 from service.demo_voices import demo_references
 
 pytestmark = pytest.mark.skipif(
     not (SHIPPED_MODEL_DIR / WEIGHTS_FILE).exists(),
     reason="the trained default model's weights are missing (an install without package data); "
-           "train it with engine/train (docs/training.md) or put its files in engine/checkpoints/default")
+    "train it with engine/train (docs/training.md) or put its files in engine/checkpoints/default",
+)
 
 LINES = ["Over here! The bridge is out, take the ford.", "I have twelve gold coins and a rusty sword."]
 
@@ -65,8 +67,11 @@ def judge():
     return Judge()
 
 
-@pytest.mark.xfail(strict=True, reason="short lines are still too hard: held-out wer 0.096 over three seeds (bar 0.10) "
-                   "but 0.35 on these six short lines; strict, so this turns into a failure to remove once they reach 0.25")
+@pytest.mark.xfail(
+    strict=True,
+    reason="short lines are still too hard: held-out wer 0.096 over three seeds (bar 0.10) "
+    "but 0.35 on these six short lines; strict, so this turns into a failure to remove once they reach 0.25",
+)
 def test_demo_voices_speak_the_words(spoken, judge):
     from engine.eval import word_errors
 
@@ -137,8 +142,9 @@ def test_expected_latent_decoding_changes_the_audio_not_the_frames():
             for temp in (0.5, 0.0):
                 params = SamplingParams(temperature=temp, seed=3)
                 frames = engine.submit(voice, LINES[0], params).wait_frames()
-                audio = np.concatenate([e.samples for e in engine.submit(voice, LINES[0], params)
-                                        if isinstance(e, AudioChunk)])
+                audio = np.concatenate(
+                    [e.samples for e in engine.submit(voice, LINES[0], params) if isinstance(e, AudioChunk)]
+                )
                 runs[soft, temp] = frames, audio
     for temp in (0.5, 0.0):
         assert torch.equal(runs[True, temp][0], runs[False, temp][0])
@@ -165,12 +171,14 @@ def test_eval_synthesis_is_timed_on_one_core_and_gives_the_callers_cores_back(sp
             return super().items()
 
     before = os.sched_getaffinity(0)
-    ref = {"audio": refs[voice], "text": next(t for v, _, t, _ in demo_references(SHIPPED_MODEL_DIR, 24000)
-                                               if v == voice)}
+    ref = {
+        "audio": refs[voice],
+        "text": next(t for v, _, t, _ in demo_references(SHIPPED_MODEL_DIR, 24000) if v == voice),
+    }
     out, rtf, params = synthesize(SHIPPED_MODEL_DIR, Voices({voice: [ref, {"text": LINES[0]}]}), seed=0)
     assert seen == [{min(before)}]
     assert os.sched_getaffinity(0) == before
-    assert params.temperature == ModelConfig.load(SHIPPED_MODEL_DIR / "config.json").temperature
+    assert params.temperature == ModelConfig.load(SHIPPED_MODEL_DIR / "config.json").generation.temperature
     # About as long as the same line from the fixture's engine (other seed path, same model).
     assert 0.5 < len(out[voice][0]) / len(outputs[voice][0][1]) < 2.0 and rtf > 0
 
@@ -180,9 +188,9 @@ def test_teacher_forced_predictions_follow_the_teacher_frame_for_frame():
     tokens, decoded from expected latents, line up with the teacher's own decoded tokens."""
     import torch
 
+    from engine.codecs.mel import MelCodec
     from engine.config import AdaptConfig
     from engine.eval import teacher_forced
-    from engine.codecs.mel import MelCodec
     from engine.train.token_store import TOKENS, load_token_shard
 
     records = load_token_shard(sorted((TOKENS / "eval").glob("shard_*.npz"))[0])

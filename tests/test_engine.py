@@ -1,4 +1,5 @@
 """The engine end to end, on a real checkpoint, in its own thread."""
+
 from __future__ import annotations
 
 import threading
@@ -8,12 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import CacheConfig, EngineConfig, SamplingParams, StreamConfig
-from engine.runtime.engine import Engine
-from engine.runtime.outputs import AudioChunk, EngineOverloaded, Finished, TimingMark
 from engine.audio import speechlike_wave
+from engine.config import CacheConfig, EngineConfig, SamplingParams, StreamConfig
 from engine.models.speech_lm.toy import make_toy_model
-from tests.conftest import make_engine, speech_like, wait_idle
+from engine.runtime.engine import Engine
+from engine.runtime.outputs import (
+    AudioChunk,
+    EngineClosed,
+    EngineOverloaded,
+    Finished,
+    FinishReason,
+    FrameEvent,
+    TimingMark,
+)
+from tests.support import make_engine, speech_like, wait_idle
 
 TEXT = "Over here! The bridge is out, take the ford."
 
@@ -97,8 +106,8 @@ def test_pool_returns_to_its_start_after_200_utterances_and_50_cancels(engine, v
         assert len(frames) == 3
     for i in range(50):
         stream = engine.submit(voice, f"Cancelled {i}, a longer line that would run on.", fixed(seed=i, frames=300))
-        for kind, _ in stream.events():
-            if kind == "frame":
+        for event in stream.events():
+            if isinstance(event, FrameEvent):
                 break
         stream.cancel()
     s = wait_idle(engine)
@@ -159,8 +168,11 @@ def test_audio_chunks_add_up_at_the_requested_rate(engine, voice):
 
 def test_the_shared_audio_thread_gives_each_stream_what_its_own_decoding_would(model_dir, voice):
     def speak(audio_batch: int) -> tuple[list[torch.Tensor], int]:
-        cfg = EngineConfig(cache=CacheConfig(block_size=16, num_blocks=512), num_threads=2,
-                           stream=StreamConfig(audio_batch=audio_batch))
+        cfg = EngineConfig(
+            cache=CacheConfig(block_size=16, num_blocks=512),
+            num_threads=2,
+            stream=StreamConfig(audio_batch=audio_batch),
+        )
         with Engine(model_dir, cfg) as eng:
             streams = [eng.submit(voice, f"Line {i}, at once.", fixed(seed=i, frames=30 + 7 * i)) for i in range(6)]
             out = [None] * len(streams)
@@ -184,7 +196,8 @@ def test_the_shared_audio_thread_gives_each_stream_what_its_own_decoding_would(m
 
 def test_eos_or_the_length_guard_ends_every_utterance(engine, voice):
     ids = engine.tokenizer.encode("Yes!")
-    guard = int(len(ids) * engine.model_cfg.max_frames_per_text_token) + engine.model_cfg.min_frames_guard
+    gen = engine.model_cfg.generation
+    guard = int(len(ids) * gen.max_frames_per_text_token) + gen.min_frames_guard
     for seed in range(6):
         stream = engine.submit(voice, "Yes!", SamplingParams(seed=seed, temperature=1.0))
         frames = stream.wait_frames()
@@ -194,8 +207,9 @@ def test_eos_or_the_length_guard_ends_every_utterance(engine, voice):
 
 
 def test_timing_marks_from_a_model_with_an_advance_token(tmp_path, voice):
-    model = make_toy_model(tmp_path / "m", seed=1, dim=64, n_layers=1, n_heads=2, n_kv_heads=1,
-                           ffn_dim=128, advance=4, mark_delay_frames=2)
+    model = make_toy_model(
+        tmp_path / "m", seed=1, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128, advance=4, mark_delay_frames=2
+    )
     with make_engine(model) as eng:
         params = SamplingParams(seed=0, max_frames=80, ignore_eos=True, temperature=3.0)
         events = list(eng.submit(voice, TEXT, params))
@@ -208,13 +222,23 @@ def test_timing_marks_from_a_model_with_an_advance_token(tmp_path, voice):
     assert frames[inserted, 0].tolist() == ids[: len(marks)]
     assert [m.text_index for m in marks] == list(range(len(marks)))
     assert [m.start_ms for m in marks] == [(i + 2) * 40.0 for i in inserted]  # frame start + delay
-    assert [TEXT[m.char_start:m.char_end] for m in marks] == [TEXT[i] for i in range(len(marks))]
+    assert [TEXT[m.char_start : m.char_end] for m in marks] == [TEXT[i] for i in range(len(marks))]
     assert [m.unit for m in marks] == [TEXT[i] for i in range(len(marks))]
 
 
 def test_a_hold_units_model_is_fed_the_unit_it_is_on(tmp_path, voice):
-    model = make_toy_model(tmp_path / "m", seed=1, dim=64, n_layers=1, n_heads=2, n_kv_heads=1,
-                           ffn_dim=128, advance=4, mark_delay_frames=2, hold_units=True)
+    model = make_toy_model(
+        tmp_path / "m",
+        seed=1,
+        dim=64,
+        n_layers=1,
+        n_heads=2,
+        n_kv_heads=1,
+        ffn_dim=128,
+        advance=4,
+        mark_delay_frames=2,
+        hold_units=True,
+    )
     with make_engine(model) as eng:
         cfg = eng.model_cfg
         params = SamplingParams(seed=0, max_frames=80, ignore_eos=True, temperature=3.0)
@@ -226,12 +250,13 @@ def test_a_hold_units_model_is_fed_the_unit_it_is_on(tmp_path, voice):
     assert all(v == cfg.text_pad for v in ch0[: arrivals[0]])
     for k, start in enumerate(arrivals):  # until the next arrival, every frame holds this unit
         end = arrivals[k + 1] if k + 1 < len(arrivals) else len(ch0)
-        assert ch0[start + 1:end] == [cfg.held(ids[k])] * (end - start - 1)
+        assert ch0[start + 1 : end] == [cfg.held(ids[k])] * (end - start - 1)
 
 
 def test_requests_without_sampling_get_the_models_own(tmp_path, voice):
-    greedy = make_toy_model(tmp_path / "g", seed=1, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128,
-                            temperature=0.0)
+    greedy = make_toy_model(
+        tmp_path / "g", seed=1, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128, temperature=0.0
+    )
     with make_engine(greedy) as eng:
         assert eng.default_sampling(seed=5) == SamplingParams(temperature=0.0, seed=5)
         runs = [eng.submit(voice, TEXT).wait_frames() for _ in range(2)]  # each draws its own seed
@@ -241,8 +266,7 @@ def test_requests_without_sampling_get_the_models_own(tmp_path, voice):
 
 
 def test_speech_does_not_end_before_every_unit_is_reached(tmp_path, voice):
-    model = make_toy_model(tmp_path / "m", seed=3, dim=64, n_layers=1, n_heads=2, n_kv_heads=1,
-                           ffn_dim=128, advance=4)
+    model = make_toy_model(tmp_path / "m", seed=3, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128, advance=4)
     with make_engine(model) as eng:
         n = len(eng.tokenizer.encode("Yes!"))
         ended = 0
@@ -257,8 +281,18 @@ def test_speech_does_not_end_before_every_unit_is_reached(tmp_path, voice):
 
 @pytest.mark.parametrize("limit", [0, 3])
 def test_a_pointer_that_stalls_is_moved_on(tmp_path, voice, limit):
-    model = make_toy_model(tmp_path / "m", seed=3, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128,
-                           advance=4, max_frames_per_unit=limit, min_frames_per_text_token=0.0)
+    model = make_toy_model(
+        tmp_path / "m",
+        seed=3,
+        dim=64,
+        n_layers=1,
+        n_heads=2,
+        n_kv_heads=1,
+        ffn_dim=128,
+        advance=4,
+        max_frames_per_unit=limit,
+        min_frames_per_text_token=0.0,
+    )
     longest = []
     with make_engine(model) as eng:
         units = len(eng.tokenizer.encode(TEXT))
@@ -277,8 +311,9 @@ def test_a_pointer_that_stalls_is_moved_on(tmp_path, voice, limit):
 
 
 def test_a_reference_longer_than_the_model_was_trained_on_is_refused(tmp_path):
-    model = make_toy_model(tmp_path / "m", seed=0, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128,
-                           max_reference_frames=100)  # 4 s at 25 frames/s
+    model = make_toy_model(
+        tmp_path / "m", seed=0, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128, max_reference_frames=100
+    )  # 4 s at 25 frames/s
     with make_engine(model) as eng:
         with pytest.raises(ValueError, match=r"reference is 5\.0 s; this model clones from at most 4 s"):
             eng.make_voice(speechlike_wave(5.0), 24000, "A line.", "long")
@@ -349,9 +384,9 @@ def test_closing_the_engine_ends_every_open_stream(model_dir, voice):
     eng.close()
     for s in streams:
         s.wait_frames()
-        assert s.finished.reason == "error" and "closed" in s.finished.error
+        assert s.finished.reason == FinishReason.SHUTDOWN and "closed" in s.finished.error
         assert s.seq.num_generated < 500
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(EngineClosed, match="shutting down"):
         eng.submit(voice, TEXT)
 
 
@@ -369,10 +404,20 @@ def test_prefix_cache_off_computes_every_prompt_and_gives_the_same_frames(model_
 
 
 def test_end_of_speech_waits_for_the_minimum_length(tmp_path, voice):
-    model = make_toy_model(tmp_path / "m", seed=2, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128,
-                           min_frames_per_text_token=2.0, max_frames_per_text_token=3.0)
+    model = make_toy_model(
+        tmp_path / "m",
+        seed=2,
+        dim=64,
+        n_layers=1,
+        n_heads=2,
+        n_kv_heads=1,
+        ffn_dim=128,
+        min_frames_per_text_token=2.0,
+        max_frames_per_text_token=3.0,
+    )
     with make_engine(model) as eng:
         n = len(eng.tokenizer.encode("Yes!"))
-        lengths = [len(eng.submit(voice, "Yes!", SamplingParams(seed=s, temperature=1.5)).wait_frames())
-                   for s in range(8)]
-    assert all(2 * n <= k <= 3 * n + eng.model_cfg.min_frames_guard for k in lengths), lengths
+        lengths = [
+            len(eng.submit(voice, "Yes!", SamplingParams(seed=s, temperature=1.5)).wait_frames()) for s in range(8)
+        ]
+    assert all(2 * n <= k <= 3 * n + eng.model_cfg.generation.min_frames_guard for k in lengths), lengths

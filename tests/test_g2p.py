@@ -1,9 +1,10 @@
 """The phoneme front end: lexicon lookups, reductions, derived forms, unknown names, spans."""
+
 from __future__ import annotations
 
 import pytest
 
-from engine.text.g2p import PHONEMES, PUNCTUATION, STRESS, G2P, sound_out
+from engine.text.g2p import G2P, PHONEMES, PUNCTUATION, STRESS, sound_out
 from engine.text.tokenizer import FIRST_TEXT_ID, make_tokenizer
 
 
@@ -22,8 +23,14 @@ def test_lexicon_words_and_reduced_function_words(g2p):
 
 def test_derived_forms_of_known_stems(g2p):
     # None of these inflected forms is in the lexicon; their stems are.
-    for word, stem, ending in [("goblins", "goblin", "z"), ("dragon's", "dragon", "z"), ("looted", "loot", "ᵻd"),
-                               ("nerfed", "nerf", "t"), ("griefing", "grief", "ɪŋ"), ("kobolds", "kobold", "z")]:
+    for word, stem, ending in [
+        ("goblins", "goblin", "z"),
+        ("dragon's", "dragon", "z"),
+        ("looted", "loot", "ᵻd"),
+        ("nerfed", "nerf", "t"),
+        ("griefing", "grief", "ɪŋ"),
+        ("kobolds", "kobold", "z"),
+    ]:
         assert g2p._lookup(word) is None
         assert g2p.word(word) == g2p.word(stem) + ending, word
 
@@ -40,7 +47,7 @@ def test_unknown_game_names_get_plausible_readings(g2p):
 def test_spans_point_at_the_words(g2p):
     text = "Halt!  Who goes   there?"
     for w in g2p(text):
-        assert text[w.start:w.end] == w.text
+        assert text[w.start : w.end] == w.text
     assert [w.text for w in g2p(text) if not w.phonemes] == ["!", "?"]
 
 

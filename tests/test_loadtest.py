@@ -2,20 +2,28 @@
 
 It keeps the locustfile from rotting: turns complete, cancels are acknowledged,
 no stream errors. Underruns are not asserted on (timing belongs to the report)."""
+
 from __future__ import annotations
 
 import csv
 
 from loadtest.harness import SCENARIOS, run_locust
-from tests.conftest import ServerThread, make_engine
+from tests.support import ServerThread, make_engine
 
 
 def test_locust_scenarios_complete_turns_without_failures(model_dir, tmp_path):
     eng = make_engine(model_dir)
     srv = ServerThread(eng, tmp_path / "voices")
     try:
-        run = run_locust(srv.address, users=len(SCENARIOS), seconds=12, scenarios=sorted(SCENARIOS),
-                         out_prefix=tmp_path / "smoke", fast=True, churn_voices=4)
+        run = run_locust(
+            srv.address,
+            users=len(SCENARIOS),
+            seconds=12,
+            scenarios=sorted(SCENARIOS),
+            out_prefix=tmp_path / "smoke",
+            fast=True,
+            churn_voices=4,
+        )
     finally:
         srv.stop()
         eng.close()

@@ -1,4 +1,5 @@
 """The paged attention path must compute exactly what plain causal attention computes."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.runtime.block_manager import BlockManager
 from engine.config import CacheConfig, SamplingParams
 from engine.models.speech_lm.config import ModelConfig
 from engine.models.speech_lm.model import CONFIG_FILE, load_model
-from engine.runtime.model_runner import ModelRunner
 from engine.packed import Int8Linear, PackedConv1d, PackedLinear, can_pack, int8_rows, native_bf16, pack_for_cpu
+from engine.runtime.block_manager import BlockManager
+from engine.runtime.model_runner import ModelRunner
 from engine.runtime.sequence import Sequence
 
 
@@ -73,7 +74,7 @@ def test_padded_batch_matches_each_sequence_alone(setup):
 def test_logits_mask_vocab_beyond_each_channel(setup):
     model, _, _ = setup
     logits = dense_logits(model, random_frames(model.cfg, 3, seed=2))
-    assert torch.isinf(logits[:, 0, model.cfg.text_vocab:]).all()
+    assert torch.isinf(logits[:, 0, model.cfg.text_vocab :]).all()
     assert torch.isfinite(logits[:, 1, : model.cfg.codebook_size + 1]).all()
 
 
@@ -105,8 +106,15 @@ needs_onednn = pytest.mark.skipif(not can_pack(torch.device("cpu"), torch.float3
 
 
 @needs_onednn
-@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
-    not native_bf16(), reason="this CPU has no native bfloat16 matmul"))])
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        torch.float32,
+        pytest.param(
+            torch.bfloat16, marks=pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bfloat16 matmul")
+        ),
+    ],
+)
 def test_a_packed_linear_matches_nn_linear_and_gives_a_row_the_same_bits_in_any_batch(dtype):
     torch.manual_seed(0)
     linear = torch.nn.Linear(384, 640, bias=True)
@@ -125,8 +133,9 @@ def test_a_packed_linear_matches_nn_linear_and_gives_a_row_the_same_bits_in_any_
 
 
 @needs_onednn
-@pytest.mark.parametrize("k,dilation,padding,bias", [(1, 1, 0, True), (3, 1, 1, False), (3, 4, 4, True),
-                                                     (7, 2, 6, True), (4, 1, 1, False)])
+@pytest.mark.parametrize(
+    "k,dilation,padding,bias", [(1, 1, 0, True), (3, 1, 1, False), (3, 4, 4, True), (7, 2, 6, True), (4, 1, 1, False)]
+)
 def test_a_packed_conv1d_matches_nn_conv1d(k, dilation, padding, bias):
     torch.manual_seed(k)
     conv = torch.nn.Conv1d(24, 40, k, padding=padding, dilation=dilation, bias=bias)
@@ -143,8 +152,11 @@ def test_the_engine_packs_its_weights_in_the_configured_dtype(model_dir):
     from engine.runtime.engine import Engine
 
     def kernels(engine):  # the LM's linears: (class, dtype of its weights)
-        return {(type(m), m.dtype if isinstance(m, PackedLinear) else torch.int8)
-                for m in engine.model.modules() if isinstance(m, (PackedLinear, Int8Linear))}
+        return {
+            (type(m), m.dtype if isinstance(m, PackedLinear) else torch.int8)
+            for m in engine.model.modules()
+            if isinstance(m, (PackedLinear, Int8Linear))
+        }
 
     with pytest.raises(ValueError, match="packed_dtype must be one of auto, float32, bfloat16, int8"):
         Engine(model_dir, EngineConfig(packed_dtype="float16"))
@@ -186,8 +198,12 @@ def test_an_int8_linear_computes_its_int8_weights_and_gives_a_row_the_same_bits_
 
 @needs_onednn
 def test_pack_for_cpu_leaves_what_it_cannot_pack():
-    model = torch.nn.Sequential(torch.nn.Conv1d(8, 8, 4, stride=2, padding=1), torch.nn.Conv1d(8, 8, 7, groups=8),
-                                torch.nn.Conv1d(8, 8, 3, padding="same"), torch.nn.Linear(8, 8))
+    model = torch.nn.Sequential(
+        torch.nn.Conv1d(8, 8, 4, stride=2, padding=1),
+        torch.nn.Conv1d(8, 8, 7, groups=8),
+        torch.nn.Conv1d(8, 8, 3, padding="same"),
+        torch.nn.Linear(8, 8),
+    )
     assert pack_for_cpu(model) == 1
     assert [type(m).__name__ for m in model] == ["Conv1d", "Conv1d", "Conv1d", "PackedLinear"]
 
@@ -266,8 +282,11 @@ def test_the_engine_picks_decode_attention_from_its_config(model_dir):
     cpu = torch.device("cpu")
     with pytest.raises(ValueError, match="decode_attention must be one of auto, shared_prefix, per_row"):
         EngineConfig(decode_attention="flash")
-    for cfg, split in [(EngineConfig(), True), (EngineConfig(scheduler=SchedulerConfig(max_running=2)), False),
-                       (EngineConfig(decode_attention="per_row"), False),
-                       (EngineConfig(scheduler=SchedulerConfig(max_running=1), decode_attention="shared_prefix"), True)]:
+    for cfg, split in [
+        (EngineConfig(), True),
+        (EngineConfig(scheduler=SchedulerConfig(max_running=2)), False),
+        (EngineConfig(decode_attention="per_row"), False),
+        (EngineConfig(scheduler=SchedulerConfig(max_running=1), decode_attention="shared_prefix"), True),
+    ]:
         with Engine(model_dir, cfg) as engine:
             assert engine.runner.split_decode == (split and engine.device == cpu), cfg

@@ -1,4 +1,5 @@
 """Sampling filters and per-request determinism."""
+
 from __future__ import annotations
 
 import torch
@@ -70,9 +71,13 @@ def test_same_seed_same_draws_different_seed_different_draws():
 
 
 def test_a_row_draws_the_same_alone_or_in_a_mixed_batch():
-    settings = [SamplingParams(temperature=0.9), SamplingParams(temperature=0.5, top_k=5),
-                SamplingParams(temperature=1.2, top_p=0.8), SamplingParams(temperature=0),
-                SamplingParams(temperature=1.0, top_k=2, top_p=0.9, repetition_penalty=1.5)]
+    settings = [
+        SamplingParams(temperature=0.9),
+        SamplingParams(temperature=0.5, top_k=5),
+        SamplingParams(temperature=1.2, top_p=0.8),
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=1.0, top_k=2, top_p=0.9, repetition_penalty=1.5),
+    ]
     lgs = torch.stack([logits(10 + i) for i in range(len(settings))])
     hist = torch.randint(0, 50, (6, 3))
     alone = [draw(lgs[i], p, seed=i, history=hist, n=30) for i, p in enumerate(settings)]

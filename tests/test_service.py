@@ -1,4 +1,5 @@
 """The gRPC service end to end: a real server on loopback, real engine, real audio bytes."""
+
 from __future__ import annotations
 
 import queue
@@ -15,8 +16,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from engine.audio import speechlike_wave
 from engine.models.speech_lm.toy import make_toy_model
 from service.audio_input import encode_wav
+from service.fragments import llm_tokens
 from service.gen import npc_voice_pb2 as pb
-from tests.conftest import SMALL, ServerThread, make_engine, wait_idle
+from tests.support import SMALL, ServerThread, make_engine, wait_idle
 
 LINE = "Over here! The bridge is out, so we take the ford at dawn."
 
@@ -27,15 +29,6 @@ def cfg(voice: str = "guard", **kw) -> pb.ConverseRequest:
 
 def text(t: str, turn: str = "") -> pb.ConverseRequest:
     return pb.ConverseRequest(text=pb.TextFragment(text=t, turn_id=turn))
-
-
-def tokens(line: str) -> list[str]:
-    """Split like an LLM tokenizer would: words with their leading space, punctuation apart."""
-    out = []
-    for i, word in enumerate(line.split(" ")):
-        head = word.rstrip(",.!?")
-        out += [(" " if i else "") + head] + list(word[len(head):])
-    return [t for t in out if t]
 
 
 def kinds(responses) -> list[str]:
@@ -121,7 +114,7 @@ def check_utterances(responses, rate: int, width: int) -> dict[int, int]:
 @pytest.mark.parametrize("rate,encoding,width", [(16000, pb.PCM16, 2), (48000, pb.FLOAT32, 4)])
 def test_token_by_token_conversation_streams_ordered_audio(server, rate, encoding, width):
     reqs = [cfg(sample_rate_hz=rate, encoding=encoding, sampling=pb.SamplingConfig(seed=3))]
-    reqs += [text(t) for t in tokens(LINE)] + [pb.ConverseRequest(close=pb.Close())]
+    reqs += [text(t) for t in llm_tokens(LINE)] + [pb.ConverseRequest(close=pb.Close())]
     responses = list(server.stub.Converse(iter(reqs)))
     started = responses[0].started
     assert kinds(responses)[0] == "started" and started.format.sample_rate_hz == rate
@@ -137,23 +130,36 @@ def test_token_by_token_conversation_streams_ordered_audio(server, rate, encodin
 
 
 def test_same_seed_gives_the_same_audio(server):
-    def run():
-        reqs = [cfg(sampling=pb.SamplingConfig(seed=11)), text("Halt, who goes there?"),
-                pb.ConverseRequest(close=pb.Close())]
-        return b"".join(r.audio.audio for r in server.stub.Converse(iter(reqs)) if r.WhichOneof("kind") == "audio")
-    assert run() == run()
+    def run(seed):
+        reqs = [
+            cfg(sampling=pb.SamplingConfig(seed=seed)),
+            text("Halt, who goes there?"),
+            pb.ConverseRequest(close=pb.Close()),
+        ]
+        responses = list(server.stub.Converse(iter(reqs)))
+        fmt = responses[0].started.format
+        assert fmt.sample_rate_hz == 48000 and fmt.encoding == pb.PCM16  # the session defaults
+        check_utterances(responses, 48000, 2)
+        return b"".join(r.audio.audio for r in responses if r.WhichOneof("kind") == "audio")
+
+    first = run(11)
+    seconds = len(first) / 2 / 48000
+    assert 0.2 < seconds < 20, f"{seconds:.2f} s of audio for a four-word line"
+    assert np.abs(np.frombuffer(first, "<i2")).max() > 300  # sound, not silence
+    assert run(11) == first
+    assert run(12) != first  # the seed is what made the two runs agree
 
 
 def test_flush_is_acknowledged_after_its_audio(server):
     s = Session(server.stub, cfg(sample_rate_hz=16000))
-    s.send(text("Hold the line", "t1"), text(" until I say so", "t1"),
-           pb.ConverseRequest(flush=pb.Flush(turn_id="t1")))
+    s.send(text("Hold the line", "t1"), text(" until I say so", "t1"), pb.ConverseRequest(flush=pb.Flush(turn_id="t1")))
     seen = s.until("flush_done")
     ks = kinds(seen)
     assert seen[-1].flush_done.turn_id == "t1"
     assert "audio" in ks and ks.index("utterance_done") < ks.index("flush_done")
-    assert [r.utterance_started.text for r in seen if r.WhichOneof("kind") == "utterance_started"] == \
-        ["Hold the line until I say so"]
+    assert [r.utterance_started.text for r in seen if r.WhichOneof("kind") == "utterance_started"] == [
+        "Hold the line until I say so"
+    ]
     s.send(pb.ConverseRequest(close=pb.Close()))
     s.end()
     assert s.next() is None  # nothing was buffered: the stream ends cleanly
@@ -188,26 +194,39 @@ def test_a_cancelled_turn_stays_silent_while_the_llm_keeps_streaming_it(server):
     s.send(pb.ConverseRequest(cancel=pb.Cancel(turn_id="a")))
     s.until("cancel_done")
     # The LLM has not noticed the barge-in yet: more of turn "a", then its flush.
-    s.send(text("We wait for dawn, and then we cross.", "a"), pb.ConverseRequest(flush=pb.Flush(turn_id="a")),
-           text("Yes?", "b"), pb.ConverseRequest(flush=pb.Flush(turn_id="b")))
+    s.send(
+        text("We wait for dawn, and then we cross.", "a"),
+        pb.ConverseRequest(flush=pb.Flush(turn_id="a")),
+        text("Yes?", "b"),
+        pb.ConverseRequest(flush=pb.Flush(turn_id="b")),
+    )
     after = s.until("flush_done")
     assert after[-1].flush_done.turn_id == "a" and all(r.WhichOneof("kind") != "audio" for r in after)
     after = s.until("flush_done")
     assert after[-1].flush_done.turn_id == "b"
-    assert {getattr(r, r.WhichOneof("kind")).turn_id for r in after
-            if r.WhichOneof("kind") in ("audio", "utterance_started", "utterance_done")} == {"b"}
+    assert {
+        getattr(r, r.WhichOneof("kind")).turn_id
+        for r in after
+        if r.WhichOneof("kind") in ("audio", "utterance_started", "utterance_done")
+    } == {"b"}
     s.send(pb.ConverseRequest(close=pb.Close()))
     s.end()
     assert s.next() is None
 
 
 def test_unspeakable_pieces_are_skipped_and_the_conversation_goes_on(server):
-    reqs = [cfg(sample_rate_hz=8000), text("🙂 "), pb.ConverseRequest(flush=pb.Flush()), text("Hello there."),
-            pb.ConverseRequest(close=pb.Close())]
+    reqs = [
+        cfg(sample_rate_hz=8000),
+        text("🙂 "),
+        pb.ConverseRequest(flush=pb.Flush()),
+        text("Hello there."),
+        pb.ConverseRequest(close=pb.Close()),
+    ]
     responses = list(server.stub.Converse(iter(reqs)))
     ks = kinds(responses)
-    assert "flush_done" in ks and [r.utterance_started.text for r in responses
-                                   if r.WhichOneof("kind") == "utterance_started"] == ["Hello there."]
+    assert "flush_done" in ks and [
+        r.utterance_started.text for r in responses if r.WhichOneof("kind") == "utterance_started"
+    ] == ["Hello there."]
     err = status_of(lambda: server.stub.Synthesize(pb.SynthesizeRequest(voice_id="guard", text="🙂🙂")))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "nothing to speak" in err.details()
 
@@ -215,18 +234,21 @@ def test_unspeakable_pieces_are_skipped_and_the_conversation_goes_on(server):
 def test_close_speaks_what_is_buffered_then_ends(server):
     reqs = [cfg(), text("No boundary here"), text(" and no flush either"), pb.ConverseRequest(close=pb.Close())]
     responses = list(server.stub.Converse(iter(reqs)))
-    assert [r.utterance_started.text for r in responses if r.WhichOneof("kind") == "utterance_started"] == \
-        ["No boundary here and no flush either"]
+    assert [r.utterance_started.text for r in responses if r.WhichOneof("kind") == "utterance_started"] == [
+        "No boundary here and no flush either"
+    ]
     assert kinds(responses)[-1] == "utterance_done"
 
 
 def test_second_session_of_a_voice_reports_the_cached_prefix(server):
     before = server.engine.stats()
-    first = list(server.stub.Converse(iter([cfg("merchant"), text("Fine wares!"),
-                                            pb.ConverseRequest(close=pb.Close())])))
+    first = list(
+        server.stub.Converse(iter([cfg("merchant"), text("Fine wares!"), pb.ConverseRequest(close=pb.Close())]))
+    )
     mid = server.engine.stats()
-    second = list(server.stub.Converse(iter([cfg("merchant"), text("Fair prices!"),
-                                             pb.ConverseRequest(close=pb.Close())])))
+    second = list(
+        server.stub.Converse(iter([cfg("merchant"), text("Fair prices!"), pb.ConverseRequest(close=pb.Close())]))
+    )
     after = server.engine.stats()
     assert second[0].started.voice_cached
     done = [r.utterance_done for r in second if r.WhichOneof("kind") == "utterance_done"]
@@ -238,36 +260,43 @@ def test_second_session_of_a_voice_reports_the_cached_prefix(server):
 
 
 def test_synthesize_streams_a_bark(server):
-    responses = list(server.stub.Synthesize(pb.SynthesizeRequest(voice_id="sprite", text="I need 10k gold!",
-                                                                 sample_rate_hz=22050)))
+    responses = list(
+        server.stub.Synthesize(pb.SynthesizeRequest(voice_id="sprite", text="I need 10k gold!", sample_rate_hz=22050))
+    )
     assert kinds(responses)[0] == "started" and kinds(responses)[-1] == "utterance_done"
     started = [r.utterance_started for r in responses if r.WhichOneof("kind") == "utterance_started"]
     assert started[0].text == "I need ten thousand gold!" and started[0].source_text == "I need 10k gold!"
     check_utterances(responses, 22050, 2)
 
 
-@pytest.mark.parametrize("first,code,fragment", [
-    (cfg("nobody"), grpc.StatusCode.NOT_FOUND, "no voice"),
-    (cfg(sample_rate_hz=96000), grpc.StatusCode.INVALID_ARGUMENT, "8000-48000"),
-    (cfg(sample_rate_hz=4000), grpc.StatusCode.INVALID_ARGUMENT, "8000-48000"),
-    (cfg(chunk_ms=5), grpc.StatusCode.INVALID_ARGUMENT, "chunk_ms"),
-    (cfg(language="fr"), grpc.StatusCode.INVALID_ARGUMENT, "language"),
-    (cfg(sampling=pb.SamplingConfig(top_p=0)), grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
-    (cfg(voice=""), grpc.StatusCode.INVALID_ARGUMENT, "voice_id"),
-    (text("hello"), grpc.StatusCode.INVALID_ARGUMENT, "first message must be a SessionConfig"),
-])
+@pytest.mark.parametrize(
+    "first,code,fragment",
+    [
+        (cfg("nobody"), grpc.StatusCode.NOT_FOUND, "no voice"),
+        (cfg(sample_rate_hz=96000), grpc.StatusCode.INVALID_ARGUMENT, "8000-48000"),
+        (cfg(sample_rate_hz=4000), grpc.StatusCode.INVALID_ARGUMENT, "8000-48000"),
+        (cfg(chunk_ms=5), grpc.StatusCode.INVALID_ARGUMENT, "chunk_ms"),
+        (cfg(language="fr"), grpc.StatusCode.INVALID_ARGUMENT, "language"),
+        (cfg(sampling=pb.SamplingConfig(top_p=0)), grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
+        (cfg(voice=""), grpc.StatusCode.INVALID_ARGUMENT, "voice_id"),
+        (text("hello"), grpc.StatusCode.INVALID_ARGUMENT, "first message must be a SessionConfig"),
+    ],
+)
 def test_bad_session_config_gets_a_clear_status(server, first, code, fragment):
     err = status_of(lambda: server.stub.Converse(iter([first, text("Hi."), pb.ConverseRequest(close=pb.Close())])))
     assert err.code() == code and fragment in err.details()
 
 
-@pytest.mark.parametrize("bad,fragment", [
-    (text(""), "empty"),
-    (text("x" * 4001), "limit is 4000"),
-    (cfg(), "only be the first"),
-    (pb.ConverseRequest(), "empty ConverseRequest"),
-    (text("hi", turn="t" * 129), "turn_id longer than 128"),
-])
+@pytest.mark.parametrize(
+    "bad,fragment",
+    [
+        (text(""), "empty"),
+        (text("x" * 4001), "limit is 4000"),
+        (cfg(), "only be the first"),
+        (pb.ConverseRequest(), "empty ConverseRequest"),
+        (text("hi", turn="t" * 129), "turn_id longer than 128"),
+    ],
+)
 def test_bad_message_mid_stream_ends_only_that_stream(server, bad, fragment):
     healthy = Session(server.stub, cfg(sample_rate_hz=8000))
     healthy.send(text("Stay close to me, and keep your torch lit.", "h"))
@@ -289,11 +318,12 @@ def test_text_piling_up_faster_than_speech_is_refused(server):
 
 
 def test_synthesize_rejects_bad_requests(server):
-    for req, code in [(pb.SynthesizeRequest(voice_id="guard", text=""), grpc.StatusCode.INVALID_ARGUMENT),
-                      (pb.SynthesizeRequest(voice_id="guard", text="   "), grpc.StatusCode.INVALID_ARGUMENT),
-                      (pb.SynthesizeRequest(voice_id="ghost", text="Hi"), grpc.StatusCode.NOT_FOUND),
-                      (pb.SynthesizeRequest(voice_id="guard", text="Hi", encoding=7),
-                       grpc.StatusCode.INVALID_ARGUMENT)]:
+    for req, code in [
+        (pb.SynthesizeRequest(voice_id="guard", text=""), grpc.StatusCode.INVALID_ARGUMENT),
+        (pb.SynthesizeRequest(voice_id="guard", text="   "), grpc.StatusCode.INVALID_ARGUMENT),
+        (pb.SynthesizeRequest(voice_id="ghost", text="Hi"), grpc.StatusCode.NOT_FOUND),
+        (pb.SynthesizeRequest(voice_id="guard", text="Hi", encoding=7), grpc.StatusCode.INVALID_ARGUMENT),
+    ]:
         assert status_of(lambda: server.stub.Synthesize(req)).code() == code
 
 
@@ -312,12 +342,17 @@ def test_slow_reader_pauses_generation(server):
     options = [("grpc.http2.lookahead_bytes", 16384), ("grpc.http2.bdp_probe", 0)]
     with grpc.insecure_channel(server.address, options=options) as channel:
         from service.gen import npc_voice_pb2_grpc as pb_grpc
+
         stub = pb_grpc.NpcVoiceStub(channel)
-        reqs = [cfg(sample_rate_hz=48000, encoding=pb.FLOAT32, sampling=pb.SamplingConfig(seed=1)),
-                text(" ".join(["Keep walking, the night is long and the road is longer."] * 10)),
-                pb.ConverseRequest(flush=pb.Flush())]
+        reqs = [
+            cfg(sample_rate_hz=48000, encoding=pb.FLOAT32, sampling=pb.SamplingConfig(seed=1)),
+            text(" ".join(["Keep walking, the night is long and the road is longer."] * 10)),
+            pb.ConverseRequest(flush=pb.Flush()),
+        ]
+        before = server.engine.stats().decode_frames
         call = stub.Converse(iter(reqs))
-        next(call), next(call)  # started, and the first utterance is under way
+        first = [next(call), next(call)]  # started, and the first utterance is under way
+        assert kinds(first) == ["started", "utterance_started"]
         samples = []
         # Then stop reading. The pipeline (transport window, service queue, engine outbox)
         # fills in ~1-2 s on a busy machine; the ten sentences would take ~7 s unpaused.
@@ -325,8 +360,14 @@ def test_slow_reader_pauses_generation(server):
             time.sleep(0.25)
             samples.append(server.engine.stats().decode_frames)
         assert samples[-1] == samples[-3], f"generation kept running for a reader that stopped: {samples}"
-        call.cancel()
-    wait_idle(server.engine)
+        # Reading again resumes generation, and the line is spoken to the end.
+        rest = list(call)  # the request stream half-closed after its flush: the call ends when all is spoken
+    assert kinds(rest)[-1] == "flush_done"
+    sent = check_utterances(first[1:] + rest, 48000, 4)
+    assert len(sent) == 10  # every sentence spoken, each to its UtteranceDone
+    # Standing still was a pause, not the end: the counter stood short of what the whole line took.
+    line = wait_idle(server.engine).decode_frames - before
+    assert samples[-1] - before < line, f"the line was already generated while the reader slept: {samples}, {line}"
 
 
 def test_voice_management_and_errors(server):
@@ -334,49 +375,68 @@ def test_voice_management_and_errors(server):
     listed = {v.voice_id for v in stub.ListVoices(pb.ListVoicesRequest()).voices}
     assert {"guard", "merchant", "sprite"} <= listed
     wav = encode_wav(speechlike_wave(4.0, 16000, f0=190.0, floor=0.05), 16000)
-    v = stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id="bard", reference_wav=wav,
-                                                   transcript="A song for the road!"))
+    v = stub.RegisterVoice(
+        pb.RegisterVoiceRequest(voice_id="bard", reference_wav=wav, transcript="A song for the road!")
+    )
     assert v.voice_id == "bard" and abs(v.reference_seconds - 4.0) < 0.01 and v.prompt_frames > 0
-    dup = status_of(lambda: stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id="bard", reference_wav=wav,
-                                                                      transcript="Again")))
+    dup = status_of(
+        lambda: stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id="bard", reference_wav=wav, transcript="Again"))
+    )
     assert dup.code() == grpc.StatusCode.ALREADY_EXISTS
     warm = stub.WarmVoice(pb.WarmVoiceRequest(voice_id="bard"))
     assert not warm.was_cached and stub.WarmVoice(pb.WarmVoiceRequest(voice_id="bard")).was_cached
     assert stub.GetVoice(pb.GetVoiceRequest(voice_id="bard")).cached
     stub.DeleteVoice(pb.DeleteVoiceRequest(voice_id="bard"))
-    for call in (lambda: stub.GetVoice(pb.GetVoiceRequest(voice_id="bard")),
-                 lambda: stub.DeleteVoice(pb.DeleteVoiceRequest(voice_id="bard")),
-                 lambda: stub.WarmVoice(pb.WarmVoiceRequest(voice_id="bard"))):
+    for call in (
+        lambda: stub.GetVoice(pb.GetVoiceRequest(voice_id="bard")),
+        lambda: stub.DeleteVoice(pb.DeleteVoiceRequest(voice_id="bard")),
+        lambda: stub.WarmVoice(pb.WarmVoiceRequest(voice_id="bard")),
+    ):
         assert status_of(call).code() == grpc.StatusCode.NOT_FOUND
 
 
-@pytest.mark.parametrize("wav,transcript,fragment", [
-    (b"RIFF....WAVEjunk", "Hello there.", "not a readable WAV"),
-    (b"", "Hello there.", "empty"),
-    (encode_wav(np.zeros(16000 * 5, np.float32), 16000), "Hello there.", "silent"),
-    (encode_wav(0.3 * np.sin(np.arange(16000 * 5) * 0.1).astype(np.float32), 16000), "Hello there.", "constant level"),
-    (encode_wav(speechlike_wave(2.0, 16000, floor=0.05), 16000), "Hello there.", "3-30 s"),
-    (encode_wav(speechlike_wave(31.0, 16000, floor=0.05), 16000), "Hello there.", "3-30 s"),
-    (encode_wav(speechlike_wave(4.0, 16000, floor=0.05), 16000), "  ", "transcript is empty"),
-])
+@pytest.mark.parametrize(
+    "wav,transcript,fragment",
+    [
+        (b"RIFF....WAVEjunk", "Hello there.", "not a readable WAV"),
+        (b"", "Hello there.", "empty"),
+        (encode_wav(np.zeros(16000 * 5, np.float32), 16000), "Hello there.", "silent"),
+        (
+            encode_wav(0.3 * np.sin(np.arange(16000 * 5) * 0.1).astype(np.float32), 16000),
+            "Hello there.",
+            "constant level",
+        ),
+        (encode_wav(speechlike_wave(2.0, 16000, floor=0.05), 16000), "Hello there.", "3-30 s"),
+        (encode_wav(speechlike_wave(31.0, 16000, floor=0.05), 16000), "Hello there.", "3-30 s"),
+        (encode_wav(speechlike_wave(4.0, 16000, floor=0.05), 16000), "  ", "transcript is empty"),
+    ],
+)
 def test_register_voice_rejects_unusable_references(server, wav, transcript, fragment):
-    err = status_of(lambda: server.stub.RegisterVoice(pb.RegisterVoiceRequest(
-        voice_id="bad", reference_wav=wav, transcript=transcript)))
+    err = status_of(
+        lambda: server.stub.RegisterVoice(
+            pb.RegisterVoiceRequest(voice_id="bad", reference_wav=wav, transcript=transcript)
+        )
+    )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in err.details()
 
 
 def test_register_voice_rejects_bad_ids(server):
     wav = encode_wav(speechlike_wave(4.0, 16000, floor=0.05), 16000)
     for vid in ("", "Guard", "a b", "../etc", "x" * 65):
-        err = status_of(lambda: server.stub.RegisterVoice(pb.RegisterVoiceRequest(
-            voice_id=vid, reference_wav=wav, transcript="Hi there.")))
+        err = status_of(
+            lambda: server.stub.RegisterVoice(
+                pb.RegisterVoiceRequest(voice_id=vid, reference_wav=wav, transcript="Hi there.")
+            )
+        )
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "voice_id" in err.details()
 
 
 def test_health_reflection_and_capabilities(server):
     health = health_pb2_grpc.HealthStub(server.channel)
-    assert health.Check(health_pb2.HealthCheckRequest(service="npcvoice.v1.NpcVoice")).status == \
-        health_pb2.HealthCheckResponse.SERVING
+    assert (
+        health.Check(health_pb2.HealthCheckRequest(service="npcvoice.v1.NpcVoice")).status
+        == health_pb2.HealthCheckResponse.SERVING
+    )
     refl = reflection_pb2_grpc.ServerReflectionStub(server.channel)
     resp = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
     names = {s.name for s in resp.list_services_response.service}
@@ -415,8 +475,13 @@ def test_registrations_beyond_the_queue_get_resource_exhausted(model_dir, tmp_pa
     eng = make_engine(model_dir)
     srv = ServerThread(eng, tmp_path, max_pending_registrations=1, demo_voices=False)
     wav = encode_wav(speechlike_wave(4.0, 16000, f0=190.0, floor=0.05), 16000)
-    ask = lambda vid: srv.stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id=vid, reference_wav=wav,  # noqa: E731
-                                                                    transcript="A song for the road!"))
+    ask = lambda vid: srv.stub.RegisterVoice(
+        pb.RegisterVoiceRequest(
+            voice_id=vid,
+            reference_wav=wav,  # noqa: E731
+            transcript="A song for the road!",
+        )
+    )
     busy = srv.servicer.voices._tokenising  # held here: the first registration waits in the queue
     busy.acquire()
     done = []
@@ -442,8 +507,9 @@ def test_voices_survive_a_restart_and_corrupt_entries_are_reported(model_dir, tm
     wav = encode_wav(speechlike_wave(5.0, 22050, f0=150.0, floor=0.05), 22050)
     eng = make_engine(model_dir)
     srv = ServerThread(eng, tmp_path)
-    frames = srv.stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id="keeper", reference_wav=wav,
-                                                           transcript="The keys stay with me.")).prompt_frames
+    frames = srv.stub.RegisterVoice(
+        pb.RegisterVoiceRequest(voice_id="keeper", reference_wav=wav, transcript="The keys stay with me.")
+    ).prompt_frames
     srv.stop()
     (tmp_path / "mangled.voice").write_bytes(b"PK\x03\x04 this is not a voice")
     assert not list(tmp_path.glob(".tmp-*")), "a finished write leaves no temporary file"
@@ -467,8 +533,11 @@ def test_word_and_phoneme_marks_from_a_model_with_timings(tmp_path):
     srv = ServerThread(eng, tmp_path / "voices")
     try:
         line = "Take the ford at dawn."
-        responses = list(srv.stub.Synthesize(pb.SynthesizeRequest(
-            voice_id="guard", text=line, sampling=pb.SamplingConfig(seed=5, temperature=2.0))))
+        responses = list(
+            srv.stub.Synthesize(
+                pb.SynthesizeRequest(voice_id="guard", text=line, sampling=pb.SamplingConfig(seed=5, temperature=2.0))
+            )
+        )
         assert responses[0].started.timings_available
         marks = [r.mark for r in responses if r.WhichOneof("kind") == "mark"]
         done = [r.utterance_done for r in responses if r.WhichOneof("kind") == "utterance_done"][0]
@@ -478,7 +547,7 @@ def test_word_and_phoneme_marks_from_a_model_with_timings(tmp_path):
         expected = ["Take", "the", "ford", "at", "dawn"]
         assert [w.text for w in words] == expected[: len(words)]  # in order, none skipped or repeated
         for m in marks:  # a character-level model: each phoneme unit is one character of the line
-            assert line[m.char_start:m.char_end] == m.text
+            assert line[m.char_start : m.char_end] == m.text
             assert 0 <= m.start_ms <= m.end_ms <= done.audio_seconds * 1000 + 1
         assert all(a.start_ms <= b.start_ms for a, b in zip(words, words[1:]))
         assert all(a.end_ms == b.start_ms for a, b in zip(phones, phones[1:]))
@@ -494,9 +563,9 @@ def test_pronunciation_dictionary_reloads_without_restart(model_dir, tmp_path):
     srv = ServerThread(eng, tmp_path / "voices", lexicon_path=lexicon, lexicon_check_s=0.0)
 
     def spoken(line):
-        rs = srv.stub.Synthesize(pb.SynthesizeRequest(voice_id="guard", text=line,
-                                                      sampling=pb.SamplingConfig(seed=0)))
+        rs = srv.stub.Synthesize(pb.SynthesizeRequest(voice_id="guard", text=line, sampling=pb.SamplingConfig(seed=0)))
         return [r.utterance_started.text for r in rs if r.WhichOneof("kind") == "utterance_started"][0]
+
     try:
         assert spoken("Ask Gimli.") == "Ask gim lee."
         lexicon.write_text('{"gimli": "ghim-lie", "HP": "hit points"}')

@@ -1,4 +1,5 @@
 """Streaming audio out: click-free chunk borders, exact streaming resampling, chunk schedule."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ import torchaudio.functional as AF
 from engine.codecs.parametric import ParametricCodec
 from engine.config import StreamConfig
 from engine.runtime.streaming import AudioStreamer, ChunkDecoder, StreamingResampler
-from tests.conftest import speech_like
+from tests.support import speech_like
 
 CODEC = ParametricCodec()
 SPF = CODEC.samples_per_frame

@@ -1,4 +1,5 @@
 """Text handling for LLM fragments: normalisation, utterance cutting, pronunciation overrides."""
+
 from __future__ import annotations
 
 import logging
@@ -6,25 +7,28 @@ import time
 
 import pytest
 
-from service.lexicon import Lexicon
 from engine.text.normalize import cardinal, normalize, ordinal
+from service.lexicon import Lexicon
 from service.segmenter import Segmenter
 
 
-@pytest.mark.parametrize("raw,spoken", [
-    ("That'll be $5.50, traveler.", "That'll be five dollars and fifty cents, traveler."),
-    ("Only $1 and 1 cent: $0.01!", "Only one dollar and one cent: zero dollars and one cent!"),
-    ("I need 10k gold and 2x damage!", "I need ten thousand gold and two times damage!"),
-    ("1.5k XP, 250 HP.", "one point five thousand X P, two hundred fifty H P."),
-    ("Potion x3 for £2.", "Potion times three for two pounds."),
-    ("Meet me at 7:05 on the 21st.", "Meet me at seven oh five on the twenty-first."),
-    ("Back in 1999 we had 2000 men.", "Back in nineteen ninety-nine we had two thousand men."),
-    ("Reach lvl 12 first.", "Reach level twelve first."),
-    ("Dr. Vex vs the NPCs & me.", "Doctor Vex versus the N P Cs and me."),
-    ("It's -5 out, 12% chance of snow.", "It's minus five out, twelve percent chance of snow."),
-    ("Gate 1,204,000.", "Gate one million two hundred four thousand."),
-    ("No digits here, friend.", "No digits here, friend."),
-])
+@pytest.mark.parametrize(
+    "raw,spoken",
+    [
+        ("That'll be $5.50, traveler.", "That'll be five dollars and fifty cents, traveler."),
+        ("Only $1 and 1 cent: $0.01!", "Only one dollar and one cent: zero dollars and one cent!"),
+        ("I need 10k gold and 2x damage!", "I need ten thousand gold and two times damage!"),
+        ("1.5k XP, 250 HP.", "one point five thousand X P, two hundred fifty H P."),
+        ("Potion x3 for £2.", "Potion times three for two pounds."),
+        ("Meet me at 7:05 on the 21st.", "Meet me at seven oh five on the twenty-first."),
+        ("Back in 1999 we had 2000 men.", "Back in nineteen ninety-nine we had two thousand men."),
+        ("Reach lvl 12 first.", "Reach level twelve first."),
+        ("Dr. Vex vs the NPCs & me.", "Doctor Vex versus the N P Cs and me."),
+        ("It's -5 out, 12% chance of snow.", "It's minus five out, twelve percent chance of snow."),
+        ("Gate 1,204,000.", "Gate one million two hundred four thousand."),
+        ("No digits here, friend.", "No digits here, friend."),
+    ],
+)
 def test_normalize_spells_out_what_tts_must_say(raw, spoken):
     assert normalize(raw) == spoken
 
@@ -39,7 +43,7 @@ def test_number_words():
 def feed(seg: Segmenter, text: str, step: int = 3) -> list[str]:
     out = []
     for i in range(0, len(text), step):
-        out += seg.push(text[i:i + step])
+        out += seg.push(text[i : i + step])
     return out
 
 
@@ -67,11 +71,15 @@ def test_clauses_and_long_runs_follow_the_schedule():
     # The first cut is forced at the last space before 20 characters ("Well," is too early
     # to count as a clause); the second limit is 40, so a clause end after 20 counts.
     assert feed(seg, "Well, I suppose we could try the northern pass, then rest") == [
-        "Well, I suppose we", "could try the northern pass,"]
+        "Well, I suppose we",
+        "could try the northern pass,",
+    ]
     seg = Segmenter(schedule=(10,))
     pieces = feed(seg, "abcdefghijklmnop qrstuvwxyz and more words")
-    assert all(len(p) <= 10 for p in pieces) and "".join(pieces + seg.flush()).replace(" ", "") == \
-        "abcdefghijklmnopqrstuvwxyzandmorewords"
+    assert (
+        all(len(p) <= 10 for p in pieces)
+        and "".join(pieces + seg.flush()).replace(" ", "") == "abcdefghijklmnopqrstuvwxyzandmorewords"
+    )
 
 
 def test_newline_is_a_boundary_and_reset_drops_text():

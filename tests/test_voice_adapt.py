@@ -1,5 +1,6 @@
 """Per-voice codec adaptation (engine.codecs.adapt) on the shipped codec and a demo voice's
 real reference clip: what it tunes, that it fits the voice, and that it travels with the voice."""
+
 from __future__ import annotations
 
 import io
@@ -10,16 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from engine import Engine, EngineConfig
-from engine.config import AdaptConfig
+from engine.codecs.adapt import stft_loss
 from engine.codecs.mel import MelCodec
+from engine.config import AdaptConfig
 from engine.models import SHIPPED_MODEL_DIR
 from engine.packed import can_pack
 from engine.runtime.voice import VoicePrompt
-from engine.codecs.adapt import stft_loss
 from service.demo_voices import demo_references
 
-pytestmark = pytest.mark.skipif(not (SHIPPED_MODEL_DIR / "codec.safetensors").exists(),
-                                reason="no trained codec in engine/checkpoints/default")
+pytestmark = pytest.mark.skipif(
+    not (SHIPPED_MODEL_DIR / "codec.safetensors").exists(), reason="no trained codec in engine/checkpoints/default"
+)
 QUICK = AdaptConfig(steps=30)  # a tenth of the default's work: enough to see it fit
 
 
@@ -51,8 +53,9 @@ def reconstruction_loss(codec: MelCodec, clip: torch.Tensor, adapter) -> float:
 
 def test_adaptation_tunes_only_the_one_dimensional_parameters_and_fits_the_voice(codec, clip, adapter):
     before = codec.decode(codec.encode(clip))
-    params = dict(codec.autoencoder.decoder.named_parameters(prefix="dec")) | \
-        dict(codec.vocoder.named_parameters(prefix="voc"))
+    params = dict(codec.autoencoder.decoder.named_parameters(prefix="dec")) | dict(
+        codec.vocoder.named_parameters(prefix="voc")
+    )
     assert set(adapter) == {k for k, p in params.items() if p.dim() == 1}
     assert 10_000 < sum(v.numel() for v in adapter.values()) < 0.01 * sum(p.numel() for p in params.values())
     assert sum(not torch.equal(v, params[k]) for k, v in adapter.items()) > 0.9 * len(adapter)
@@ -96,8 +99,10 @@ def test_a_packed_codec_decodes_through_an_adapter_as_the_plain_one_does(codec, 
 
 
 def test_the_adapter_is_stored_with_the_voice_and_keyed_by_the_setting(clip):
-    with Engine(SHIPPED_MODEL_DIR, EngineConfig(adapt=QUICK)) as engine, \
-            Engine(SHIPPED_MODEL_DIR, EngineConfig(adapt=AdaptConfig(steps=0))) as plain:
+    with (
+        Engine(SHIPPED_MODEL_DIR, EngineConfig(adapt=QUICK)) as engine,
+        Engine(SHIPPED_MODEL_DIR, EngineConfig(adapt=AdaptConfig(steps=0))) as plain,
+    ):
         voice = engine.make_voice(clip, 24000, "A line.", "guard")
         unadapted = plain.make_voice(clip, 24000, "A line.", "guard")
         assert voice.adapter is not None and unadapted.adapter is None

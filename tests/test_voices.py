@@ -1,4 +1,5 @@
 """Reference audio checks and the on-disk voice library (real files, real engine)."""
+
 from __future__ import annotations
 
 import io
@@ -53,6 +54,7 @@ def test_library_survives_a_crash_mid_write(engine, tmp_path, monkeypatch):
 
     def crash(*a, **k):
         raise OSError("disk vanished")
+
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError):
         lib.register("scout", wav, "A different line.", overwrite=True)

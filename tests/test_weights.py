@@ -1,10 +1,11 @@
 """Shipped weight files: int8 matrices must load back close to the float model, and smaller."""
+
 from __future__ import annotations
 
 import torch
 
-from engine.models.speech_lm.config import ModelConfig
 from engine.codecs.mel import MelAutoencoder, MelCodec, MelCodecConfig, Vocoder, save_codec
+from engine.models.speech_lm.config import ModelConfig
 from engine.models.speech_lm.model import WEIGHTS_FILE, SpeechLM, load_model, save_model
 from engine.weights import MIN_QUANT_NUMEL, load_weights, quantize_int8, save_weights, tensor_digest
 
@@ -20,8 +21,12 @@ def test_int8_rows_are_within_half_a_step_of_the_float_values():
 
 
 def test_save_weights_quantises_only_large_float_matrices(tmp_path):
-    state = {"big": torch.randn(512, 256), "small": torch.randn(8, 8), "norm": torch.ones(512),
-             "ids": torch.arange(MIN_QUANT_NUMEL * 2)}
+    state = {
+        "big": torch.randn(512, 256),
+        "small": torch.randn(8, 8),
+        "norm": torch.ones(512),
+        "ids": torch.arange(MIN_QUANT_NUMEL * 2),
+    }
     save_weights(tmp_path / "f.safetensors", state, int8=True)
     back = load_weights(tmp_path / "f.safetensors")
     assert set(back) == set(state)

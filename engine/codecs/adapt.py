@@ -16,6 +16,7 @@ small enough to store with the voice and to swap into the shared decoder per
 batch (`MelCodec.decode_batch(..., adapter)`), with no per-voice copy of the
 weights. Measured on the held-out voices: docs/architecture.md, "Per-voice codec adaptation".
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,8 +46,9 @@ def adaptable(module: nn.Module, prefix: str) -> dict[str, nn.Parameter]:
     return {prefix + name: p for name, p in module.named_parameters() if p.dim() == 1}
 
 
-def adapt(decoder: nn.Module, vocoder: nn.Module, front: nn.Module, latent: torch.Tensor, wave: torch.Tensor,
-          cfg: AdaptConfig) -> Adapter | None:
+def adapt(
+    decoder: nn.Module, vocoder: nn.Module, front: nn.Module, latent: torch.Tensor, wave: torch.Tensor, cfg: AdaptConfig
+) -> Adapter | None:
     """Tune the one-dimensional parameters of `decoder` (FSQ latents -> log-mel) and `vocoder`
     (log-mel -> wave), float modules that are the caller's to spend, to one clip; returns the
     tuned values, prefixed "dec."/"voc.", or None if the tuning diverged (the voice then keeps
@@ -75,17 +77,17 @@ def adapt(decoder: nn.Module, vocoder: nn.Module, front: nn.Module, latent: torc
             m0, m1 = start * mel_per_frame, (start + crop) * mel_per_frame
             target = mel[..., m0:m1]
             if module is dec:
-                loss = F.l1_loss(dec(latent[None, :, start:start + crop]), target)
+                loss = F.l1_loss(dec(latent[None, :, start : start + crop]), target)
             else:
                 # Half the steps on the teacher mel, half on what the tuned decoder makes of the
                 # tokens: the vocoder learns the voice, and the voice as the decoder renders it.
                 if step % 2:
                     with torch.no_grad():
-                        target_in = dec(latent[None, :, start:start + crop])
+                        target_in = dec(latent[None, :, start : start + crop])
                 else:
                     target_in = target
                 fake = voc(target_in)
-                real = wave[None, start * per_frame:(start + crop) * per_frame]
+                real = wave[None, start * per_frame : (start + crop) * per_frame]
                 loss = stft_loss(fake, real) + F.l1_loss(front(fake), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -3,6 +3,7 @@
 A codec decodes a *window* of frames to samples; `engine.runtime.streaming` turns that
 into a stream with crossfaded chunk borders, so a codec need not be causal.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,9 +45,10 @@ class Codec(Protocol):
         from. A codec without `adapt` only ever gets None."""
 
 
-def make_codec(name: str, frame_rate: float, model_dir: str | Path | None = None,
-               packed: torch.dtype | None = None) -> Codec:
-    """"parametric" is the hand-written codec of the test model; "mel" is the trained codec whose
+def make_codec(
+    name: str, frame_rate: float, model_dir: str | Path | None = None, packed: torch.dtype | None = None
+) -> Codec:
+    """ "parametric" is the hand-written codec of the test model; "mel" is the trained codec whose
     weights (codec.json + codec.safetensors) sit in the model directory. `packed`:
     decode on oneDNN with weights pre-packed in this dtype (CPU; see engine.packed)."""
     if name == "parametric":

@@ -16,6 +16,7 @@ Why this shape:
   frames with a little context (engine.runtime.streaming does the crossfade) matches
   decoding the whole utterance.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.packed import pack_for_cpu
 from engine.codecs.adapt import AdaptConfig, Adapter, adapt, adaptable, load_adapter
+from engine.packed import pack_for_cpu
 from engine.weights import load_weights, save_weights, tensor_digest
 
 
@@ -152,8 +153,9 @@ class Vocoder(nn.Module):
         h = self.norm(self.blocks(self.inp(mel)).transpose(1, 2))
         mag, phase = self.out(h).transpose(1, 2).chunk(2, dim=1)
         spec = torch.polar(torch.exp(mag.clamp(max=6.0)), phase)  # (a complex exp costs ~3x as much)
-        return torch.istft(spec, self.cfg.n_fft, self.cfg.hop, window=self.window, center=True,
-                           length=mel.shape[-1] * self.cfg.hop)
+        return torch.istft(
+            spec, self.cfg.n_fft, self.cfg.hop, window=self.window, center=True, length=mel.shape[-1] * self.cfg.hop
+        )
 
 
 class MelFrontEnd(nn.Module):
@@ -161,8 +163,9 @@ class MelFrontEnd(nn.Module):
         super().__init__()
         import torchaudio
 
-        self.mel = torchaudio.transforms.MelSpectrogram(cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop,
-                                                        n_mels=cfg.n_mels, power=1.0, center=True)
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop, n_mels=cfg.n_mels, power=1.0, center=True
+        )
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, samples] -> log-mel [B, n_mels, samples // hop]."""
@@ -249,8 +252,9 @@ class MelCodec:
         with self._adapter_lock:
             if adapter is not self._loaded:  # swap ~30 k numbers in place: no copy of the weights per voice
                 self._loaded = _PARTLY_LOADED  # until the swap completes: a bad adapter fails its own call only
-                load_adapter({"dec.": self.autoencoder.decoder, "voc.": self.vocoder},
-                             self._base if adapter is None else adapter)
+                load_adapter(
+                    {"dec.": self.autoencoder.decoder, "voc.": self.vocoder}, self._base if adapter is None else adapter
+                )
                 self._loaded = adapter
             return self.vocoder(self.autoencoder.decoder(latent)).clamp(-1, 1)
 
@@ -280,8 +284,9 @@ def load_codec_weights(model_dir: str | Path, ae: MelAutoencoder, vocoder: Vocod
     return weights
 
 
-def save_codec(model_dir: str | Path, cfg: MelCodecConfig, ae: MelAutoencoder, vocoder: Vocoder,
-               int8: bool = False) -> None:
+def save_codec(
+    model_dir: str | Path, cfg: MelCodecConfig, ae: MelAutoencoder, vocoder: Vocoder, int8: bool = False
+) -> None:
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "codec.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")

@@ -3,6 +3,7 @@ a neural codec. Per frame it keeps pitch, loudness and two formant frequencies, 
 it resynthesises a buzzy, vowel-like voice. It is real audio and streams, so it exercises every
 path of the engine, but it does not carry words.
 """
+
 from __future__ import annotations
 
 import math

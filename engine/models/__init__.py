@@ -1,4 +1,5 @@
 """Model families the engine serves, and the checkpoint that ships inside the package."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -13,6 +13,7 @@ long chunks of streams that are already playing.
 Consumers still own everything per stream (crossfades, resampling, timing); they
 only hand the codec call to this thread and block until their window is back.
 """
+
 from __future__ import annotations
 
 import threading
@@ -21,8 +22,8 @@ from concurrent.futures import Future
 
 import torch
 
-from engine.codecs.base import Codec
 from engine.codecs.adapt import Adapter
+from engine.codecs.base import Codec
 
 
 class AudioWorker:
@@ -85,7 +86,7 @@ class AudioWorker:
         for key in sorted(groups):
             group, adapter = groups[key], adapters[key[1]]
             for i in range(0, len(group), self.max_batch):
-                part = group[i:i + self.max_batch]
+                part = group[i : i + self.max_batch]
                 try:
                     waves = self.codec.decode_batch(torch.stack([codes for codes, _ in part]), adapter)
                 except Exception as exc:  # fails only the windows of this call

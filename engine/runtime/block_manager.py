@@ -22,12 +22,13 @@ repeats, so caching them would only age out the voices.
 This module holds no tensors: copying rows between blocks is delegated to
 `copy_rows(src, dst, n)`, which the model runner implements.
 """
+
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -62,8 +63,9 @@ class PrefixMatch:
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int, copy_rows: Callable[[int, int, int], None],
-                 caching: bool = True):
+    def __init__(
+        self, num_blocks: int, block_size: int, copy_rows: Callable[[int, int, int], None], caching: bool = True
+    ):
         if num_blocks < 2:
             raise ValueError("the block pool needs at least 2 blocks")
         self.block_size = block_size

@@ -4,43 +4,56 @@ One thread owns the model, the block pool and the scheduler. Other threads talk
 to it only by posting commands, so nothing in the hot loop takes a lock for
 longer than a queue operation.
 """
+
 from __future__ import annotations
 
 import math
 import random
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from engine.runtime.audio_worker import AudioWorker
-from engine.runtime.block_manager import BlockManager
 from engine.codecs.base import make_codec
 from engine.config import EngineConfig, SamplingParams
 from engine.models.speech_lm.model import load_model
-from engine.runtime.model_runner import ModelRunner
-from engine.runtime.outputs import (DoneEvent, EngineClosed, EngineOverloaded, EngineStats, FinishReason, FrameEvent,
-                                    NothingToSay, Outbox, UtteranceStream)
-from engine.packed import can_pack, native_bf16, pack_for_cpu
 from engine.models.speech_lm.pointer import TextPointer
+from engine.models.speech_lm.prompt import utterance_prompt, voice_prefix
+from engine.packed import can_pack, native_bf16, pack_for_cpu
+from engine.runtime.audio_worker import AudioWorker
+from engine.runtime.block_manager import BlockManager
+from engine.runtime.model_runner import ModelRunner
+from engine.runtime.outputs import (
+    DoneEvent,
+    EngineClosed,
+    EngineOverloaded,
+    EngineStats,
+    FinishReason,
+    FrameEvent,
+    NothingToSay,
+    Outbox,
+    UtteranceStream,
+)
 from engine.runtime.sampler import codebook_probs, sample_frames
 from engine.runtime.scheduler import Scheduler
 from engine.runtime.sequence import Sequence
 from engine.runtime.streaming import check_rate
-from engine.text.tokenizer import make_tokenizer
-from engine.runtime.voice_pins import VoicePins
-from engine.models.speech_lm.prompt import utterance_prompt, voice_prefix
 from engine.runtime.voice import VoicePrompt
+from engine.runtime.voice_pins import VoicePins
+from engine.text.tokenizer import make_tokenizer
 
 
 def _resolve(cfg: EngineConfig) -> tuple[torch.device, torch.dtype]:
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
     if cfg.dtype == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     else:
@@ -79,8 +92,12 @@ class Engine:
         if attention == "auto":
             attention = "per_row" if self.config.scheduler.max_running <= 2 else "shared_prefix"
         self.runner.split_decode &= attention == "shared_prefix"
-        self.blocks = BlockManager(self.runner.num_blocks, self.config.cache.block_size, self.runner.copy_rows,
-                                   caching=self.config.cache.prefix_cache)
+        self.blocks = BlockManager(
+            self.runner.num_blocks,
+            self.config.cache.block_size,
+            self.runner.copy_rows,
+            caching=self.config.cache.prefix_cache,
+        )
         self.scheduler = Scheduler(self.config.scheduler, self.blocks)
         self._outboxes: dict[int, Outbox] = {}
         self._on_prefilled: dict[int, Callable[[Sequence], None]] = {}
@@ -109,8 +126,10 @@ class Engine:
 
     def default_sampling(self, **overrides) -> SamplingParams:
         """The model's recommended sampling (its config), with `overrides` applied."""
-        return replace(SamplingParams(temperature=self.model_cfg.generation.temperature,
-                                      top_k=self.model_cfg.generation.top_k), **overrides)
+        return replace(
+            SamplingParams(temperature=self.model_cfg.generation.temperature, top_k=self.model_cfg.generation.top_k),
+            **overrides,
+        )
 
     @property
     def frame_rate(self) -> float:
@@ -138,8 +157,10 @@ class Engine:
         codes = self.codec.encode(wave)
         limit = self.model_cfg.max_reference_frames
         if limit and len(codes) > limit:
-            raise ValueError(f"reference is {len(codes) / self.frame_rate:.1f} s; this model clones from at most "
-                             f"{limit / self.frame_rate:.0f} s: cut it to a sentence or two (and its transcript)")
+            raise ValueError(
+                f"reference is {len(codes) / self.frame_rate:.1f} s; this model clones from at most "
+                f"{limit / self.frame_rate:.0f} s: cut it to a sentence or two (and its transcript)"
+            )
         # The codec tuned to this voice (seconds of CPU, once per voice; see engine.codecs.adapt).
         adapter = self.codec.adapt(wave, self.config.adapt) if self._adapts else None
         return VoicePrompt(voice_prefix(self.model_cfg, ids, codes), self.voice_key(voice_id), adapter)
@@ -154,8 +175,14 @@ class Engine:
         adapted = f"{self.config.adapt.identity}-{self.codec.decoder_digest}" if self._adapts else "noadapt"
         return f"{self.codec.identity}|{self.model_cfg.tokenizer}|{adapted}|{voice_id}".encode()
 
-    def submit(self, voice: VoicePrompt, text: str, sampling: SamplingParams | None = None,
-               sample_rate: int | None = None, chunk_frames: int | None = None) -> UtteranceStream:
+    def submit(
+        self,
+        voice: VoicePrompt,
+        text: str,
+        sampling: SamplingParams | None = None,
+        sample_rate: int | None = None,
+        chunk_frames: int | None = None,
+    ) -> UtteranceStream:
         """Queue an utterance; iterate the returned stream for audio chunks and timing marks."""
         sampling = sampling or self.default_sampling()
         sampling.validate()
@@ -173,8 +200,10 @@ class Engine:
         need = -(-(len(prompt) + max_frames) // self.blocks.block_size)
         usable = int(self.blocks.num_blocks * (1 - self.config.cache.max_pinned_fraction))
         if need > usable:  # could never finish, even alone, with the pins at their limit
-            raise ValueError(f"utterance needs {need} KV blocks; at most {usable} of the pool's "
-                             f"{self.blocks.num_blocks} are guaranteed to one stream")
+            raise ValueError(
+                f"utterance needs {need} KV blocks; at most {usable} of the pool's "
+                f"{self.blocks.num_blocks} are guaranteed to one stream"
+            )
         sched = self.config.scheduler
         with self._cv:
             if self._stop:
@@ -182,16 +211,27 @@ class Engine:
             if self._inflight >= sched.max_running + sched.max_waiting:
                 raise EngineOverloaded(
                     f"{self._inflight} utterances in flight (limit {sched.max_running} running + "
-                    f"{sched.max_waiting} waiting)", retry_after_s=1.0)
+                    f"{sched.max_waiting} waiting)",
+                    retry_after_s=1.0,
+                )
             self._inflight += 1
         seed = sampling.seed if sampling.seed is not None else random.SystemRandom().getrandbits(63)
         seq = Sequence(prompt, voice.num_frames, voice.key, sampling, max_frames, seed)
         # At least one frame: an utterance that ends before any audio says nothing at all.
         seq.min_frames = min(max_frames - 1, max(1, math.ceil(len(ids) * gen.min_frames_per_text_token)))
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
-        stream = UtteranceStream(seq, outbox, self.codec, self.config.stream,
-                                 sample_rate, chunk_frames, lambda: self._cancel(seq), spans,
-                                 [self.tokenizer.symbol(i) for i in ids], self._decoder_for(voice))
+        stream = UtteranceStream(
+            seq,
+            outbox,
+            self.codec,
+            self.config.stream,
+            sample_rate,
+            chunk_frames,
+            lambda: self._cancel(seq),
+            spans,
+            [self.tokenizer.symbol(i) for i in ids],
+            self._decoder_for(voice),
+        )
         self._post(lambda: self._admit(seq, outbox))
         return stream
 
@@ -214,17 +254,33 @@ class Engine:
 
     def is_cached(self, voice: VoicePrompt) -> bool:
         """Whether every frame of the voice prefix is in the prefix cache right now."""
+
         def probe(fut: Future) -> None:
-            fut.set_result(self.blocks.match(voice.frames, voice.num_frames, voice.key).cached_tokens == voice.num_frames)
+            fut.set_result(
+                self.blocks.match(voice.frames, voice.num_frames, voice.key).cached_tokens == voice.num_frames
+            )
+
         return self._call(probe).result()
 
     def stats(self) -> EngineStats:
         """A snapshot read without stopping the engine; fields may be one step apart."""
         b, s = self.blocks, self.scheduler
-        return EngineStats(b.num_blocks, b.num_free, len(s.running), len(s.waiting), b.hits, b.misses,
-                           b.evictions, self.counters["prefill_frames"], s.cached_frames,
-                           self.counters["decode_frames"], self.counters["steps"], s.preemptions,
-                           len(self.pins), self.pins.num_blocks)
+        return EngineStats(
+            b.num_blocks,
+            b.num_free,
+            len(s.running),
+            len(s.waiting),
+            b.hits,
+            b.misses,
+            b.evictions,
+            self.counters["prefill_frames"],
+            s.cached_frames,
+            self.counters["decode_frames"],
+            self.counters["steps"],
+            s.preemptions,
+            len(self.pins),
+            self.pins.num_blocks,
+        )
 
     def close(self) -> None:
         with self._cv:
@@ -234,7 +290,7 @@ class Engine:
         if self.audio is not None:
             self.audio.close()
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -299,8 +355,10 @@ class Engine:
                         self._cv.wait(timeout=0.05)
                 continue
             self.counters["steps"] += 1
-            for items, threads in (([(s, len(s) - 1, 1) for s in batch.decode], self._decode_threads),
-                                   (batch.prefill, self._prefill_threads)):
+            for items, threads in (
+                ([(s, len(s) - 1, 1) for s in batch.decode], self._decode_threads),
+                (batch.prefill, self._prefill_threads),
+            ):
                 if items:
                     if threads and torch.get_num_threads() != threads:
                         torch.set_num_threads(threads)
@@ -335,12 +393,18 @@ class Engine:
         try:
             logits = logits[ready]
             self.pointer.constrain(seqs, logits)
-            frames = sample_frames(logits, [s.sampling for s in seqs], [s.generator for s in seqs],
-                                   [s.generated() for s in seqs], slice(1, None))
+            frames = sample_frames(
+                logits,
+                [s.sampling for s in seqs],
+                [s.generator for s in seqs],
+                [s.generated() for s in seqs],
+                slice(1, None),
+            )
             latents = [None] * len(seqs)
             if self._latents:  # what the codec decodes: the expectation the draws came from
                 latents = self.codec.expected_latent(
-                    codebook_probs(logits, frames, [s.sampling for s in seqs], self.model_cfg.codebook_size))
+                    codebook_probs(logits, frames, [s.sampling for s in seqs], self.model_cfg.codebook_size)
+                )
         except Exception as exc:
             for seq in seqs:
                 self._fail(seq, exc)

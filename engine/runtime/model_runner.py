@@ -1,4 +1,5 @@
 """Owns the model and the K/V block pool; turns scheduled work into one forward pass."""
+
 from __future__ import annotations
 
 import torch

@@ -5,14 +5,15 @@ audio (crossfade, resampling) runs in the consumer's own thread, so a slow
 consumer never delays the batch. The codec call itself goes to the engine's
 audio thread, which decodes the windows of all streams in batches.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Iterator, Union
 
 import numpy as np
 import torch
@@ -52,6 +53,9 @@ class FinishReason(str, Enum):
     CANCELLED = "cancelled"  # the caller cancelled it or stopped reading
     ERROR = "error"  # a failure inside the engine; Finished.error says what
     SHUTDOWN = "shutdown"  # the engine closed before the utterance ended
+
+    def __str__(self) -> str:  # "eos", as in logs and JSON, not "FinishReason.EOS"
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ class DoneEvent:
     error: str | None = None
 
 
-EngineEvent = Union[FrameEvent, MarkEvent, DoneEvent]
+EngineEvent = FrameEvent | MarkEvent | DoneEvent
 
 
 class Outbox:
@@ -163,8 +167,7 @@ class Outbox:
         want = min(want, self._limit)
         with self._cv:
             self._want = want
-            self._cv.wait_for(lambda: self.pending_frames >= want or len(self._events) > self.pending_frames,
-                              timeout)
+            self._cv.wait_for(lambda: self.pending_frames >= want or len(self._events) > self.pending_frames, timeout)
             events, self._events = list(self._events), deque()
             self.pending_frames = 0
         self._on_drain()  # the engine may have paused this stream for lagging
@@ -174,10 +177,19 @@ class Outbox:
 class UtteranceStream:
     """Iterate for AudioChunk and TimingMark events, ending with one Finished."""
 
-    def __init__(self, seq, outbox: Outbox, codec: Codec, stream_cfg: StreamConfig,
-                 sample_rate: int, chunk_frames: int | None, cancel: Callable[[], None],
-                 spans: list[tuple[int, int]], units: list[str],
-                 decode: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        seq,
+        outbox: Outbox,
+        codec: Codec,
+        stream_cfg: StreamConfig,
+        sample_rate: int,
+        chunk_frames: int | None,
+        cancel: Callable[[], None],
+        spans: list[tuple[int, int]],
+        units: list[str],
+        decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         self.seq = seq
         self.spans = spans  # character span of each text unit, for timing marks
         self.units = units
@@ -245,8 +257,15 @@ class UtteranceStream:
                         ttfa = (time.perf_counter() - self.submitted_at) * 1000
                     yield AudioChunk(out.numpy().astype(np.float32), offset, self.sample_rate, True)
                     offset += len(out)
-        self.finished = Finished(done.reason, frames, offset / self.sample_rate, self.seq.prompt_len,
-                                 self.seq.cached_on_admit, ttfa, done.error)
+        self.finished = Finished(
+            done.reason,
+            frames,
+            offset / self.sample_rate,
+            self.seq.prompt_len,
+            self.seq.cached_on_admit,
+            ttfa,
+            done.error,
+        )
         yield self.finished
 
     def wait_frames(self) -> torch.Tensor:
@@ -256,6 +275,7 @@ class UtteranceStream:
             if isinstance(event, FrameEvent):
                 rows.append(event.ids)
             elif isinstance(event, DoneEvent):
-                self.finished = Finished(event.reason, len(rows), 0.0, self.seq.prompt_len,
-                                         self.seq.cached_on_admit, None, event.error)
+                self.finished = Finished(
+                    event.reason, len(rows), 0.0, self.seq.prompt_len, self.seq.cached_on_admit, None, event.error
+                )
         return torch.stack(rows) if rows else torch.empty((0, len(self.seq.last_frame)), dtype=torch.long)

@@ -7,6 +7,7 @@ a seed gives the same frames alone or in a batch of 16; one vectorised pass
 replaces a multinomial call per stream, which at 16 streams took a sixth of the
 decode step.
 """
+
 from __future__ import annotations
 
 import torch
@@ -58,8 +59,9 @@ def sample_frames(
     for b, p in enumerate(params):
         if p.repetition_penalty != 1.0:
             window = histories[b][-p.repetition_window :, audio_channels]
-            logits[b, audio_channels] = apply_repetition_penalty(logits[b, audio_channels], window,
-                                                                 p.repetition_penalty)
+            logits[b, audio_channels] = apply_repetition_penalty(
+                logits[b, audio_channels], window, p.repetition_penalty
+            )
     temperature = torch.tensor([p.temperature for p in params], dtype=logits.dtype)
     greedy = temperature == 0
     scaled = logits / torch.where(greedy, 1.0, temperature).view(B, 1, 1)
@@ -72,8 +74,9 @@ def sample_frames(
     return torch.where(greedy.view(B, 1), logits.argmax(-1), drawn)
 
 
-def codebook_probs(logits: torch.Tensor, frames: torch.Tensor, params: list[SamplingParams],
-                   codebook_size: int) -> torch.Tensor:
+def codebook_probs(
+    logits: torch.Tensor, frames: torch.Tensor, params: list[SamplingParams], codebook_size: int
+) -> torch.Tensor:
     """Each row's audio-channel distributions at its own temperature: logits [B, C, V] -> probs
     [B, C - 1, codebook_size] (top-k, top-p and the repetition penalty are left out).
 

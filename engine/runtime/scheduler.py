@@ -6,14 +6,15 @@ prefilling (its prompt, or after a preemption its prompt plus what it had
 generated). Decodes run together in one batch; prefills are chunked so a long
 voice prompt never stalls the streams already speaking for more than one chunk.
 """
+
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from engine.runtime.block_manager import BlockManager
 from engine.config import SchedulerConfig
+from engine.runtime.block_manager import BlockManager
 from engine.runtime.sequence import Sequence, Status
 
 

@@ -1,4 +1,5 @@
 """One utterance inside the engine: its frames, its blocks, its sampling state."""
+
 from __future__ import annotations
 
 import enum
@@ -61,7 +62,6 @@ class Sequence:
         self.unit = 0  # id of the text unit the pointer is on (valid once marks > 0)
         self.preemptions = 0
         self.cancelled = threading.Event()
-        self.finish_reason: str | None = None
 
     def __len__(self) -> int:
         return self.length

@@ -6,10 +6,11 @@ codec that is not causal still streams without a step at chunk borders.
 `StreamingResampler` keeps filter context across chunks, so resampling chunk by
 chunk gives the same samples as resampling the whole utterance at once.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torchaudio.functional as AF
@@ -114,8 +115,14 @@ class AudioStreamer:
     straight from 2 frames to 8 (or even to 3) ran playback dry in the load test.
     """
 
-    def __init__(self, codec: Codec, cfg: StreamConfig, sample_rate: int, chunk_frames: int | None = None,
-                 decode: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        codec: Codec,
+        cfg: StreamConfig,
+        sample_rate: int,
+        chunk_frames: int | None = None,
+        decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         check_rate(sample_rate)
         self.decoder = ChunkDecoder(codec, cfg, decode)
         self.resampler = StreamingResampler(codec.sample_rate, sample_rate)

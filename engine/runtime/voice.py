@@ -2,6 +2,7 @@
 
 How the frames are laid out is the model family's (engine.models.speech_lm.prompt).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,12 +35,13 @@ class VoicePrompt:
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         adapter = {ADAPTER + k: v.float().numpy() for k, v in (self.adapter or {}).items()}
-        np.savez(buf, frames=self.frames.numpy().astype(np.int32), key=np.frombuffer(self.key, dtype=np.uint8),
-                 **adapter)
+        np.savez(
+            buf, frames=self.frames.numpy().astype(np.int32), key=np.frombuffer(self.key, dtype=np.uint8), **adapter
+        )
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "VoicePrompt":
+    def from_bytes(cls, data: bytes) -> VoicePrompt:
         with np.load(io.BytesIO(data)) as z:
-            adapter = {k[len(ADAPTER):]: torch.from_numpy(z[k]) for k in z.files if k.startswith(ADAPTER)}
+            adapter = {k[len(ADAPTER) :]: torch.from_numpy(z[k]) for k in z.files if k.startswith(ADAPTER)}
             return cls(torch.from_numpy(z["frames"].astype(np.int64)), z["key"].tobytes(), adapter or None)

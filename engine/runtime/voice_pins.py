@@ -5,6 +5,7 @@ every later utterance. Pins are kept least recently warmed first; once they hold
 more than their share of the pool, the oldest go (never the newest one).
 Engine-thread only.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict

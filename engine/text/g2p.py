@@ -12,6 +12,7 @@ phonemes, so timing marks can be traced back to the words of the text.
 Text is expected to be normalised already (numbers spelled out, see
 engine/normalize.py); stray digits are read one by one.
 """
+
 from __future__ import annotations
 
 import importlib.resources
@@ -24,7 +25,7 @@ from functools import lru_cache
 # the diphthongs eɪ, aɪ, oʊ, aʊ, ɔɪ; ᵊ and ᵻ are reduced vowels; ˈ ˌ mark stress.
 PHONEMES = "AIOWYbdfhijklmnpstuvwzæðŋɑɔəɛɜɡɪɹɾʃʊʌʒʤʧθᵊᵻʔ"
 STRESS = "ˈˌ"
-PUNCTUATION = ".,!?;:—…\"()"
+PUNCTUATION = '.,!?;:—…"()'
 _VOWELS = set("AIOWYiuæɑɔəɛɜɪʊʌᵊᵻ")
 
 _TOKEN = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)*|\d|[.,!?;:—…\"()]|-")
@@ -54,20 +55,84 @@ def _lexicon() -> dict[str, str]:
 
 
 # Unstressed forms of function words, as they are said in running speech.
-_REDUCED = {"a": "ə", "an": "ən", "the": "ðə", "to": "tə", "of": "əv", "and": "ænd", "for": "fɔɹ",
-            "or": "ɔɹ", "at": "æt", "as": "æz", "was": "wʌz", "from": "fɹʌm"}
+_REDUCED = {
+    "a": "ə",
+    "an": "ən",
+    "the": "ðə",
+    "to": "tə",
+    "of": "əv",
+    "and": "ænd",
+    "for": "fɔɹ",
+    "or": "ɔɹ",
+    "at": "æt",
+    "as": "æz",
+    "was": "wʌz",
+    "from": "fɹʌm",
+}
 _BEFORE_VOWEL = {"the": "ði", "to": "tʊ"}
 
 # Letter-to-sound fallback, longest spelling first. Crude by design: it only has to
 # give unknown names (Zorblax, Eldwyn) a plausible, pronounceable reading.
-_SPELLING = sorted({
-    "tch": "ʧ", "sch": "sk", "igh": "I", "th": "θ", "sh": "ʃ", "ch": "ʧ", "ph": "f", "ng": "ŋ", "ck": "k",
-    "qu": "kw", "wh": "w", "ee": "i", "ea": "i", "oo": "u", "ou": "W", "ow": "O", "ai": "A", "ay": "A",
-    "oi": "Y", "oy": "Y", "au": "ɔ", "aw": "ɔ", "ie": "i", "ei": "A", "er": "əɹ", "ar": "ɑɹ", "or": "ɔɹ",
-    "ir": "ɜɹ", "ur": "ɜɹ", "x": "ks", "a": "æ", "e": "ɛ", "i": "ɪ", "o": "ɑ", "u": "ʌ", "y": "i", "c": "k",
-    "g": "ɡ", "j": "ʤ", "q": "k", "r": "ɹ", "b": "b", "d": "d", "f": "f", "h": "h", "k": "k", "l": "l",
-    "m": "m", "n": "n", "p": "p", "s": "s", "t": "t", "v": "v", "w": "w", "z": "z",
-}.items(), key=lambda kv: -len(kv[0]))
+_SPELLING = sorted(
+    {
+        "tch": "ʧ",
+        "sch": "sk",
+        "igh": "I",
+        "th": "θ",
+        "sh": "ʃ",
+        "ch": "ʧ",
+        "ph": "f",
+        "ng": "ŋ",
+        "ck": "k",
+        "qu": "kw",
+        "wh": "w",
+        "ee": "i",
+        "ea": "i",
+        "oo": "u",
+        "ou": "W",
+        "ow": "O",
+        "ai": "A",
+        "ay": "A",
+        "oi": "Y",
+        "oy": "Y",
+        "au": "ɔ",
+        "aw": "ɔ",
+        "ie": "i",
+        "ei": "A",
+        "er": "əɹ",
+        "ar": "ɑɹ",
+        "or": "ɔɹ",
+        "ir": "ɜɹ",
+        "ur": "ɜɹ",
+        "x": "ks",
+        "a": "æ",
+        "e": "ɛ",
+        "i": "ɪ",
+        "o": "ɑ",
+        "u": "ʌ",
+        "y": "i",
+        "c": "k",
+        "g": "ɡ",
+        "j": "ʤ",
+        "q": "k",
+        "r": "ɹ",
+        "b": "b",
+        "d": "d",
+        "f": "f",
+        "h": "h",
+        "k": "k",
+        "l": "l",
+        "m": "m",
+        "n": "n",
+        "p": "p",
+        "s": "s",
+        "t": "t",
+        "v": "v",
+        "w": "w",
+        "z": "z",
+    }.items(),
+    key=lambda kv: -len(kv[0]),
+)
 _LONG = {"a": "A", "e": "i", "i": "I", "o": "O", "u": "u", "y": "I"}
 
 
@@ -122,7 +187,7 @@ class G2P:
             elif tok == "-":
                 continue  # hyphens join compounds; the parts are words of their own
             else:
-                nxt = next((t for t, _, _ in tokens[i + 1:] if t not in PUNCTUATION and t != "-"), "")
+                nxt = next((t for t, _, _ in tokens[i + 1 :] if t not in PUNCTUATION and t != "-"), "")
                 words.append(Word(tok, start, end, self.word(tok, nxt)))
         return words
 
@@ -138,8 +203,9 @@ class G2P:
             return _BEFORE_VOWEL[low]
         if low in _REDUCED:
             return _REDUCED[low]
-        return self._lookup(word) or self._derived(word) or self._compound(low) or self._spelled(word) \
-            or sound_out(word)
+        return (
+            self._lookup(word) or self._derived(word) or self._compound(low) or self._spelled(word) or sound_out(word)
+        )
 
     def _starts_with_vowel(self, word: str) -> bool:
         ph = (self._lookup(word) or sound_out(word)).lstrip(STRESS)

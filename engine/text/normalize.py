@@ -6,16 +6,26 @@ clock times, game shorthands (10k gold, 2x, x3, lvl 5, HP/XP/MP...) and a few
 titles. Everything else passes through untouched, punctuation included, because
 the model uses it for prosody.
 """
+
 from __future__ import annotations
 
 import re
 
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-         "fourteen fifteen sixteen seventeen eighteen nineteen").split()
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen sixteen seventeen eighteen nineteen"
+).split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 _SCALES = [(10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand")]
-_ORDINAL_WORDS = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
-                  "nine": "ninth", "twelve": "twelfth"}
+_ORDINAL_WORDS = {
+    "one": "first",
+    "two": "second",
+    "three": "third",
+    "five": "fifth",
+    "eight": "eighth",
+    "nine": "ninth",
+    "twelve": "twelfth",
+}
 
 
 def _below_1000(n: int) -> str:
@@ -77,15 +87,40 @@ def _number(text: str) -> str:
     return words
 
 
-_CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
-               "€": ("euro", "euros", "cent", "cents"), "¥": ("yen", "yen", "sen", "sen")}
+_CURRENCIES = {
+    "$": ("dollar", "dollars", "cent", "cents"),
+    "£": ("pound", "pounds", "penny", "pence"),
+    "€": ("euro", "euros", "cent", "cents"),
+    "¥": ("yen", "yen", "sen", "sen"),
+}
 _MULTIPLIERS = {"k": "thousand", "K": "thousand", "m": "million", "M": "million", "b": "billion", "B": "billion"}
 # Spoken letter by letter (or as a word) wherever they stand alone.
 _ABBREVIATIONS = {
-    "HP": "H P", "XP": "X P", "MP": "M P", "SP": "S P", "NPC": "N P C", "NPCs": "N P Cs", "DPS": "D P S",
-    "AoE": "A O E", "AFK": "A F K", "PvP": "P V P", "PvE": "P V E", "RPG": "R P G", "GG": "G G",
-    "lvl": "level", "Lvl": "Level", "LVL": "level", "Lv": "level", "vs": "versus", "Dr.": "Doctor",
-    "Mr.": "Mister", "Mrs.": "Missus", "Ms.": "Miz", "St.": "Saint", "Capt.": "Captain", "Sgt.": "Sergeant",
+    "HP": "H P",
+    "XP": "X P",
+    "MP": "M P",
+    "SP": "S P",
+    "NPC": "N P C",
+    "NPCs": "N P Cs",
+    "DPS": "D P S",
+    "AoE": "A O E",
+    "AFK": "A F K",
+    "PvP": "P V P",
+    "PvE": "P V E",
+    "RPG": "R P G",
+    "GG": "G G",
+    "lvl": "level",
+    "Lvl": "Level",
+    "LVL": "level",
+    "Lv": "level",
+    "vs": "versus",
+    "Dr.": "Doctor",
+    "Mr.": "Mister",
+    "Mrs.": "Missus",
+    "Ms.": "Miz",
+    "St.": "Saint",
+    "Capt.": "Captain",
+    "Sgt.": "Sergeant",
     "&": "and",
 }
 
@@ -97,6 +132,7 @@ def _rule(pattern: str):
     def register(fn):
         _RULES.append((re.compile(pattern), fn))
         return fn
+
     return register
 
 
@@ -160,9 +196,12 @@ def _plain(m: re.Match) -> str:
     return _number(m[0])
 
 
-_ABBREV_RE = re.compile("|".join(
-    (re.escape(k) if not k[-1].isalnum() else rf"\b{re.escape(k)}\b") + (r"(?=\s|$)" if k.endswith(".") else "")
-    for k in sorted(_ABBREVIATIONS, key=len, reverse=True)))
+_ABBREV_RE = re.compile(
+    "|".join(
+        (re.escape(k) if not k[-1].isalnum() else rf"\b{re.escape(k)}\b") + (r"(?=\s|$)" if k.endswith(".") else "")
+        for k in sorted(_ABBREVIATIONS, key=len, reverse=True)
+    )
+)
 _LEVEL_RE = re.compile(r"\b(level|lvl|Lv|LV)\.?\s*(\d+)\b", re.IGNORECASE)
 
 

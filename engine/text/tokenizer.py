@@ -6,6 +6,7 @@ printable ASCII character. `phonemes` is the English front end of trained models
 Spans let a caller turn the engine's timing marks (which name a token index)
 back into words of the text it submitted.
 """
+
 from __future__ import annotations
 
 import re
@@ -72,7 +73,7 @@ class PhonemeTokenizer:
     reads_phonemes = True
 
     def __init__(self, vocab: int):
-        from engine.text.g2p import PHONEMES, PUNCTUATION, STRESS, G2P
+        from engine.text.g2p import G2P, PHONEMES, PUNCTUATION, STRESS
 
         self.symbols = list(PHONEMES + STRESS + PUNCTUATION + " ")
         if FIRST_TEXT_ID + len(self.symbols) > vocab:

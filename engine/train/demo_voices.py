@@ -8,6 +8,7 @@ first start. The voices are teacher blends kept out of training, picked to be fa
 apart (resemblyzer cosine between them 0.60-0.73 on one shared sentence, where
 a voice with itself scores ~0.9).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,24 @@ from engine.text.tokenizer import make_tokenizer, spell
 from engine.train.teachers import SAMPLE_RATE, Kokoro, VoiceSpec
 
 DEMOS = [
-    ("guard", "Town Guard", "Halt! State your business in the city, traveler. The gates close at sundown.",
-     VoiceSpec("demo-guard", {"jm_kumo": 0.7, "jf_tebukuro": 0.3}, speed=0.95, shift=0.88)),
-    ("merchant", "Merchant", "Fine wares, fair prices, and not a single question asked. What will it be?",
-     VoiceSpec("demo-merchant", {"jf_alpha": 0.6, "jf_gongitsune": 0.25, "jm_kumo": 0.15}, speed=1.05)),
-    ("sprite", "Forest Sprite", "Over here, over here! The old path is hidden under the ferns, follow me!",
-     VoiceSpec("demo-sprite", {"jf_tebukuro": 0.7, "jf_alpha": 0.3}, speed=1.1, shift=1.12)),
+    (
+        "guard",
+        "Town Guard",
+        "Halt! State your business in the city, traveler. The gates close at sundown.",
+        VoiceSpec("demo-guard", {"jm_kumo": 0.7, "jf_tebukuro": 0.3}, speed=0.95, shift=0.88),
+    ),
+    (
+        "merchant",
+        "Merchant",
+        "Fine wares, fair prices, and not a single question asked. What will it be?",
+        VoiceSpec("demo-merchant", {"jf_alpha": 0.6, "jf_gongitsune": 0.25, "jm_kumo": 0.15}, speed=1.05),
+    ),
+    (
+        "sprite",
+        "Forest Sprite",
+        "Over here, over here! The old path is hidden under the ferns, follow me!",
+        VoiceSpec("demo-sprite", {"jf_tebukuro": 0.7, "jf_alpha": 0.3}, speed=1.1, shift=1.12),
+    ),
 ]
 
 

@@ -16,6 +16,7 @@ Losses are least-squares (real -> 1, fake -> 0) plus feature matching: the
 generator is pulled towards the real audio's activations in every discriminator
 layer, which steadies early training when the adversarial signal is noisy.
 """
+
 from __future__ import annotations
 
 import torch
@@ -65,12 +66,14 @@ class SpectrogramDiscriminator(nn.Module):
         self.n_fft, self.hop = n_fft, hop
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         c = channels  # (16 and a stride from the first layer on: 8x cheaper than 32 without, on CPU)
-        self.layers = nn.ModuleList([
-            weight_norm(nn.Conv2d(1, c, (3, 9), (1, 2), padding=(1, 4))),
-            weight_norm(nn.Conv2d(c, c, (3, 9), (1, 2), padding=(1, 4))),
-            weight_norm(nn.Conv2d(c, c, (3, 9), (1, 2), padding=(1, 4))),
-            weight_norm(nn.Conv2d(c, c, (3, 3), padding=(1, 1))),
-        ])
+        self.layers = nn.ModuleList(
+            [
+                weight_norm(nn.Conv2d(1, c, (3, 9), (1, 2), padding=(1, 4))),
+                weight_norm(nn.Conv2d(c, c, (3, 9), (1, 2), padding=(1, 4))),
+                weight_norm(nn.Conv2d(c, c, (3, 9), (1, 2), padding=(1, 4))),
+                weight_norm(nn.Conv2d(c, c, (3, 3), padding=(1, 1))),
+            ]
+        )
         self.out = weight_norm(nn.Conv2d(c, 1, (3, 3), padding=(1, 1)))
 
     def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -79,11 +82,15 @@ class SpectrogramDiscriminator(nn.Module):
 
 
 class Discriminators(nn.Module):
-    def __init__(self, periods: tuple[int, ...] = (2, 3, 5, 7, 11),
-                 resolutions: tuple[tuple[int, int], ...] = ((512, 128), (1024, 256), (2048, 512))):
+    def __init__(
+        self,
+        periods: tuple[int, ...] = (2, 3, 5, 7, 11),
+        resolutions: tuple[tuple[int, int], ...] = ((512, 128), (1024, 256), (2048, 512)),
+    ):
         super().__init__()
-        self.nets = nn.ModuleList([PeriodDiscriminator(p) for p in periods]
-                                  + [SpectrogramDiscriminator(n, h) for n, h in resolutions])
+        self.nets = nn.ModuleList(
+            [PeriodDiscriminator(p) for p in periods] + [SpectrogramDiscriminator(n, h) for n, h in resolutions]
+        )
 
     def forward(self, wave: torch.Tensor) -> tuple[Scores, Features]:
         scores, feats = [], []
@@ -95,7 +102,7 @@ class Discriminators(nn.Module):
 
 
 def discriminator_loss(real: Scores, fake: Scores) -> torch.Tensor:
-    return sum(((1 - r) ** 2).mean() + (f ** 2).mean() for r, f in zip(real, fake)) / len(real)
+    return sum(((1 - r) ** 2).mean() + (f**2).mean() for r, f in zip(real, fake)) / len(real)
 
 
 def generator_loss(fake: Scores) -> torch.Tensor:

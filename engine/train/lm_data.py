@@ -12,6 +12,7 @@ arrival, eos after the last audio frame, text_pad otherwise; its codebook target
 are the next frame's codes. At inference the engine does the same substitution
 (engine.engine._emit), so training and serving agree frame for frame.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,15 @@ def insertion_frames(durations: list[float], num_frames: int, frame_rate: float,
     return frames
 
 
-def build_example(cfg: ModelConfig, ref_ids: list[int], ref_codes: torch.Tensor, ids: list[int],
-                  codes: torch.Tensor, durations: list[float], delay: int) -> tuple[torch.Tensor, torch.Tensor]:
+def build_example(
+    cfg: ModelConfig,
+    ref_ids: list[int],
+    ref_codes: torch.Tensor,
+    ids: list[int],
+    codes: torch.Tensor,
+    durations: list[float],
+    delay: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Input frames [T, channels] and targets [T, channels] (IGNORE where there is no loss).
 
     `ids` are the channel-0 ids of the units to speak, `codes` [frames, codebooks] their
@@ -65,11 +73,11 @@ def build_example(cfg: ModelConfig, ref_ids: list[int], ref_codes: torch.Tensor,
     speech[fed, 0] = torch.tensor(ids, dtype=torch.long)
     if cfg.hold_units:  # the frames between two arrivals hold the earlier unit
         for unit, start, end in zip(ids, fed, fed[1:] + [len(codes)]):
-            speech[start + 1:end, 0] = cfg.held(unit)
+            speech[start + 1 : end, 0] = cfg.held(unit)
     frames = torch.cat([prefix, prompt, speech])
     targets = torch.full_like(frames, IGNORE)
     first = len(prefix) + len(prompt) - 1  # speech_start predicts the first audio frame
-    nxt = frames[first + 1:]
+    nxt = frames[first + 1 :]
     targets[first:-1, 1:] = nxt[:, 1:]
     targets[first:-1, 0] = torch.where(advance, cfg.advance, cfg.text_pad)
     targets[-1, 0] = cfg.eos  # after the last audio frame, speech ends

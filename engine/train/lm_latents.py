@@ -12,6 +12,7 @@ teacher's mels.
 
 Use lines the LM did not train on: on those it is as unsure as on new text.
 """
+
 from __future__ import annotations
 
 import random
@@ -35,17 +36,25 @@ def teacher_forced_probs(model: SpeechLM, ref: dict, line: dict, temperature: fl
     `line`'s audio when every frame it reads is the teacher's, prompted by `ref` (token
     records of one voice, as token_store loads them). ValueError: the line cannot be laid out."""
     cfg = model.cfg
-    frames, _ = build_example(cfg, ref["ids"], ref["codes"][: cfg.max_reference_frames], line["ids"],
-                              line["codes"], line["durations"], cfg.mark_delay_frames)
+    frames, _ = build_example(
+        cfg,
+        ref["ids"],
+        ref["codes"][: cfg.max_reference_frames],
+        line["ids"],
+        line["codes"],
+        line["durations"],
+        cfg.mark_delay_frames,
+    )
     n = len(line["codes"])
     # The position before each audio frame predicts it (speech_start predicts the first).
-    hidden = model(frames[None], torch.arange(len(frames))[None])[0, -n - 1:-1]
+    hidden = model(frames[None], torch.arange(len(frames))[None])[0, -n - 1 : -1]
     return (model.logits(hidden)[:, 1:, : cfg.codebook_size] / temperature).softmax(-1)
 
 
 @torch.inference_mode()
-def lm_latents(model_dir: Path, token_shards: list[Path], voice_shards: list[Path],
-               temperature: float | None = None, seed: int = 0) -> dict[str, list[torch.Tensor | None]]:
+def lm_latents(
+    model_dir: Path, token_shards: list[Path], voice_shards: list[Path], temperature: float | None = None, seed: int = 0
+) -> dict[str, list[torch.Tensor | None]]:
     """Per token shard name, per line: the expected latents [frames, latent_dim] (float16) of the
     LM's teacher-forced next-frame predictions, or None for a line that could not be laid out.
 

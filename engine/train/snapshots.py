@@ -6,6 +6,7 @@ held-out wer 0.121 against 0.129 for step 2,400 alone (MODEL_CARD). A snapshot
 holds the model's state only (~45 MB for the LM, a third of a checkpoint with
 its optimiser), and only the last `keep` are kept.
 """
+
 from __future__ import annotations
 
 import os

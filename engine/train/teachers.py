@@ -12,6 +12,7 @@ add up exactly to the audio length (checked in `synthesize`).
   one voice, ~8x faster; duration unit 256 samples. Its phoneme map spells the
   diphthongs and affricates out, so a few symbols are rewritten for it.
 """
+
 from __future__ import annotations
 
 import importlib.resources
@@ -37,7 +38,7 @@ class VoiceSpec:
     shift: float = 1.0  # pitch and formants scaled by this (as a smaller or larger speaker)
 
 
-def shift_voice(utt: "Utterance", shift: float) -> "Utterance":
+def shift_voice(utt: Utterance, shift: float) -> Utterance:
     """Play the audio `shift` times faster, then resample back: pitch and formants rise by
     `shift` and durations shrink by it, which sounds like a different-sized speaker."""
     if shift == 1.0:
@@ -91,10 +92,14 @@ class Kokoro:
         ids = [self.vocab[c] for c in symbols]
         row = min(len(ids), 509)  # style rows are indexed by input length
         style = sum(w * self.styles[name][row] for name, w in voice.mix.items()) / sum(voice.mix.values())
-        audio, units = self.session.run(None, {
-            "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
-            "style": style.reshape(1, 256).astype(np.float32),
-            "speed": np.array([voice.speed], dtype=np.float32)})
+        audio, units = self.session.run(
+            None,
+            {
+                "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+                "style": style.reshape(1, 256).astype(np.float32),
+                "speed": np.array([voice.speed], dtype=np.float32),
+            },
+        )
         audio, units = np.asarray(audio, np.float32).ravel(), np.asarray(units).ravel()
         if int(units.sum()) * self.UNIT != len(audio):
             raise RuntimeError(f"Kokoro durations ({units.sum()} units) do not match {len(audio)} samples")
@@ -129,9 +134,14 @@ class Piper:
         seq.append(self.ids["$"])
         owner.append(len(symbols))
         scales = [self.scales[0], self.scales[1] / voice.speed, self.scales[2]]
-        audio, units = self.session.run(None, {
-            "input": np.array([seq], dtype=np.int64), "input_lengths": np.array([len(seq)], dtype=np.int64),
-            "scales": np.array(scales, dtype=np.float32)})
+        audio, units = self.session.run(
+            None,
+            {
+                "input": np.array([seq], dtype=np.int64),
+                "input_lengths": np.array([len(seq)], dtype=np.int64),
+                "scales": np.array(scales, dtype=np.float32),
+            },
+        )
         audio, units = np.asarray(audio, np.float32).ravel(), np.asarray(units).ravel()
         if int(units.sum()) * self.UNIT != len(audio):
             raise RuntimeError(f"Piper durations ({units.sum()} units) do not match {len(audio)} samples")

@@ -11,6 +11,7 @@ new machine trains at once instead of re-synthesising for hours.
 A token dir is stamped with the digest of the codec encoder that made it: tokens
 of another encoder are refused rather than mixed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,15 @@ def save_token_shard(path: Path, records: list[dict]) -> None:
     if any(c.size and (c.min() < 0 or c.max() > 255) for c in codes):
         raise ValueError("codes must fit in a byte (codebooks of at most 256 entries)")
     meta = [{k: r[k] for k in _KEEP} for r in records]
-    write_npz(path, compressed=True,
-              meta=np.frombuffer(json.dumps(meta, ensure_ascii=False).encode(), dtype=np.uint8),
-              ids=np.concatenate([np.asarray(r["ids"], dtype=np.uint8) for r in records]),
-              id_offsets=np.cumsum([0] + [len(r["ids"]) for r in records]),
-              codes=np.concatenate(codes).astype(np.uint8), code_offsets=np.cumsum([0] + [len(c) for c in codes]))
+    write_npz(
+        path,
+        compressed=True,
+        meta=np.frombuffer(json.dumps(meta, ensure_ascii=False).encode(), dtype=np.uint8),
+        ids=np.concatenate([np.asarray(r["ids"], dtype=np.uint8) for r in records]),
+        id_offsets=np.cumsum([0] + [len(r["ids"]) for r in records]),
+        codes=np.concatenate(codes).astype(np.uint8),
+        code_offsets=np.cumsum([0] + [len(c) for c in codes]),
+    )
 
 
 def load_token_shard(path: Path) -> list[dict]:
@@ -49,8 +54,8 @@ def load_token_shard(path: Path) -> list[dict]:
         ids, io = z["ids"], z["id_offsets"]
         codes, co = z["codes"], z["code_offsets"]
     for i, r in enumerate(records):
-        r["ids"] = ids[io[i]:io[i + 1]].tolist()
-        r["codes"] = torch.from_numpy(codes[co[i]:co[i + 1]].astype(np.int64))
+        r["ids"] = ids[io[i] : io[i + 1]].tolist()
+        r["codes"] = torch.from_numpy(codes[co[i] : co[i + 1]].astype(np.int64))
     return records
 
 
@@ -78,8 +83,10 @@ def check_stamp(token_dir: Path, encoder_digest: str) -> None:
     """Refuse a codec whose encoder did not make the tokens in `token_dir`."""
     stamp = token_dir / CODEC_STAMP
     if stamp.exists() and stamp.read_text().strip() != encoder_digest:
-        raise SystemExit(f"{token_dir} holds tokens of another codec encoder ({stamp}): use the codec that made "
-                         "them, or move the dir away to tokenise afresh")
+        raise SystemExit(
+            f"{token_dir} holds tokens of another codec encoder ({stamp}): use the codec that made "
+            "them, or move the dir away to tokenise afresh"
+        )
 
 
 def main() -> None:

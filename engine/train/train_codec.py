@@ -4,7 +4,7 @@
     python -m engine.train.train_codec --init engine/checkpoints/default --freeze-encoder   # stage 2 on a new machine
     python -m engine.train.train_codec --init engine/checkpoints/default --lm engine/checkpoints/default   # stage 3
     python -m engine.train.train_codec --export engine/checkpoints/default
-    python -m engine.train.train_codec --export engine/checkpoints/default --soup-decoder engine/checkpoints/default --int8
+    python -m engine.train.train_codec --export DIR --soup-decoder engine/checkpoints/default --int8
 
 Both networks train in one loop on random crops of the teacher shards: the
 autoencoder on log-mel L1 through the token bottleneck, the vocoder on ground
@@ -17,6 +17,7 @@ decoder makes of them: at serving time those predictions are all it gets.
 Checkpoints are written atomically every --save-every steps and on exit, losses
 go to a CSV, and --plot draws the training curves.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine.audio import from_pcm16
-from engine.config import CACHE_ROOT
+from engine.codecs.adapt import stft_loss
 from engine.codecs.mel import MelAutoencoder, MelCodecConfig, MelFrontEnd, Vocoder, load_codec_weights, save_codec
-from engine.train.discriminators import (Discriminators, discriminator_loss, feature_matching_loss,
-                                         generator_loss)
+from engine.config import CACHE_ROOT
+from engine.train.discriminators import Discriminators, discriminator_loss, feature_matching_loss, generator_loss
 from engine.train.snapshots import average_state_dicts, save_checkpoint
 from engine.train.synth_data import DATA, TOKENS, load_shard
-from engine.codecs.adapt import stft_loss
 
 WORK = CACHE_ROOT / "train" / "codec"
 
@@ -51,8 +51,15 @@ class Crops:
     crops start on token frames of `frame_samples` and come with the matching latents;
     lines shorter than a crop, or without latents, are left out."""
 
-    def __init__(self, shard_dir: Path, seconds: float, sample_rate: int, seed: int = 0,
-                 latents: dict[str, list[torch.Tensor | None]] | None = None, frame_samples: int = 0):
+    def __init__(
+        self,
+        shard_dir: Path,
+        seconds: float,
+        sample_rate: int,
+        seed: int = 0,
+        latents: dict[str, list[torch.Tensor | None]] | None = None,
+        frame_samples: int = 0,
+    ):
         paths = sorted(shard_dir.glob("shard_*.npz"))
         self.clips = [r["audio"] for p in paths for r in load_shard(p)]
         if not self.clips:
@@ -65,8 +72,11 @@ class Crops:
                 raise SystemExit(f"--seconds must be a whole number of token frames ({frame_samples} samples)")
             self.frames, self.frame_samples = self.length // frame_samples, frame_samples
             self.latents = [x for p in paths for x in latents[p.name]]
-            keep = [i for i, x in enumerate(self.latents) if x is not None and len(x) >= self.frames
-                    and len(self.clips[i]) >= self.length]
+            keep = [
+                i
+                for i, x in enumerate(self.latents)
+                if x is not None and len(x) >= self.frames and len(self.clips[i]) >= self.length
+            ]
             self.clips, self.latents = [self.clips[i] for i in keep], [self.latents[i] for i in keep]
         self.seconds = sum(len(c) for c in self.clips) / sample_rate
 
@@ -83,8 +93,8 @@ class Crops:
                 last = min(len(self.latents[k]) - self.frames, (len(clip) - self.length) // self.frame_samples)
                 first = self.rng.randrange(last + 1)
                 start = first * self.frame_samples
-                lat.append(self.latents[k][first:first + self.frames].float().T)
-            piece = from_pcm16(clip[start:start + self.length])
+                lat.append(self.latents[k][first : first + self.frames].float().T)
+            piece = from_pcm16(clip[start : start + self.length])
             out[i, : len(piece)] = piece
         return torch.from_numpy(out), (torch.stack(lat) if lat is not None else None)
 
@@ -103,14 +113,17 @@ def soup_decoder(cfg: MelCodecConfig, base_dir: Path, tuned: MelAutoencoder) -> 
     load_codec_weights(base_dir, base, vocoder)
     mine, theirs = tuned.encoder.state_dict(), base.encoder.state_dict()
     if any(not torch.equal(mine[k], theirs[k]) for k in mine):
-        raise SystemExit(f"--soup-decoder: the codec in {base_dir} has another encoder, so its decoder reads "
-                         "other tokens; average only a decoder trained on from it with --freeze-encoder or --lm")
+        raise SystemExit(
+            f"--soup-decoder: the codec in {base_dir} has another encoder, so its decoder reads "
+            "other tokens; average only a decoder trained on from it with --freeze-encoder or --lm"
+        )
     base.decoder.load_state_dict(average_state_dicts([base.decoder.state_dict(), tuned.decoder.state_dict()]))
     return base, vocoder
 
 
 def plot_curves(log_path: Path, out: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -151,25 +164,46 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--freeze-encoder", action="store_true",
-                    help="stage 2 (sticky once set): keep the encoder, and so every token, fixed while the decoder "
-                         "and vocoder go on training, so an LM trained on the tokens stays valid")
-    ap.add_argument("--lm", type=Path, help="stage 3 (implies --freeze-encoder): the model dir of a speech LM whose "
-                    "teacher-forced predictions of the --data lines the decoder learns to turn into their mels; "
-                    "give it lines the LM did not train on")
-    ap.add_argument("--lm-share", type=float, default=0.5, help="share of each stage-3 batch decoded from the LM's "
-                                                                "predictions (the rest from the clean tokens)")
-    ap.add_argument("--tokens", type=Path, help="stage 3: the token shards of the --data lines (default: the "
-                                                "committed ones of its split)")
-    ap.add_argument("--gan-weight", type=float, default=0.0,
-                    help="train the vocoder against discriminators (engine.train.discriminators) too, their losses "
-                         "weighted by this against the spectral ones (0: no adversary)")
+    ap.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="stage 2 (sticky once set): keep the encoder, and so every token, fixed while the decoder "
+        "and vocoder go on training, so an LM trained on the tokens stays valid",
+    )
+    ap.add_argument(
+        "--lm",
+        type=Path,
+        help="stage 3 (implies --freeze-encoder): the model dir of a speech LM whose "
+        "teacher-forced predictions of the --data lines the decoder learns to turn into their mels; "
+        "give it lines the LM did not train on",
+    )
+    ap.add_argument(
+        "--lm-share",
+        type=float,
+        default=0.5,
+        help="share of each stage-3 batch decoded from the LM's predictions (the rest from the clean tokens)",
+    )
+    ap.add_argument(
+        "--tokens",
+        type=Path,
+        help="stage 3: the token shards of the --data lines (default: the committed ones of its split)",
+    )
+    ap.add_argument(
+        "--gan-weight",
+        type=float,
+        default=0.0,
+        help="train the vocoder against discriminators (engine.train.discriminators) too, their losses "
+        "weighted by this against the spectral ones (0: no adversary)",
+    )
     ap.add_argument("--init", type=Path, help="with no checkpoint yet, start from the codec exported in this dir")
     ap.add_argument("--export", type=Path, help="write codec.json + codec.safetensors here and exit")
     ap.add_argument("--int8", action="store_true", help="export large matrices as int8 (shipped models)")
-    ap.add_argument("--soup-decoder", type=Path,
-                    help="with --export: export the codec in this dir with its decoder replaced by the mean of "
-                         "its own and this run's (same encoder required; see soup_decoder)")
+    ap.add_argument(
+        "--soup-decoder",
+        type=Path,
+        help="with --export: export the codec in this dir with its decoder replaced by the mean of "
+        "its own and this run's (same encoder required; see soup_decoder)",
+    )
     ap.add_argument("--plot", type=Path, help="draw the training curves to this PNG and exit")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -207,10 +241,13 @@ def main() -> None:
         from engine.train.lm_latents import cached_lm_latents
 
         latents = cached_lm_latents(args.lm, args.data, args.tokens or TOKENS / args.data.name, args.work)
-    data = Crops(args.data, args.seconds, cfg.sample_rate, seed=step, latents=latents,
-                 frame_samples=cfg.hop * cfg.downsample)
-    print(f"{len(data.clips)} clips, {data.seconds / 3600:.2f} h of audio; starting at step {step}"
-          + (" (encoder frozen)" if args.freeze_encoder else ""))
+    data = Crops(
+        args.data, args.seconds, cfg.sample_rate, seed=step, latents=latents, frame_samples=cfg.hop * cfg.downsample
+    )
+    print(
+        f"{len(data.clips)} clips, {data.seconds / 3600:.2f} h of audio; starting at step {step}"
+        + (" (encoder frozen)" if args.freeze_encoder else "")
+    )
     ae.encoder.requires_grad_(not args.freeze_encoder)
     disc = opt_disc = None
     if args.gan_weight > 0:
@@ -230,9 +267,18 @@ def main() -> None:
 
     def checkpoint() -> None:
         extra = {"disc": disc.state_dict(), "opt_disc": opt_disc.state_dict()} if disc is not None else {}
-        save_checkpoint(ckpt_path, {"ae": ae.state_dict(), "voc": voc.state_dict(), "opt_ae": opt_ae.state_dict(),
-                                    "opt_voc": opt_voc.state_dict(), "step": step,
-                                    "frozen_encoder": args.freeze_encoder, **extra})
+        save_checkpoint(
+            ckpt_path,
+            {
+                "ae": ae.state_dict(),
+                "voc": voc.state_dict(),
+                "opt_ae": opt_ae.state_dict(),
+                "opt_voc": opt_voc.state_dict(),
+                "step": step,
+                "frozen_encoder": args.freeze_encoder,
+                **extra,
+            },
+        )
 
     deadline = time.time() + args.minutes * 60
     bar = tqdm(total=args.steps, initial=step, desc="codec", unit="step")
@@ -294,7 +340,9 @@ def main() -> None:
         bar.update()
         if step % 50 == 0:
             avg = {k: v / counted for k, v in sums.items()}  # (the first window after a resume is shorter)
-            writer.writerow([step, round(time.time() - t0, 1), *(round(avg[k], 5) if k in avg else "" for k in columns)])
+            writer.writerow(
+                [step, round(time.time() - t0, 1), *(round(avg[k], 5) if k in avg else "" for k in columns)]
+            )
             log.flush()
             short = {"ae_mel_l1": "ae", "lm_mel_l1": "lm", "voc_stft": "stft", "voc_mel_l1": "mel"}
             bar.set_postfix({short.get(k, k): f"{v:.3f}" for k, v in avg.items()})

@@ -12,6 +12,7 @@ same voice (the voice prefix), laid out by engine.train.lm_data exactly as the
 engine runs it. Loss: cross-entropy on channel 0 (stay / advance / stop) and on
 every codebook of the next frame, over the generated part only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,12 +42,27 @@ DELAY = 3  # frames a unit is fed before its audio (120 ms of lookahead)
 
 def model_config(dim: int, layers: int, codebooks: int, codebook_size: int, max_ref_frames: int = 250) -> ModelConfig:
     return ModelConfig(
-        dim=dim, n_layers=layers, n_heads=dim // 64, n_kv_heads=max(1, dim // 192), ffn_dim=dim * 8 // 3 // 32 * 32,
-        max_positions=2048, text_vocab=128, num_codebooks=codebooks, codebook_size=codebook_size, advance=4,
-        mark_delay_frames=DELAY, hold_units=True, max_reference_frames=max_ref_frames, frame_rate=25.0,
-        codec="mel", tokenizer="phonemes", description="speech LM trained on teacher voices (engine/train)",
-        generation=GenerationConfig(temperature=0.5, max_frames_per_text_token=4.0, min_frames_guard=25,
-                                    max_frames_per_unit=25))
+        dim=dim,
+        n_layers=layers,
+        n_heads=dim // 64,
+        n_kv_heads=max(1, dim // 192),
+        ffn_dim=dim * 8 // 3 // 32 * 32,
+        max_positions=2048,
+        text_vocab=128,
+        num_codebooks=codebooks,
+        codebook_size=codebook_size,
+        advance=4,
+        mark_delay_frames=DELAY,
+        hold_units=True,
+        max_reference_frames=max_ref_frames,
+        frame_rate=25.0,
+        codec="mel",
+        tokenizer="phonemes",
+        description="speech LM trained on teacher voices (engine/train)",
+        generation=GenerationConfig(
+            temperature=0.5, max_frames_per_text_token=4.0, min_frames_guard=25, max_frames_per_unit=25
+        ),
+    )
 
 
 class Examples:
@@ -78,8 +94,15 @@ class Examples:
             refs = [r for r in self.by_voice[utt["voice"]] if r is not utt and len(r["codes"]) <= self.max_ref]
             ref = self.rng.choice(refs or [r for r in self.by_voice[utt["voice"]] if r is not utt])
             try:
-                return build_example(self.cfg, ref["ids"], ref["codes"][: self.max_ref], utt["ids"], utt["codes"],
-                                     utt["durations"], DELAY)
+                return build_example(
+                    self.cfg,
+                    ref["ids"],
+                    ref["codes"][: self.max_ref],
+                    utt["ids"],
+                    utt["codes"],
+                    utt["durations"],
+                    DELAY,
+                )
             except ValueError:  # more units than frames (a teacher glitch): draw another
                 self.skipped += 1
 
@@ -88,7 +111,7 @@ class Examples:
         # pads little (about a third fewer positions to compute than random batches).
         if not self.ready:
             pool = sorted((self.sample() for _ in range(8 * size)), key=lambda p: len(p[0]))
-            self.ready = [pool[i:i + size] for i in range(0, len(pool), size)]
+            self.ready = [pool[i : i + size] for i in range(0, len(pool), size)]
             self.rng.shuffle(self.ready)
         pairs = self.ready.pop()
         T = max(len(f) for f, _ in pairs)
@@ -115,8 +138,15 @@ def drop_audio(frames: torch.Tensor, targets: torch.Tensor, p: float, pad: int, 
     return out
 
 
-def self_feed(model: SpeechLM, frames: torch.Tensor, targets: torch.Tensor, p: float, temperature: float,
-              gen: torch.Generator, bf16: bool = False) -> torch.Tensor:
+def self_feed(
+    model: SpeechLM,
+    frames: torch.Tensor,
+    targets: torch.Tensor,
+    p: float,
+    temperature: float,
+    gen: torch.Generator,
+    bf16: bool = False,
+) -> torch.Tensor:
     """Replace the audio inputs of a share `p` of the generated frames by the model's own
     draws for them (inputs only; the targets stay the teacher's).
 
@@ -143,15 +173,18 @@ def self_feed(model: SpeechLM, frames: torch.Tensor, targets: torch.Tensor, p: f
     return out
 
 
-def lm_loss(model: SpeechLM, frames: torch.Tensor, targets: torch.Tensor,
-            bf16: bool = False) -> tuple[torch.Tensor, list[float]]:
+def lm_loss(
+    model: SpeechLM, frames: torch.Tensor, targets: torch.Tensor, bf16: bool = False
+) -> tuple[torch.Tensor, list[float]]:
     B, T, C = frames.shape
     # bf16 autocast: ~3x faster matmuls on this CPU (avx512_bf16); the losses stay float32.
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         hidden = model(frames, torch.arange(T).expand(B, T))
         logits = [head(hidden) for head in model.heads]
-    losses = [F.cross_entropy(logit.flatten(0, 1).float(), targets[..., c].flatten(), ignore_index=IGNORE)
-              for c, logit in enumerate(logits)]
+    losses = [
+        F.cross_entropy(logit.flatten(0, 1).float(), targets[..., c].flatten(), ignore_index=IGNORE)
+        for c, logit in enumerate(logits)
+    ]
     return losses[0] + torch.stack(losses[1:]).mean(), [x.item() for x in losses]
 
 
@@ -166,6 +199,7 @@ def check_codec(model_dir: Path, token_dir: Path) -> None:
 
 def plot_curves(log_path: Path, val_path: Path, out: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -200,8 +234,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--dropout", type=float, default=0.1, help="residual dropout")
     ap.add_argument("--drop-audio", type=float, default=0.1, help="share of input audio frames blanked")
-    ap.add_argument("--self-feed", type=float, default=0.0,
-                    help="share of generated input frames replaced by the model's own draws (see self_feed)")
+    ap.add_argument(
+        "--self-feed",
+        type=float,
+        default=0.0,
+        help="share of generated input frames replaced by the model's own draws (see self_feed)",
+    )
     ap.add_argument("--max-ref-frames", type=int, default=250, help="longest reference clip (10 s)")
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--keep", type=int, default=3, help="weight snapshots kept from the last saves, for --average")
@@ -219,10 +257,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     codec_dir = args.codec or args.export or args.init
-    codec_cfg = json.loads((codec_dir / "codec.json").read_text()) if codec_dir \
-        else {"groups": 8, "levels": [4, 4, 4, 4]}
+    codec_cfg = (
+        json.loads((codec_dir / "codec.json").read_text()) if codec_dir else {"groups": 8, "levels": [4, 4, 4, 4]}
+    )
     state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
-    cfg = model_config(args.dim, args.layers, codec_cfg["groups"], int(np.prod(codec_cfg["levels"])), args.max_ref_frames)
+    cfg = model_config(
+        args.dim, args.layers, codec_cfg["groups"], int(np.prod(codec_cfg["levels"])), args.max_ref_frames
+    )
     model = SpeechLM(cfg)
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
@@ -273,6 +314,7 @@ def main() -> None:
             if new:
                 f.write("step,ch0,codes\n")
             f.write(f"{step},{parts[0]:.4f},{np.mean(parts[1:]):.4f}\n")
+
     # Warmup, then constant, then a linear decay over the last 20% of --steps: a run
     # stopped by --minutes can resume, and a later, longer --steps simply extends it.
     decay_from = 0.8 * args.steps
@@ -290,7 +332,9 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = args.lr * sched(step)
         frames, targets = data.batch(args.batch)
-        frames = self_feed(model, frames, targets, args.self_feed, cfg.generation.temperature, drop_gen, bf16=not args.fp32)
+        frames = self_feed(
+            model, frames, targets, args.self_feed, cfg.generation.temperature, drop_gen, bf16=not args.fp32
+        )
         frames = drop_audio(frames, targets, args.drop_audio, cfg.audio_pad, drop_gen)
         loss, parts = lm_loss(model, frames, targets, bf16=not args.fp32)
         opt.zero_grad()
@@ -300,8 +344,15 @@ def main() -> None:
         step += 1
         bar.update()
         if step % 10 == 0:
-            writer.writerow([step, round(loss.item(), 4), round(parts[0], 4), round(float(np.mean(parts[1:])), 4),
-                             round(time.time() - t0, 1)])
+            writer.writerow(
+                [
+                    step,
+                    round(loss.item(), 4),
+                    round(parts[0], 4),
+                    round(float(np.mean(parts[1:])), 4),
+                    round(time.time() - t0, 1),
+                ]
+            )
             log.flush()
             bar.set_postfix(loss=f"{loss.item():.3f}", ch0=f"{parts[0]:.3f}")
         if step % args.save_every == 0:

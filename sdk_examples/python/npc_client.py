@@ -13,6 +13,7 @@ Three things a game does, each in one function:
 It uses the Python code generated from protos/ that the server ships
 (`service.gen`); another language generates its own from the same .proto.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,7 @@ def fake_llm(reply: str, seconds_per_token: float = 0.03):
 def converse(stub: pb_grpc.NpcVoiceStub, voice: str, replies: list[str], out: str, barge_in: bool) -> None:
     """Speak several LLM replies (turns) in one conversation; optionally interrupt the first."""
     outgoing: queue.Queue = queue.Queue()  # requests are sent from this queue as they are put
-    outgoing.put(pb.ConverseRequest(config=pb.SessionConfig(voice_id=voice, sample_rate_hz=RATE,
-                                                             encoding=pb.PCM16)))
+    outgoing.put(pb.ConverseRequest(config=pb.SessionConfig(voice_id=voice, sample_rate_hz=RATE, encoding=pb.PCM16)))
     responses = stub.Converse(iter(outgoing.get, None))  # None ends the request stream
 
     def llm_side() -> None:
@@ -71,8 +71,10 @@ def converse(stub: pb_grpc.NpcVoiceStub, voice: str, replies: list[str], out: st
         kind = resp.WhichOneof("kind")
         if kind == "started":
             s = resp.started
-            print(f"session {s.session_id}: {s.format.sample_rate_hz} Hz, voice cached: {s.voice_cached}, "
-                  f"timing marks: {s.timings_available}")
+            print(
+                f"session {s.session_id}: {s.format.sample_rate_hz} Hz, voice cached: {s.voice_cached}, "
+                f"timing marks: {s.timings_available}"
+            )
         elif kind == "utterance_started":
             print(f"  speaking: {resp.utterance_started.text!r}")
         elif kind == "audio":
@@ -86,8 +88,10 @@ def converse(stub: pb_grpc.NpcVoiceStub, voice: str, replies: list[str], out: st
             print(f"    {pb.TimingKind.Name(m.kind).lower()} {m.text!r} {m.start_ms}-{m.end_ms} ms")
         elif kind == "utterance_done":
             d = resp.utterance_done
-            print(f"  done: {d.audio_seconds:.2f} s of audio, first audio after {d.ttfa_ms:.0f} ms, "
-                  f"real-time factor {d.real_time_factor:.2f}")
+            print(
+                f"  done: {d.audio_seconds:.2f} s of audio, first audio after {d.ttfa_ms:.0f} ms, "
+                f"real-time factor {d.real_time_factor:.2f}"
+            )
         elif kind == "cancel_done":
             print(f"  cancelled {resp.cancel_done.turn_id}")
             turn_done[resp.cancel_done.turn_id].set()
@@ -95,8 +99,7 @@ def converse(stub: pb_grpc.NpcVoiceStub, voice: str, replies: list[str], out: st
             print(f"  finished {resp.flush_done.turn_id}")
             turn_done[resp.flush_done.turn_id].set()
     write_wav(out, bytes(audio))
-    print(f"first audio {(first - start) * 1000:.0f} ms after connecting; wrote {len(audio) / 2 / RATE:.2f} s "
-          f"to {out}")
+    print(f"first audio {(first - start) * 1000:.0f} ms after connecting; wrote {len(audio) / 2 / RATE:.2f} s to {out}")
 
 
 def bark(stub: pb_grpc.NpcVoiceStub, voice: str, text: str, out: str) -> None:
@@ -109,8 +112,11 @@ def bark(stub: pb_grpc.NpcVoiceStub, voice: str, text: str, out: str) -> None:
 
 
 def register(stub: pb_grpc.NpcVoiceStub, voice_id: str, wav_path: str, transcript: str) -> None:
-    voice = stub.RegisterVoice(pb.RegisterVoiceRequest(voice_id=voice_id, reference_wav=Path(wav_path).read_bytes(),
-                                                       transcript=transcript, overwrite=True))
+    voice = stub.RegisterVoice(
+        pb.RegisterVoiceRequest(
+            voice_id=voice_id, reference_wav=Path(wav_path).read_bytes(), transcript=transcript, overwrite=True
+        )
+    )
     print(f"registered {voice.voice_id}: {voice.reference_seconds:.1f} s reference")
     warm = stub.WarmVoice(pb.WarmVoiceRequest(voice_id=voice_id))  # at level load: first line starts fast
     print(f"warmed in {warm.elapsed_ms:.0f} ms")
@@ -124,9 +130,14 @@ def main() -> None:
     c.add_argument("--voice", default="guard")
     c.add_argument("--out", default="reply.wav")
     c.add_argument("--barge-in", action="store_true", help="interrupt the first reply half a second in")
-    c.add_argument("replies", nargs="*", default=[
-        "Halt! The gate is closed after dark, traveler.",
-        "Fine, fine. Show me your papers and I'll think about it."])
+    c.add_argument(
+        "replies",
+        nargs="*",
+        default=[
+            "Halt! The gate is closed after dark, traveler.",
+            "Fine, fine. Show me your papers and I'll think about it.",
+        ],
+    )
     b = sub.add_parser("bark")
     b.add_argument("text")
     b.add_argument("--voice", default="guard")

@@ -4,6 +4,7 @@
 `generation` holds the defaults the engine generates with (sampling, length guards),
 which a checkpoint may tune without changing its weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -110,14 +111,14 @@ class ModelConfig:
         if self.hold_units and self.advance is None:
             raise ValueError("hold_units needs a pointer model (an advance token)")
 
-    def updated(self, **changes: Any) -> "ModelConfig":
+    def updated(self, **changes: Any) -> ModelConfig:
         """A copy with `changes`; generation fields may be named directly (top_k=..., say)."""
         names = {f.name for f in fields(GenerationConfig)}
         gen = {k: changes.pop(k) for k in list(changes) if k in names}
         return replace(self, generation=replace(self.generation, **gen), **changes)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ModelConfig":
+    def load(cls, path: str | Path) -> ModelConfig:
         """Read `config.json`. Its generation defaults may sit under "generation" or, as
         older checkpoints have them, beside the architecture."""
         raw = json.loads(Path(path).read_text())

@@ -4,6 +4,7 @@ Attention reads and writes keys/values through a paged cache when one is given
 (`PagedAttention` metadata), and falls back to plain causal attention otherwise,
 which the tests use as the reference the paged path must match.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -130,8 +131,10 @@ class Attention(nn.Module):
         else:
             keys = torch.index_select(kc.flatten(1), 0, flat, out=kbuf[: len(flat)])
             vals = torch.index_select(vc.flatten(1), 0, flat, out=vbuf[: len(flat)])
-        return (keys.view(B, -1, self.n_kv, self.hd).transpose(1, 2),
-                vals.view(B, -1, self.n_kv, self.hd).transpose(1, 2))
+        return (
+            keys.view(B, -1, self.n_kv, self.hd).transpose(1, 2),
+            vals.view(B, -1, self.n_kv, self.hd).transpose(1, 2),
+        )
 
     def _decode_attention(self, q, keys, vals, paged: PagedAttention, kc, vc) -> torch.Tensor:
         """One decode query per row, on CPU; rows of a group read their shared prefix once.
@@ -284,13 +287,17 @@ class SpeechLM(nn.Module):
         """hidden [N, dim] -> logits [N, C, max_vocab], float32, -inf past each channel's vocab."""
         if self.frame_head is not None:
             return self.frame_head(hidden).float().view(hidden.shape[0], self.cfg.num_channels, self.max_vocab)
-        out = hidden.new_full((hidden.shape[0], self.cfg.num_channels, self.max_vocab), float("-inf"), dtype=torch.float32)
+        out = hidden.new_full(
+            (hidden.shape[0], self.cfg.num_channels, self.max_vocab), float("-inf"), dtype=torch.float32
+        )
         for c, head in enumerate(self.heads):
             out[:, c, : head.out_features] = head(hidden).float()
         return out
 
 
-def load_model(model_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> SpeechLM:
+def load_model(
+    model_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> SpeechLM:
     """Build a SpeechLM from `config.json` + `model.safetensors` in `model_dir`."""
     model_dir = Path(model_dir)
     cfg = ModelConfig.load(model_dir / CONFIG_FILE)

@@ -7,6 +7,7 @@ is skipped or repeated. Both halves work on a whole decode batch at once, with
 one tensor operation per rule and plain ints per row: per-row tensor work here
 was over a tenth of a sixteen-stream decode step.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,6 @@ import torch
 from engine.models.speech_lm.config import ModelConfig
 from engine.runtime.outputs import MarkEvent
 from engine.runtime.sequence import Sequence
-
 
 
 class TextPointer:

@@ -4,6 +4,7 @@ A prompt is   [bos, reference transcript] [reference audio frames] [text to spea
               \\_________________ voice prefix ____________________/
 so every utterance of a voice starts with the same frames and shares their K/V.
 """
+
 from __future__ import annotations
 
 import torch

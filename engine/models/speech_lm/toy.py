@@ -4,6 +4,7 @@ It exercises every engine path (paged attention, prefix cache, batching,
 streaming) but it was never trained: its "speech" is random codec frames, which the
 parametric codec renders as a buzzy, wordless voice.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,10 @@ from engine.models.speech_lm.model import SpeechLM, save_model
 # Length limits of about 1.5-3 frames per character keep utterances near the
 # length real speech would have (~15 characters/s is 1.7 frames per character at
 # 25 frames/s), so load tests see realistic audio durations.
-TOY_CONFIG = ModelConfig(description="random weights, seed-fixed; for tests and benchmarks only, it does not speak",
-                         generation=GenerationConfig(min_frames_per_text_token=1.5, max_frames_per_text_token=3.0))
+TOY_CONFIG = ModelConfig(
+    description="random weights, seed-fixed; for tests and benchmarks only, it does not speak",
+    generation=GenerationConfig(min_frames_per_text_token=1.5, max_frames_per_text_token=3.0),
+)
 
 
 def make_toy_model(model_dir: str | Path, seed: int = 0, **overrides) -> Path:

@@ -1,0 +1,49 @@
+"""engine.train.train_lm: what the LM's training step does to its inputs (audio dropout, self-feeding)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def test_drop_audio_blanks_only_generated_inputs():
+    from engine.train.lm_data import IGNORE
+    from engine.train.train_lm import drop_audio
+
+    frames = torch.randint(0, 256, (4, 50, 9))
+    targets = torch.full_like(frames, IGNORE)
+    targets[:, 19:39] = 7  # speech_start at 19 and frames 20..38 predict; frames 20..39 are speech inputs
+    out = drop_audio(frames, targets, 0.5, 256, torch.Generator().manual_seed(0))
+    blank = (out[..., 1:] == 256).all(-1)
+    assert torch.equal(out[..., 0], frames[..., 0])  # the text channel is never touched
+    assert not blank[:, :20].any() and not blank[:, 40:].any()
+    assert 0.3 < blank[:, 20:40].float().mean() < 0.7
+    kept = ~blank
+    assert torch.equal(out[kept], frames[kept])
+
+
+def test_self_feed_puts_the_models_own_draw_for_each_frame_in_its_place():
+    from engine.models.speech_lm.config import ModelConfig
+    from engine.models.speech_lm.model import SpeechLM
+    from engine.train.lm_data import IGNORE
+    from engine.train.train_lm import self_feed
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(dim=64, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=128, num_codebooks=8, advance=4)
+    model = SpeechLM(cfg).train()
+    frames = torch.randint(0, 256, (3, 50, 9))
+    frames[..., 0] = torch.randint(0, 100, (3, 50))
+    targets = torch.full_like(frames, IGNORE)
+    targets[:, 19:39] = 7  # frames 20..39 are speech inputs
+    # A temperature near zero makes every draw the argmax, which the test can work out itself.
+    out = self_feed(model, frames, targets, 1.0, 1e-4, torch.Generator().manual_seed(0))
+    assert model.training  # dropout back on for the step that follows
+    with torch.no_grad():
+        hidden = model.eval()(frames, torch.arange(50).expand(3, 50))
+        best = torch.stack([head(hidden).argmax(-1) for head in model.heads[1:]], dim=-1)
+    assert torch.equal(out[:, 20:40, 1:], best[:, 19:39])  # the draw at t is fed at t + 1
+    assert torch.equal(out[:, :20], frames[:, :20]) and torch.equal(out[:, 40:], frames[:, 40:])
+    assert torch.equal(out[..., 0], frames[..., 0])  # the text channel is the teacher's
+    half = self_feed(model.train(), frames, targets, 0.5, 1.0, torch.Generator().manual_seed(1))
+    swapped = (half[:, 20:40, 1:] != frames[:, 20:40, 1:]).any(-1).float().mean()
+    assert 0.3 < swapped < 0.7
+    assert self_feed(model, frames, targets, 0.0, 0.5, torch.Generator()) is frames
