@@ -14,6 +14,8 @@ from engine.audio import speechlike_wave
 from engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from engine.runtime.engine import Engine
 
+# The smallest toy: one layer, for tests of what the engine does around the model.
+TINY = dict(dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128)
 # A smaller toy than the benchmark's keeps the suite quick on 2 cores.
 # The generous length guard lets engine tests ask for long fixed-length utterances.
 SMALL = dict(

@@ -22,7 +22,7 @@ from engine.runtime.outputs import (
     FrameEvent,
     TimingMark,
 )
-from tests.support import make_engine, speech_like, wait_idle
+from tests.support import TINY, make_engine, speech_like, wait_idle
 
 TEXT = "Over here! The bridge is out, take the ford."
 
@@ -207,9 +207,7 @@ def test_eos_or_the_length_guard_ends_every_utterance(engine, voice):
 
 
 def test_timing_marks_from_a_model_with_an_advance_token(tmp_path, voice):
-    model = make_toy_model(
-        tmp_path / "m", seed=1, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128, advance=4, mark_delay_frames=2
-    )
+    model = make_toy_model(tmp_path / "m", seed=1, **TINY, advance=4, mark_delay_frames=2)
     with make_engine(model) as eng:
         params = SamplingParams(seed=0, max_frames=80, ignore_eos=True, temperature=3.0)
         events = list(eng.submit(voice, TEXT, params))
@@ -230,11 +228,7 @@ def test_a_hold_units_model_is_fed_the_unit_it_is_on(tmp_path, voice):
     model = make_toy_model(
         tmp_path / "m",
         seed=1,
-        dim=64,
-        n_layers=1,
-        n_heads=2,
-        n_kv_heads=1,
-        ffn_dim=128,
+        **TINY,
         advance=4,
         mark_delay_frames=2,
         hold_units=True,
@@ -254,9 +248,7 @@ def test_a_hold_units_model_is_fed_the_unit_it_is_on(tmp_path, voice):
 
 
 def test_requests_without_sampling_get_the_models_own(tmp_path, voice):
-    greedy = make_toy_model(
-        tmp_path / "g", seed=1, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128, temperature=0.0
-    )
+    greedy = make_toy_model(tmp_path / "g", seed=1, **TINY, temperature=0.0)
     with make_engine(greedy) as eng:
         assert eng.default_sampling(seed=5) == SamplingParams(temperature=0.0, seed=5)
         runs = [eng.submit(voice, TEXT).wait_frames() for _ in range(2)]  # each draws its own seed
@@ -266,7 +258,7 @@ def test_requests_without_sampling_get_the_models_own(tmp_path, voice):
 
 
 def test_speech_does_not_end_before_every_unit_is_reached(tmp_path, voice):
-    model = make_toy_model(tmp_path / "m", seed=3, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128, advance=4)
+    model = make_toy_model(tmp_path / "m", seed=3, **TINY, advance=4)
     with make_engine(model) as eng:
         n = len(eng.tokenizer.encode("Yes!"))
         ended = 0
@@ -284,11 +276,7 @@ def test_a_pointer_that_stalls_is_moved_on(tmp_path, voice, limit):
     model = make_toy_model(
         tmp_path / "m",
         seed=3,
-        dim=64,
-        n_layers=1,
-        n_heads=2,
-        n_kv_heads=1,
-        ffn_dim=128,
+        **TINY,
         advance=4,
         max_frames_per_unit=limit,
         min_frames_per_text_token=0.0,
@@ -311,9 +299,7 @@ def test_a_pointer_that_stalls_is_moved_on(tmp_path, voice, limit):
 
 
 def test_a_reference_longer_than_the_model_was_trained_on_is_refused(tmp_path):
-    model = make_toy_model(
-        tmp_path / "m", seed=0, dim=64, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=128, max_reference_frames=100
-    )  # 4 s at 25 frames/s
+    model = make_toy_model(tmp_path / "m", seed=0, **TINY, max_reference_frames=100)  # 4 s at 25 frames/s
     with make_engine(model) as eng:
         with pytest.raises(ValueError, match=r"reference is 5\.0 s; this model clones from at most 4 s"):
             eng.make_voice(speechlike_wave(5.0), 24000, "A line.", "long")
@@ -407,11 +393,7 @@ def test_end_of_speech_waits_for_the_minimum_length(tmp_path, voice):
     model = make_toy_model(
         tmp_path / "m",
         seed=2,
-        dim=64,
-        n_layers=1,
-        n_heads=2,
-        n_kv_heads=1,
-        ffn_dim=128,
+        **TINY,
         min_frames_per_text_token=2.0,
         max_frames_per_text_token=3.0,
     )
