@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from engine.config import CacheConfig
-from engine.models.speech_lm.model import PagedAttention, SharedPrefix, SpeechLM
+from engine.models.speech_lm.model import SpeechLM
+from engine.runtime.attention import PagedAttention, SharedPrefix
 from engine.runtime.sequence import Sequence
 
 
