@@ -9,6 +9,12 @@ utterances sound more natural.
 
 A boundary only counts once the character after it has arrived: a fragment
 ending in "3." may continue as "3.5", and "Dr." is not the end of a sentence.
+
+A cut inside a sentence (at a clause or at the length limit) leaves at least
+MIN_WORDS words on each side: it waits until that many words of the sentence have
+arrived after the cut. A short piece of a sentence ("lake.") gives the model too
+little to speak and the listener a broken phrase; first audio comes quickly from a
+short first sentence or clause instead. A whole sentence may be short ("Halt!").
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from __future__ import annotations
 import re
 
 DEFAULT_SCHEDULE = (50, 120, 200, 260)
+MIN_WORDS = 4  # on each side of a cut inside a sentence
+_WORD = re.compile(r"\S+\s")  # a word counts once the character after it has arrived
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)|\n")
 _CLAUSE_END = re.compile(r"[,;:—–]+(?=\s)|\s-\s")
 # Words before a period that do not end a sentence (title, initials, "e.g.").
@@ -62,11 +70,24 @@ class Segmenter:
         for m in _SENTENCE_END.finditer(text):
             if not _NOT_AN_END.search(text[: m.end()]) and text[: m.end()].strip():
                 return m.end()
+        # Inside the sentence: a clause end past half the limit, else the last space
+        # before the limit (or the limit itself in a run without spaces).
         if len(text) >= self.limit // 2:
             ends = [m.end() for m in _CLAUSE_END.finditer(text) if m.end() >= self.limit // 2]
-            if ends:
+            if ends and self._splits_well(ends[0]):
                 return ends[0]
         if len(text) >= self.limit:
             space = text.rfind(" ", 0, self.limit)
-            return space if space > 0 else self.limit
+            if space <= 0:
+                return self.limit
+            # The latest space that leaves enough words before it; then wait for enough after it.
+            while space > 0 and len(text[:space].split()) < MIN_WORDS:
+                space = text.find(" ", space + 1)
+            if space > 0 and self._splits_well(space):
+                return space
         return None
+
+    def _splits_well(self, cut: int) -> bool:
+        """Whether cutting the buffer at `cut` leaves MIN_WORDS words on each side."""
+        text = self.buffer
+        return len(text[:cut].split()) >= MIN_WORDS and len(_WORD.findall(text[cut:].lstrip())) >= MIN_WORDS

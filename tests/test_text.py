@@ -9,7 +9,7 @@ import pytest
 
 from engine.text.normalize import cardinal, normalize, ordinal
 from service.lexicon import Lexicon
-from service.segmenter import Segmenter
+from service.segmenter import MIN_WORDS, Segmenter
 
 
 @pytest.mark.parametrize(
@@ -69,17 +69,51 @@ def test_titles_and_initials_do_not_end_sentences():
 def test_clauses_and_long_runs_follow_the_schedule():
     seg = Segmenter(schedule=(20, 40))
     # The first cut is forced at the last space before 20 characters ("Well," is too early
-    # to count as a clause); the second limit is 40, so a clause end after 20 counts.
-    assert feed(seg, "Well, I suppose we could try the northern pass, then rest") == [
-        "Well, I suppose we",
-        "could try the northern pass,",
-    ]
+    # to count as a clause); the second limit is 40, so a clause end after 20 counts, once
+    # four words of the sentence have come after it.
+    assert feed(seg, "Well, I suppose we could try the northern pass, then rest") == ["Well, I suppose we"]
+    assert feed(seg, " by the old mill") == ["could try the northern pass,"]
+    assert seg.buffer == "then rest by the old mill"
     seg = Segmenter(schedule=(10,))
     pieces = feed(seg, "abcdefghijklmnop qrstuvwxyz and more words")
     assert (
         all(len(p) <= 10 for p in pieces)
         and "".join(pieces + seg.flush()).replace(" ", "") == "abcdefghijklmnopqrstuvwxyzandmorewords"
     )
+
+
+SENTENCES = [
+    "I heard the fisherman found something strange near the center of the lake.",
+    "Halt!",
+    "Bring me ten wolf pelts, three bear claws, and the head of the beast that haunts the northern woods.",
+    "Yes.",
+    "The old bridge is out, so you will have to take the ford two miles downstream past the mill.",
+    "Who goes there?",
+    "Whatever the old books say, magic does not work here, not since the tower fell.",
+]
+
+
+@pytest.mark.parametrize("schedule", [(50, 120, 200, 260), (20, 40), (30,)])
+@pytest.mark.parametrize("step", [1, 3, 7])
+def test_a_cut_inside_a_sentence_leaves_at_least_four_words_on_each_side(schedule, step):
+    """Streamed a few characters at a time, every piece is a whole sentence or holds at least
+    MIN_WORDS words; no sentence ends in a short tail such as "lake."."""
+    seg = Segmenter(schedule)
+    text = " ".join(SENTENCES)
+    pieces = feed(seg, text, step) + seg.flush()
+    assert " ".join(pieces) == text
+    whole = set(SENTENCES)
+    for piece in pieces:
+        assert piece in whole or len(piece.split()) >= MIN_WORDS, (piece, pieces)
+    assert any(p not in whole for p in pieces)  # long sentences really were cut
+
+
+def test_the_short_tail_of_a_sentence_waits_for_more_words():
+    seg = Segmenter((50,))
+    line = "I heard the fisherman found something strange in the"
+    assert len(line) > 50 and line.rfind(" ", 0, 50) == line.rindex(" the")  # the cut would leave "the"
+    assert feed(seg, line + " ") == []
+    assert feed(seg, "lake.") == [] and seg.push(" ") == [line + " lake."]
 
 
 def test_newline_is_a_boundary_and_reset_drops_text():
