@@ -45,16 +45,17 @@ def decode_wav(data: bytes) -> Reference:
     return Reference(np.clip(mono, -1.0, 1.0).astype(np.float32), int(rate))
 
 
-def check_speech(ref: Reference) -> None:
-    """Raise ValueError unless `ref` plausibly holds 3-30 s of speech.
+def check_speech(ref: Reference, max_seconds: float = MAX_SECONDS) -> None:
+    """Raise ValueError unless `ref` plausibly holds MIN_SECONDS to `max_seconds` of speech.
 
     Speech is loud enough, switches on and off at syllable rate, and is not
     white-noise flat. Thresholds: speech measured here sits far from each of them
     (flatness ~0.05-0.3, level swing > 15 dB); silence, a held tone and noise
     fail one of them by a wide margin."""
-    if not MIN_SECONDS <= ref.seconds <= MAX_SECONDS:
+    if not MIN_SECONDS <= ref.seconds <= max_seconds:
         raise ValueError(
-            f"reference is {ref.seconds:.1f} s; it must be {MIN_SECONDS:.0f}-{MAX_SECONDS:.0f} s of speech"
+            f"reference is {ref.seconds:.1f} s; this model clones from {MIN_SECONDS:g}-{max_seconds:g} s of speech "
+            "(GetCapabilities.max_reference_seconds): cut it to a sentence or two and give that part's transcript"
         )
     hop = ref.sample_rate // 50  # 20 ms frames
     frames = ref.samples[: len(ref.samples) // hop * hop].reshape(-1, hop)

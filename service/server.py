@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from engine import Engine
 from engine.runtime.streaming import MAX_RATE, MIN_RATE, check_rate
+from service.audio_input import MIN_SECONDS
 from service.config import ServiceConfig
 from service.conversation import Conversation, End, SessionSettings, spoken_form
 from service.demo_voices import install_demo_voices
@@ -197,6 +198,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             max_sample_rate_hz=MAX_RATE,
             languages=[self.engine.model_cfg.language],
             max_text_chars=self.config.max_text_chars,
+            min_reference_seconds=MIN_SECONDS,
+            max_reference_seconds=self.voices.max_reference_seconds,
         )
 
     async def GetStats(self, request, context):

@@ -27,7 +27,7 @@ import numpy as np
 
 from engine import Engine, VoicePrompt
 from engine.audio import from_pcm16, to_pcm16
-from service.audio_input import Reference, check_speech, decode_wav
+from service.audio_input import MAX_SECONDS, Reference, check_speech, decode_wav
 
 log = logging.getLogger(__name__)
 VOICE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -82,6 +82,8 @@ class VoiceLibrary:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.engine = engine
+        # What this model clones from, within what the service takes at all.
+        self.max_reference_seconds = min(MAX_SECONDS, engine.max_reference_seconds or MAX_SECONDS)
         self._voices: dict[str, LoadedVoice] = {}
         self.broken: dict[str, str] = {}
         self._lock = threading.RLock()  # guards the two dicts
@@ -129,7 +131,7 @@ class VoiceLibrary:
         if len(transcript) > MAX_TRANSCRIPT_CHARS:
             raise ValueError(f"transcript has {len(transcript)} characters; the limit is {MAX_TRANSCRIPT_CHARS}")
         ref = decode_wav(wav)
-        check_speech(ref)
+        check_speech(ref, self.max_reference_seconds)
         with self._lock:
             self._check_free(voice_id, overwrite)  # fail fast, before seconds of work
             if self._pending >= self.max_pending:

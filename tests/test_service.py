@@ -443,6 +443,29 @@ def test_health_reflection_and_capabilities(server):
     assert {"npcvoice.v1.NpcVoice", "grpc.health.v1.Health"} <= names
     caps = server.stub.GetCapabilities(pb.GetCapabilitiesRequest())
     assert caps.native_sample_rate_hz == 24000 and caps.max_sample_rate_hz == 48000 and not caps.timings_available
+    assert (caps.min_reference_seconds, caps.max_reference_seconds) == (3.0, 30.0)  # this model sets no limit
+
+
+def test_a_models_reference_limit_is_announced_and_checked_before_any_work(tmp_path):
+    """The capabilities name the longest reference the model clones from, and RegisterVoice
+    refuses a longer one up front with that limit in its message."""
+    model = make_toy_model(tmp_path / "m", seed=0, **SMALL, max_reference_frames=100)  # 4 s at 25 frames/s
+    with make_engine(model) as eng:
+        srv = ServerThread(eng, tmp_path / "voices", demo_voices=False)
+        try:
+            assert srv.stub.GetCapabilities(pb.GetCapabilitiesRequest()).max_reference_seconds == 4.0
+            ask = lambda seconds: srv.stub.RegisterVoice(
+                pb.RegisterVoiceRequest(
+                    voice_id="long",
+                    reference_wav=encode_wav(speechlike_wave(seconds, 16000, floor=0.05), 16000),
+                    transcript="Hello there.",
+                )
+            )
+            err = status_of(lambda: ask(5.0))
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "3-4 s" in err.details()
+            assert ask(3.5).voice_id == "long"
+        finally:
+            srv.stop()
 
 
 def test_session_limit_gives_resource_exhausted_with_retry_hint(model_dir, tmp_path):

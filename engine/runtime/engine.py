@@ -137,6 +137,12 @@ class Engine:
         return self.codec.frame_rate
 
     @property
+    def max_reference_seconds(self) -> float | None:
+        """The longest reference clip this model clones from (None: no limit of its own)."""
+        frames = self.model_cfg.max_reference_frames
+        return frames / self.frame_rate if frames else None
+
+    @property
     def sample_rate(self) -> int:
         """The codec's native rate; `submit` resamples to any rate in 8000-48000 Hz."""
         return self.codec.sample_rate

@@ -351,7 +351,7 @@ class GetCapabilitiesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("model", "timings_available", "phoneme_overrides", "native_sample_rate_hz", "min_sample_rate_hz", "max_sample_rate_hz", "languages", "max_text_chars")
+    __slots__ = ("model", "timings_available", "phoneme_overrides", "native_sample_rate_hz", "min_sample_rate_hz", "max_sample_rate_hz", "languages", "max_text_chars", "min_reference_seconds", "max_reference_seconds")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     PHONEME_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
@@ -360,6 +360,8 @@ class Capabilities(_message.Message):
     MAX_SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     LANGUAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MIN_REFERENCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REFERENCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     model: str
     timings_available: bool
     phoneme_overrides: bool
@@ -368,7 +370,9 @@ class Capabilities(_message.Message):
     max_sample_rate_hz: int
     languages: _containers.RepeatedScalarFieldContainer[str]
     max_text_chars: int
-    def __init__(self, model: _Optional[str] = ..., timings_available: _Optional[bool] = ..., phoneme_overrides: _Optional[bool] = ..., native_sample_rate_hz: _Optional[int] = ..., min_sample_rate_hz: _Optional[int] = ..., max_sample_rate_hz: _Optional[int] = ..., languages: _Optional[_Iterable[str]] = ..., max_text_chars: _Optional[int] = ...) -> None: ...
+    min_reference_seconds: float
+    max_reference_seconds: float
+    def __init__(self, model: _Optional[str] = ..., timings_available: _Optional[bool] = ..., phoneme_overrides: _Optional[bool] = ..., native_sample_rate_hz: _Optional[int] = ..., min_sample_rate_hz: _Optional[int] = ..., max_sample_rate_hz: _Optional[int] = ..., languages: _Optional[_Iterable[str]] = ..., max_text_chars: _Optional[int] = ..., min_reference_seconds: _Optional[float] = ..., max_reference_seconds: _Optional[float] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ()
