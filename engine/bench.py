@@ -131,14 +131,13 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         engine.close()
 
-    cfg = engine.model_cfg
     params = engine.num_params
     realtime = [n for n, r in sweep.items() if r["slowest_realtime_x"] >= 1.0]
     result = {
         "model": str(model_dir),
-        "model_description": cfg.description or "(none)",
+        "model_description": engine.model_name,
         "model_params_m": round(params / 1e6, 2),
-        "frame_rate_hz": cfg.frame_rate,
+        "frame_rate_hz": engine.frame_rate,
         "reference_seconds": ref_seconds,
         "voice_prefix_frames": voice.num_frames,
         "ttfa_cold_ms": round(statistics.median(cold), 1),

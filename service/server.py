@@ -46,7 +46,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     def __init__(self, engine: Engine, voices: VoiceLibrary, lexicon: Lexicon, config: ServiceConfig):
         self.engine, self.voices, self.lexicon, self.config = engine, voices, lexicon, config
         self.sessions = 0
-        self.model_name = engine.model_cfg.description or engine.model_cfg.codec
+        self.model_name = engine.model_name
 
     # ---- conversations ------------------------------------------------------------
     async def Converse(self, request_iterator, context):
@@ -164,7 +164,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             r.reference_wav,
             r.transcript,
             r.display_name,
-            r.language or self.engine.model_cfg.language,
+            r.language or self.engine.language,
             r.overwrite,
         )
         return await self._voice_pb(voice)
@@ -196,7 +196,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             native_sample_rate_hz=self.engine.sample_rate,
             min_sample_rate_hz=MIN_RATE,
             max_sample_rate_hz=MAX_RATE,
-            languages=[self.engine.model_cfg.language],
+            languages=[self.engine.language],
             max_text_chars=self.config.max_text_chars,
             min_reference_seconds=MIN_SECONDS,
             max_reference_seconds=self.voices.max_reference_seconds,
@@ -285,7 +285,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         chunk_ms = chunk_ms or self.config.default_chunk_ms
         if not 20 <= chunk_ms <= 2000:
             raise StreamError(bad, f"chunk_ms {chunk_ms} is outside 20-2000")
-        speaks = self.engine.model_cfg.language
+        speaks = self.engine.language
         if language and language.split("-")[0].lower() != speaks:
             raise StreamError(bad, f"language {language!r} is not supported; this model speaks {speaks}")
         if any(not 1 <= n <= 1000 for n in schedule):

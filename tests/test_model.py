@@ -24,6 +24,11 @@ def random_frames(cfg: ModelConfig, n: int, seed: int) -> torch.Tensor:
     return torch.cat([text, audio], 1)
 
 
+def run(runner: ModelRunner, items) -> torch.Tensor:
+    """The runner's hidden states at each item's last frame, as logits."""
+    return runner.model.logits(runner.forward(items))
+
+
 def dense_logits(model, frames: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         hidden = model(frames[None], torch.arange(len(frames))[None])
@@ -46,12 +51,12 @@ def test_chunked_prefill_then_decode_matches_dense_attention(setup):
     got = []
     with torch.inference_mode():
         for start, n in [(0, 17), (17, 13)]:  # a prefill split across a block border
-            got.append(runner.forward([(seq, start, n)])[0])
+            got.append(run(runner, [(seq, start, n)])[0])
         for i in range(30, 53):  # then one frame at a time, as decoding does
             seq.append(frames[i])
             if blocks.needs_block(seq):
                 assert blocks.append_block(seq)
-            got.append(runner.forward([(seq, i, 1)])[0])
+            got.append(run(runner, [(seq, i, 1)])[0])
     expected = torch.stack([ref[16], ref[29]] + [ref[i] for i in range(30, 53)])
     torch.testing.assert_close(torch.stack(got), expected, atol=1e-4, rtol=1e-4)
     blocks.free(seq)
@@ -65,7 +70,7 @@ def test_padded_batch_matches_each_sequence_alone(setup):
     for s in seqs:
         assert blocks.allocate(s)
     with torch.inference_mode():
-        batched = runner.forward([(s, 0, len(s)) for s in seqs])
+        batched = run(runner, [(s, 0, len(s)) for s in seqs])
     for s, row in zip(seqs, batched):
         torch.testing.assert_close(row, dense_logits(model, s.tokens)[-1], atol=1e-4, rtol=1e-4)
         blocks.free(s)
@@ -220,7 +225,7 @@ def decode_batch(model, runner, blocks):
             frames = torch.cat([prefix, random_frames(cfg, extra, seed=20 + i)])
             seq = Sequence(frames, len(prefix), key, SamplingParams(), 8, 0)
             assert blocks.allocate(seq)
-            runner.forward([(seq, seq.num_computed, len(seq) - 1 - seq.num_computed)])
+            run(runner, [(seq, seq.num_computed, len(seq) - 1 - seq.num_computed)])
             seq.num_computed = len(seq) - 1
             blocks.register(seq)
             seqs.append(seq)
@@ -231,11 +236,11 @@ def rows_alone_and_batched(runner, items) -> tuple[torch.Tensor, list[torch.Tens
     """Logits of `items` in one batch and each alone, after checking that every row also
     gives its lone bits in batches of other sizes and orders."""
     pick = torch.Generator().manual_seed(0)
-    batched = runner.forward(items)
-    alone = [runner.forward([item])[0] for item in items]
+    batched = run(runner, items)
+    alone = [run(runner, [item])[0] for item in items]
     for _ in range(10):
         order = torch.randperm(len(items), generator=pick)[: int(torch.randint(2, len(items), (1,), generator=pick))]
-        for i, row in zip(order.tolist(), runner.forward([items[i] for i in order])):
+        for i, row in zip(order.tolist(), run(runner, [items[i] for i in order])):
             assert torch.equal(row, alone[i])
     return batched, alone
 
@@ -253,7 +258,7 @@ def test_decode_rows_sharing_a_voice_prefix_match_plain_attention_bit_for_bit_al
     with torch.inference_mode():
         batched, alone = rows_alone_and_batched(runner, items)
         runner.split_decode = False
-        reference = runner.forward(items)
+        reference = run(runner, items)
     for seq, row, solo, ref in zip(seqs, batched, alone, reference):
         assert torch.equal(row, solo)
         torch.testing.assert_close(row, ref, atol=1e-4, rtol=1e-4)

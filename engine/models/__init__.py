@@ -17,3 +17,10 @@ def default_model_dir() -> Path:
     if (SHIPPED_MODEL_DIR / WEIGHTS_FILE).exists():
         return SHIPPED_MODEL_DIR
     return toy_model_dir()
+
+
+def load_family(model_dir: str | Path, config, device, dtype, packed=None):
+    """The model family of the checkpoint in `model_dir`, loaded for the engine."""
+    from engine.models.speech_lm.family import SpeechLMFamily
+
+    return SpeechLMFamily(model_dir, config, device, dtype, packed)

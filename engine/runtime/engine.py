@@ -7,7 +7,6 @@ longer than a queue operation.
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 from collections import deque
@@ -19,14 +18,11 @@ from pathlib import Path
 
 import torch
 
-from engine.codecs.base import make_codec
 from engine.config import EngineConfig, SamplingParams
-from engine.models.speech_lm.model import load_model
-from engine.models.speech_lm.pointer import TextPointer
-from engine.models.speech_lm.prompt import utterance_prompt, voice_prefix
-from engine.packed import can_pack, native_bf16, pack_for_cpu
+from engine.packed import can_pack, native_bf16
 from engine.runtime.audio_worker import AudioWorker
 from engine.runtime.block_manager import BlockManager
+from engine.runtime.family import ModelFamily, Step
 from engine.runtime.model_runner import ModelRunner
 from engine.runtime.outputs import (
     DoneEvent,
@@ -35,17 +31,14 @@ from engine.runtime.outputs import (
     EngineStats,
     FinishReason,
     FrameEvent,
-    NothingToSay,
     Outbox,
     UtteranceStream,
 )
-from engine.runtime.sampler import codebook_probs, sample_frames
 from engine.runtime.scheduler import Scheduler
 from engine.runtime.sequence import Sequence
 from engine.runtime.streaming import check_rate
 from engine.runtime.voice import VoicePrompt
 from engine.runtime.voice_pins import VoicePins
-from engine.text.tokenizer import make_tokenizer
 
 
 def _resolve(cfg: EngineConfig) -> tuple[torch.device, torch.dtype]:
@@ -71,22 +64,20 @@ def _packed_kernels(cfg: EngineConfig) -> tuple[torch.dtype, bool]:
 
 class Engine:
     def __init__(self, model_dir: str | Path, config: EngineConfig | None = None):
+        from engine.models import load_family  # (the families import the runtime)
+
         self.config = config or EngineConfig()
         self.device, self.dtype = _resolve(self.config)
         self.model_dir = Path(model_dir)
-        self.model = load_model(model_dir, self.device, self.dtype)
-        self.model_cfg = self.model.cfg
+        packed = (
+            _packed_kernels(self.config) if self.config.packed_weights and can_pack(self.device, self.dtype) else None
+        )
+        self.family: ModelFamily = load_family(model_dir, self.config, self.device, self.dtype, packed)
+        self.model, self.codec, self.tokenizer = self.family.model, self.family.codec, self.family.tokenizer
+        self.model_cfg = getattr(self.family, "cfg", None)  # the family's own config (tests, tools)
         self.num_params = sum(p.numel() for p in self.model.parameters())
-        self.model.fuse_for_inference()
-        packed = None
-        if self.config.packed_weights and can_pack(self.device, self.dtype):
-            packed, int8 = _packed_kernels(self.config)
-            pack_for_cpu(self.model, packed, int8_linears=int8)
-        self.codec = make_codec(self.model_cfg.codec, self.model_cfg.frame_rate, model_dir, packed=packed)
         batch = self.config.stream.audio_batch
         self.audio = AudioWorker(self.codec, batch) if batch else None
-        self._latents = self.config.stream.expected_latents and hasattr(self.codec, "expected_latent")
-        self.tokenizer = make_tokenizer(self.model_cfg.tokenizer, self.model_cfg.text_vocab)
         self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)
         attention = self.config.decode_attention
         if attention == "auto":
@@ -114,22 +105,27 @@ class Engine:
         self._prefill_threads = (self.config.num_threads or torch.get_num_threads()) if cpu else None
         self._decode_threads = (self.config.num_threads or 1) if cpu else None
         self.counters = dict(prefill_frames=0, decode_frames=0, steps=0)
-        self.pointer = TextPointer(self.model_cfg, self.model.max_vocab, self.device)
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self._thread.start()
 
     # ---- public API (any thread) -------------------------------------------
     @property
     def has_timings(self) -> bool:
-        """Whether this model emits timing marks (it has an "advance" token)."""
-        return self.model_cfg.advance is not None
+        """Whether this model emits timing marks (the speech LM's: it has an "advance" token)."""
+        return self.family.has_timings
+
+    @property
+    def language(self) -> str:
+        """What the model speaks (a BCP 47 primary tag)."""
+        return self.family.language
+
+    @property
+    def model_name(self) -> str:
+        return self.family.name
 
     def default_sampling(self, **overrides) -> SamplingParams:
         """The model's recommended sampling (its config), with `overrides` applied."""
-        return replace(
-            SamplingParams(temperature=self.model_cfg.generation.temperature, top_k=self.model_cfg.generation.top_k),
-            **overrides,
-        )
+        return replace(self.family.default_sampling(), **overrides)
 
     @property
     def frame_rate(self) -> float:
@@ -139,7 +135,7 @@ class Engine:
     @property
     def max_reference_seconds(self) -> float | None:
         """The longest reference clip this model clones from (None: no limit of its own)."""
-        frames = self.model_cfg.max_reference_frames
+        frames = self.family.max_reference_frames
         return frames / self.frame_rate if frames else None
 
     @property
@@ -157,29 +153,18 @@ class Engine:
         wave = wave.mean(0) if wave.ndim == 2 else wave
         if sample_rate != self.codec.sample_rate:
             wave = AF.resample(wave, sample_rate, self.codec.sample_rate)
-        ids = self.tokenizer.encode(transcript)
-        if not ids:
-            raise ValueError("the reference transcript is empty")
-        codes = self.codec.encode(wave)
-        limit = self.model_cfg.max_reference_frames
-        if limit and len(codes) > limit:
+        limit = self.family.max_reference_frames
+        if limit and len(wave) > limit * self.codec.samples_per_frame:
             raise ValueError(
-                f"reference is {len(codes) / self.frame_rate:.1f} s; this model clones from at most "
+                f"reference is {len(wave) / self.codec.sample_rate:.1f} s; this model clones from at most "
                 f"{limit / self.frame_rate:.0f} s: cut it to a sentence or two (and its transcript)"
             )
-        # The codec tuned to this voice (seconds of CPU, once per voice; see engine.codecs.adapt).
-        adapter = self.codec.adapt(wave, self.config.adapt) if self._adapts else None
-        return VoicePrompt(voice_prefix(self.model_cfg, ids, codes), self.voice_key(voice_id), adapter)
-
-    @property
-    def _adapts(self) -> bool:
-        return hasattr(self.codec, "adapt") and self.config.adapt.steps > 0
+        return self.family.make_voice(wave, transcript, self.voice_key(voice_id))
 
     def voice_key(self, voice_id: str) -> bytes:
         """The conditioning key `make_voice` gives a voice; a stored prompt with another key
-        was tokenised for a different codec, front end or adaptation and must be made again."""
-        adapted = f"{self.config.adapt.identity}-{self.codec.decoder_digest}" if self._adapts else "noadapt"
-        return f"{self.codec.identity}|{self.model_cfg.tokenizer}|{adapted}|{voice_id}".encode()
+        was made for a different model, codec, front end or adaptation and must be made again."""
+        return f"{self.family.voice_identity()}|{voice_id}".encode()
 
     def submit(
         self,
@@ -193,16 +178,11 @@ class Engine:
         sampling = sampling or self.default_sampling()
         sampling.validate()
         sample_rate = check_rate(sample_rate or self.codec.sample_rate)
-        ids, spans = self.tokenizer.encode_spans(text)
-        if not ids:
-            raise NothingToSay(f"nothing to speak in {text!r}" if text.strip() else "text to speak is empty")
-        prompt = utterance_prompt(self.model_cfg, voice, ids)
-        cfg = self.model_cfg
-        gen = cfg.generation
-        guard = math.ceil(len(ids) * gen.max_frames_per_text_token) + gen.min_frames_guard
-        max_frames = min(guard, sampling.max_frames or guard, cfg.max_positions - len(prompt))
+        plan = self.family.plan(voice, text, sampling)
+        prompt, limit = plan.prompt, self.model.max_positions
+        max_frames = min(plan.max_frames, sampling.max_frames or plan.max_frames, limit - len(prompt))
         if max_frames < 1:
-            raise ValueError(f"prompt of {len(prompt)} frames leaves no room under max_positions {cfg.max_positions}")
+            raise ValueError(f"prompt of {len(prompt)} frames leaves no room under max_positions {limit}")
         need = -(-(len(prompt) + max_frames) // self.blocks.block_size)
         usable = int(self.blocks.num_blocks * (1 - self.config.cache.max_pinned_fraction))
         if need > usable:  # could never finish, even alone, with the pins at their limit
@@ -224,7 +204,7 @@ class Engine:
         seed = sampling.seed if sampling.seed is not None else random.SystemRandom().getrandbits(63)
         seq = Sequence(prompt, voice.num_frames, voice.key, sampling, max_frames, seed)
         # At least one frame: an utterance that ends before any audio says nothing at all.
-        seq.min_frames = min(max_frames - 1, max(1, math.ceil(len(ids) * gen.min_frames_per_text_token)))
+        seq.min_frames = min(max_frames - 1, max(1, plan.min_frames))
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(
             seq,
@@ -234,8 +214,8 @@ class Engine:
             sample_rate,
             chunk_frames,
             lambda: self._cancel(seq),
-            spans,
-            [self.tokenizer.symbol(i) for i in ids],
+            plan.spans,
+            plan.units,
             self._decoder_for(voice),
         )
         self._post(lambda: self._admit(seq, outbox))
@@ -373,7 +353,7 @@ class Engine:
     @torch.inference_mode()
     def _run(self, items: list[tuple[Sequence, int, int]]) -> None:
         try:
-            logits = self.runner.forward(items)
+            hidden = self.runner.forward(items)
         except Exception as exc:  # a failed forward fails its batch, never the engine
             for seq, _, _ in items:
                 self._fail(seq, exc)
@@ -397,33 +377,19 @@ class Engine:
             return
         seqs = [items[i][0] for i in ready]
         try:
-            logits = logits[ready]
-            self.pointer.constrain(seqs, logits)
-            frames = sample_frames(
-                logits,
-                [s.sampling for s in seqs],
-                [s.generator for s in seqs],
-                [s.generated() for s in seqs],
-                slice(1, None),
-            )
-            latents = [None] * len(seqs)
-            if self._latents:  # what the codec decodes: the expectation the draws came from
-                latents = self.codec.expected_latent(
-                    codebook_probs(logits, frames, [s.sampling for s in seqs], self.model_cfg.codebook_size)
-                )
+            step = self.family.step(seqs, hidden[ready])
         except Exception as exc:
             for seq in seqs:
                 self._fail(seq, exc)
             return
-        self._emit(seqs, frames, latents)
+        self._emit(seqs, step)
 
-    def _emit(self, seqs: list[Sequence], frames: torch.Tensor, latents: torch.Tensor | list[None]) -> None:
-        """Append each row's sampled frame [B, C] and tell its consumer (with the row's
-        expected latent, or None); end what ended."""
-        sampled, marks = self.pointer.feed(seqs, frames)
-        for seq, frame, latent, ch0, mark in zip(seqs, frames, latents, sampled, marks):
+    def _emit(self, seqs: list[Sequence], step: Step) -> None:
+        """Append each row's frame and tell its consumer (with what the codec decodes for
+        it); end what ended."""
+        for seq, frame, latent, mark, ended in zip(seqs, step.frames, step.latents, step.marks, step.ended):
             try:
-                if ch0 == self.model_cfg.eos:
+                if ended:
                     self._finish(seq, FinishReason.EOS)
                     continue
                 seq.append(frame)

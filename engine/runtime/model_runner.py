@@ -5,16 +5,15 @@ from __future__ import annotations
 import torch
 
 from engine.config import CacheConfig
-from engine.models.speech_lm.model import SpeechLM
 from engine.runtime.attention import PagedAttention, SharedPrefix
+from engine.runtime.family import KVLayout
 from engine.runtime.sequence import Sequence
 
 
-def blocks_for_budget(model: SpeechLM, cache: CacheConfig, dtype: torch.dtype) -> int:
+def blocks_for_budget(kv: KVLayout, cache: CacheConfig, dtype: torch.dtype) -> int:
     if cache.num_blocks is not None:
         return cache.num_blocks
-    cfg = model.cfg
-    per_block = 2 * cfg.n_layers * cache.block_size * cfg.n_kv_heads * cfg.head_dim * torch.finfo(dtype).bits // 8
+    per_block = 2 * kv.layers * cache.block_size * kv.kv_heads * kv.head_dim * torch.finfo(dtype).bits // 8
     return max(2, int(cache.memory_budget_mb * 2**20 // per_block))
 
 
@@ -29,13 +28,14 @@ def padded_tables(tables: list[list[int]], width: int) -> torch.Tensor:
 
 
 class ModelRunner:
-    def __init__(self, model: SpeechLM, cache: CacheConfig, device: torch.device, dtype: torch.dtype):
+    def __init__(self, model: torch.nn.Module, cache: CacheConfig, device: torch.device, dtype: torch.dtype):
+        """`model`: a family's network (engine.runtime.family.FamilyModel)."""
         self.model = model
         self.device = device
         self.block_size = cache.block_size
-        self.num_blocks = blocks_for_budget(model, cache, dtype)
-        cfg = model.cfg
-        shape = (cfg.n_layers, self.num_blocks, cache.block_size, cfg.n_kv_heads, cfg.head_dim)
+        kv = model.kv_layout
+        self.num_blocks = blocks_for_budget(kv, cache, dtype)
+        shape = (kv.layers, self.num_blocks, cache.block_size, kv.kv_heads, kv.head_dim)
         self.k_cache = torch.zeros(shape, device=device, dtype=dtype)
         self.v_cache = torch.zeros(shape, device=device, dtype=dtype)
         self.k_buf = self.v_buf = torch.empty(0, device=device, dtype=dtype)
@@ -44,7 +44,7 @@ class ModelRunner:
         # it needs the CPU flash kernel's log-sum-exp. Off: each row attends to its whole
         # context (EngineConfig.decode_attention; the tests' reference).
         self.split_decode = device.type == "cpu"
-        self.pad_frame = torch.tensor([cfg.text_pad] + [cfg.audio_pad] * cfg.num_codebooks, dtype=torch.long)
+        self.pad_frame = model.pad_frame
 
     def copy_rows(self, src: int, dst: int, n: int) -> None:
         self.k_cache[:, dst, :n] = self.k_cache[:, src, :n]
@@ -76,7 +76,7 @@ class ModelRunner:
     def forward(self, items: list[tuple[Sequence, int, int]]) -> torch.Tensor:
         """Run frames [start, start + n) of each sequence; K/V for them land in the pool.
 
-        Returns float32 logits [B, channels, vocab] at each item's last frame.
+        Returns the hidden state [B, dim] at each item's last frame (on the model's device).
         """
         bs, B = self.block_size, len(items)
         T = max(n for _, _, n in items)
@@ -133,5 +133,4 @@ class ModelRunner:
         )
         positions = torch.where(valid, positions, 0)
         hidden = self.model(frames.to(dev), positions.to(dev), paged)
-        last = hidden[torch.arange(B, device=dev), (lens - 1).to(dev)]
-        return self.model.logits(last).cpu()
+        return hidden[torch.arange(B, device=dev), (lens - 1).to(dev)]

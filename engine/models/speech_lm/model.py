@@ -15,6 +15,7 @@ from torch import nn
 
 from engine.models.speech_lm.config import ModelConfig
 from engine.runtime.attention import PagedAttention, paged_attention
+from engine.runtime.family import KVLayout
 from engine.weights import load_weights, save_weights
 
 CONFIG_FILE = "config.json"
@@ -120,6 +121,10 @@ class SpeechLM(nn.Module):
         cos, sin = rope_tables(cfg, torch.device("cpu"))
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        # What the engine's model runner needs (engine.runtime.family.FamilyModel).
+        self.kv_layout = KVLayout(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim)
+        self.max_positions = cfg.max_positions
+        self.pad_frame = torch.tensor([cfg.text_pad] + [cfg.audio_pad] * cfg.num_codebooks, dtype=torch.long)
 
     @torch.no_grad()
     def fuse_for_inference(self) -> None:

@@ -1,0 +1,99 @@
+"""The speech-token LM as a model family (engine.runtime.family).
+
+Frames are a channel-0 text/control token plus one token per codec codebook; the
+head is one logit vector per channel, drawn by the batched sampler; the text
+pointer decides what channel 0 may say and reads back; speech stops on the `eos`
+token (never before the last text unit) or at the length guard.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from engine.codecs.base import make_codec
+from engine.config import EngineConfig, SamplingParams
+from engine.models.speech_lm.model import load_model
+from engine.models.speech_lm.pointer import TextPointer
+from engine.models.speech_lm.prompt import utterance_prompt, voice_prefix
+from engine.packed import pack_for_cpu
+from engine.runtime.family import Plan, Step
+from engine.runtime.outputs import NothingToSay
+from engine.runtime.sampler import codebook_probs, sample_frames
+from engine.runtime.sequence import Sequence
+from engine.runtime.voice import VoicePrompt
+from engine.text.tokenizer import make_tokenizer
+
+
+class SpeechLMFamily:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        config: EngineConfig,
+        device: torch.device,
+        dtype: torch.dtype,
+        packed: tuple[torch.dtype, bool] | None = None,
+    ):
+        """`packed`: (dtype of the pre-packed CPU weights, whether the LM's linears are int8)
+        when the engine runs on packed kernels (engine.packed), else None."""
+        self.config = config
+        self.model = load_model(model_dir, device, dtype)
+        self.cfg = cfg = self.model.cfg
+        self.model.fuse_for_inference()
+        if packed is not None:
+            pack_for_cpu(self.model, packed[0], int8_linears=packed[1])
+        self.codec = make_codec(cfg.codec, cfg.frame_rate, model_dir, packed=packed[0] if packed else None)
+        self.tokenizer = make_tokenizer(cfg.tokenizer, cfg.text_vocab)
+        self.pointer = TextPointer(cfg, self.model.max_vocab, device)
+        # Decode each frame from the expectation its codes were drawn from, where the codec can.
+        self.expected_latents = config.stream.expected_latents and hasattr(self.codec, "expected_latent")
+        self.adapts = hasattr(self.codec, "adapt") and config.adapt.steps > 0
+        self.has_timings = cfg.advance is not None
+        self.language = cfg.language
+        self.name = cfg.description or cfg.codec
+        self.max_reference_frames = cfg.max_reference_frames
+
+    def default_sampling(self) -> SamplingParams:
+        gen = self.cfg.generation
+        return SamplingParams(temperature=gen.temperature, top_k=gen.top_k)
+
+    def voice_identity(self) -> str:
+        adapted = f"{self.config.adapt.identity}-{self.codec.decoder_digest}" if self.adapts else "noadapt"
+        return f"{self.codec.identity}|{self.cfg.tokenizer}|{adapted}"
+
+    def make_voice(self, wave: torch.Tensor, transcript: str, key: bytes) -> VoicePrompt:
+        ids = self.tokenizer.encode(transcript)
+        if not ids:
+            raise ValueError("the reference transcript is empty")
+        codes = self.codec.encode(wave)
+        # The codec tuned to this voice (seconds of CPU, once per voice; see engine.codecs.adapt).
+        adapter = self.codec.adapt(wave, self.config.adapt) if self.adapts else None
+        return VoicePrompt(voice_prefix(self.cfg, ids, codes), key, adapter)
+
+    def plan(self, voice: VoicePrompt, text: str, sampling: SamplingParams) -> Plan:
+        ids, spans = self.tokenizer.encode_spans(text)
+        if not ids:
+            raise NothingToSay(f"nothing to speak in {text!r}" if text.strip() else "text to speak is empty")
+        gen = self.cfg.generation
+        return Plan(
+            prompt=utterance_prompt(self.cfg, voice, ids),
+            max_frames=math.ceil(len(ids) * gen.max_frames_per_text_token) + gen.min_frames_guard,
+            min_frames=math.ceil(len(ids) * gen.min_frames_per_text_token),
+            spans=spans,
+            units=[self.tokenizer.symbol(i) for i in ids],
+        )
+
+    def step(self, seqs: list[Sequence], hidden: torch.Tensor) -> Step:
+        logits = self.model.logits(hidden).cpu()
+        self.pointer.constrain(seqs, logits)
+        params = [s.sampling for s in seqs]
+        frames = sample_frames(
+            logits, params, [s.generator for s in seqs], [s.generated() for s in seqs], slice(1, None)
+        )
+        latents: list[torch.Tensor | None] = [None] * len(seqs)
+        if self.expected_latents:  # what the codec decodes: the expectation the draws came from
+            latents = list(self.codec.expected_latent(codebook_probs(logits, frames, params, self.cfg.codebook_size)))
+        sampled, marks = self.pointer.feed(seqs, frames)
+        return Step(frames, latents, marks, [ch0 == self.cfg.eos for ch0 in sampled])
