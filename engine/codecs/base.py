@@ -42,7 +42,12 @@ class Codec(Protocol):
         A codec may also adapt to voices (engine.codecs.adapt): `adapt(wave, AdaptConfig)`
         returns a voice's adapter (a dict of tensors, or None), which `decode` and
         `decode_batch` then take, and `decoder_digest` names what adapters are tuned
-        from. A codec without `adapt` only ever gets None."""
+        from. A codec without `adapt` only ever gets None.
+
+        A codec that decodes causally with per-stream state (the Mimi decoder of
+        engine.models.pocket_tts) also defines `new_stream()` and
+        `decode_stream(state, latents [n, dim]) -> wave`: each frame is then decoded
+        once, in order, on the consumer's thread (engine.runtime.streaming.StatefulDecoder)."""
 
 
 def make_codec(

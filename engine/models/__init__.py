@@ -20,7 +20,14 @@ def default_model_dir() -> Path:
 
 
 def load_family(model_dir: str | Path, config, device, dtype, packed=None):
-    """The model family of the checkpoint in `model_dir`, loaded for the engine."""
+    """The model family of the checkpoint in `model_dir`, loaded for the engine: a pocket-tts
+    folder (its config.yaml), else the speech LM (config.json + model.safetensors)."""
+    from engine.models import pocket_tts
+
+    if pocket_tts.detect(model_dir):
+        from engine.models.pocket_tts.family import PocketTTSFamily
+
+        return PocketTTSFamily(model_dir, config, device, dtype, packed)
     from engine.models.speech_lm.family import SpeechLMFamily
 
     return SpeechLMFamily(model_dir, config, device, dtype, packed)

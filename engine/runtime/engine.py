@@ -76,7 +76,8 @@ class Engine:
         self.model, self.codec, self.tokenizer = self.family.model, self.family.codec, self.family.tokenizer
         self.model_cfg = getattr(self.family, "cfg", None)  # the family's own config (tests, tools)
         self.num_params = sum(p.numel() for p in self.model.parameters())
-        batch = self.config.stream.audio_batch
+        # A codec that keeps per-stream state decodes on each consumer's thread.
+        batch = 0 if hasattr(self.codec, "new_stream") else self.config.stream.audio_batch
         self.audio = AudioWorker(self.codec, batch) if batch else None
         self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)
         attention = self.config.decode_attention
@@ -205,6 +206,7 @@ class Engine:
         seq = Sequence(prompt, voice.num_frames, voice.key, sampling, max_frames, seed)
         # At least one frame: an utterance that ends before any audio says nothing at all.
         seq.min_frames = min(max_frames - 1, max(1, plan.min_frames))
+        seq.family_state = plan.state
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(
             seq,

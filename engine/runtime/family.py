@@ -42,6 +42,7 @@ class Plan:
     min_frames: int  # end of speech is refused before this many frames
     spans: list[tuple[int, int]]  # character span of each text unit (for timing marks)
     units: list[str]  # what each unit is (a phoneme, a character)
+    state: object = None  # what the family keeps per utterance (Sequence.family_state)
 
 
 @dataclass

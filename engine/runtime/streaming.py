@@ -66,6 +66,21 @@ class ChunkDecoder:
         return torch.zeros(0) if tail is None else tail
 
 
+class StatefulDecoder:
+    """For a codec that decodes causally with per-stream state (a streaming Mimi decoder):
+    each frame is decoded once, in order, so nothing is re-decoded or crossfaded."""
+
+    def __init__(self, codec: Codec):
+        self.codec = codec
+        self.state = codec.new_stream()
+
+    def push(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.codec.decode_stream(self.state, latents)
+
+    def finish(self) -> torch.Tensor:
+        return torch.zeros(0)
+
+
 class StreamingResampler:
     def __init__(self, orig: int, new: int, lowpass_filter_width: int = 6):
         self.orig, self.new = orig, new
@@ -124,7 +139,8 @@ class AudioStreamer:
         decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         check_rate(sample_rate)
-        self.decoder = ChunkDecoder(codec, cfg, decode)
+        stateful = hasattr(codec, "new_stream")
+        self.decoder = StatefulDecoder(codec) if stateful else ChunkDecoder(codec, cfg, decode)
         self.resampler = StreamingResampler(codec.sample_rate, sample_rate)
         self.chunk = chunk_frames or cfg.chunk_frames
         self.first = min(cfg.first_chunk_frames, self.chunk)
