@@ -3,6 +3,8 @@
     python -m engine.bench                 # table
     python -m engine.bench --json          # one JSON object
     python -m engine.bench --plot out.png  # also plot throughput against concurrency
+    python -m engine.bench --model DIR --reference --levels 1,2,4,8 --frames 50   # a pocket-tts folder,
+        # beside Kyutai's own pocket-tts generating the same utterances one after another
 
 Every figure comes from one run on one machine, so compare ratios, not absolutes.
 """
@@ -73,6 +75,27 @@ def run_concurrent(engine: Engine, voice, n: int, frames: int, audio: bool) -> d
     return {"frames_per_s": n * frames / elapsed, "slowest_realtime_x": min(rates) if audio else None}
 
 
+def pocket_reference(model_dir: Path, wave, n: int, text: str, samples_per_frame: int) -> dict:
+    """Kyutai's pocket-tts itself (the `test` extra) speaking `text` n times, one request after
+    another as it serves them, on the same folder and voice: audio frames per second of wall time,
+    LM and Mimi decoder together, and its time to first audio for a voice whose state it holds."""
+    threads = torch.get_num_threads()
+    from pocket_tts import TTSModel  # importing it sets torch's thread count to 1
+
+    torch.set_num_threads(threads)
+    model = TTSModel.load_model(config=model_dir / "config.yaml", eos_threshold=1e9)  # every utterance full length
+    state = model.get_state_for_audio_prompt(torch.as_tensor(wave)[None])
+    model.generate_audio(state, text)  # warm-up
+    start = time.perf_counter()  # its voice state is ready, as its own cache would keep it
+    first = next(iter(model.generate_audio_stream(state, text)))
+    ttfa = (time.perf_counter() - start) * 1000
+    samples, start = 0, time.perf_counter()
+    for _ in tqdm(range(n), desc="reference, one at a time", file=sys.stderr):
+        samples += len(model.generate_audio(state, text))
+    rate = samples / samples_per_frame / (time.perf_counter() - start)
+    return {"frames_per_s": round(rate, 1), "ttfa_ms": round(ttfa, 1), "first_chunk_samples": len(first)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
@@ -90,11 +113,20 @@ def main(argv: list[str] | None = None) -> dict:
         "--decode-attention", default="auto", choices=DECODE_ATTENTIONS, help="EngineConfig.decode_attention"
     )
     ap.add_argument("--repeats", type=int, default=3, help="frames-only sweeps to take the median of")
+    ap.add_argument("--levels", help="concurrent streams to sweep, e.g. 1,2,4,8 (default 1-32)")
+    ap.add_argument("--frames", type=int, help="frames per utterance in the sweeps (default 100)")
+    ap.add_argument(
+        "--reference",
+        action="store_true",
+        help="with a pocket-tts folder: also run Kyutai's pocket-tts on it, one utterance after another",
+    )
     args = ap.parse_args(argv)
 
     model_dir = args.model or default_model_dir()
     ref_seconds, frames, reps = (2.0, 8, 1) if args.quick else (10.0, 100, 7)
     levels = [1, 2, 4] if args.quick else [1, 2, 4, 8, 12, 16, 24, 32]
+    levels = [int(n) for n in args.levels.split(",")] if args.levels else levels
+    frames = args.frames or frames
     engine = Engine(
         model_dir,
         EngineConfig(num_threads=args.threads, packed_dtype=args.packed_dtype, decode_attention=args.decode_attention),
@@ -130,6 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
         stats = engine.stats()
     finally:
         engine.close()
+    reference = None
+    if args.reference:
+        reference = pocket_reference(model_dir, wave, max(levels), LINE, engine.codec.samples_per_frame)
 
     params = engine.num_params
     realtime = [n for n, r in sweep.items() if r["slowest_realtime_x"] >= 1.0]
@@ -154,10 +189,15 @@ def main(argv: list[str] | None = None) -> dict:
         "decode_attention": args.decode_attention,
     }
     result["warm_over_cold"] = round(result["ttfa_warm_ms"] / result["ttfa_cold_ms"], 3)
+    if reference:
+        # Our engine's streams at once, with audio decoded, against the reference's one at a time.
+        n = 8 if 8 in sweep else max(sweep)
+        reference[f"ours_over_reference_at_{n}"] = round(sweep[n]["audio_frames_per_s"] / reference["frames_per_s"], 2)
+        result["reference"] = reference
     if result["frames_per_s_16"]:
         result["batch16_speedup"] = round(result["frames_per_s_16"] / result["frames_per_s_1"], 2)
     if args.plot:
-        plot(sweep, args.plot)
+        plot(sweep, args.plot, reference["frames_per_s"] if reference else None)
     if args.json:
         print(json.dumps(result))
     else:
@@ -183,12 +223,14 @@ def print_table(r: dict, sweep: dict) -> None:
     ):
         if r.get(key) is not None:
             print(f"{key:<24}{r[key]:>12}")
+    for key, value in (r.get("reference") or {}).items():
+        print(f"{'reference ' + key:<24}{value:>12}")
     print(f"\n{'streams':>8}{'frames/s':>12}{'with audio':>12}{'slowest x realtime':>20}")
     for n, row in sweep.items():
         print(f"{n:>8}{row['frames_per_s']:>12.1f}{row['audio_frames_per_s']:>12.1f}{row['slowest_realtime_x']:>20.2f}")
 
 
-def plot(sweep: dict, path: Path) -> None:
+def plot(sweep: dict, path: Path, reference_fps: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,6 +240,8 @@ def plot(sweep: dict, path: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(ns, [sweep[n]["frames_per_s"] for n in ns], "o-", label="frames only")
     a.plot(ns, [sweep[n]["audio_frames_per_s"] for n in ns], "s-", label="with audio decode")
+    if reference_fps:
+        a.axhline(reference_fps, color="gray", linestyle=":", label="pocket-tts itself, one request at a time")
     a.set(xlabel="concurrent streams", ylabel="aggregate frames / s", title="Throughput")
     a.legend()
     b.plot(ns, [sweep[n]["slowest_realtime_x"] for n in ns], "o-")

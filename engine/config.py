@@ -47,8 +47,9 @@ class SchedulerConfig:
 class StreamConfig:
     """How generated frames become waveform chunks."""
 
-    first_chunk_frames: int = 3  # small, so first audio comes quickly (120 ms; see AudioStreamer)
-    chunk_frames: int = 16  # 640 ms: the codec costs ~7 ms per call plus ~0.45 ms per frame (docs/benchmarks.md)
+    # In milliseconds of audio, rounded to whole frames of the model's codec (3 and 16 frames at 25 Hz).
+    first_chunk_ms: float = 120.0  # small, so first audio comes quickly (see AudioStreamer)
+    chunk_ms: float = 640.0  # the mel codec costs ~7 ms per call plus ~0.45 ms per frame (docs/benchmarks.md)
     context_frames: int = 2  # earlier frames re-decoded for the crossfade
     crossfade_ms: float = 10.0
     # Windows of all streams decoded together by one audio thread (engine.runtime.audio_worker);

@@ -57,9 +57,11 @@ class End:
     error: StreamError | None = None
 
 
-def spoken_form(lexicon: Lexicon, text: str) -> str:
-    """What the engine is asked to say for `text`: the pronunciation dictionary, then the normaliser."""
-    return normalize(lexicon.apply(text))
+def spoken_form(lexicon: Lexicon, text: str, language: str = "en") -> str:
+    """What the engine is asked to say for `text`: the pronunciation dictionary, then, for
+    English, the normaliser (it spells numbers and shorthands out in English words)."""
+    text = lexicon.apply(text)
+    return normalize(text) if language == "en" else text
 
 
 @dataclass(frozen=True)
@@ -331,7 +333,7 @@ class Conversation:
     # ---- queue -----------------------------------------------------------------
     def _enqueue(self, pieces: list[str]) -> None:
         for piece in pieces:
-            text = spoken_form(self.lexicon, piece)
+            text = spoken_form(self.lexicon, piece, self.engine.language)
             utt = Utterance(self.turn_id, self._count, piece, text)
             utt.ready_at = time.perf_counter()
             self._count += 1

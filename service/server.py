@@ -115,7 +115,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         self._open_session(context)
         r = request
         self._check_text(r.text, "text")
-        if not self.engine.tokenizer.encode(spoken_form(self.lexicon, r.text)):
+        if not self.engine.tokenizer.encode(spoken_form(self.lexicon, r.text, self.engine.language)):
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"nothing to speak in {r.text!r}")
         # A bark fails fast when the engine is full; its later sentences may wait.
         settings = self._settings(

@@ -14,6 +14,7 @@ import torch
 from engine import AudioChunk, Engine, EngineConfig, Finished, SamplingParams
 from engine.audio import speechlike_wave
 from engine.config import CacheConfig, SchedulerConfig
+from engine.models.pocket_tts.family import checkpoint_language
 from engine.models.pocket_tts.generate import generate_chunk, prefill_voice, scaled_noise
 from engine.models.pocket_tts.model import load_model
 from engine.models.pocket_tts.text import chunk_text
@@ -123,3 +124,17 @@ def test_serve_answers_a_converse_stream_end_to_end(engine, tmp_path):
         assert "mark" not in kinds
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize(
+    "weights, language",
+    [
+        ("hf://kyutai/pocket-tts/languages/french_24l/model.safetensors@3e82814a", "fr"),
+        ("hf://kyutai/pocket-tts/languages/german/model.safetensors@3e82814a", "de"),
+        ("hf://kyutai/pocket-tts/languages/english/model.safetensors@db04f0e6", "en"),
+        ("/models/mine/model.safetensors", "en"),
+    ],
+)
+def test_the_language_comes_from_the_checkpoints_config(tmp_path, weights, language):
+    (tmp_path / "config.yaml").write_text(f"weights_path: {weights}\n")
+    assert checkpoint_language(tmp_path) == language

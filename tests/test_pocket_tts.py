@@ -364,7 +364,7 @@ def test_a_batch_of_streams_equals_each_stream_alone(pair):
 # ---- config
 
 
-def test_config_paths_resolve_against_the_folder_and_hub_paths_are_refused(pair, tmp_path):
+def test_config_paths_resolve_against_the_folder_and_hub_files_are_looked_for_there(pair, tmp_path):
     import yaml
 
     raw = yaml.safe_load((pair.folder / "config.yaml").read_text())
@@ -377,9 +377,14 @@ def test_config_paths_resolve_against_the_folder_and_hub_paths_are_refused(pair,
     cfg = load_config(tmp_path)
     assert cfg.weights_path == tmp_path.resolve() / "model.safetensors"
     assert cfg.flow_lm.lookup_table.tokenizer_path.parent == tmp_path.resolve()
-    raw["weights_path"] = "hf://kyutai/pocket-tts/languages/english/model.safetensors"
+    # The package's own config names hub files: the downloaded file beside config.yaml is used,
+    # and a missing one is asked for, never fetched.
+    raw["weights_path"] = "hf://kyutai/pocket-tts/languages/english/model.safetensors@db04f0e6"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ValueError, match="Download the file"):
+    assert load_config(tmp_path).weights_path.name == "model.safetensors"
+    raw["weights_path"] = "hf://kyutai/pocket-tts/languages/english/tts_other.safetensors@db04f0e6"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="tts_other.safetensors is not in .*Download the file"):
         load_config(tmp_path)
 
 

@@ -81,7 +81,7 @@ def test_streaming_resampler_equals_offline(rate):
 
 
 def test_audio_streamer_small_first_chunk_and_exact_length(codes):
-    cfg = StreamConfig(first_chunk_frames=2, chunk_frames=8)
+    cfg = StreamConfig(first_chunk_ms=80, chunk_ms=320)  # 2 and 8 frames at 25 Hz
     st = AudioStreamer(CODEC, cfg, 48000)
     due = []  # frames pushed when each chunk came out
     chunks = []

@@ -75,7 +75,7 @@ class Engine:
         self.family: ModelFamily = load_family(model_dir, self.config, self.device, self.dtype, packed)
         self.model, self.codec, self.tokenizer = self.family.model, self.family.codec, self.family.tokenizer
         self.model_cfg = getattr(self.family, "cfg", None)  # the family's own config (tests, tools)
-        self.num_params = sum(p.numel() for p in self.model.parameters())
+        self.num_params = self.family.num_params
         # A codec that keeps per-stream state decodes on each consumer's thread.
         batch = 0 if hasattr(self.codec, "new_stream") else self.config.stream.audio_batch
         self.audio = AudioWorker(self.codec, batch) if batch else None

@@ -77,6 +77,7 @@ class ModelFamily(Protocol):
     language: str
     name: str
     max_reference_frames: int  # 0: no limit of its own
+    num_params: int  # in the whole checkpoint
 
     def default_sampling(self) -> SamplingParams: ...
 

@@ -142,8 +142,10 @@ class AudioStreamer:
         stateful = hasattr(codec, "new_stream")
         self.decoder = StatefulDecoder(codec) if stateful else ChunkDecoder(codec, cfg, decode)
         self.resampler = StreamingResampler(codec.sample_rate, sample_rate)
-        self.chunk = chunk_frames or cfg.chunk_frames
-        self.first = min(cfg.first_chunk_frames, self.chunk)
+        frame_ms = 1000.0 / codec.frame_rate
+        self.chunk = chunk_frames or max(1, round(cfg.chunk_ms / frame_ms))
+        # The first chunk rounds down: at 12.5 frames/s one 80 ms frame starts audio sooner than two.
+        self.first = min(max(1, int(cfg.first_chunk_ms // frame_ms)), self.chunk)
         self.size = self.first  # frames in the next chunk
         self.delivered = 0  # frames decoded so far
         self.pending: list[torch.Tensor] = []

@@ -217,9 +217,15 @@ def _local_path(value: str | None, folder: Path, key: str, default: str | None =
             raise ValueError(f"{key} is not set in {CONFIG_FILE}")
         value = default
     if "://" in str(value):
+        # The package's own configs name hub files (hf://org/repo/path/file@revision). This engine
+        # never downloads: the file, downloaded by the user, is looked for beside config.yaml.
+        local = folder / str(value).split("@")[0].rsplit("/", 1)[-1]
+        if local.exists():
+            return local
         raise ValueError(
-            f"{key} is {value!r}, a remote address: this engine does not download. Download the file "
-            f"and set {key} in {folder / CONFIG_FILE} to its local path (absolute, or relative to the folder)."
+            f"{key} is {value!r}, a remote address, and {local.name} is not in {folder}: this engine does not "
+            f"download. Download the file into the folder, or set {key} in {folder / CONFIG_FILE} to its local "
+            "path (absolute, or relative to the folder)."
         )
     path = Path(value).expanduser()
     return path if path.is_absolute() else folder / path

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -37,7 +38,17 @@ from engine.runtime.outputs import NothingToSay
 from engine.runtime.sequence import Sequence
 from engine.runtime.voice import VoicePrompt
 
+# The shipped configs name their weights .../languages/<language>[_24l]/model.safetensors.
+LANGUAGES = {"english": "en", "french": "fr", "german": "de", "spanish": "es", "italian": "it",
+             "portuguese": "pt", "dutch": "nl"}  # fmt: skip
 MAX_POSITIONS = 2048  # a 30 s voice (376) + a 50-token chunk + its length cap (234), with room to spare
+
+
+def checkpoint_language(model_dir: str | Path) -> str:
+    """The language a checkpoint speaks, from the weights path its config.yaml names ("en" if none)."""
+    text = (Path(model_dir) / "config.yaml").read_text(encoding="utf-8")
+    found = re.search(r"languages/([a-z]+?)(?:_\w+)?/", text)
+    return LANGUAGES.get(found.group(1), "en") if found else "en"
 
 
 def latent_ids(latents: torch.Tensor) -> torch.Tensor:
@@ -151,6 +162,8 @@ class PocketTTSFamily:
         numbers off the reference's): that also gives a row the same bits alone or batched.
         The Mimi decoder stays unpacked, which measured faster at 8 streams."""
         self.pocket = load_model(model_dir, device, dtype)
+        parts = (self.pocket.backbone, self.pocket.head, self.pocket.decoder, self.pocket.encoder)
+        self.num_params = sum(p.numel() for part in parts for p in part.parameters())  # (before packing)
         if packed is not None:
             pack_for_cpu(self.pocket.backbone, torch.float32)
             pack_for_cpu(self.pocket.head, torch.float32)
@@ -159,7 +172,7 @@ class PocketTTSFamily:
         self.codec = MimiCodec(self.pocket)
         self.tokenizer = PocketTokenizer(self.pocket)
         self.has_timings = False
-        self.language = "en"
+        self.language = checkpoint_language(model_dir)
         self.name = f"pocket-tts ({Path(model_dir).name})"
         self.max_reference_frames = 0
 

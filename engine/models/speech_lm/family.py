@@ -41,6 +41,7 @@ class SpeechLMFamily:
         self.config = config
         self.model = load_model(model_dir, device, dtype)
         self.cfg = cfg = self.model.cfg
+        self.num_params = sum(p.numel() for p in self.model.parameters())  # (before packing swaps them)
         self.model.fuse_for_inference()
         if packed is not None:
             pack_for_cpu(self.model, packed[0], int8_linears=packed[1])
