@@ -138,3 +138,22 @@ def test_serve_answers_a_converse_stream_end_to_end(engine, tmp_path):
 def test_the_language_comes_from_the_checkpoints_config(tmp_path, weights, language):
     (tmp_path / "config.yaml").write_text(f"weights_path: {weights}\n")
     assert checkpoint_language(tmp_path) == language
+
+
+def test_streams_at_different_positions_decode_together_as_each_alone(engine):
+    """The audio thread decodes every stream's window of one length in one call (Mimi's state
+    stacked per stream); each stream must get what it gets alone, and keep its own state."""
+    codec = engine.codec
+    g = torch.Generator().manual_seed(0)
+    frames = [torch.randn(n, 32, generator=g) for n in (5, 2)]  # two streams, 5 and 2 frames so far
+    together, alone = [codec.new_stream(), codec.new_stream()], [codec.new_stream(), codec.new_stream()]
+    for state, f in zip(alone, frames):
+        codec.decode_streams([state], f[None, :-1])
+    for state, f in zip(together, frames):
+        codec.decode_streams([state], f[None, :-1])
+    last = torch.stack([f[-1:] for f in frames])  # one more frame each, at positions 4 and 1
+    batched = codec.decode_streams(together, last)
+    for b, (state, f) in enumerate(zip(alone, frames)):
+        solo = codec.decode_streams([state], f[None, -1:])[0]
+        torch.testing.assert_close(batched[b], solo, atol=1e-5, rtol=0)
+        assert int(together[b].pos) == int(state.pos)

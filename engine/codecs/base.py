@@ -46,8 +46,9 @@ class Codec(Protocol):
 
         A codec that decodes causally with per-stream state (the Mimi decoder of
         engine.models.pocket_tts) also defines `new_stream()` and
-        `decode_stream(state, latents [n, dim]) -> wave`: each frame is then decoded
-        once, in order, on the consumer's thread (engine.runtime.streaming.StatefulDecoder)."""
+        `decode_streams(states, latents [B, n, dim]) -> waves`: each frame is then decoded
+        once, in order, with its stream's state (engine.runtime.streaming.StatefulDecoder),
+        the streams of equal window lengths in one call on the audio thread."""
 
 
 def make_codec(

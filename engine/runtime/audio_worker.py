@@ -12,6 +12,11 @@ long chunks of streams that are already playing.
 
 Consumers still own everything per stream (crossfades, resampling, timing); they
 only hand the codec call to this thread and block until their window is back.
+
+A codec that decodes causally with per-stream state (`decode_streams`, the Mimi
+decoder of pocket-tts) batches the same way: the `adapter` slot then carries the
+stream's state, and windows of equal length decode together whatever their streams'
+positions.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class AudioWorker:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.codec = codec
+        self.stateful = hasattr(codec, "decode_streams")
         self.max_batch = max_batch
         self.batches = 0  # codec calls made (a stats figure; one thread writes it)
         self.windows = 0  # windows decoded
@@ -42,7 +48,8 @@ class AudioWorker:
 
     def decode(self, codes: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
         """Codes [frames, codebooks] (or the codec's float latents) -> wave, as `codec.decode`
-        gives it (through the voice's `adapter`, if any); blocks until done.
+        gives it (through the voice's `adapter`, if any; for a stateful codec, `adapter` is the
+        stream's state); blocks until done.
 
         After `close()` the caller's own thread decodes, so a stream that is still
         finishing while the engine shuts down gets its audio rather than an error."""
@@ -52,7 +59,14 @@ class AudioWorker:
                 queued = Future()
                 self._jobs.append((codes, adapter, queued))
                 self._cv.notify()
-        return self.codec.decode(codes, adapter) if queued is None else queued.result()
+        if queued is not None:
+            return queued.result()
+        return self._decode_batch(codes[None], [adapter])[0]
+
+    def _decode_batch(self, codes: torch.Tensor, adapters: list) -> torch.Tensor:
+        if self.stateful:
+            return self.codec.decode_streams(adapters, codes)
+        return self.codec.decode_batch(codes, adapters[0])
 
     @property
     def queued(self) -> int:
@@ -78,22 +92,21 @@ class AudioWorker:
 
     def _run(self, jobs: list[tuple[torch.Tensor, Adapter | None, Future]]) -> None:
         # One call per window length and voice adapter: one adapter is in the codec at a time.
-        groups: dict[tuple[int, int], list[tuple[torch.Tensor, Future]]] = defaultdict(list)
-        adapters: dict[int, Adapter | None] = {}
+        groups: dict[tuple[int, int], list[tuple[torch.Tensor, Adapter | None, Future]]] = defaultdict(list)
+        # (A stateful codec's "adapter" is a stream's state: any streams batch together.)
         for codes, adapter, fut in jobs:
-            adapters[id(adapter)] = adapter
-            groups[len(codes), id(adapter)].append((codes, fut))
+            groups[len(codes), 0 if self.stateful else id(adapter)].append((codes, adapter, fut))
         for key in sorted(groups):
-            group, adapter = groups[key], adapters[key[1]]
+            group = groups[key]
             for i in range(0, len(group), self.max_batch):
                 part = group[i : i + self.max_batch]
                 try:
-                    waves = self.codec.decode_batch(torch.stack([codes for codes, _ in part]), adapter)
+                    waves = self._decode_batch(torch.stack([c for c, _, _ in part]), [a for _, a, _ in part])
                 except Exception as exc:  # fails only the windows of this call
-                    for _, fut in part:
+                    for _, _, fut in part:
                         fut.set_exception(exc)
                     continue
                 self.batches += 1
                 self.windows += len(part)
-                for (_, fut), wave in zip(part, waves):
+                for (_, _, fut), wave in zip(part, waves):
                     fut.set_result(wave)

@@ -76,8 +76,7 @@ class Engine:
         self.model, self.codec, self.tokenizer = self.family.model, self.family.codec, self.family.tokenizer
         self.model_cfg = getattr(self.family, "cfg", None)  # the family's own config (tests, tools)
         self.num_params = self.family.num_params
-        # A codec that keeps per-stream state decodes on each consumer's thread.
-        batch = 0 if hasattr(self.codec, "new_stream") else self.config.stream.audio_batch
+        batch = self.config.stream.audio_batch
         self.audio = AudioWorker(self.codec, batch) if batch else None
         self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)
         attention = self.config.decode_attention
@@ -226,6 +225,8 @@ class Engine:
     def _decoder_for(self, voice: VoicePrompt) -> Callable[[torch.Tensor], torch.Tensor]:
         """How a stream of `voice` decodes its windows: through the voice's adapter, on the
         shared audio thread when there is one."""
+        if hasattr(self.codec, "new_stream"):  # the stream's own state goes with each call instead
+            return self.audio.decode if self.audio else None
         return partial(self.audio.decode if self.audio else self.codec.decode, adapter=voice.adapter)
 
     def _cancel(self, seq: Sequence) -> None:

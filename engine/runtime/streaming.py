@@ -70,12 +70,13 @@ class StatefulDecoder:
     """For a codec that decodes causally with per-stream state (a streaming Mimi decoder):
     each frame is decoded once, in order, so nothing is re-decoded or crossfaded."""
 
-    def __init__(self, codec: Codec):
-        self.codec = codec
+    def __init__(self, codec: Codec, decode: Callable[[torch.Tensor, object], torch.Tensor] | None = None):
+        """`decode(latents, state)` stands in for the codec's (the engine passes its audio thread's)."""
         self.state = codec.new_stream()
+        self.decode = decode or (lambda latents, state: codec.decode_streams([state], latents[None])[0])
 
     def push(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.codec.decode_stream(self.state, latents)
+        return self.decode(latents, self.state)
 
     def finish(self) -> torch.Tensor:
         return torch.zeros(0)
@@ -140,7 +141,7 @@ class AudioStreamer:
     ):
         check_rate(sample_rate)
         stateful = hasattr(codec, "new_stream")
-        self.decoder = StatefulDecoder(codec) if stateful else ChunkDecoder(codec, cfg, decode)
+        self.decoder = StatefulDecoder(codec, decode) if stateful else ChunkDecoder(codec, cfg, decode)
         self.resampler = StreamingResampler(codec.sample_rate, sample_rate)
         frame_ms = 1000.0 / codec.frame_rate
         self.chunk = chunk_frames or max(1, round(cfg.chunk_ms / frame_ms))

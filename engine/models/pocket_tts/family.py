@@ -29,6 +29,7 @@ from torch import nn
 
 from engine.config import EngineConfig, SamplingParams
 from engine.models.pocket_tts.generate import StopRule, max_frames
+from engine.models.pocket_tts.mimi import DecoderState
 from engine.models.pocket_tts.model import PocketTTS, load_model
 from engine.models.pocket_tts.text import chunk_text
 from engine.models.pocket_tts.voice import voice_latents
@@ -120,15 +121,22 @@ class MimiCodec:
         """A mono clip at the codec's rate -> its voice latents [frames, L]."""
         return voice_latents(self.encoder, wave, self.sample_rate)[0]
 
-    def new_stream(self):
+    def new_stream(self) -> DecoderState:
         return self.decoder.init_state(1)
 
     @torch.inference_mode()
-    def decode_stream(self, state, latents: torch.Tensor) -> torch.Tensor:
-        return self.decoder(latents[None].to(self.decoder.latent_std.dtype), state)[0].float()
+    def decode_streams(self, states: list[DecoderState], latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, n, L] of B streams, each at its own position -> audio [B, n * samples_per_frame];
+        each stream's state moves on (in place, so its owner sees it)."""
+        batch = states[0] if len(states) == 1 else DecoderState.stack(states)
+        audio = self.decoder(latents.to(self.decoder.latent_std.dtype), batch).float()
+        if len(states) > 1:
+            for state, own in zip(states, batch.split()):
+                state.pos, state.tensors = own.pos, own.tensors
+        return audio
 
     def decode(self, latents: torch.Tensor, adapter: dict | None = None) -> torch.Tensor:
-        return self.decode_stream(self.new_stream(), latents)
+        return self.decode_streams([self.new_stream()], latents[None])[0]
 
     def decode_batch(self, latents: torch.Tensor, adapter: dict | None = None) -> torch.Tensor:
         return torch.stack([self.decode(row) for row in latents])
