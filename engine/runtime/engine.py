@@ -144,7 +144,8 @@ class Engine:
         return self.codec.sample_rate
 
     def make_voice(self, wave, sample_rate: int, transcript: str, voice_id: str) -> VoicePrompt:
-        """Tokenise a reference recording once: its transcript and its audio codes.
+        """Make a voice's prompt once from a reference recording and its transcript (the
+        speech LM reads both; pocket-tts clones from the audio alone).
 
         `wave` is mono or [channels, samples], float in [-1, 1], a numpy array or a tensor."""
         import torchaudio.functional as AF
