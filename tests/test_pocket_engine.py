@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import AudioChunk, Engine, EngineConfig, Finished, SamplingParams
+from engine import AudioChunk, Engine, EngineConfig, Finished, NothingToSay, SamplingParams
 from engine.audio import speechlike_wave
 from engine.config import CacheConfig, SchedulerConfig
 from engine.models.pocket_tts.family import checkpoint_language
@@ -157,3 +157,10 @@ def test_streams_at_different_positions_decode_together_as_each_alone(engine):
         solo = codec.decode_streams([state], f[None, -1:])[0]
         torch.testing.assert_close(batched[b], solo, atol=1e-5, rtol=0)
         assert int(together[b].pos) == int(state.pos)
+
+
+def test_blank_text_is_nothing_to_say_and_the_service_check_agrees(engine):
+    voice = engine.make_voice(voice_clip(), 24000, "", "blank")
+    with pytest.raises(NothingToSay):
+        engine.submit(voice, "  \n ")
+    assert engine.tokenizer.encode("  ") == [] and engine.tokenizer.encode("Hi.")

@@ -31,7 +31,7 @@ from engine.config import EngineConfig, SamplingParams
 from engine.models.pocket_tts.generate import StopRule, max_frames
 from engine.models.pocket_tts.mimi import DecoderState
 from engine.models.pocket_tts.model import PocketTTS, load_model
-from engine.models.pocket_tts.text import chunk_text
+from engine.models.pocket_tts.text import Chunk, chunk_text
 from engine.models.pocket_tts.voice import voice_latents
 from engine.packed import pack_for_cpu
 from engine.runtime.family import KVLayout, Plan, Step
@@ -150,10 +150,15 @@ class PocketTokenizer:
     def __init__(self, model: PocketTTS):
         self.model = model
 
-    def encode(self, text: str) -> list[int]:
-        if not text.strip():
+    def chunks(self, text: str) -> list[Chunk]:
+        """The reference's chunks of `text` (none when nothing is left to speak)."""
+        try:
+            return chunk_text(self.model.tokenizer, text, self.model.rules) if text.strip() else []
+        except ValueError:  # the text rules left nothing (a line of characters they delete)
             return []
-        return [t for c in chunk_text(self.model.tokenizer, text, self.model.rules) for t in c.tokens]
+
+    def encode(self, text: str) -> list[int]:
+        return [t for c in self.chunks(text) for t in c.tokens]
 
 
 class PocketTTSFamily:
@@ -199,9 +204,9 @@ class PocketTTSFamily:
         return VoicePrompt(torch.stack(rows), key)
 
     def plan(self, voice: VoicePrompt, text: str, sampling: SamplingParams) -> Plan:
-        chunks = chunk_text(self.pocket.tokenizer, text, self.pocket.rules) if text.strip() else []
+        chunks = self.tokenizer.chunks(text)
         if not chunks:
-            raise NothingToSay("text to speak is empty")
+            raise NothingToSay(f"nothing to speak in {text!r}" if text.strip() else "text to speak is empty")
         # The reference speaks each chunk of <= 50 tokens from a fresh copy of the voice
         # state; the service cuts utterances at sentences, and a longer sentence is spoken
         # here as one chunk (its chunks' tokens in order).
