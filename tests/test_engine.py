@@ -374,6 +374,15 @@ def test_closing_the_engine_ends_every_open_stream(model_dir, voice):
         assert s.seq.num_generated < 500
     with pytest.raises(EngineClosed, match="shutting down"):
         eng.submit(voice, TEXT)
+    # What waits on the engine thread says so instead of waiting forever; a late cancel is a no-op.
+    for call in (
+        lambda: eng.warm_voice(voice, timeout=5),
+        lambda: eng.is_cached(voice),
+        lambda: eng.unpin_voice(voice),
+    ):
+        with pytest.raises(EngineClosed, match="shut down"):
+            call()
+    streams[0].cancel()
 
 
 def test_prefix_cache_off_computes_every_prompt_and_gives_the_same_frames(model_dir, voice):

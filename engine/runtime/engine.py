@@ -220,7 +220,7 @@ class Engine:
             plan.units,
             self._decoder_for(voice),
         )
-        self._post(lambda: self._admit(seq, outbox))
+        self._post(lambda: self._admit(seq, outbox), required=True)
         return stream
 
     def _decoder_for(self, voice: VoicePrompt) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -287,14 +287,21 @@ class Engine:
         self.close()
 
     # ---- plumbing ------------------------------------------------------------
-    def _post(self, command: Callable[[], None]) -> None:
+    def _post(self, command: Callable[[], None], required: bool = False) -> None:
+        """Queue `command` for the engine thread. Once the engine is closed nothing runs it:
+        a `required` command (one a caller waits on) raises EngineClosed, any other (a
+        cancel of a stream the shutdown already ended) is dropped."""
         with self._cv:
+            if self._stop:
+                if required:
+                    raise EngineClosed("the engine is shut down")
+                return
             self._commands.append(command)
             self._cv.notify()
 
     def _call(self, fn: Callable[[Future], None]) -> Future:
         fut: Future = Future()
-        self._post(lambda: fn(fut))
+        self._post(lambda: fn(fut), required=True)
         return fut
 
     def _wake(self) -> None:
