@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from engine import AudioChunk, Engine, EngineConfig, TimingMark
+from engine import AudioChunk, Engine, EngineConfig, Finished, TimingMark
 from engine.models import SHIPPED_MODEL_DIR, default_model_dir
 from engine.models.speech_lm.config import ModelConfig
 from engine.models.speech_lm.model import WEIGHTS_FILE
+from engine.text.g2p import PUNCTUATION, STRESS
 from service.demo_voices import demo_references
 
 pytestmark = pytest.mark.skipif(
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.skipif(
     "train it with engine/train (docs/training.md) or put its files in engine/checkpoints/default",
 )
 
+BARKS = ["Yes!", "No.", "Halt!"]  # one word each
 LINES = ["Over here! The bridge is out, take the ford.", "I have twelve gold coins and a rusty sword."]
 
 
@@ -41,9 +43,9 @@ def test_default_model_is_the_shipped_one_and_under_30_mb():
 
 @pytest.fixture(scope="module")
 def spoken():
-    """Each demo voice (as the service installs it) speaks every line once, fixed seeds:
-    {voice: [(text, audio, marks)]}, {voice: reference wave}."""
-    out, refs = {}, {}
+    """Each demo voice (as the service installs it) speaks every line and every bark once, fixed
+    seeds: {voice: [(text, audio, marks)]}, {voice: reference wave}, [(voice, bark, phonemes, Finished)]."""
+    out, refs, barks = {}, {}, []
     with Engine(SHIPPED_MODEL_DIR, EngineConfig(num_threads=2)) as engine:
         for voice_id, _, transcript, wav in demo_references(SHIPPED_MODEL_DIR, engine.sample_rate):
             wave, sr = soundfile.read(io.BytesIO(wav), dtype="float32")
@@ -55,7 +57,13 @@ def spoken():
                 audio = np.concatenate([e.samples for e in events if isinstance(e, AudioChunk)])
                 marks = [e for e in events if isinstance(e, TimingMark)]
                 out[voice_id].append((text, audio, marks))
-    return out, refs
+            for i, text in enumerate(BARKS):
+                done = [
+                    e for e in engine.submit(voice, text, engine.default_sampling(seed=i)) if isinstance(e, Finished)
+                ]
+                phonemes = [engine.tokenizer.symbol(u) for u in engine.tokenizer.encode(text)]
+                barks.append((voice_id, text, sum(p not in PUNCTUATION + STRESS for p in phonemes), done[0]))
+    return out, refs, barks
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +92,24 @@ def test_demo_voices_speak_the_words(spoken, judge):
     assert errors / total <= 0.25, f"word error rate {errors / total:.2f}"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="one-word barks run on after their word: 'Yes!', 'No.' and 'Halt!' (2-4 phonemes) last 0.9-1.6 s in "
+    "the three demo voices, over bounds of 0.7-1.0 s in all 9 cases; strict, so this turns into a failure to "
+    "remove once barks stop on time (issue 24)",
+)
+def test_a_one_word_bark_lasts_about_one_word(spoken):
+    """At most 150 ms per phoneme plus 400 ms of leading and trailing silence: a model that stops
+    when the word is spoken passes with room, one that adds a word or babble after it does not."""
+    over = [(v, t, round(d.audio_seconds, 2)) for v, t, n, d in spoken[2] if d.audio_seconds > 0.15 * n + 0.4]
+    assert len(spoken[2]) == 3 * len(BARKS)
+    assert over == []
+
+
 def test_each_demo_voice_sounds_like_its_own_reference(spoken, judge):
     from engine.eval import cosine
 
-    outputs, refs = spoken
+    outputs, refs, _ = spoken
     ref_emb = {v: judge.embed(w) for v, w in refs.items()}
     for voice, items in outputs.items():
         for _, audio, _ in items:
@@ -161,7 +183,7 @@ def test_eval_synthesis_is_timed_on_one_core_and_gives_the_callers_cores_back(sp
 
     from engine.eval import synthesize
 
-    outputs, refs = spoken
+    outputs, refs, _ = spoken
     voice = next(iter(refs))
     seen = []
 
