@@ -96,7 +96,7 @@ def test_demo_voices_speak_the_words(spoken, judge):
     strict=True,
     reason="one-word barks run on after their word: 'Yes!', 'No.' and 'Halt!' (2-4 phonemes) last 0.9-1.6 s in "
     "the three demo voices, over bounds of 0.7-1.0 s in all 9 cases; strict, so this turns into a failure to "
-    "remove once barks stop on time (issue 24)",
+    "remove once barks stop on time",
 )
 def test_a_one_word_bark_lasts_about_one_word(spoken):
     """At most 150 ms per phoneme plus 400 ms of leading and trailing silence: a model that stops
