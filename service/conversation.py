@@ -327,7 +327,7 @@ class Conversation:
         for utt in ahead:
             try:
                 self._try_start(utt)
-            except Exception:  # noqa: BLE001 - the same call is made again when it plays, and reports
+            except Exception:  # the same call is made again when it plays, and reports then
                 pass
 
     # ---- queue -----------------------------------------------------------------

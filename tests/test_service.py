@@ -501,7 +501,7 @@ def test_registrations_beyond_the_queue_get_resource_exhausted(model_dir, tmp_pa
     ask = lambda vid: srv.stub.RegisterVoice(
         pb.RegisterVoiceRequest(
             voice_id=vid,
-            reference_wav=wav,  # noqa: E731
+            reference_wav=wav,
             transcript="A song for the road!",
         )
     )
