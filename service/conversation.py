@@ -174,10 +174,13 @@ class Conversation:
 
     def on_cancel(self, turn_id: str) -> None:
         turns = {turn_id} if turn_id else None
-        if turn_id:
-            self.cancelled[turn_id] = None
-            while len(self.cancelled) > 1024:
-                self.cancelled.popitem(last=False)
+        # Remember what was cancelled: the LLM may still be streaming it. A cancel of all
+        # turns covers every named turn buffered, queued or playing now.
+        named = {turn_id} if turn_id else {self.turn_id, *(self._turn_of(i) for i in [self.playing, *self.queue])}
+        for tid in named - {""}:
+            self.cancelled[tid] = None
+        while len(self.cancelled) > 1024:
+            self.cancelled.popitem(last=False)
         hit = (lambda t: True) if turns is None else (lambda t: t in turns)
         if hit(self.turn_id):
             self.segmenter.reset()
@@ -194,6 +197,10 @@ class Conversation:
             self.playing.cancel()
         self.outbound.purge(turns)
         self.outbound.put(pb.CancelDone(turn_id=turn_id))
+
+    @staticmethod
+    def _turn_of(item: Utterance | FlushPoint | ClosePoint | None) -> str:
+        return getattr(item, "turn_id", "")
 
     def on_close(self) -> None:
         if not self.closed:

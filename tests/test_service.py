@@ -187,12 +187,13 @@ def test_cancel_stops_the_turn_and_nothing_follows_its_ack(server):
     assert stats.free_blocks + stats.pinned_blocks <= stats.num_blocks
 
 
-def test_a_cancelled_turn_stays_silent_while_the_llm_keeps_streaming_it(server):
+@pytest.mark.parametrize("cancel", ["a", ""], ids=["named", "all"])
+def test_a_cancelled_turn_stays_silent_while_the_llm_keeps_streaming_it(server, cancel):
     s = Session(server.stub, cfg(sample_rate_hz=8000))
     s.send(text("The bridge is out and the ford is deep, so we wait. ", "a"))
     s.until("audio")
-    s.send(pb.ConverseRequest(cancel=pb.Cancel(turn_id="a")))
-    s.until("cancel_done")
+    s.send(pb.ConverseRequest(cancel=pb.Cancel(turn_id=cancel)))  # "": cancel every turn
+    assert s.until("cancel_done")[-1].cancel_done.turn_id == cancel
     # The LLM has not noticed the barge-in yet: more of turn "a", then its flush.
     s.send(
         text("We wait for dawn, and then we cross.", "a"),
