@@ -6,6 +6,7 @@ a checkpoint says about itself is its family's own config (engine.models).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,10 @@ class SamplingParams:
     ignore_eos: bool = False  # benchmarks and tests that need a fixed length
 
     def validate(self) -> None:
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if not math.isfinite(value):  # NaN slips past every comparison below
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if self.temperature < 0:
             raise ValueError("temperature must be >= 0")
         if self.top_k < 0:

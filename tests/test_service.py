@@ -279,6 +279,13 @@ def test_synthesize_streams_a_bark(server):
         (cfg(chunk_ms=5), grpc.StatusCode.INVALID_ARGUMENT, "chunk_ms"),
         (cfg(language="fr"), grpc.StatusCode.INVALID_ARGUMENT, "language"),
         (cfg(sampling=pb.SamplingConfig(top_p=0)), grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
+        (cfg(sampling=pb.SamplingConfig(temperature=float("nan"))), grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
+        (cfg(sampling=pb.SamplingConfig(temperature=float("inf"))), grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
+        (
+            cfg(sampling=pb.SamplingConfig(repetition_penalty=float("nan"))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "repetition_penalty must be a finite number",
+        ),
         (cfg(voice=""), grpc.StatusCode.INVALID_ARGUMENT, "voice_id"),
         (text("hello"), grpc.StatusCode.INVALID_ARGUMENT, "first message must be a SessionConfig"),
     ],
