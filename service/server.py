@@ -380,7 +380,8 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
     server = grpc.aio.server(
         interceptors=[_StatusInterceptor()],
         options=[
-            ("grpc.max_receive_message_length", 16 * 1024 * 1024),  # reference WAVs up to 30 s at 192 kHz stereo
+            # 30 s reference WAVs up to 139 kHz 16-bit or 93 kHz 24-bit stereo (docs/protocol.md)
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.keepalive_time_ms", 20000),
             ("grpc.keepalive_timeout_ms", 10000),
             ("grpc.http2.max_pings_without_data", 0),
