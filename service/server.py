@@ -332,24 +332,50 @@ class _StatusInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/"):
             return handler
+        parse = _lenient(handler.request_deserializer)
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary), parse, handler.response_serializer)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+                _streaming(handler.unary_stream), parse, handler.response_serializer
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                _streaming(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+                _streaming(handler.stream_stream, stream_in=True), parse, handler.response_serializer
             )
         return handler
+
+
+class _Malformed:
+    """A request message that did not parse. grpcio would answer UNKNOWN with the parser's
+    exception; the handler answers INVALID_ARGUMENT instead."""
+
+    def __init__(self, error: Exception):
+        self.error = StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"the request message does not parse: {error}")
+
+
+def _lenient(deserialize):
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception as exc:  # protobuf's DecodeError, invalid UTF-8 in a string field, ...
+            return _Malformed(exc)
+
+    return parse
+
+
+async def _checked(requests):
+    async for request in requests:
+        if isinstance(request, _Malformed):
+            raise request.error
+        yield request
 
 
 def _unary(fn):
     async def handler(request, context):
         try:
+            if isinstance(request, _Malformed):
+                raise request.error
             return await fn(request, context)
         except Exception as exc:
             await abort(context, exc)
@@ -357,10 +383,12 @@ def _unary(fn):
     return handler
 
 
-def _streaming(fn):
+def _streaming(fn, stream_in: bool = False):
     async def handler(request, context):
         try:
-            async for response in fn(request, context):
+            if isinstance(request, _Malformed):
+                raise request.error
+            async for response in fn(_checked(request) if stream_in else request, context):
                 yield response
         except Exception as exc:
             await abort(context, exc)

@@ -606,3 +606,33 @@ def test_pronunciation_dictionary_reloads_without_restart(model_dir, tmp_path):
     finally:
         srv.stop()
         eng.close()
+
+
+@pytest.mark.parametrize(
+    "method, kind, payload",
+    [
+        ("GetVoice", "unary", b"\xff\xff\xff\xff"),  # not a protobuf message at all
+        ("GetVoice", "unary", b"\x0a\x02\xff\xfe"),  # voice_id (field 1) holding invalid UTF-8
+        ("Synthesize", "stream_out", b"\x12\x03\xc3\x28\x41"),  # text (field 2), invalid UTF-8
+        ("Converse", "stream", b"\x0a\x05\x0a\x03\xff\xfe\xfd"),  # a SessionConfig whose voice_id is not UTF-8
+    ],
+)
+def test_a_request_that_does_not_parse_gets_invalid_argument(server, method, kind, payload):
+    path, raw = f"/npcvoice.v1.NpcVoice/{method}", lambda b: b
+    if kind == "unary":
+        call = lambda: server.channel.unary_unary(path, raw, raw)(payload, timeout=10)
+    elif kind == "stream_out":
+        call = lambda: list(server.channel.unary_stream(path, raw, raw)(payload, timeout=10))
+    else:
+        call = lambda: list(server.channel.stream_stream(path, raw, raw)(iter([payload]), timeout=10))
+    err = status_of(call)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not parse" in err.details()
+    assert server.stub.GetCapabilities(pb.GetCapabilitiesRequest()).model  # the server is fine
+
+
+def test_a_converse_stream_with_a_bad_message_mid_way_ends_with_invalid_argument(server):
+    path, raw = "/npcvoice.v1.NpcVoice/Converse", lambda b: b
+    good = [cfg().SerializeToString(), text("Hello there. ").SerializeToString()]
+    call = lambda: list(server.channel.stream_stream(path, raw, raw)(iter(good + [b"\xff\xff"]), timeout=30))
+    err = status_of(call)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not parse" in err.details()
