@@ -170,7 +170,12 @@ class Utterance:
             self._stream.cancel()  # a no-op once finished; frees engine work if we stopped early
 
     def _put(self, loop: asyncio.AbstractEventLoop, event) -> bool:
-        fut = asyncio.run_coroutine_threadsafe(self._queue.put(event), loop)
+        put = self._queue.put(event)
+        try:
+            fut = asyncio.run_coroutine_threadsafe(put, loop)
+        except RuntimeError:  # the event loop is closed (the server has stopped): nobody reads
+            put.close()
+            return False
         while not self._stop.is_set():
             try:
                 fut.result(timeout=0.2)
