@@ -51,6 +51,11 @@ class Codec(Protocol):
         the streams of equal window lengths in one call on the audio thread."""
 
 
+def is_stateful(codec: Codec) -> bool:
+    """Whether `codec` decodes causally with per-stream state (see Codec.decode_batch)."""
+    return hasattr(codec, "new_stream")
+
+
 def make_codec(
     name: str, frame_rate: float, model_dir: str | Path | None = None, packed: torch.dtype | None = None
 ) -> Codec:

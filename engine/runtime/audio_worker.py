@@ -28,7 +28,7 @@ from concurrent.futures import Future
 import torch
 
 from engine.codecs.adapt import Adapter
-from engine.codecs.base import Codec
+from engine.codecs.base import Codec, is_stateful
 
 
 class AudioWorker:
@@ -36,7 +36,7 @@ class AudioWorker:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.codec = codec
-        self.stateful = hasattr(codec, "decode_streams")
+        self.stateful = is_stateful(codec)
         self.max_batch = max_batch
         self.batches = 0  # codec calls made (a stats figure; one thread writes it)
         self.windows = 0  # windows decoded

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from engine.codecs.base import is_stateful
 from engine.config import EngineConfig, SamplingParams
 from engine.packed import can_pack, native_bf16
 from engine.runtime.audio_worker import AudioWorker
@@ -226,7 +227,7 @@ class Engine:
     def _decoder_for(self, voice: VoicePrompt) -> Callable[[torch.Tensor], torch.Tensor]:
         """How a stream of `voice` decodes its windows: through the voice's adapter, on the
         shared audio thread when there is one."""
-        if hasattr(self.codec, "new_stream"):  # the stream's own state goes with each call instead
+        if is_stateful(self.codec):  # the stream's own state goes with each call instead
             return self.audio.decode if self.audio else None
         return partial(self.audio.decode if self.audio else self.codec.decode, adapter=voice.adapter)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 import torchaudio.functional as AF
 
-from engine.codecs.base import Codec
+from engine.codecs.base import Codec, is_stateful
 from engine.config import StreamConfig
 
 MIN_RATE, MAX_RATE = 8000, 48000
@@ -140,8 +140,7 @@ class AudioStreamer:
         decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         check_rate(sample_rate)
-        stateful = hasattr(codec, "new_stream")
-        self.decoder = StatefulDecoder(codec, decode) if stateful else ChunkDecoder(codec, cfg, decode)
+        self.decoder = StatefulDecoder(codec, decode) if is_stateful(codec) else ChunkDecoder(codec, cfg, decode)
         self.resampler = StreamingResampler(codec.sample_rate, sample_rate)
         frame_ms = 1000.0 / codec.frame_rate
         self.chunk = chunk_frames or max(1, round(cfg.chunk_ms / frame_ms))

@@ -20,7 +20,6 @@ There are no timing marks: nothing in the model says when a word is spoken.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from engine.config import EngineConfig, SamplingParams
-from engine.models.pocket_tts.generate import StopRule, max_frames
+from engine.models.pocket_tts.generate import StopRule, max_frames, scaled_noise
 from engine.models.pocket_tts.mimi import DecoderState
 from engine.models.pocket_tts.model import PocketTTS, load_model
 from engine.models.pocket_tts.text import Chunk, chunk_text
@@ -139,7 +138,7 @@ class MimiCodec:
         return self.decode_streams([self.new_stream()], latents[None])[0]
 
     def decode_batch(self, latents: torch.Tensor, adapter: dict | None = None) -> torch.Tensor:
-        return torch.stack([self.decode(row) for row in latents])
+        return self.decode_streams([self.new_stream() for _ in latents], latents)
 
 
 class PocketTokenizer:
@@ -231,12 +230,8 @@ class PocketTTSFamily:
         latents: list[torch.Tensor | None] = [None] * len(seqs)
         frames = net.pad_frame.repeat(len(seqs), 1)
         if live:
-            noise = torch.stack(
-                [
-                    torch.randn(net.latent_dim, generator=seqs[b].generator) * math.sqrt(seqs[b].sampling.temperature)
-                    for b in live
-                ]
-            ).to(z.dtype)
+            rows = [scaled_noise([seqs[b].generator], seqs[b].sampling.temperature, net.latent_dim) for b in live]
+            noise = torch.cat(rows).to(z.dtype)
             sampled = self.pocket.head.sample(z[live], noise).float().cpu()
             for b, latent in zip(live, sampled):
                 latents[b] = latent
