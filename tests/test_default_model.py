@@ -70,7 +70,7 @@ def spoken():
 def judge():
     pytest.importorskip("faster_whisper", reason="the judges come with the train extra (./run setup installs it)")
     pytest.importorskip("resemblyzer", reason="resemblyzer is installed by ./run setup")
-    from engine.eval import Judge
+    from engine.eval.judge import Judge
 
     return Judge()
 
@@ -81,7 +81,7 @@ def judge():
     "but 0.35 on these six short lines; strict, so this turns into a failure to remove once they reach 0.25",
 )
 def test_demo_voices_speak_the_words(spoken, judge):
-    from engine.eval import word_errors
+    from engine.eval.judge import word_errors
 
     errors = total = 0
     for voice, items in spoken[0].items():
@@ -107,7 +107,7 @@ def test_a_one_word_bark_lasts_about_one_word(spoken):
 
 
 def test_each_demo_voice_sounds_like_its_own_reference(spoken, judge):
-    from engine.eval import cosine
+    from engine.eval.judge import cosine
 
     outputs, refs, _ = spoken
     ref_emb = {v: judge.embed(w) for v, w in refs.items()}
@@ -181,7 +181,7 @@ def test_eval_synthesis_is_timed_on_one_core_and_gives_the_callers_cores_back(sp
     thread share a single core while it is timed, and the caller keeps its own mask."""
     import os
 
-    from engine.eval import synthesize
+    from engine.eval.synthesis import synthesize
 
     outputs, refs, _ = spoken
     voice = next(iter(refs))
@@ -212,7 +212,7 @@ def test_teacher_forced_predictions_follow_the_teacher_frame_for_frame():
 
     from engine.codecs.mel import MelCodec
     from engine.config import AdaptConfig
-    from engine.eval import teacher_forced
+    from engine.eval.heldout import teacher_forced
     from engine.train.token_store import TOKENS, load_token_shard
 
     records = load_token_shard(sorted((TOKENS / "eval").glob("shard_*.npz"))[0])
