@@ -649,3 +649,14 @@ def test_an_utterance_whose_event_loop_has_closed_stops_quietly():
     utt._queue = loop.run_until_complete(asyncio.sleep(0, result=asyncio.Queue(2)))
     loop.close()
     assert utt._put(loop, "an event") is False
+
+
+def test_an_engine_fault_gives_internal_with_the_request_and_spares_the_next_call(server):
+    """A bug inside the engine (injected into one forward pass) ends that call with INTERNAL
+    naming the engine request; the server and the next call are unaffected."""
+    req = pb.SynthesizeRequest(voice_id="guard", text="Hold the gate until dawn.")
+    server.engine.inject_fault("step")
+    err = status_of(lambda: list(server.stub.Synthesize(req)))
+    assert err.code() == grpc.StatusCode.INTERNAL and "engine request" in err.details()
+    assert kinds(list(server.stub.Synthesize(req)))[-1] == "utterance_done"
+    wait_idle(server.engine)

@@ -21,6 +21,7 @@ positions.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from concurrent.futures import Future
@@ -29,6 +30,8 @@ import torch
 
 from engine.codecs.adapt import Adapter
 from engine.codecs.base import Codec, is_stateful
+
+log = logging.getLogger(__name__)
 
 
 class AudioWorker:
@@ -43,6 +46,7 @@ class AudioWorker:
         self._jobs: list[tuple[torch.Tensor, Adapter | None, Future]] = []
         self._cv = threading.Condition()
         self._closed = False
+        self._fault = False  # inject_fault
         self._thread = threading.Thread(target=self._loop, name="audio", daemon=True)
         self._thread.start()
 
@@ -74,6 +78,10 @@ class AudioWorker:
         with self._cv:
             return len(self._jobs)
 
+    def inject_fault(self) -> None:
+        """Test hook: the next batch of windows fails as a bug in this thread would."""
+        self._fault = True
+
     def close(self) -> None:
         with self._cv:
             self._closed = True
@@ -86,11 +94,20 @@ class AudioWorker:
                 self._cv.wait_for(lambda: self._jobs or self._closed)
                 jobs, self._jobs = self._jobs, []
                 closed = self._closed
-            self._run(jobs)  # windows queued before close() are still decoded
+            try:
+                self._run(jobs)  # windows queued before close() are still decoded
+            except Exception as exc:  # a bug here fails the windows it held, never the thread
+                log.error("audio worker: a batch failed", exc_info=exc)
+                for _, _, fut in jobs:
+                    if not fut.done():
+                        fut.set_exception(exc)
             if closed:
                 return
 
     def _run(self, jobs: list[tuple[torch.Tensor, Adapter | None, Future]]) -> None:
+        if self._fault:
+            self._fault = False
+            raise RuntimeError("injected fault in the audio worker")
         # One call per window length and voice adapter: one adapter is in the codec at a time.
         groups: dict[tuple[int, int], list[tuple[torch.Tensor, Adapter | None, Future]]] = defaultdict(list)
         # (A stateful codec's "adapter" is a stream's state: any streams batch together.)

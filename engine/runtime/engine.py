@@ -3,10 +3,17 @@
 One thread owns the model, the block pool and the scheduler. Other threads talk
 to it only by posting commands, so nothing in the hot loop takes a lock for
 longer than a queue operation.
+
+That thread never dies of a bug: an exception in a posted command fails what the
+command was for, one in a forward pass or a sampling step fails that batch's
+streams, and one in a scheduling pass fails the streams the scheduler held (its
+state may be half-updated). Each failed stream ends with FinishReason.ERROR and
+its request number; everything else goes on. `inject_fault` is the test hook.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections import deque
@@ -28,6 +35,7 @@ from engine.runtime.model_runner import ModelRunner
 from engine.runtime.outputs import (
     DoneEvent,
     EngineClosed,
+    EngineError,
     EngineOverloaded,
     EngineStats,
     FinishReason,
@@ -40,6 +48,13 @@ from engine.runtime.sequence import Sequence
 from engine.runtime.streaming import check_rate
 from engine.runtime.voice import VoicePrompt
 from engine.runtime.voice_pins import VoicePins
+
+log = logging.getLogger(__name__)
+FAULT_POINTS = ("command", "schedule", "step")
+
+
+class InjectedFault(RuntimeError):
+    """Raised where `Engine.inject_fault` asked for it (tests of fault containment)."""
 
 
 def _resolve(cfg: EngineConfig) -> tuple[torch.device, torch.dtype]:
@@ -92,9 +107,11 @@ class Engine:
         )
         self.scheduler = Scheduler(self.config.scheduler, self.blocks)
         self._outboxes: dict[int, Outbox] = {}
-        self._on_prefilled: dict[int, Callable[[Sequence], None]] = {}
+        # Warm-ups: called with the sequence once its prefix is in the cache, or with an error.
+        self._on_prefilled: dict[int, Callable[[Sequence, str | None], None]] = {}
         self.pins = VoicePins(self.blocks, self.config.cache.max_pinned_fraction)
-        self._commands: deque[Callable[[], None]] = deque()
+        self._commands: deque[tuple[Callable[[], None], Callable[[Exception], None] | None]] = deque()
+        self._faults: set[str] = set()  # inject_fault
         self._cv = threading.Condition()
         self._stop = False
         self._inflight = 0  # submitted and not finished; guarded by _cv
@@ -221,7 +238,7 @@ class Engine:
             plan.units,
             self._decoder_for(voice),
         )
-        self._post(lambda: self._admit(seq, outbox), required=True)
+        self._post(lambda: self._admit(seq, outbox), required=True, on_error=lambda exc: self._fail(seq, exc, outbox))
         return stream
 
     def _decoder_for(self, voice: VoicePrompt) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -287,22 +304,50 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def inject_fault(self, point: str) -> None:
+        """Test hook: make the engine thread's next pass through `point` raise InjectedFault.
+        Points: "command" (the next posted command), "schedule" (a scheduling pass), "step"
+        (a forward pass), "audio" (the audio worker's next batch)."""
+        if point == "audio":
+            if self.audio is None:
+                raise ValueError("this engine has no audio worker (StreamConfig.audio_batch=0)")
+            self.audio.inject_fault()
+            return
+        if point not in FAULT_POINTS:
+            raise ValueError(f"fault point must be one of {FAULT_POINTS + ('audio',)}, got {point!r}")
+        with self._cv:
+            self._faults.add(point)
+            self._cv.notify()
+
+    def _trip(self, point: str) -> None:
+        if point in self._faults:  # (a set lookup: nothing to pay while no fault is armed)
+            with self._cv:
+                self._faults.discard(point)
+            raise InjectedFault(f"injected fault at {point}")
+
     # ---- plumbing ------------------------------------------------------------
-    def _post(self, command: Callable[[], None], required: bool = False) -> None:
-        """Queue `command` for the engine thread. Once the engine is closed nothing runs it:
-        a `required` command (one a caller waits on) raises EngineClosed, any other (a
+    def _post(
+        self, command: Callable[[], None], required: bool = False, on_error: Callable[[Exception], None] | None = None
+    ) -> None:
+        """Queue `command` for the engine thread; if it raises, `on_error` gets the exception
+        (so whoever waits on the command hears of it). Once the engine is closed nothing runs
+        it: a `required` command (one a caller waits on) raises EngineClosed, any other (a
         cancel of a stream the shutdown already ended) is dropped."""
         with self._cv:
             if self._stop:
                 if required:
                     raise EngineClosed("the engine is shut down")
                 return
-            self._commands.append(command)
+            self._commands.append((command, on_error))
             self._cv.notify()
 
     def _call(self, fn: Callable[[Future], None]) -> Future:
         fut: Future = Future()
-        self._post(lambda: fn(fut), required=True)
+        def failed(exc: Exception) -> None:
+            if not fut.done():
+                fut.set_exception(EngineError(f"engine command failed: {type(exc).__name__}: {exc}"))
+
+        self._post(lambda: fn(fut), required=True, on_error=failed)
         return fut
 
     def _wake(self) -> None:
@@ -319,15 +364,31 @@ class Engine:
 
     def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None) -> None:
         outbox = self._outboxes.pop(seq.seq_id, None)
-        self._on_prefilled.pop(seq.seq_id, None)
-        self.scheduler.remove(seq)
-        if outbox is not None:
-            outbox.put(DoneEvent(reason, error))
-            with self._cv:
-                self._inflight -= 1
+        warming = self._on_prefilled.pop(seq.seq_id, None)
+        try:
+            self.scheduler.remove(seq)
+        finally:  # the consumer hears of the end even if freeing its blocks failed
+            if warming is not None:
+                warming(seq, error or f"warm-up ended: {reason.value}")
+            if outbox is not None:
+                outbox.put(DoneEvent(reason, error))
+                with self._cv:
+                    self._inflight -= 1
 
-    def _fail(self, seq: Sequence, exc: Exception) -> None:
-        self._finish(seq, FinishReason.ERROR, f"{type(exc).__name__}: {exc}")
+    def _fail(self, seq: Sequence, exc: Exception, outbox: Outbox | None = None) -> None:
+        """End `seq` with an error naming its request number; `outbox` if it was never admitted."""
+        if outbox is not None:
+            self._outboxes.setdefault(seq.seq_id, outbox)
+        try:
+            self._finish(seq, FinishReason.ERROR, f"engine request {seq.seq_id}: {type(exc).__name__}: {exc}")
+        except Exception:  # the scheduler is broken too: the consumer was told, carry on
+            log.exception("engine: freeing request %d after an error failed", seq.seq_id)
+
+    def _contain(self, exc: Exception, where: str, seqs: list[Sequence]) -> None:
+        """A bug surfaced on the engine thread: log it and fail the streams it touched."""
+        log.error("engine: %s failed; failing %d stream(s)", where, len(seqs), exc_info=exc)
+        for seq in seqs:
+            self._fail(seq, exc)
 
     def _ready(self, seq: Sequence) -> bool:
         box = self._outboxes.get(seq.seq_id)
@@ -338,15 +399,24 @@ class Engine:
             with self._cv:
                 stop = self._stop
                 commands, self._commands = list(self._commands), deque()
-            if stop:
-                for command in commands:  # admit late submissions so they are told, not lost
+            for command, on_error in commands:  # (at a stop too: late submissions are told, not lost)
+                try:
+                    self._trip("command")
                     command()
+                except Exception as exc:
+                    log.error("engine: a posted command failed", exc_info=exc)
+                    if on_error is not None:
+                        on_error(exc)
+            if stop:
                 for seq in list(self.scheduler.running) + list(self.scheduler.waiting):
                     self._finish(seq, FinishReason.SHUTDOWN, "engine closed")
                 return
-            for command in commands:
-                command()
-            batch = self.scheduler.schedule(self._ready)
+            try:
+                self._trip("schedule")
+                batch = self.scheduler.schedule(self._ready)
+            except Exception as exc:
+                self._contain(exc, "a scheduling pass", list(self.scheduler.running) + list(self.scheduler.waiting))
+                continue
             if not batch:
                 with self._cv:
                     if not self._commands and not self._stop:
@@ -360,15 +430,18 @@ class Engine:
                 if items:
                     if threads and torch.get_num_threads() != threads:
                         torch.set_num_threads(threads)
-                    self._run(items)
+                    try:
+                        self._run(items)
+                    except Exception as exc:  # after the forward (the forward itself is guarded below)
+                        self._contain(exc, "a step", [s for s, _, _ in items if s.seq_id in self._outboxes])
 
     @torch.inference_mode()
     def _run(self, items: list[tuple[Sequence, int, int]]) -> None:
         try:
+            self._trip("step")
             hidden = self.runner.forward(items)
         except Exception as exc:  # a failed forward fails its batch, never the engine
-            for seq, _, _ in items:
-                self._fail(seq, exc)
+            self._contain(exc, "a forward pass", [seq for seq, _, _ in items])
             return
         ready = []  # rows that now sample their next frame, all in one batched draw
         for i, (seq, start, n) in enumerate(items):
@@ -381,7 +454,7 @@ class Engine:
             if seq.num_computed < len(seq):
                 continue
             if seq.max_frames == 0:  # a warm-up: the prefix is computed, nothing to speak
-                self._on_prefilled.pop(seq.seq_id)(seq)
+                self._on_prefilled.pop(seq.seq_id)(seq, None)
                 self._finish(seq, FinishReason.LENGTH)
                 continue
             ready.append(i)
@@ -391,8 +464,7 @@ class Engine:
         try:
             step = self.family.step(seqs, hidden[ready])
         except Exception as exc:
-            for seq in seqs:
-                self._fail(seq, exc)
+            self._contain(exc, "a sampling step", seqs)
             return
         self._emit(seqs, step)
 
@@ -421,7 +493,10 @@ class Engine:
             return
         seq = Sequence(voice.frames, voice.num_frames, voice.key, SamplingParams(), 0, 0)
 
-        def done(s: Sequence) -> None:  # prefilled: its blocks are in the cache now
+        def done(s: Sequence, error: str | None) -> None:  # prefilled: its blocks are in the cache now
+            if error is not None:
+                fut.set_exception(EngineError(f"warming voice {name} failed: {error}"))
+                return
             self.pins.pin(name, voice.frames, voice.key)
             fut.set_result(False)
 

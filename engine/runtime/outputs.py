@@ -237,26 +237,32 @@ class UtteranceStream:
         streamer = AudioStreamer(self._codec, self._stream_cfg, self.sample_rate, self._chunk_frames, self._decode)
         offset, ttfa, frames, frame_ms = 0, None, 0, 1000.0 / self._codec.frame_rate
         done = DoneEvent(FinishReason.CANCELLED)
-        for event in self.events(streamer.frames_wanted):
-            if isinstance(event, FrameEvent):
-                frames += 1
-                latent = event.latent  # channel 0 of the ids is text/control, not audio
-                out = streamer.push(event.ids[None, 1:] if latent is None else latent[None])
-                if out is not None and len(out):
-                    ttfa = ttfa if ttfa is not None else (time.perf_counter() - self.submitted_at) * 1000
-                    yield AudioChunk(out.numpy().astype(np.float32), offset, self.sample_rate, False)
-                    offset += len(out)
-            elif isinstance(event, MarkEvent):
-                i = event.text_index
-                yield TimingMark(i, event.frame * frame_ms, *self.spans[i], self.units[i])
-            else:
-                done = event
-                if done.reason != FinishReason.CANCELLED:
-                    out = streamer.finish()
-                    if ttfa is None and len(out):
-                        ttfa = (time.perf_counter() - self.submitted_at) * 1000
-                    yield AudioChunk(out.numpy().astype(np.float32), offset, self.sample_rate, True)
-                    offset += len(out)
+        try:
+            for event in self.events(streamer.frames_wanted):
+                if isinstance(event, FrameEvent):
+                    frames += 1
+                    latent = event.latent  # channel 0 of the ids is text/control, not audio
+                    out = streamer.push(event.ids[None, 1:] if latent is None else latent[None])
+                    if out is not None and len(out):
+                        ttfa = ttfa if ttfa is not None else (time.perf_counter() - self.submitted_at) * 1000
+                        yield AudioChunk(out.numpy().astype(np.float32), offset, self.sample_rate, False)
+                        offset += len(out)
+                elif isinstance(event, MarkEvent):
+                    i = event.text_index
+                    yield TimingMark(i, event.frame * frame_ms, *self.spans[i], self.units[i])
+                else:
+                    done = event
+                    if done.reason != FinishReason.CANCELLED:
+                        out = streamer.finish()
+                        if ttfa is None and len(out):
+                            ttfa = (time.perf_counter() - self.submitted_at) * 1000
+                        yield AudioChunk(out.numpy().astype(np.float32), offset, self.sample_rate, True)
+                        offset += len(out)
+        except Exception as exc:  # the codec failed (the audio thread reports it here): end this stream only
+            self.cancel()
+            done = DoneEvent(
+                FinishReason.ERROR, f"engine request {self.seq.seq_id}: audio decoding: {type(exc).__name__}: {exc}"
+            )
         self.finished = Finished(
             done.reason,
             frames,
