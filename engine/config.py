@@ -78,14 +78,16 @@ class SamplingParams:
             value = getattr(self, name)
             if not math.isfinite(value):  # NaN slips past every comparison below
                 raise ValueError(f"{name} must be a finite number, got {value}")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+        # Ranges, not just signs: a subnormal temperature or penalty divides logits into
+        # infinities, and the draw becomes noise.
+        if not (self.temperature == 0 or 0.01 <= self.temperature <= 10):
+            raise ValueError(f"temperature must be 0 (greedy) or in [0.01, 10], got {self.temperature}")
         if self.top_k < 0:
-            raise ValueError("top_k must be >= 0")
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
-            raise ValueError("top_p must be in (0, 1]")
-        if self.repetition_penalty <= 0:
-            raise ValueError("repetition_penalty must be > 0")
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0.1 <= self.repetition_penalty <= 10:
+            raise ValueError(f"repetition_penalty must be in [0.1, 10], got {self.repetition_penalty}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError("max_frames must be >= 1")
 

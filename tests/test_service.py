@@ -281,6 +281,10 @@ def test_synthesize_streams_a_bark(server):
         (cfg(sampling=pb.SamplingConfig(top_p=0)), grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
         (cfg(sampling=pb.SamplingConfig(temperature=float("nan"))), grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
         (cfg(sampling=pb.SamplingConfig(temperature=float("inf"))), grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
+        (cfg(sampling=pb.SamplingConfig(temperature=1e-45)), grpc.StatusCode.INVALID_ARGUMENT, "temperature must be 0"),
+        (cfg(sampling=pb.SamplingConfig(temperature=3e38)), grpc.StatusCode.INVALID_ARGUMENT, "[0.01, 10]"),
+        (cfg(sampling=pb.SamplingConfig(repetition_penalty=1e-40)), grpc.StatusCode.INVALID_ARGUMENT, "[0.1, 10]"),
+        (cfg(sampling=pb.SamplingConfig(top_p=-0.0)), grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
         (
             cfg(sampling=pb.SamplingConfig(repetition_penalty=float("nan"))),
             grpc.StatusCode.INVALID_ARGUMENT,
