@@ -27,6 +27,9 @@ from service.segmenter import MIN_WORDS, Segmenter
         ("It's -5 out, 12% chance of snow.", "It's minus five out, twelve percent chance of snow."),
         ("Gate 1,204,000.", "Gate one million two hundred four thousand."),
         ("No digits here, friend.", "No digits here, friend."),
+        ("Echo 4-1, dial 555-0192.", "Echo four one, dial five five five oh one nine two."),
+        ("The code is 14-27-03.", "The code is fourteen twenty-seven oh three."),
+        ("Batch 7B, not $2B or 3K.", "Batch seven B, not two billion dollars or three thousand."),
     ],
 )
 def test_normalize_spells_out_what_tts_must_say(raw, spoken):

@@ -37,6 +37,13 @@ class Line:
     category: str  # one of CATEGORIES
     split: str  # "dev" or "test"
 
+    @property
+    def spoken(self) -> str:
+        """What the engine is asked to say, as the service asks it: numbers spelled out."""
+        from engine.text.normalize import normalize
+
+        return normalize(self.text)
+
 
 @cache
 def suite() -> dict:
@@ -82,7 +89,7 @@ def teacher_audio(items: list[Line], teacher: str) -> list[np.ndarray]:
     if path.exists():
         with np.load(path) as z:
             cached = {str(t): z["audio"][lo:hi] for t, lo, hi in zip(z["texts"], z["offsets"][:-1], z["offsets"][1:])}
-    missing = [x.text for x in items if x.text not in cached]
+    missing = [x.spoken for x in items if x.spoken not in cached]
     if missing:
         tokenizer = make_tokenizer("phonemes", 256)
         if teacher == "piper":
@@ -99,7 +106,7 @@ def teacher_audio(items: list[Line], teacher: str) -> list[np.ndarray]:
             audio=np.concatenate([cached[t] for t in texts]),
             offsets=np.cumsum([0] + [len(cached[t]) for t in texts]),
         )
-    return [from_pcm16(cached[x.text]) for x in items]
+    return [from_pcm16(cached[x.spoken]) for x in items]
 
 
 def breakdown(result: dict, human: set[str]) -> dict:

@@ -136,6 +136,19 @@ def _rule(pattern: str):
     return register
 
 
+@_rule(r"(?<![\w.,-])\d+(?:-\d+)+(?![\w.,]?\d)")
+def _digit_groups(m: re.Match) -> str:
+    """Codes read group by group: a call sign "4-1", a combination "14-27-03", a phone
+    number "555-0192". A group that is long or starts with 0 is read digit by digit."""
+
+    def group(g: str) -> str:
+        if len(g) > 2 or (g.startswith("0") and len(g) > 1):
+            return " ".join("oh" if d == "0" else _ONES[int(d)] for d in g)
+        return cardinal(int(g))
+
+    return " ".join(group(g) for g in m[0].split("-"))
+
+
 @_rule(rf"(?P<cur>[$£€¥])(?P<num>{_NUM})(?P<mult>[kKmMbB](?![a-zA-Z]))?")
 def _currency(m: re.Match) -> str:
     one, many, sub_one, sub_many = _CURRENCIES[m["cur"]]
@@ -166,7 +179,12 @@ def _ordinal(m: re.Match) -> str:
     return ordinal(int(m["num"]))
 
 
-@_rule(rf"(?<![\w.])(?P<num>{_NUM})(?P<mult>[kKmMbB])\b")
+@_rule(r"(?<![\w.])(?P<num>\d+)(?P<letter>[A-JLN-Z])\b")
+def _numbered(m: re.Match) -> str:  # "Batch 7B", "Gate 22C": a letter, not billions ("$2B" is money)
+    return f"{_number(m['num'])} {m['letter']}"
+
+
+@_rule(rf"(?<![\w.])(?P<num>{_NUM})(?P<mult>[kKmMb])\b")
 def _multiplied(m: re.Match) -> str:
     return f"{_number(m['num'])} {_MULTIPLIERS[m['mult']]}"
 
