@@ -42,6 +42,10 @@ class SchedulerConfig:
     max_waiting: int = 256  # beyond this, submit() raises EngineOverloaded
     prefill_chunk_tokens: int = 512  # prompt tokens prefilled per step (chunked prefill)
     max_buffered_frames: int = 100  # a stream whose reader lags this far is paused
+    # While utterances wait for a slot, a stream this far ahead of real-time playback of
+    # what it has sent yields its slot to them (earliest deadline first); with nothing
+    # waiting, streams run ahead freely, so one-shot rendering stays fast.
+    max_lead_s: float = 3.0
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,17 @@ def wait_idle(engine: Engine, timeout: float = 10.0):
     raise AssertionError(f"engine still busy: {engine.stats()}")
 
 
+def paused(engine: Engine, stream, timeout: float = 30.0) -> None:
+    """Wait until `stream` has run and stopped at its reader's buffer limit (nobody reads it)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        box = engine._outboxes.get(stream.seq.seq_id)
+        if box is not None and box.pending_frames >= engine.config.scheduler.max_buffered_frames:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the stream never filled its buffer: {engine.stats()}")
+
+
 class ServerThread:
     """A real gRPC server on loopback, run on its own event loop in a background thread."""
 

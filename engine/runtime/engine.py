@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -343,6 +344,7 @@ class Engine:
 
     def _call(self, fn: Callable[[Future], None]) -> Future:
         fut: Future = Future()
+
         def failed(exc: Exception) -> None:
             if not fut.done():
                 fut.set_exception(EngineError(f"engine command failed: {type(exc).__name__}: {exc}"))
@@ -390,6 +392,17 @@ class Engine:
         for seq in seqs:
             self._fail(seq, exc)
 
+    def _lead_at(self, now: float) -> Callable[[Sequence], float]:
+        """Seconds of a stream's audio ahead of real-time playback of it at `now`, taking
+        playback to start with its first frame (-inf before that: the most urgent)."""
+        rate = self.frame_rate
+
+        def lead(seq: Sequence) -> float:
+            start = seq.first_frame_at
+            return float("-inf") if start is None else seq.num_generated / rate - (now - start)
+
+        return lead
+
     def _ready(self, seq: Sequence) -> bool:
         box = self._outboxes.get(seq.seq_id)
         return box is None or box.pending_frames < self.config.scheduler.max_buffered_frames
@@ -413,7 +426,7 @@ class Engine:
                 return
             try:
                 self._trip("schedule")
-                batch = self.scheduler.schedule(self._ready)
+                batch = self.scheduler.schedule(self._ready, self._lead_at(time.monotonic()))
             except Exception as exc:
                 self._contain(exc, "a scheduling pass", list(self.scheduler.running) + list(self.scheduler.waiting))
                 continue
@@ -477,6 +490,8 @@ class Engine:
                     self._finish(seq, FinishReason.EOS)
                     continue
                 seq.append(frame)
+                if seq.first_frame_at is None:
+                    seq.first_frame_at = time.monotonic()
                 outbox = self._outboxes[seq.seq_id]
                 outbox.put(FrameEvent(frame, latent))
                 if mark is not None:

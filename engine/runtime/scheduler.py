@@ -5,6 +5,14 @@ the pool yet. Exactly one pending frame means it is decoding; more means it is
 prefilling (its prompt, or after a preemption its prompt plus what it had
 generated). Decodes run together in one batch; prefills are chunked so a long
 voice prompt never stalls the streams already speaking for more than one chunk.
+
+Slots go by playback deadline. A stream is parked while its reader lags (it could not
+take more audio) or, when others wait for a slot, while it is more than `max_lead_s`
+ahead of real-time playback of what it has produced: parked streams keep their blocks
+but neither count toward `max_running` nor decode, and a parked stream is preempted
+first when memory runs short. Decodes and admissions go earliest deadline first (the
+least audio in hand). So clients that stop reading, or that are far ahead, can never
+keep a new conversation from starting.
 """
 
 from __future__ import annotations
@@ -58,14 +66,27 @@ class Scheduler:
         self.preemptions += 1
         self.waiting.appendleft(seq)
 
-    def schedule(self, ready: Callable[[Sequence], bool]) -> Batch:
-        """`ready(seq)` is False while a sequence's reader is too far behind."""
+    def _victim(self, parked: set[int], lead: Callable[[Sequence], float]) -> Sequence:
+        """Whom to preempt for memory: the parked stream furthest ahead, else the newest."""
+        idle = [s for s in self.running if s.seq_id in parked]
+        return max(idle, key=lead) if idle else self.running[-1]
+
+    def schedule(self, ready: Callable[[Sequence], bool], lead: Callable[[Sequence], float] = lambda s: 0.0) -> Batch:
+        """`ready(seq)` is False while a sequence's reader is too far behind; `lead(seq)` is
+        how many seconds of its audio are ahead of real-time playback (-inf before any)."""
         batch = Batch()
-        for seq in list(self.running):
-            if seq.status is not Status.RUNNING or len(seq) - seq.num_computed != 1 or not ready(seq):
+        contended = any(ready(s) for s in self.waiting)
+        parked = {s.seq_id for s in self.running if not ready(s) or (contended and lead(s) > self.cfg.max_lead_s)}
+        decodable = [
+            s
+            for s in self.running
+            if s.status is Status.RUNNING and len(s) - s.num_computed == 1 and s.seq_id not in parked
+        ]
+        for seq in sorted(decodable, key=lead)[: self.cfg.max_running]:
+            if seq.status is not Status.RUNNING:  # preempted for an earlier one's block
                 continue
             while self.blocks.needs_block(seq) and not self.blocks.append_block(seq):
-                victim = self.running[-1]
+                victim = self._victim(parked, lead)
                 self._preempt(victim)
                 if victim in batch.decode:
                     batch.decode.remove(victim)
@@ -81,11 +102,24 @@ class Scheduler:
                 n = min(pending, budget)
                 batch.prefill.append((seq, seq.num_computed, n))
                 budget -= n
-        while self.waiting and budget > 0 and len(self.running) < self.cfg.max_running:
-            seq = self.waiting[0]
-            if not self.blocks.allocate(seq):
+        active = sum(s.seq_id not in parked for s in self.running)
+        for seq in sorted(self.waiting, key=lead):  # (stable: arrival order among equals)
+            if budget <= 0 or active >= self.cfg.max_running:
                 break
-            self.waiting.popleft()
+            if not ready(seq):  # preempted while its reader lagged: no blocks until it reads
+                continue
+            allocated = self.blocks.allocate(seq)
+            while not allocated:  # make room by preempting parked streams, furthest ahead first
+                busy = {s.seq_id for s in batch.decode} | {s.seq_id for s, _, _ in batch.prefill}
+                idle = [s for s in self.running if s.seq_id in parked and s.seq_id not in busy]
+                if not idle:
+                    break
+                self._preempt(max(idle, key=lead))
+                allocated = self.blocks.allocate(seq)
+            if not allocated:
+                break
+            self.waiting.remove(seq)
+            active += 1
             if not seq.admitted:
                 seq.admitted, seq.cached_on_admit = True, seq.num_computed
                 self.cached_frames += seq.num_computed

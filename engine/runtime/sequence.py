@@ -61,6 +61,7 @@ class Sequence:
         self.last_advance = 0  # num_generated when the pointer last moved
         self.unit = 0  # id of the text unit the pointer is on (valid once marks > 0)
         self.preemptions = 0
+        self.first_frame_at: float | None = None  # time.monotonic() of the first generated frame
         self.family_state: object = None  # a model family's own per-utterance state (its stop rule, say)
         self.cancelled = threading.Event()
 
