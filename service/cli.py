@@ -22,6 +22,7 @@ from engine.config import DECODE_ATTENTIONS, PACKED_DTYPES, AdaptConfig, CacheCo
 from service.config import ServiceConfig
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
+from service.tls import open_channel, server_tls
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -47,7 +48,12 @@ def serve(args: argparse.Namespace) -> None:
             SHIPPED_MODEL_DIR,
             model_dir,
         )
+    try:
+        tls = server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
     config = ServiceConfig(
+        tls=tls,
         host=args.host,
         port=args.port,
         voices_dir=Path(args.voices_dir),
@@ -85,7 +91,7 @@ def say(args: argparse.Namespace) -> None:
         yield pb.ConverseRequest(close=pb.Close())
 
     pcm, first, start = [], None, time.perf_counter()
-    with grpc.insecure_channel(args.server) as channel:
+    with client_channel(args) as channel:
         stub = pb_grpc.NpcVoiceStub(channel)
         try:
             for resp in stub.Converse(requests()):
@@ -107,8 +113,22 @@ def say(args: argparse.Namespace) -> None:
     print(f"time to first audio {ttfa:.0f} ms; wrote {len(samples) / args.rate:.2f} s to {args.out}")
 
 
+def client_channel(args: argparse.Namespace) -> grpc.Channel:
+    try:
+        return open_channel(args.server, args.tls_ca, args.tls_server_name, args.tls_cert, args.tls_key)
+    except (ValueError, OSError) as exc:
+        sys.exit(f"error: {exc}")
+
+
+def add_client_tls(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", help="CA certificate (PEM) that signed the server's: connect with TLS")
+    p.add_argument("--tls-server-name", help="name to check the server's certificate against (default: the host)")
+    p.add_argument("--tls-cert", help="client certificate (PEM), for a server that wants mutual TLS")
+    p.add_argument("--tls-key", help="client private key (PEM)")
+
+
 def voices(args: argparse.Namespace) -> None:
-    with grpc.insecure_channel(args.server) as channel:
+    with client_channel(args) as channel:
         stub = pb_grpc.NpcVoiceStub(channel)
         try:
             if args.action == "list":
@@ -188,6 +208,9 @@ def main(argv: list[str] | None = None) -> None:
         choices=DECODE_ATTENTIONS,
         help="CPU decode attention (docs/architecture.md)",
     )
+    s.add_argument("--tls-cert", help="serve TLS with this certificate chain (PEM; needs --tls-key)")
+    s.add_argument("--tls-key", help="private key (PEM) of --tls-cert")
+    s.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
     s.set_defaults(fn=serve)
     s = sub.add_parser("say", help="speak a line into a WAV file")
     s.add_argument("text")
@@ -195,9 +218,11 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--out", default="line.wav")
     s.add_argument("--rate", type=int, default=svc.default_sample_rate)
     s.add_argument("--server", default=f"{svc.host}:{svc.port}")
+    add_client_tls(s)
     s.set_defaults(fn=say)
     s = sub.add_parser("voices", help="list, add, remove or warm voices")
     s.add_argument("--server", default=f"{svc.host}:{svc.port}")
+    add_client_tls(s)
     vs = s.add_subparsers(dest="action", required=True)
     vs.add_parser("list")
     a = vs.add_parser("add")

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.tls import ServerTLS
+
 
 @dataclass(frozen=True)
 class ServiceConfig:
@@ -21,3 +23,4 @@ class ServiceConfig:
     default_sample_rate: int = 48000
     demo_voices: bool = True  # install the demo voices the voices dir lacks
     first_message_timeout_s: float = 30.0  # a Converse stream must send its SessionConfig by then
+    tls: ServerTLS | None = None  # None: plaintext

@@ -220,6 +220,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             pinned_voices=st.pinned_voices,
             prefix_cache_enabled=self.engine.config.cache.prefix_cache,
             max_batch=self.engine.config.scheduler.max_running,
+            event_loop_tasks=len(asyncio.all_tasks()),
         )
 
     # ---- helpers -------------------------------------------------------------------
@@ -421,11 +422,22 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    if config.tls:
+        port = server.add_secure_port(address, config.tls.credentials())
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind {config.host}:{config.port}")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("listening on %s:%d with %d voices (%d broken)", config.host, port, len(voices.list()), len(voices.broken))
+    log.info(
+        "listening on %s:%d (%s) with %d voices (%d broken)",
+        config.host,
+        port,
+        ("mutual TLS" if config.tls.client_ca else "TLS") if config.tls else "plaintext",
+        len(voices.list()),
+        len(voices.broken),
+    )
     return server, port, servicer

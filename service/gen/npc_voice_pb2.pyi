@@ -379,7 +379,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerStats(_message.Message):
-    __slots__ = ("open_streams", "running", "waiting", "kv_blocks_total", "kv_blocks_free", "prefix_hits", "prefix_misses", "prefix_evictions", "prefill_frames", "cached_frames", "decode_frames", "preemptions", "pinned_voices", "prefix_cache_enabled", "max_batch")
+    __slots__ = ("open_streams", "running", "waiting", "kv_blocks_total", "kv_blocks_free", "prefix_hits", "prefix_misses", "prefix_evictions", "prefill_frames", "cached_frames", "decode_frames", "preemptions", "pinned_voices", "prefix_cache_enabled", "max_batch", "event_loop_tasks")
     OPEN_STREAMS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
@@ -395,6 +395,7 @@ class ServerStats(_message.Message):
     PINNED_VOICES_FIELD_NUMBER: _ClassVar[int]
     PREFIX_CACHE_ENABLED_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    EVENT_LOOP_TASKS_FIELD_NUMBER: _ClassVar[int]
     open_streams: int
     running: int
     waiting: int
@@ -410,4 +411,5 @@ class ServerStats(_message.Message):
     pinned_voices: int
     prefix_cache_enabled: bool
     max_batch: int
-    def __init__(self, open_streams: _Optional[int] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_free: _Optional[int] = ..., prefix_hits: _Optional[int] = ..., prefix_misses: _Optional[int] = ..., prefix_evictions: _Optional[int] = ..., prefill_frames: _Optional[int] = ..., cached_frames: _Optional[int] = ..., decode_frames: _Optional[int] = ..., preemptions: _Optional[int] = ..., pinned_voices: _Optional[int] = ..., prefix_cache_enabled: _Optional[bool] = ..., max_batch: _Optional[int] = ...) -> None: ...
+    event_loop_tasks: int
+    def __init__(self, open_streams: _Optional[int] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_free: _Optional[int] = ..., prefix_hits: _Optional[int] = ..., prefix_misses: _Optional[int] = ..., prefix_evictions: _Optional[int] = ..., prefill_frames: _Optional[int] = ..., cached_frames: _Optional[int] = ..., decode_frames: _Optional[int] = ..., preemptions: _Optional[int] = ..., pinned_voices: _Optional[int] = ..., prefix_cache_enabled: _Optional[bool] = ..., max_batch: _Optional[int] = ..., event_loop_tasks: _Optional[int] = ...) -> None: ...
