@@ -63,14 +63,24 @@ def serve(args: argparse.Namespace) -> None:
     )
 
     async def run() -> None:
-        server, port, _ = await start_server(engine, config)
-        print(f"npc-voice serving on {args.host}:{port} (Ctrl-C stops)", flush=True)
+        server, port, servicer = await start_server(engine, config)
+        print(f"npc-voice serving on {args.host}:{port} (Ctrl-C or SIGTERM drains and stops)", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        await server.stop(grace=5.0)  # running streams get 5 s to finish
+        # Drain: health NOT_SERVING, new work refused, conversations finish their turn in
+        # progress; whatever is still open at the deadline ends with UNAVAILABLE.
+        await servicer.drain()
+        deadline = loop.time() + args.drain_seconds
+        while servicer.sessions and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        if servicer.sessions:
+            logging.info("drain deadline: ending %d open streams", servicer.sessions)
+            servicer.end_all()
+            await asyncio.sleep(0.5)  # let their statuses go out
+        await server.stop(grace=1.0)
 
     try:
         asyncio.run(run())
@@ -207,6 +217,12 @@ def main(argv: list[str] | None = None) -> None:
         default=eng.decode_attention,
         choices=DECODE_ATTENTIONS,
         help="CPU decode attention (docs/architecture.md)",
+    )
+    s.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, how long open conversations get to finish their turn in progress",
     )
     s.add_argument("--tls-cert", help="serve TLS with this certificate chain (PEM; needs --tls-key)")
     s.add_argument("--tls-key", help="private key (PEM) of --tls-cert")

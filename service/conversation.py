@@ -47,7 +47,10 @@ class FlushPoint:
 
 @dataclass(frozen=True)
 class ClosePoint:
-    """In the play queue: once everything before it is spoken, end the stream."""
+    """In the play queue: once everything before it is spoken, end the stream (with
+    `error`'s status when the server is draining)."""
+
+    error: StreamError | None = None
 
 
 @dataclass(frozen=True)
@@ -145,11 +148,12 @@ class Conversation:
         # Named turns that were cancelled: later text or flushes for them are dropped, so
         # nothing of a cancelled turn can be spoken after its CancelDone. Bounded.
         self.cancelled: OrderedDict[str, None] = OrderedDict()
+        self.draining = False
 
     # ---- requests (called from the loop) -------------------------------------------
     def on_text(self, text: str, turn_id: str) -> None:
-        if turn_id in self.cancelled:
-            return  # the LLM is still streaming a turn the player interrupted
+        if turn_id in self.cancelled or (self.draining and self.closed):
+            return  # a turn the player interrupted, or one after the server began to drain
         pending = len(self.segmenter.buffer) + sum(len(u.source_text) for u in self.queue if isinstance(u, Utterance))
         if pending + len(text) > self.settings.max_pending_chars:
             raise StreamError(
@@ -161,6 +165,9 @@ class Conversation:
         if turn_id and turn_id != self.turn_id:
             self._enqueue(self.segmenter.flush())  # a new turn: the old one is spoken first
             self.segmenter.reset()
+            if self.draining:  # the old turn was the last
+                self._end_drained()
+                return
             self.turn_id = turn_id
         self._enqueue(self.segmenter.push(text))
 
@@ -171,6 +178,8 @@ class Conversation:
         if not turn_id or turn_id == self.turn_id:
             self._enqueue(self.segmenter.flush())
         self._push(FlushPoint(turn_id or self.turn_id))
+        if self.draining:  # the turn in progress is complete: nothing more is spoken
+            self._end_drained()
 
     def on_cancel(self, turn_id: str) -> None:
         turns = {turn_id} if turn_id else None
@@ -208,6 +217,21 @@ class Conversation:
             self._enqueue(self.segmenter.flush())
             self._push(ClosePoint())
 
+    def drain(self) -> None:
+        """The server is going away: finish the turn in progress (what is queued, and the
+        current turn's text up to its Flush or the next turn), then end with UNAVAILABLE."""
+        self.draining = True
+        if not self.segmenter.buffer.strip():  # no turn is half-sent: end after what is queued
+            self._end_drained()
+
+    def _end_drained(self) -> None:
+        if not self.closed:
+            self.closed = True
+            error = StreamError(
+                grpc.StatusCode.UNAVAILABLE, "the server is shutting down; reconnect (to another instance)", 1.0
+            )
+            self._push(ClosePoint(error))
+
     def cancel_all(self) -> None:
         """The client went away: stop every engine stream now."""
         for item in list(self.queue) + [self.playing]:
@@ -225,7 +249,7 @@ class Conversation:
                     await self._queued.wait()
                 item = self.queue.popleft()
                 if isinstance(item, ClosePoint):
-                    self.outbound.put(End())
+                    self.outbound.put(End(item.error))
                     return
                 if isinstance(item, FlushPoint):
                     self.outbound.put(pb.FlushDone(turn_id=item.turn_id))

@@ -47,6 +47,9 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         self.engine, self.voices, self.lexicon, self.config = engine, voices, lexicon, config
         self.sessions = 0
         self.model_name = engine.model_name
+        self.draining = False
+        self.conversations: set[Conversation] = set()  # open Converse streams, told when draining
+        self.health: health.aio.HealthServicer | None = None
 
     # ---- conversations ------------------------------------------------------------
     async def Converse(self, request_iterator, context):
@@ -93,6 +96,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                 if len(turn) > MAX_TURN_ID:
                     raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"turn_id longer than {MAX_TURN_ID} characters")
                 if kind in ("text", "flush") and conv.closed:
+                    if conv.draining:
+                        continue  # the server ended the conversation, not the client: not its fault
                     raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"{kind} after Close")
                 if kind == "text":
                     self._check_text(req.text.text, "text fragment")
@@ -135,8 +140,33 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         async for msg in self._run(conv):
             yield pb.SynthesizeResponse(**{reply_field(msg): msg})
 
+    async def drain(self) -> None:
+        """Stop taking work: health says NOT_SERVING, new streams and voice changes get
+        UNAVAILABLE, and each open conversation ends after its turn in progress."""
+        self.draining = True
+        if self.health is not None:
+            for name in ("", SERVICE_NAME):
+                await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for conv in list(self.conversations):
+            conv.drain()
+
+    def end_all(self) -> None:
+        """The drain deadline passed: every stream still open ends with UNAVAILABLE now."""
+        for conv in list(self.conversations):
+            conv.outbound.fail(
+                StreamError(grpc.StatusCode.UNAVAILABLE, "the server shut down before this turn ended; reconnect", 1.0)
+            )
+
+    def _refuse_when_draining(self) -> None:
+        if self.draining:
+            raise StreamError(
+                grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another instance", 1.0
+            )
+
     def _conversation(self, settings: SessionSettings, context) -> Conversation:
         conv = Conversation(self.engine, self.lexicon, settings)
+        self.conversations.add(conv)
+        context.add_done_callback(lambda _: self.conversations.discard(conv))
         # When the RPC ends for any reason (including a client that vanished while a
         # write was blocked), stop its engine work now rather than when the generator
         # happens to be collected.
@@ -157,6 +187,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
 
     # ---- voices --------------------------------------------------------------------
     async def RegisterVoice(self, request, context):
+        self._refuse_when_draining()  # one already running completes: its write is atomic
         r = request
         voice = await asyncio.to_thread(
             self.voices.register,
@@ -179,6 +210,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         )
 
     async def DeleteVoice(self, request, context):
+        self._refuse_when_draining()
         await asyncio.to_thread(self.voices.delete, request.voice_id)
         return pb.DeleteVoiceResponse()
 
@@ -226,6 +258,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     # ---- helpers -------------------------------------------------------------------
     def _open_session(self, context) -> None:
         """Count a stream against max_sessions until its RPC is done, however it ends."""
+        self._refuse_when_draining()
         if self.sessions >= self.config.max_sessions:
             raise StreamError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -417,7 +450,7 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
         ],
     )
     pb_grpc.add_NpcVoiceServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = servicer.health = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
