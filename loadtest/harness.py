@@ -20,7 +20,13 @@ from service.gen import npc_voice_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
-SCENARIOS = {"conversation": "ConversationUser", "barks": "BarkUser", "barge_in": "BargeInUser", "churn": "ChurnUser"}
+SCENARIOS = {
+    "conversation": "ConversationUser",
+    "barks": "BarkUser",
+    "barge_in": "BargeInUser",
+    "churn": "ChurnUser",
+    "lifecycle": "LifecycleUser",
+}
 
 
 def free_port() -> int:

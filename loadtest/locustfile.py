@@ -9,7 +9,9 @@ Scenarios (one user class and one tag each):
 - barks: one-shot Synthesize;
 - barge_in: cancel a turn mid-speech, then start a new one;
 - churn: many voices, so the prefix cache evicts and prefills again (run the
-  server with a small --kv-cache-mb to see evictions).
+  server with a small --kv-cache-mb to see evictions);
+- lifecycle: register a voice of its own, hang up on it mid-sentence (the connection
+  dropped, no Close), then delete it: what a soak needs to find leaks.
 
 Request events (request_type = scenario):
 - ttfa: time to first audio of a turn, from the moment the server could cut the
@@ -323,3 +325,39 @@ class ChurnUser(NpcVoiceUser):
     @task
     def churn(self) -> None:
         self.converse(random.choice(CHURN_VOICES), turns=1)
+
+
+class LifecycleUser(NpcVoiceUser):
+    """A voice registered, spoken in, hung up on mid-speech, and deleted."""
+
+    scenario = "lifecycle"
+
+    @tag("lifecycle")
+    @task
+    def lifecycle(self) -> None:
+        from engine.audio import speechlike_wave
+        from service.audio_input import encode_wav
+
+        voice_id = f"life-{self.user_index}"
+        wav = encode_wav(speechlike_wave(3.5, 16000, f0=100.0 + 10 * (self.user_index % 9), floor=0.05), 16000)
+        start = time.perf_counter()
+        try:
+            self.stub.RegisterVoice(
+                pb.RegisterVoiceRequest(
+                    voice_id=voice_id, reference_wav=wav, transcript="A voice for a moment.", overwrite=True
+                )
+            )
+            self.fire("register", (time.perf_counter() - start) * 1000)
+            cfg = pb.SessionConfig(voice_id=voice_id, sample_rate_hz=RATE)
+            text = pb.TextFragment(text=" ".join(random.sample(SENTENCES, 2)))
+            call = self.stub.Converse(iter([pb.ConverseRequest(config=cfg), pb.ConverseRequest(text=text)]))
+            for resp in call:
+                if resp.WhichOneof("kind") == "audio":
+                    break
+            call.cancel()  # the player walked away: the connection drops mid-sentence
+            self.fire("hang_up", 0)
+            start = time.perf_counter()
+            self.stub.DeleteVoice(pb.DeleteVoiceRequest(voice_id=voice_id))
+            self.fire("delete", (time.perf_counter() - start) * 1000)
+        except grpc.RpcError as exc:
+            self.fire("stream", 0, error=f"{exc.code().name}: {exc.details()}")
