@@ -60,6 +60,7 @@ def serve(args: argparse.Namespace) -> None:
         lexicon_path=Path(args.lexicon) if args.lexicon else None,
         max_sessions=args.max_sessions,
         demo_voices=not args.no_demo_voices,
+        metrics_port=args.metrics_port,
     )
 
     async def run() -> None:
@@ -218,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         choices=DECODE_ATTENTIONS,
         help="CPU decode attention (docs/architecture.md)",
     )
+    s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port at /metrics (on --host)")
     s.add_argument(
         "--drain-seconds",
         type=float,

@@ -24,3 +24,4 @@ class ServiceConfig:
     demo_voices: bool = True  # install the demo voices the voices dir lacks
     first_message_timeout_s: float = 30.0  # a Converse stream must send its SessionConfig by then
     tls: ServerTLS | None = None  # None: plaintext
+    metrics_port: int | None = None  # serve Prometheus /metrics here (on `host`); None: off, 0: any port

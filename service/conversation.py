@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import grpc
@@ -149,6 +150,8 @@ class Conversation:
         # nothing of a cancelled turn can be spoken after its CancelDone. Bounded.
         self.cancelled: OrderedDict[str, None] = OrderedDict()
         self.draining = False
+        # Told of each utterance that ends (reason, seconds to first audio, rtf): metrics.
+        self.on_finished: Callable[[str, float, float], None] | None = None
 
     # ---- requests (called from the loop) -------------------------------------------
     def on_text(self, text: str, turn_id: str) -> None:
@@ -309,9 +312,13 @@ class Conversation:
             raise to_stream_error(exc, f"utterance {utt.utterance_id}") from exc
 
     def _done(self, utt: Utterance, fin: Finished, first_sent: float | None) -> None:
+        now = time.perf_counter()
+        ttfa_s = (first_sent or now) - utt.ready_at
+        rtf = (now - utt.submitted_at) / fin.audio_seconds if fin.audio_seconds else 0.0
+        if self.on_finished is not None:
+            self.on_finished(str(fin.reason), ttfa_s, rtf)
         if fin.reason in FINISH_STATUS:
             raise StreamError(FINISH_STATUS[fin.reason], f"utterance {utt.utterance_id} failed: {fin.error}")
-        now = time.perf_counter()
         self.last_audio_done = now
         self.outbound.put(
             pb.UtteranceDone(
@@ -319,8 +326,8 @@ class Conversation:
                 utterance_id=utt.utterance_id,
                 text=utt.text,
                 audio_seconds=fin.audio_seconds,
-                ttfa_ms=((first_sent or now) - utt.ready_at) * 1000,
-                real_time_factor=(now - utt.submitted_at) / fin.audio_seconds if fin.audio_seconds else 0.0,
+                ttfa_ms=ttfa_s * 1000,
+                real_time_factor=rtf,
                 reason=_REASONS.get(fin.reason, pb.FINISH_REASON_UNSPECIFIED),
                 voice_cached=utt.voice_cached,
             )

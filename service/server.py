@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import grpc
@@ -23,10 +24,11 @@ from service.audio_input import MIN_SECONDS
 from service.config import ServiceConfig
 from service.conversation import Conversation, End, SessionSettings, spoken_form
 from service.demo_voices import install_demo_voices
-from service.errors import StreamError, abort
+from service.errors import StreamError, abort, to_stream_error
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
 from service.lexicon import Lexicon
+from service.metrics import Metrics
 from service.segmenter import DEFAULT_SCHEDULE
 from service.voices import LoadedVoice, VoiceLibrary
 
@@ -50,6 +52,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         self.draining = False
         self.conversations: set[Conversation] = set()  # open Converse streams, told when draining
         self.health: health.aio.HealthServicer | None = None
+        self.metrics = Metrics(self._live)
+        self.metrics_port: int | None = None  # bound when config.metrics_port is set
 
     # ---- conversations ------------------------------------------------------------
     async def Converse(self, request_iterator, context):
@@ -163,8 +167,29 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                 grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another instance", 1.0
             )
 
+    def _live(self) -> dict:
+        st = self.engine.stats()
+        return {
+            "open_streams": self.sessions,
+            "waiting": st.waiting,
+            "running": st.running,
+            "kv_free": st.free_blocks,
+            "kv_total": st.num_blocks,
+            "registrations": self.voices.pending,
+            "hits": st.prefix_hits,
+            "misses": st.prefix_misses,
+            "evictions": st.prefix_evictions,
+        }
+
+    def _finished(self, reason: str, ttfa_s: float, rtf: float) -> None:
+        self.metrics.utterances.labels(reason).inc()
+        self.metrics.ttfa.observe(ttfa_s)
+        if rtf:
+            self.metrics.rtf.observe(rtf)
+
     def _conversation(self, settings: SessionSettings, context) -> Conversation:
         conv = Conversation(self.engine, self.lexicon, settings)
+        conv.on_finished = self._finished
         self.conversations.add(conv)
         context.add_done_callback(lambda _: self.conversations.discard(conv))
         # When the RPC ends for any reason (including a client that vanished while a
@@ -176,8 +201,18 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     async def _run(self, conv: Conversation):
         """Yield response payloads until the conversation ends; stop every engine stream on the way out."""
         speaker = asyncio.create_task(conv.speak())
+        # Each chunk's lateness against real-time playback from its utterance's first chunk.
+        per_second = conv.settings.sample_rate * (4 if conv.settings.float32 else 2)
+        clock: dict[int, tuple[float, float]] = {}  # utterance -> (first chunk sent, audio seconds sent)
         try:
             while not isinstance(msg := await conv.outbound.get(), End):
+                if isinstance(msg, pb.AudioChunk):
+                    now = time.perf_counter()
+                    start, sent = clock.get(msg.utterance_id, (now, 0.0))
+                    self.metrics.lateness.observe(max(0.0, now - (start + sent)))
+                    clock[msg.utterance_id] = (start, sent + len(msg.audio) / per_second)
+                    if msg.last_chunk:
+                        clock.pop(msg.utterance_id, None)
                 yield msg
             if msg.error is not None:
                 raise msg.error
@@ -360,22 +395,30 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
 
 
 class _StatusInterceptor(grpc.aio.ServerInterceptor):
-    """Turns whatever a handler raises into its status (service.errors), with a retry hint when given."""
+    """Turns whatever a handler raises into its status (service.errors), with a retry hint
+    when given, and counts each RPC by method and status."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/"):
             return handler
         parse = _lenient(handler.request_deserializer)
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        count = lambda code: self.metrics.rpcs.labels(method, code.name).inc()
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary), parse, handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(handler.unary_unary, count), parse, handler.response_serializer
+            )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream), parse, handler.response_serializer
+                _streaming(handler.unary_stream, count), parse, handler.response_serializer
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                _streaming(handler.stream_stream, stream_in=True), parse, handler.response_serializer
+                _streaming(handler.stream_stream, count, stream_in=True), parse, handler.response_serializer
             )
         return handler
 
@@ -405,27 +448,35 @@ async def _checked(requests):
         yield request
 
 
-def _unary(fn):
+def _unary(fn, count: Callable[[grpc.StatusCode], None]):
     async def handler(request, context):
         try:
             if isinstance(request, _Malformed):
                 raise request.error
-            return await fn(request, context)
+            response = await fn(request, context)
         except Exception as exc:
+            count(to_stream_error(exc).code)
             await abort(context, exc)
+        count(grpc.StatusCode.OK)
+        return response
 
     return handler
 
 
-def _streaming(fn, stream_in: bool = False):
+def _streaming(fn, count: Callable[[grpc.StatusCode], None], stream_in: bool = False):
     async def handler(request, context):
         try:
             if isinstance(request, _Malformed):
                 raise request.error
             async for response in fn(_checked(request) if stream_in else request, context):
                 yield response
+        except asyncio.CancelledError:
+            count(grpc.StatusCode.CANCELLED)  # the client went away
+            raise
         except Exception as exc:
+            count(to_stream_error(exc).code)
             await abort(context, exc)
+        count(grpc.StatusCode.OK)
 
     return handler
 
@@ -440,7 +491,7 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
     )
     servicer = NpcVoiceServicer(engine, voices, lexicon, config)
     server = grpc.aio.server(
-        interceptors=[_StatusInterceptor()],
+        interceptors=[_StatusInterceptor(servicer.metrics)],
         options=[
             # 30 s reference WAVs up to 139 kHz 16-bit or 93 kHz 24-bit stereo (docs/protocol.md)
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -463,6 +514,9 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
     if port == 0:
         raise RuntimeError(f"could not bind {config.host}:{config.port}")
     await server.start()
+    if config.metrics_port is not None:
+        servicer.metrics_port = servicer.metrics.serve(config.host, config.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", config.host, servicer.metrics_port)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(

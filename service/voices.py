@@ -100,6 +100,12 @@ class VoiceLibrary:
             self._load(path)
 
     # ---- queries -------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Registrations waiting for or making their prompt now."""
+        with self._lock:
+            return self._pending
+
     def get(self, voice_id: str) -> LoadedVoice:
         with self._lock:
             if voice_id in self._voices:

@@ -664,3 +664,65 @@ def test_an_engine_fault_gives_internal_with_the_request_and_spares_the_next_cal
     assert err.code() == grpc.StatusCode.INTERNAL and "engine request" in err.details()
     assert kinds(list(server.stub.Synthesize(req)))[-1] == "utterance_done"
     wait_idle(server.engine)
+
+
+def test_metrics_parse_and_move_with_a_conversation(model_dir, tmp_path):
+    """/metrics over HTTP parses as Prometheus text, and its counters move with traffic."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path / "voices", metrics_port=0)
+    try:
+
+        def scrape() -> dict:
+            url = f"http://127.0.0.1:{srv.servicer.metrics_port}/metrics"
+            body = urllib.request.urlopen(url, timeout=10).read().decode()
+            return {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(body)
+                for s in family.samples
+            }
+
+        before = scrape()
+        assert before[("npc_voice_kv_blocks_total", ())] == eng.stats().num_blocks
+        sent = [cfg(), text("Hold the gate until dawn. Nobody passes."), pb.ConverseRequest(close=pb.Close())]
+        done = [r for r in srv.stub.Converse(iter(sent)) if r.WhichOneof("kind") == "utterance_done"]
+        with pytest.raises(grpc.RpcError):
+            srv.stub.GetVoice(pb.GetVoiceRequest(voice_id="nobody"))
+        after = scrape()
+        moved = lambda key: after.get(key, 0) - before.get(key, 0)
+        assert moved(("npc_voice_utterances_total", (("reason", "eos"),))) + moved(
+            ("npc_voice_utterances_total", (("reason", "length"),))
+        ) == len(done)
+        assert moved(("npc_voice_ttfa_seconds_count", ())) == len(done) >= 1
+        assert moved(("npc_voice_chunk_lateness_seconds_count", ())) >= len(done)
+        assert moved(("npc_voice_rpcs_total", (("code", "OK"), ("method", "Converse")))) == 1
+        assert moved(("npc_voice_rpcs_total", (("code", "NOT_FOUND"), ("method", "GetVoice")))) == 1
+        assert after[("npc_voice_open_streams", ())] == 0
+    finally:
+        srv.stop()
+        eng.close()
+
+
+def test_the_grafana_dashboard_plots_only_metrics_the_server_exports(model_dir, tmp_path):
+    import json
+    import re
+    import urllib.request
+    from pathlib import Path
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path / "voices", metrics_port=0)
+    try:
+        list(srv.stub.Synthesize(pb.SynthesizeRequest(voice_id="guard", text="Halt!")))
+        body = urllib.request.urlopen(f"http://127.0.0.1:{srv.servicer.metrics_port}/metrics", timeout=10).read()
+        exported = {s.name for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+    finally:
+        srv.stop()
+        eng.close()
+    dashboard = json.loads((Path(__file__).parent.parent / "deploy" / "grafana-dashboard.json").read_text())
+    used = {m for p in dashboard["panels"] for t in p["targets"] for m in re.findall(r"npc_voice_\w+", t["expr"])}
+    assert len(dashboard["panels"]) >= 8 and used and used <= exported, used - exported

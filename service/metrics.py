@@ -1,0 +1,76 @@
+"""Prometheus metrics (`serve --metrics-port`), with prometheus-client.
+
+Each server has its own registry (tests run several servers in one process). Counts the
+service makes itself (RPCs, utterances, time to first audio, lateness, RTF) are recorded
+as they happen; the engine's and the voice library's state (queue, batch, KV blocks,
+prefix cache, registrations) is read at scrape time, so a scrape never waits on the
+engine thread and nothing is copied between scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+NS = "npc_voice"
+
+
+class _Live:
+    """Values read when Prometheus scrapes."""
+
+    def __init__(self, read: Callable[[], dict]):
+        self.read = read
+
+    def collect(self):
+        v = self.read()
+        gauges = {
+            "open_streams": ("Converse and Synthesize streams open", v["open_streams"]),
+            "engine_waiting": ("utterances queued for the engine", v["waiting"]),
+            "engine_running": ("utterances in the running batch", v["running"]),
+            "kv_blocks_free": ("KV blocks free (cached but unreferenced included)", v["kv_free"]),
+            "kv_blocks_total": ("KV blocks in the pool", v["kv_total"]),
+            "registrations_pending": ("voice registrations waiting or running", v["registrations"]),
+        }
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(f"{NS}_{name}", doc, value=value)
+        counters = {
+            "prefix_hits": ("KV blocks reused from the prefix cache", v["hits"]),
+            "prefix_misses": ("KV blocks looked up and not found", v["misses"]),
+            "prefix_evictions": ("cached KV blocks evicted", v["evictions"]),
+        }
+        for name, (doc, value) in counters.items():
+            yield CounterMetricFamily(f"{NS}_{name}", doc, value=value)
+
+
+class Metrics:
+    def __init__(self, read_live: Callable[[], dict]):
+        self.registry = CollectorRegistry()
+        self.rpcs = Counter(f"{NS}_rpcs", "RPCs by method and status", ["method", "code"], registry=self.registry)
+        self.utterances = Counter(f"{NS}_utterances", "utterances by finish reason", ["reason"], registry=self.registry)
+        # Seconds; the buckets bracket what a player notices (first audio) and hears (a gap).
+        self.ttfa = Histogram(
+            f"{NS}_ttfa_seconds",
+            "time from an utterance's text being complete to its first audio",
+            buckets=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
+            registry=self.registry,
+        )
+        self.lateness = Histogram(
+            f"{NS}_chunk_lateness_seconds",
+            "how late each audio chunk left against real-time playback from the utterance's first chunk",
+            buckets=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
+            registry=self.registry,
+        )
+        self.rtf = Histogram(
+            f"{NS}_real_time_factor",
+            "generation wall time over audio time, per utterance",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0),
+            registry=self.registry,
+        )
+        self.registry.register(_Live(read_live))
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics over HTTP on a thread; returns the bound port (0 picks one)."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return server.server_port
