@@ -121,7 +121,7 @@ def breakdown(result: dict, human: set[str]) -> dict:
     rows = result["lines"]
     out = {
         "by_category": {c: wer([r for r in rows if r["category"] == c]) for c in CATEGORIES},
-        "lines": wer([r for r in rows if r["category"] != "bark"]),
+        "natural_lines": wer([r for r in rows if r["category"] != "bark"]),  # ("lines" holds the rows)
         "barks": wer([r for r in rows if r["category"] == "bark"]),
         f"under_{SHORT_WORDS}_words": wer([r for r in rows if r["words"] < SHORT_WORDS]),
         f"{SHORT_WORDS}_words_or_more": wer([r for r in rows if r["words"] >= SHORT_WORDS]),
