@@ -129,7 +129,8 @@ def test_breakdown_splits_wer_by_category_and_voices_by_kind():
         },
     }
     out = broad.breakdown(result, {"human"})
-    assert out["barks"] == 1.0 and out["lines"] == 0.1 and out["by_category"]["question"] == 0.1
+    assert out["barks"] == 1.0 and out["natural_lines"] == 0.1 and out["by_category"]["question"] == 0.1
+    assert "lines" not in out  # a scored result's "lines" are its rows: the breakdown must not replace them
     assert out["by_category"]["names"] is None
     assert out["under_8_words"] == 1.0 and out["8_words_or_more"] == 0.1
     assert out["human"] == {"voices": ["human"], "wer": 0.2, "similarity": 0.6, "id_accuracy": 0.0}

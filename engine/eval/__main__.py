@@ -109,20 +109,20 @@ def run_broad(args: argparse.Namespace, adapt: AdaptConfig, judge: Judge) -> dic
             figures = broad.breakdown(result, set())
             figures.pop("synthetic")  # similarity to references they were not cloning means nothing
             out[teacher] = {"wer": result["wer"], **figures}
-        return {"suite": "broad", "split": args.split, "teachers": out, "lines": len(items)}
+        return {"suite": "broad", "split": args.split, "teachers": out, "line_count": len(items)}
     result = sample_and_score(args, voices_for, adapt, judge)
     return {**result, "suite": "broad", "split": args.split, **broad.breakdown(result, human)}
 
 
 def print_table(result: dict, bars: dict, show_lines: bool) -> None:
     if "teachers" in result:
-        print(f"teachers reading the {result['lines']} {result['split']} lines (the ceiling), wer:")
+        print(f"teachers reading the {result['line_count']} {result['split']} lines (the ceiling), wer:")
         print(
             f"{'teacher':<8} {'all':>6} {'lines':>6} {'barks':>6}  " + " ".join(f"{c[:7]:>7}" for c in broad.CATEGORIES)
         )
         for name, t in result["teachers"].items():
             cats = " ".join(f"{t['by_category'][c] or 0:>7.3f}" for c in broad.CATEGORIES)
-            print(f"{name:<8} {t['wer']:>6.3f} {t['lines']:>6.3f} {t['barks']:>6.3f}  {cats}")
+            print(f"{name:<8} {t['wer']:>6.3f} {t['natural_lines']:>6.3f} {t['barks']:>6.3f}  {cats}")
         return
     print(f"{'metric':<12} {'value':>8}  bar")
     for key, bar in bars.items():
