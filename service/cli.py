@@ -22,6 +22,7 @@ from engine.config import DECODE_ATTENTIONS, PACKED_DTYPES, AdaptConfig, CacheCo
 from service.config import ServiceConfig
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
+from service.logs import setup as log_setup
 from service.tls import open_channel, server_tls
 
 
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         choices=DECODE_ATTENTIONS,
         help="CPU decode attention (docs/architecture.md)",
     )
+    s.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one object per line")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port at /metrics (on --host)")
     s.add_argument(
         "--drain-seconds",
@@ -253,5 +255,5 @@ def main(argv: list[str] | None = None) -> None:
         vs.add_parser(action).add_argument("voice_id")
     s.set_defaults(fn=voices)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_setup(getattr(args, "log_format", "text"))
     args.fn(args)

@@ -150,8 +150,9 @@ class Conversation:
         # nothing of a cancelled turn can be spoken after its CancelDone. Bounded.
         self.cancelled: OrderedDict[str, None] = OrderedDict()
         self.draining = False
-        # Told of each utterance that ends (reason, seconds to first audio, rtf): metrics.
-        self.on_finished: Callable[[str, float, float], None] | None = None
+        # Told of each utterance that ends (reason, seconds to first audio, rtf, characters,
+        # audio seconds): metrics and the access log.
+        self.on_finished: Callable[[str, float, float, int, float], None] | None = None
 
     # ---- requests (called from the loop) -------------------------------------------
     def on_text(self, text: str, turn_id: str) -> None:
@@ -316,7 +317,7 @@ class Conversation:
         ttfa_s = (first_sent or now) - utt.ready_at
         rtf = (now - utt.submitted_at) / fin.audio_seconds if fin.audio_seconds else 0.0
         if self.on_finished is not None:
-            self.on_finished(str(fin.reason), ttfa_s, rtf)
+            self.on_finished(str(fin.reason), ttfa_s, rtf, len(utt.text), fin.audio_seconds)
         if fin.reason in FINISH_STATUS:
             raise StreamError(FINISH_STATUS[fin.reason], f"utterance {utt.utterance_id} failed: {fin.error}")
         self.last_audio_done = now

@@ -55,7 +55,9 @@ def to_stream_error(exc: BaseException, context: str = "") -> StreamError:
     return StreamError(grpc.StatusCode.INTERNAL, f"{prefix}{type(exc).__name__}: {exc}")
 
 
-async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+async def abort(
+    context: grpc.aio.ServicerContext, exc: BaseException, trailers: tuple[tuple[str, str], ...] = ()
+) -> None:
     """End the RPC with the status of `exc`, with its retry hint in the details and trailers."""
     err = to_stream_error(exc)
     status = status_pb2.Status(code=err.code.value[0], message=err.message)
@@ -68,4 +70,4 @@ async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
         status.details.append(detail)
         hint = (("retry-after-ms", str(int(err.retry_after_s * 1000))),)
     st = rpc_status.to_status(status)
-    await context.abort(st.code, st.details, trailing_metadata=tuple(st.trailing_metadata) + hint)
+    await context.abort(st.code, st.details, trailing_metadata=tuple(st.trailing_metadata) + hint + trailers)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+import uuid
 from dataclasses import replace
 
 import grpc
@@ -28,6 +28,7 @@ from service.errors import StreamError, abort, to_stream_error
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
 from service.lexicon import Lexicon
+from service.logs import REQUEST_ID, access
 from service.metrics import Metrics
 from service.segmenter import DEFAULT_SCHEDULE
 from service.voices import LoadedVoice, VoiceLibrary
@@ -181,11 +182,14 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             "evictions": st.prefix_evictions,
         }
 
-    def _finished(self, reason: str, ttfa_s: float, rtf: float) -> None:
+    def _finished(self, reason: str, ttfa_s: float, rtf: float, chars: int, audio_s: float) -> None:
         self.metrics.utterances.labels(reason).inc()
         self.metrics.ttfa.observe(ttfa_s)
         if rtf:
             self.metrics.rtf.observe(rtf)
+        fields = {"event": "utterance", "request_id": REQUEST_ID.get(), "reason": reason, "chars": chars}
+        fields["audio_s"] = round(audio_s, 3)
+        access.info("utterance", extra={"fields": {**fields, "ttfa_ms": round(ttfa_s * 1000, 1), "rtf": round(rtf, 3)}})
 
     def _conversation(self, settings: SessionSettings, context) -> Conversation:
         conv = Conversation(self.engine, self.lexicon, settings)
@@ -406,21 +410,43 @@ class _StatusInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/"):
             return handler
         parse = _lenient(handler.request_deserializer)
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        count = lambda code: self.metrics.rpcs.labels(method, code.name).inc()
+        call = _Call(handler_call_details.method.rsplit("/", 1)[-1], self.metrics)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, count), parse, handler.response_serializer
+                _unary(handler.unary_unary, call), parse, handler.response_serializer
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream, count), parse, handler.response_serializer
+                _streaming(handler.unary_stream, call), parse, handler.response_serializer
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                _streaming(handler.stream_stream, count, stream_in=True), parse, handler.response_serializer
+                _streaming(handler.stream_stream, call, stream_in=True), parse, handler.response_serializer
             )
         return handler
+
+
+class _Call:
+    """One RPC's request id, clock and end: counted in the metrics and logged as one line."""
+
+    def __init__(self, method: str, metrics: Metrics):
+        self.method, self.metrics = method, metrics
+
+    def begin(self, context) -> tuple[tuple[str, str], ...]:
+        """Take the caller's x-request-id (or make one), for the logs and the trailers."""
+        given = dict(context.invocation_metadata() or ()).get("x-request-id", "")
+        self.request_id = "".join(c for c in given if c.isprintable())[:64] or uuid.uuid4().hex[:16]
+        REQUEST_ID.set(self.request_id)
+        self.start = time.perf_counter()
+        self.trailers = (("x-request-id", self.request_id),)
+        context.set_trailing_metadata(self.trailers)
+        return self.trailers
+
+    def end(self, code: grpc.StatusCode) -> None:
+        self.metrics.rpcs.labels(self.method, code.name).inc()
+        ms = round((time.perf_counter() - self.start) * 1000, 1)
+        fields = {"event": "rpc", "request_id": self.request_id, "method": self.method, "code": code.name, "ms": ms}
+        access.info("rpc", extra={"fields": fields})
 
 
 class _Malformed:
@@ -448,35 +474,37 @@ async def _checked(requests):
         yield request
 
 
-def _unary(fn, count: Callable[[grpc.StatusCode], None]):
+def _unary(fn, call: _Call):
     async def handler(request, context):
+        trailers = call.begin(context)
         try:
             if isinstance(request, _Malformed):
                 raise request.error
             response = await fn(request, context)
         except Exception as exc:
-            count(to_stream_error(exc).code)
-            await abort(context, exc)
-        count(grpc.StatusCode.OK)
+            call.end(to_stream_error(exc).code)
+            await abort(context, exc, trailers)
+        call.end(grpc.StatusCode.OK)
         return response
 
     return handler
 
 
-def _streaming(fn, count: Callable[[grpc.StatusCode], None], stream_in: bool = False):
+def _streaming(fn, call: _Call, stream_in: bool = False):
     async def handler(request, context):
+        trailers = call.begin(context)
         try:
             if isinstance(request, _Malformed):
                 raise request.error
             async for response in fn(_checked(request) if stream_in else request, context):
                 yield response
         except asyncio.CancelledError:
-            count(grpc.StatusCode.CANCELLED)  # the client went away
+            call.end(grpc.StatusCode.CANCELLED)  # the client went away
             raise
         except Exception as exc:
-            count(to_stream_error(exc).code)
-            await abort(context, exc)
-        count(grpc.StatusCode.OK)
+            call.end(to_stream_error(exc).code)
+            await abort(context, exc, trailers)
+        call.end(grpc.StatusCode.OK)
 
     return handler
 

@@ -726,3 +726,32 @@ def test_the_grafana_dashboard_plots_only_metrics_the_server_exports(model_dir, 
     dashboard = json.loads((Path(__file__).parent.parent / "deploy" / "grafana-dashboard.json").read_text())
     used = {m for p in dashboard["panels"] for t in p["targets"] for m in re.findall(r"npc_voice_\w+", t["expr"])}
     assert len(dashboard["panels"]) >= 8 and used and used <= exported, used - exported
+
+
+def test_each_rpc_and_utterance_logs_one_json_line_with_the_request_id_and_no_text(server, caplog):
+    import json
+    import logging
+
+    from service.logs import JsonFormatter
+
+    line = "Hold the gate until dawn."
+    with caplog.at_level(logging.INFO, logger="npc_voice.access"):
+        responses = server.stub.Synthesize(
+            pb.SynthesizeRequest(voice_id="guard", text=line), metadata=(("x-request-id", "game-42"),)
+        )
+        list(responses)
+        trailers = dict(responses.trailing_metadata())
+        with pytest.raises(grpc.RpcError) as missing:
+            server.stub.GetVoice(pb.GetVoiceRequest(voice_id="nobody"))
+    assert trailers["x-request-id"] == "game-42"
+    made_up = dict(missing.value.trailing_metadata())["x-request-id"]
+    assert len(made_up) == 16
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "npc_voice.access"]
+    rpcs = [x for x in lines if x["event"] == "rpc"]
+    assert [(x["method"], x["code"], x["request_id"]) for x in rpcs] == [
+        ("Synthesize", "OK", "game-42"),
+        ("GetVoice", "NOT_FOUND", made_up),
+    ]
+    utterances = [x for x in lines if x["event"] == "utterance"]
+    assert utterances and all(x["request_id"] == "game-42" and x["chars"] > 0 for x in utterances)
+    assert not any("gate" in json.dumps(x) for x in lines)  # text length only, never the words
