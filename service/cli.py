@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -19,6 +20,7 @@ import grpc
 
 from engine.audio import from_pcm16
 from engine.config import DECODE_ATTENTIONS, PACKED_DTYPES, AdaptConfig, CacheConfig, EngineConfig, SchedulerConfig
+from service.auth import Keys, add_key
 from service.config import ServiceConfig
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
@@ -31,6 +33,18 @@ def serve(args: argparse.Namespace) -> None:
     from engine.models import SHIPPED_MODEL_DIR, default_model_dir
     from service.server import start_server
 
+    try:
+        tls = server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+        keys = Keys(args.keys) if args.keys else Keys.from_env()
+    except (ValueError, OSError) as exc:
+        sys.exit(f"error: {exc}")
+    if keys is None and not is_loopback(args.host):
+        sys.exit(
+            f"error: --host {args.host} would let other machines in with no authentication; give --keys "
+            "(or NPC_VOICE_KEYS), or keep the default loopback host"
+        )
+    if keys is None:
+        logging.warning("no API keys: every RPC is open to anyone on this machine (loopback only)")
     model_dir = Path(args.model) if args.model else default_model_dir()
     engine = Engine(
         model_dir,
@@ -49,12 +63,10 @@ def serve(args: argparse.Namespace) -> None:
             SHIPPED_MODEL_DIR,
             model_dir,
         )
-    try:
-        tls = server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
-    except ValueError as exc:
-        sys.exit(f"error: {exc}")
+
     config = ServiceConfig(
         tls=tls,
+        keys=keys,
         host=args.host,
         port=args.port,
         voices_dir=Path(args.voices_dir),
@@ -88,6 +100,25 @@ def serve(args: argparse.Namespace) -> None:
         asyncio.run(run())
     finally:
         engine.close()
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def keys(args: argparse.Namespace) -> None:
+    try:
+        token = add_key(args.file, args.name, args.roles.split(","), args.tenant or "")
+    except (ValueError, OSError) as exc:
+        sys.exit(f"error: {exc}")
+    print(f"added key {args.name!r} to {args.file}; its token (shown only now):\n{token}")
 
 
 def say(args: argparse.Namespace) -> None:
@@ -127,9 +158,29 @@ def say(args: argparse.Namespace) -> None:
 
 def client_channel(args: argparse.Namespace) -> grpc.Channel:
     try:
-        return open_channel(args.server, args.tls_ca, args.tls_server_name, args.tls_cert, args.tls_key)
+        channel = open_channel(args.server, args.tls_ca, args.tls_server_name, args.tls_cert, args.tls_key)
     except (ValueError, OSError) as exc:
         sys.exit(f"error: {exc}")
+    token = args.api_key or os.environ.get("NPC_VOICE_API_KEY")
+    if token:
+        channel = grpc.intercept_channel(channel, BearerToken(token))
+    return channel
+
+
+class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call."""
+
+    def __init__(self, token: str):
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _with(self, details):
+        return details._replace(metadata=[*(details.metadata or ()), self.header])
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with(details), request)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._with(details), requests)
 
 
 def add_client_tls(p: argparse.ArgumentParser) -> None:
@@ -137,6 +188,7 @@ def add_client_tls(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-server-name", help="name to check the server's certificate against (default: the host)")
     p.add_argument("--tls-cert", help="client certificate (PEM), for a server that wants mutual TLS")
     p.add_argument("--tls-key", help="client private key (PEM)")
+    p.add_argument("--api-key", help="API key for a server with keys (default: $NPC_VOICE_API_KEY)")
 
 
 def voices(args: argparse.Namespace) -> None:
@@ -220,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
         choices=DECODE_ATTENTIONS,
         help="CPU decode attention (docs/architecture.md)",
     )
+    s.add_argument("--keys", help="API keys file (service/auth.py; default: $NPC_VOICE_KEYS, else none)")
     s.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one object per line")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port at /metrics (on --host)")
     s.add_argument(
@@ -232,6 +285,12 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--tls-key", help="private key (PEM) of --tls-cert")
     s.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
     s.set_defaults(fn=serve)
+    s = sub.add_parser("keys", help="add an API key to a keys file; prints its token once")
+    s.add_argument("file")
+    s.add_argument("name")
+    s.add_argument("--roles", default="speak", help="comma-separated: speak, voices, admin")
+    s.add_argument("--tenant", help="the key works in this tenant's voices only")
+    s.set_defaults(fn=keys)
     s = sub.add_parser("say", help="speak a line into a WAV file")
     s.add_argument("text")
     s.add_argument("--voice", default="guard")

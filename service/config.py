@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.auth import Keys
 from service.tls import ServerTLS
 
 
@@ -24,4 +25,5 @@ class ServiceConfig:
     demo_voices: bool = True  # install the demo voices the voices dir lacks
     first_message_timeout_s: float = 30.0  # a Converse stream must send its SessionConfig by then
     tls: ServerTLS | None = None  # None: plaintext
+    keys: Keys | None = None  # API keys (service/auth.py); None: no authentication, loopback only
     metrics_port: int | None = None  # serve Prometheus /metrics here (on `host`); None: off, 0: any port

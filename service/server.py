@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from engine import Engine
 from engine.runtime.streaming import MAX_RATE, MIN_RATE, check_rate
 from service.audio_input import MIN_SECONDS
+from service.auth import TENANT, Keys
 from service.config import ServiceConfig
 from service.conversation import Conversation, End, SessionSettings, spoken_form
 from service.demo_voices import install_demo_voices
@@ -31,7 +32,7 @@ from service.lexicon import Lexicon
 from service.logs import REQUEST_ID, access
 from service.metrics import Metrics
 from service.segmenter import DEFAULT_SCHEDULE
-from service.voices import LoadedVoice, VoiceLibrary
+from service.voices import LoadedVoice, VoiceLibrary, VoiceNotFound, check_voice_id
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NpcVoice"].full_name
@@ -162,6 +163,30 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                 StreamError(grpc.StatusCode.UNAVAILABLE, "the server shut down before this turn ended; reconnect", 1.0)
             )
 
+    # ---- tenants: a key's voices are stored as "<tenant>.<id>" (service/auth.py) ---------
+    def _own(self, voice_id: str) -> str:
+        """Where the caller's voice `voice_id` is stored."""
+        check_voice_id(voice_id)
+        tenant = TENANT.get()
+        return f"{tenant}.{voice_id}" if tenant else voice_id
+
+    def _find(self, voice_id: str) -> LoadedVoice:
+        """The caller's voice, else a shared one (the demo voices); another tenant's never."""
+        check_voice_id(voice_id)
+        if TENANT.get():
+            try:
+                return self.voices.get(self._own(voice_id))
+            except VoiceNotFound:
+                pass
+        return self.voices.get(voice_id)
+
+    def _visible(self, stored: str) -> str:
+        """The id the caller knows a stored voice by, or "" if it is not the caller's to see."""
+        tenant, _, rest = stored.rpartition(".")
+        if not tenant:
+            return stored
+        return rest if tenant == TENANT.get() else ""
+
     def _refuse_when_draining(self) -> None:
         if self.draining:
             raise StreamError(
@@ -230,7 +255,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         r = request
         voice = await asyncio.to_thread(
             self.voices.register,
-            r.voice_id,
+            self._own(r.voice_id),
             r.reference_wav,
             r.transcript,
             r.display_name,
@@ -240,21 +265,35 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         return await self._voice_pb(voice)
 
     async def GetVoice(self, request, context):
-        return await self._voice_pb(self.voices.get(request.voice_id))
+        return await self._voice_pb(self._find(request.voice_id))
 
     async def ListVoices(self, request, context):
+        shared_first = lambda stored: "." in stored  # the caller's own voices shadow shared ones
+        voices = {
+            public: v
+            for v in sorted(self.voices.list(), key=lambda v: shared_first(v.info.voice_id))
+            if (public := self._visible(v.info.voice_id))
+        }
+        broken = {
+            public: e
+            for k, e in sorted(self.voices.broken.items(), key=lambda kv: shared_first(kv[0]))
+            if (public := self._visible(k))
+        }
         return pb.ListVoicesResponse(
-            voices=[await self._voice_pb(v) for v in self.voices.list()],
-            broken=[pb.BrokenVoice(voice_id=k, error=v) for k, v in sorted(self.voices.broken.items())],
+            voices=[await self._voice_pb(v) for _, v in sorted(voices.items())],
+            broken=[pb.BrokenVoice(voice_id=k, error=e) for k, e in sorted(broken.items())],
         )
 
     async def DeleteVoice(self, request, context):
         self._refuse_when_draining()
-        await asyncio.to_thread(self.voices.delete, request.voice_id)
+        try:
+            await asyncio.to_thread(self.voices.delete, self._own(request.voice_id))
+        except VoiceNotFound:
+            raise VoiceNotFound(f"no voice {request.voice_id!r}") from None  # (not the stored name)
         return pb.DeleteVoiceResponse()
 
     async def WarmVoice(self, request, context):
-        voice = self.voices.get(request.voice_id)
+        voice = self._find(request.voice_id)
         start = time.perf_counter()
         was_cached = await asyncio.to_thread(self.engine.warm_voice, voice.prompt, 60.0)
         return pb.WarmVoiceResponse(was_cached=was_cached, elapsed_ms=(time.perf_counter() - start) * 1000)
@@ -315,7 +354,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         i = voice.info
         cached = await asyncio.to_thread(self.engine.is_cached, voice.prompt)
         return pb.Voice(
-            voice_id=i.voice_id,
+            voice_id=i.voice_id.rpartition(".")[2],
             display_name=i.display_name,
             transcript=i.transcript,
             reference_seconds=i.reference_seconds,
@@ -348,7 +387,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         bad = grpc.StatusCode.INVALID_ARGUMENT
         if not voice_id:
             raise StreamError(bad, "voice_id is required")
-        voice = self.voices.get(voice_id)
+        voice = self._find(voice_id)
         try:
             rate = check_rate(rate or self.config.default_sample_rate)
         except ValueError as exc:
@@ -402,15 +441,15 @@ class _StatusInterceptor(grpc.aio.ServerInterceptor):
     """Turns whatever a handler raises into its status (service.errors), with a retry hint
     when given, and counts each RPC by method and status."""
 
-    def __init__(self, metrics: Metrics):
-        self.metrics = metrics
+    def __init__(self, metrics: Metrics, keys: Keys | None):
+        self.metrics, self.keys = metrics, keys
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/"):
             return handler
         parse = _lenient(handler.request_deserializer)
-        call = _Call(handler_call_details.method.rsplit("/", 1)[-1], self.metrics)
+        call = _Call(handler_call_details.method.rsplit("/", 1)[-1], self.metrics, self.keys)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _unary(handler.unary_unary, call), parse, handler.response_serializer
@@ -429,8 +468,13 @@ class _StatusInterceptor(grpc.aio.ServerInterceptor):
 class _Call:
     """One RPC's request id, clock and end: counted in the metrics and logged as one line."""
 
-    def __init__(self, method: str, metrics: Metrics):
-        self.method, self.metrics = method, metrics
+    def __init__(self, method: str, metrics: Metrics, keys: Keys | None):
+        self.method, self.metrics, self.keys = method, metrics, keys
+
+    def authorize(self, context) -> None:
+        """Check the caller's key (when the server has keys) and take its tenant."""
+        key = self.keys.check(self.method, context.invocation_metadata()) if self.keys else None
+        TENANT.set(key.tenant if key else "")
 
     def begin(self, context) -> tuple[tuple[str, str], ...]:
         """Take the caller's x-request-id (or make one), for the logs and the trailers."""
@@ -478,6 +522,7 @@ def _unary(fn, call: _Call):
     async def handler(request, context):
         trailers = call.begin(context)
         try:
+            call.authorize(context)
             if isinstance(request, _Malformed):
                 raise request.error
             response = await fn(request, context)
@@ -494,6 +539,7 @@ def _streaming(fn, call: _Call, stream_in: bool = False):
     async def handler(request, context):
         trailers = call.begin(context)
         try:
+            call.authorize(context)
             if isinstance(request, _Malformed):
                 raise request.error
             async for response in fn(_checked(request) if stream_in else request, context):
@@ -519,7 +565,7 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
     )
     servicer = NpcVoiceServicer(engine, voices, lexicon, config)
     server = grpc.aio.server(
-        interceptors=[_StatusInterceptor(servicer.metrics)],
+        interceptors=[_StatusInterceptor(servicer.metrics, config.keys)],
         options=[
             # 30 s reference WAVs up to 139 kHz 16-bit or 93 kHz 24-bit stereo (docs/protocol.md)
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),

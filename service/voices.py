@@ -31,6 +31,9 @@ from service.audio_input import MAX_SECONDS, Reference, check_speech, decode_wav
 
 log = logging.getLogger(__name__)
 VOICE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# As stored: a tenant's voices carry "<tenant>." in front (service/auth.py), which no
+# public id can contain.
+STORED_ID = re.compile(r"(?:[a-z0-9][a-z0-9_-]{0,31}\.)?[a-z0-9][a-z0-9_-]{0,63}")
 MAX_TRANSCRIPT_CHARS = 1000
 
 
@@ -69,8 +72,8 @@ class LoadedVoice:
     prompt: VoicePrompt
 
 
-def check_voice_id(voice_id: str) -> str:
-    if not VOICE_ID.fullmatch(voice_id or ""):
+def check_voice_id(voice_id: str, stored: bool = False) -> str:
+    if not (STORED_ID if stored else VOICE_ID).fullmatch(voice_id or ""):
         raise ValueError(f"voice_id {voice_id!r} must match [a-z0-9][a-z0-9_-]{{0,63}}")
     return voice_id
 
@@ -130,7 +133,7 @@ class VoiceLibrary:
         demo: bool = False,
     ) -> LoadedVoice:
         """Validate, tokenise and persist a voice. Raises ValueError for bad input."""
-        check_voice_id(voice_id)
+        check_voice_id(voice_id, stored=True)
         transcript = " ".join(transcript.split())
         if not transcript:
             raise ValueError("transcript is empty; give the words spoken in the reference")

@@ -79,3 +79,34 @@ def test_serve_say_and_voices(model_dir, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_serve_refuses_other_machines_without_keys_and_the_cli_sends_a_key(model_dir, tmp_path):
+    refused = cli("serve", "--host", "0.0.0.0", "--port", "0", "--model", str(model_dir), timeout=60)
+    assert refused.returncode != 0 and "no authentication" in refused.stderr
+    from service.cli import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("game.example")
+    keys = tmp_path / "keys.json"
+    made = cli("keys", str(keys), "ops", "--roles", "speak,admin")
+    assert made.returncode == 0 and "npv_" in made.stdout
+    token = made.stdout.strip().splitlines()[-1]
+    assert token not in keys.read_text()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--port", "0", "--model", str(model_dir), "--keys", str(keys),
+         "--voices-dir", str(tmp_path / "voices"), "--kv-cache-mb", "16"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:
+            if m := re.search(r"serving on 127\.0\.0\.1:(\d+)", line):
+                address = f"127.0.0.1:{m[1]}"
+                break
+        listed = cli("voices", "--server", address, "--api-key", token, "list")
+        assert listed.returncode == 0 and "guard" in listed.stdout
+        anonymous = cli("voices", "--server", address, "list")
+        assert anonymous.returncode != 0 and "UNAUTHENTICATED" in anonymous.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
