@@ -152,3 +152,21 @@ def test_unity_logic_compiles_and_passes_with_mono(tmp_path):
     assert built.returncode == 0, built.stdout + built.stderr
     ran = subprocess.run(["mono", str(exe)], capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0 and "ALL PASSED" in ran.stdout, ran.stdout + ran.stderr
+
+
+def test_python_client_sends_its_api_key(model_dir, tmp_path):
+    from service.auth import Keys, add_key
+
+    token = add_key(tmp_path / "keys.json", "game", ["speak"])
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path / "voices", keys=Keys(tmp_path / "keys.json"))
+    try:
+        client = [sys.executable, str(SDK / "python" / "npc_client.py"), "--server", srv.address]
+        bark = client + ["bark", "Over here!", "--out", str(tmp_path / "bark.wav")]
+        ok = subprocess.run(bark[:4] + ["--api-key", token] + bark[4:], capture_output=True, text=True, timeout=60)
+        assert ok.returncode == 0 and "wrote" in ok.stdout, ok.stderr
+        anonymous = subprocess.run(bark, capture_output=True, text=True, timeout=60)
+        assert anonymous.returncode != 0 and "UNAUTHENTICATED" in anonymous.stderr
+    finally:
+        srv.stop()
+        eng.close()

@@ -122,9 +122,25 @@ def register(stub: pb_grpc.NpcVoiceStub, voice_id: str, wav_path: str, transcrip
     print(f"warmed in {warm.elapsed_ms:.0f} ms")
 
 
+def open_channel(server: str, ca: str | None, server_name: str | None, api_key: str | None) -> grpc.Channel:
+    """Plaintext to a local server; TLS checked against `ca` otherwise. An API key rides on
+    every call as `authorization: Bearer` (gRPC sends call credentials only over TLS or to
+    this machine, hence the local credentials without a CA)."""
+    if ca is None and api_key is None:
+        return grpc.insecure_channel(server)
+    creds = grpc.ssl_channel_credentials(Path(ca).read_bytes()) if ca else grpc.local_channel_credentials()
+    if api_key:
+        creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(api_key))
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.secure_channel(server, creds, options)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--server", default="127.0.0.1:50051")
+    ap.add_argument("--ca", help="CA certificate (PEM) of a TLS server")
+    ap.add_argument("--server-name", help="the name in the server's certificate, if not the host")
+    ap.add_argument("--api-key", help="API key of a server that wants one")
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("converse")
     c.add_argument("--voice", default="guard")
@@ -147,7 +163,7 @@ def main() -> None:
     r.add_argument("wav")
     r.add_argument("transcript")
     args = ap.parse_args()
-    with grpc.insecure_channel(args.server) as channel:
+    with open_channel(args.server, args.ca, args.server_name, args.api_key) as channel:
         stub = pb_grpc.NpcVoiceStub(channel)
         try:
             if args.command == "converse":
