@@ -29,6 +29,17 @@ SCENARIOS = {
 }
 
 
+def channel(address: str, ca: str | None = None, server_name: str | None = None, api_key: str | None = None):
+    """Plaintext, or TLS checked against `ca`; an API key rides on every call as call
+    credentials (which gRPC sends only over TLS, or over local credentials on loopback)."""
+    if not ca and not api_key:
+        return grpc.insecure_channel(address)
+    creds = grpc.ssl_channel_credentials(Path(ca).read_bytes()) if ca else grpc.local_channel_credentials()
+    if api_key:
+        creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(api_key))
+    return grpc.secure_channel(address, creds, [("grpc.ssl_target_name_override", server_name)] if server_name else [])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -38,7 +49,7 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m service serve` in a subprocess with its own voices directory."""
 
-    def __init__(self, extra_args: list[str] | None = None, log_path: Path | None = None):
+    def __init__(self, extra_args: list[str] | None = None, log_path: Path | None = None, **client):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._voices = tempfile.TemporaryDirectory(prefix="npc-voices-")
@@ -61,7 +72,7 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self.channel = grpc.insecure_channel(self.address)
+        self.channel = channel(self.address, **client)  # client: ca, server_name, api_key
         self.stub = pb_grpc.NpcVoiceStub(self.channel)
         try:
             self._wait_ready()
@@ -122,12 +133,13 @@ def run_locust(
     html: bool = False,
     fast: bool = False,
     churn_voices: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> LocustRun:
     """Run Locust headless; returns its exit code, CSV prefix and the per-event samples."""
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     samples_path = out_prefix.with_name(out_prefix.name + "_samples.jsonl")
     samples_path.unlink(missing_ok=True)
-    env = dict(os.environ, NPC_LOADTEST_SAMPLES=str(samples_path), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, **(env or {}), NPC_LOADTEST_SAMPLES=str(samples_path), PYTHONPATH=str(ROOT))
     if fast:
         env["NPC_LOADTEST_FAST"] = "1"
     if churn_voices is not None:

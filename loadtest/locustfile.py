@@ -26,6 +26,8 @@ Request events (request_type = scenario):
 
 NPC_LOADTEST_SAMPLES=FILE appends every event as a JSON line (the report script
 uses it for exact percentiles); NPC_LOADTEST_FAST=1 shortens think times (tests).
+NPC_LOADTEST_CA=ca.pem (with NPC_LOADTEST_SERVER_NAME) connects over TLS, and
+NPC_LOADTEST_API_KEY sends an API key with every call.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import grpc.experimental.gevent as grpc_gevent
 from gevent.queue import Queue
 from locust import User, between, tag, task
 
+from loadtest.harness import channel
 from service.fragments import llm_tokens
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
@@ -112,7 +115,10 @@ class NpcVoiceUser(User):
 
     def on_start(self) -> None:
         self.user_index = next(_user_numbers)
-        self.channel = grpc.insecure_channel(self.host)
+        env = os.environ.get
+        self.channel = channel(
+            self.host, env("NPC_LOADTEST_CA"), env("NPC_LOADTEST_SERVER_NAME"), env("NPC_LOADTEST_API_KEY")
+        )
         self.stub = pb_grpc.NpcVoiceStub(self.channel)
         for voice in DEMO_VOICES:  # what a game does at level load
             self.stub.WarmVoice(pb.WarmVoiceRequest(voice_id=voice))

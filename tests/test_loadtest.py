@@ -40,3 +40,15 @@ def test_locust_scenarios_complete_turns_without_failures(model_dir, tmp_path):
     assert int(rows[("conversation", "utterance")]["Request Count"]) >= 1
     assert int(rows[("barge_in", "cancel")]["Request Count"]) >= 1
     assert {s["name"] for s in run.samples} >= {"ttfa", "utterance", "cancel"}
+
+
+def test_security_cost_runs_the_same_load_plaintext_and_with_tls_and_keys(model_dir, tmp_path, capsys):
+    """Both runs complete turns with no failures: the Locust users really speak TLS and send
+    their key (a refused key would show as stream failures)."""
+    from loadtest.security_cost import main
+
+    server_args = f"--model {model_dir} --kv-cache-mb 32 --voice-adapt-steps 0"
+    result = main(["--users", "2", "--seconds", "20", "--server-args", server_args, "--out", str(tmp_path / "s")])
+    for run in ("plaintext", "tls_and_keys"):
+        assert result[run]["failures"] == 0 and result[run]["utterances_per_min"] > 0, result
+    assert result["ratio"]["utterances_per_min"] is not None
