@@ -14,6 +14,7 @@ import time
 from contextvars import ContextVar
 
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
+STARTED: ContextVar[float] = ContextVar("started", default=0.0)  # perf_counter() when the call began
 access = logging.getLogger("npc_voice.access")
 
 

@@ -29,7 +29,7 @@ from service.errors import StreamError, abort, to_stream_error
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
 from service.lexicon import Lexicon
-from service.logs import REQUEST_ID, access
+from service.logs import REQUEST_ID, STARTED, access
 from service.metrics import Metrics
 from service.segmenter import DEFAULT_SCHEDULE
 from service.voices import LoadedVoice, VoiceLibrary, VoiceNotFound, check_voice_id
@@ -466,7 +466,9 @@ class _StatusInterceptor(grpc.aio.ServerInterceptor):
 
 
 class _Call:
-    """One RPC's request id, clock and end: counted in the metrics and logged as one line."""
+    """What an RPC does around its handler: its key, its request id, and its end, counted
+    in the metrics and logged as one line. Per-call state lives in the handler's frame and
+    context variables, not here."""
 
     def __init__(self, method: str, metrics: Metrics, keys: Keys | None):
         self.method, self.metrics, self.keys = method, metrics, keys
@@ -479,17 +481,17 @@ class _Call:
     def begin(self, context) -> tuple[tuple[str, str], ...]:
         """Take the caller's x-request-id (or make one), for the logs and the trailers."""
         given = dict(context.invocation_metadata() or ()).get("x-request-id", "")
-        self.request_id = "".join(c for c in given if c.isprintable())[:64] or uuid.uuid4().hex[:16]
-        REQUEST_ID.set(self.request_id)
-        self.start = time.perf_counter()
-        self.trailers = (("x-request-id", self.request_id),)
-        context.set_trailing_metadata(self.trailers)
-        return self.trailers
+        request_id = "".join(c for c in given if c.isprintable())[:64] or uuid.uuid4().hex[:16]
+        REQUEST_ID.set(request_id)
+        STARTED.set(time.perf_counter())
+        trailers = (("x-request-id", request_id),)
+        context.set_trailing_metadata(trailers)
+        return trailers
 
     def end(self, code: grpc.StatusCode) -> None:
         self.metrics.rpcs.labels(self.method, code.name).inc()
-        ms = round((time.perf_counter() - self.start) * 1000, 1)
-        fields = {"event": "rpc", "request_id": self.request_id, "method": self.method, "code": code.name, "ms": ms}
+        ms = round((time.perf_counter() - STARTED.get()) * 1000, 1)
+        fields = {"event": "rpc", "request_id": REQUEST_ID.get(), "method": self.method, "code": code.name, "ms": ms}
         access.info("rpc", extra={"fields": fields})
 
 

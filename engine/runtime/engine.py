@@ -446,7 +446,8 @@ class Engine:
                     try:
                         self._run(items)
                     except Exception as exc:  # after the forward (the forward itself is guarded below)
-                        self._contain(exc, "a step", [s for s, _, _ in items if s.seq_id in self._outboxes])
+                        live = [s for s, _, _ in items if s.seq_id in self._outboxes or s.seq_id in self._on_prefilled]
+                        self._contain(exc, "a step", live)
 
     @torch.inference_mode()
     def _run(self, items: list[tuple[Sequence, int, int]]) -> None:
