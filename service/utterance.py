@@ -183,6 +183,8 @@ class Utterance:
             except concurrent.futures.TimeoutError:  # not the builtin before Python 3.11
                 continue
             except Exception:  # the loop is gone (server shutting down)
-                return False
+                break
         fut.cancel()
+        if not loop.is_running():  # a loop that stopped before running it: nothing else will close it
+            put.close()
         return False
