@@ -130,6 +130,23 @@ def test_cpp_client_counts_the_underruns_of_a_server_slower_than_real_time(cpp_d
         eng.close()
 
 
+def test_cpp_client_sends_its_api_key(cpp_demo, model_dir, tmp_path):
+    from service.auth import Keys, add_key
+
+    token = add_key(tmp_path / "keys.json", "game", ["speak"])
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path / "voices", keys=Keys(tmp_path / "keys.json"))
+    try:
+        demo = [str(cpp_demo), "--server", srv.address, "--voice", "merchant"]
+        ok = subprocess.run(demo + ["--api-key", token], capture_output=True, text=True, timeout=180)
+        assert ok.returncode == 0 and "status=0" in ok.stdout, ok.stdout + ok.stderr
+        anonymous = subprocess.run(demo, capture_output=True, text=True, timeout=60)
+        assert anonymous.returncode == 1 and "status=16" in anonymous.stdout  # UNAUTHENTICATED
+    finally:
+        srv.stop()
+        eng.close()
+
+
 def test_cpp_client_reports_a_bad_voice(cpp_demo, server):
     done = subprocess.run(
         [str(cpp_demo), "--server", server.address, "--voice", "ghost"], capture_output=True, text=True, timeout=60

@@ -2,9 +2,33 @@
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <vector>
 
+#include <grpcpp/security/credentials.h>
+
 namespace npc_voice {
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, const std::string& ca_pem_file,
+                                           const std::string& server_name, const std::string& api_key) {
+  if (ca_pem_file.empty() && api_key.empty()) return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  if (!ca_pem_file.empty()) {
+    std::ifstream in(ca_pem_file);
+    std::stringstream pem;
+    pem << in.rdbuf();
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = pem.str();
+    creds = grpc::SslCredentials(ssl);
+  } else {
+    creds = grpc::experimental::LocalCredentials(LOCAL_TCP);
+  }
+  if (!api_key.empty()) creds = grpc::CompositeChannelCredentials(creds, grpc::AccessTokenCredentials(api_key));
+  grpc::ChannelArguments args;
+  if (!server_name.empty()) args.SetSslTargetNameOverride(server_name);
+  return grpc::CreateCustomChannel(address, creds, args);
+}
 
 grpc::Status WarmVoice(const std::shared_ptr<grpc::Channel>& channel, const std::string& voice_id,
                        bool* was_cached) {

@@ -83,13 +83,16 @@ struct Player {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string server = "127.0.0.1:50051", voice = "guard";
+  std::string server = "127.0.0.1:50051", voice = "guard", ca, server_name, api_key;
   int rate = 48000;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--server") server = argv[i + 1];
     else if (flag == "--voice") voice = argv[i + 1];
     else if (flag == "--rate") rate = std::atoi(argv[i + 1]);
+    else if (flag == "--ca") ca = argv[i + 1];
+    else if (flag == "--server-name") server_name = argv[i + 1];
+    else if (flag == "--api-key") api_key = argv[i + 1];
   }
   RingBuffer ring(static_cast<size_t>(rate) * 30);  // 30 s: generation runs ahead of playback
   Player player{&ring, rate};
@@ -117,7 +120,7 @@ int main(int argc, char** argv) {
   npc_voice::SessionOptions options;
   options.voice_id = voice;
   options.sample_rate_hz = rate;
-  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+  auto channel = npc_voice::MakeChannel(server, ca, server_name, api_key);
   grpc::Status status = npc_voice::WarmVoice(channel, voice);  // level load
   Conversation conv(channel, options, &ring, cb);
   if (status.ok()) status = conv.Start();

@@ -43,6 +43,13 @@ struct Callbacks {
   std::function<void(const std::string& turn_id)> on_cancel_done;
 };
 
+// A channel to the service: plaintext when `ca_pem_file` is empty, else TLS checked against
+// that CA (and `server_name`, when the address is not the certificate's name). A non-empty
+// `api_key` rides on every call as `authorization: Bearer` (gRPC sends call credentials only
+// over TLS, or over local credentials to this machine).
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, const std::string& ca_pem_file = "",
+                                           const std::string& server_name = "", const std::string& api_key = "");
+
 // Computes and pins a voice's prompt cache on the server (call it at level load), so
 // the first line of that voice starts as fast as later ones.
 grpc::Status WarmVoice(const std::shared_ptr<grpc::Channel>& channel, const std::string& voice_id,
