@@ -35,7 +35,7 @@ from engine.eval.judge import Judge
 from engine.eval.scoring import pool, save_outputs, score
 from engine.eval.synthesis import synthesize
 
-# The bars each suite is held to (issue figures; the broad ones are the release bar).
+# The bars each suite is held to; the broad ones are the release bar (docs/evaluation.md).
 BARS = {
     "heldout": {"wer": "<= 0.10", "similarity": ">= 0.75", "id_accuracy": ">= 0.9", "rtf": "<= 0.2"},
     "broad": {"wer": "<= 0.12", "barks": "<= 0.20", "similarity": ">= 0.80", "id_accuracy": ">= 0.9", "rtf": "<= 0.2"},
