@@ -80,7 +80,11 @@ class ServerProcess:
             self.stop()  # never leak a server that failed to come up
             raise
 
-    def _wait_ready(self, timeout: float = 120.0) -> None:
+    def _wait_ready(self, timeout: float = 300.0) -> None:
+        """The shipped model's first start tunes the codec to three demo voices (a minute or
+        more on a busy machine). wait_for_ready: each check waits for the connection, rather
+        than failing at once while the channel backs off between attempts (its backoff grows
+        to minutes, so a slow start could be missed)."""
         health = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -88,7 +92,7 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see its log")
             try:
                 if (
-                    health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    health.Check(health_pb2.HealthCheckRequest(), timeout=2, wait_for_ready=True).status
                     == health_pb2.HealthCheckResponse.SERVING
                 ):
                     return
