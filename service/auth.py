@@ -27,8 +27,6 @@ import logging
 import os
 import re
 import secrets
-import threading
-import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from pathlib import Path
 import grpc
 
 from service.errors import StreamError
+from service.watched_file import WatchedFile
 
 log = logging.getLogger(__name__)
 ROLES = {
@@ -85,12 +84,8 @@ class Keys:
         if (path is None) == (text is None):
             raise ValueError("give a keys file or the keys JSON, not both")
         self.path = Path(path) if path else None
-        self.check_every_s = check_every_s
-        self._lock = threading.Lock()
-        self._mtime = self._checked = 0.0
-        self._keys = parse_keys(text if text is not None else self.path.read_text())
-        if self.path:
-            self._mtime = self.path.stat().st_mtime
+        self._file = WatchedFile(self.path, check_every_s) if self.path else None
+        self._keys = parse_keys(text if text is not None else self._file.poll())
 
     @classmethod
     def from_env(cls) -> Keys | None:
@@ -98,18 +93,15 @@ class Keys:
         return cls(text=text) if text else None
 
     def _reload(self) -> None:
-        now = time.monotonic()
-        if self.path is None or now - self._checked < self.check_every_s:
+        if self._file is None:
             return
-        with self._lock:
-            self._checked = now
-            try:
-                mtime = self.path.stat().st_mtime
-                if mtime != self._mtime:
-                    self._keys, self._mtime = parse_keys(self.path.read_text()), mtime
-                    log.info("keys reloaded from %s: %d keys", self.path, len(self._keys))
-            except (OSError, ValueError) as exc:  # keep serving with the last good keys
-                log.error("keys file %s is unreadable (%s); keeping the previous keys", self.path, exc)
+        try:
+            text = self._file.poll()
+            if text is not None:
+                self._keys = parse_keys(text)
+                log.info("keys reloaded from %s: %d keys", self.path, len(self._keys))
+        except (OSError, ValueError) as exc:  # keep serving with the last good keys
+            log.error("keys file %s is unreadable (%s); keeping the previous keys", self.path, exc)
 
     def check(self, method: str, metadata) -> Key:
         """The key a call carries, if it may call `method`; else the status to end it with."""

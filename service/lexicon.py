@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import threading
-import time
 from pathlib import Path
+
+from service.watched_file import WatchedFile
 
 log = logging.getLogger(__name__)
 
@@ -29,54 +28,44 @@ class Lexicon:
     def __init__(self, path: str | Path | None, phonemes_supported: bool = False, check_every_s: float = 1.0):
         self.path = Path(path) if path else None
         self.phonemes_supported = phonemes_supported
-        self.check_every_s = check_every_s
         self.error: str | None = None  # why the last reload failed, if it did
         self._entries: dict[str, str] = {}
         self._pattern: re.Pattern | None = None
-        self._stamp: tuple[int, int] | None = None
-        self._checked = 0.0
-        self._lock = threading.Lock()
+        self._file = WatchedFile(self.path, check_every_s) if self.path else None
         self._reload()
 
     @property
     def entries(self) -> dict[str, str]:
-        self._maybe_reload()
+        self._reload()
         return dict(self._entries)
 
     def apply(self, text: str) -> str:
         """Replace every overridden word in `text` with its pronunciation."""
-        self._maybe_reload()
+        self._reload()
         pattern, entries = self._pattern, self._entries
         if pattern is None:
             return text
         # .get: a pattern matched case-insensitively may fold differently from .lower() ("ſ").
         return pattern.sub(lambda m: entries.get(m[0].lower(), m[0]), text)
 
-    def _maybe_reload(self) -> None:
-        now = time.monotonic()
-        if self.path is None or now - self._checked < self.check_every_s:
-            return
-        with self._lock:
-            self._checked = now
-            self._reload()
-
     def _reload(self) -> None:
-        if self.path is None:
+        if self._file is None:
             return
         try:
-            st = os.stat(self.path)
+            text = self._file.poll()
         except FileNotFoundError:
-            if self._stamp is not None:
+            if self._file.seen:
                 log.warning(
                     "pronunciation dictionary %s was removed; keeping %d entries", self.path, len(self._entries)
                 )
             return
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp:
+        except OSError as exc:
+            text, self.error = None, f"{self.path}: {exc}"
+            log.error("pronunciation dictionary not reloaded, keeping the previous one: %s", self.error)
+        if text is None:
             return
-        self._stamp = stamp
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            raw = json.loads(text)
             if not isinstance(raw, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) and k.strip() for k, v in raw.items()
             ):
