@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
+from service.tls import open_channel
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
@@ -27,17 +28,6 @@ SCENARIOS = {
     "churn": "ChurnUser",
     "lifecycle": "LifecycleUser",
 }
-
-
-def channel(address: str, ca: str | None = None, server_name: str | None = None, api_key: str | None = None):
-    """Plaintext, or TLS checked against `ca`; an API key rides on every call as call
-    credentials (which gRPC sends only over TLS, or over local credentials on loopback)."""
-    if not ca and not api_key:
-        return grpc.insecure_channel(address)
-    creds = grpc.ssl_channel_credentials(Path(ca).read_bytes()) if ca else grpc.local_channel_credentials()
-    if api_key:
-        creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(api_key))
-    return grpc.secure_channel(address, creds, [("grpc.ssl_target_name_override", server_name)] if server_name else [])
 
 
 def free_port() -> int:
@@ -72,7 +62,7 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self.channel = channel(self.address, **client)  # client: ca, server_name, api_key
+        self.channel = open_channel(self.address, **client)  # client: ca, server_name, api_key
         self.stub = pb_grpc.NpcVoiceStub(self.channel)
         try:
             self._wait_ready()

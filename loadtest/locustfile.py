@@ -44,10 +44,10 @@ import grpc.experimental.gevent as grpc_gevent
 from gevent.queue import Queue
 from locust import User, between, tag, task
 
-from loadtest.harness import channel
 from service.fragments import llm_tokens
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
+from service.tls import open_channel
 
 grpc_gevent.init_gevent()  # grpc's own threads must yield to gevent's loop
 
@@ -116,8 +116,8 @@ class NpcVoiceUser(User):
     def on_start(self) -> None:
         self.user_index = next(_user_numbers)
         env = os.environ.get
-        self.channel = channel(
-            self.host, env("NPC_LOADTEST_CA"), env("NPC_LOADTEST_SERVER_NAME"), env("NPC_LOADTEST_API_KEY")
+        self.channel = open_channel(
+            self.host, env("NPC_LOADTEST_CA"), env("NPC_LOADTEST_SERVER_NAME"), api_key=env("NPC_LOADTEST_API_KEY")
         )
         self.stub = pb_grpc.NpcVoiceStub(self.channel)
         for voice in DEMO_VOICES:  # what a game does at level load

@@ -157,30 +157,11 @@ def say(args: argparse.Namespace) -> None:
 
 
 def client_channel(args: argparse.Namespace) -> grpc.Channel:
+    token = args.api_key or os.environ.get("NPC_VOICE_API_KEY")
     try:
-        channel = open_channel(args.server, args.tls_ca, args.tls_server_name, args.tls_cert, args.tls_key)
+        return open_channel(args.server, args.tls_ca, args.tls_server_name, args.tls_cert, args.tls_key, token)
     except (ValueError, OSError) as exc:
         sys.exit(f"error: {exc}")
-    token = args.api_key or os.environ.get("NPC_VOICE_API_KEY")
-    if token:
-        channel = grpc.intercept_channel(channel, BearerToken(token))
-    return channel
-
-
-class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-    """Adds `authorization: Bearer <token>` to every call."""
-
-    def __init__(self, token: str):
-        self.header = ("authorization", f"Bearer {token}")
-
-    def _with(self, details):
-        return details._replace(metadata=[*(details.metadata or ()), self.header])
-
-    def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._with(details), request)
-
-    def intercept_stream_stream(self, continuation, details, requests):
-        return continuation(self._with(details), requests)
 
 
 def add_client_tls(p: argparse.ArgumentParser) -> None:

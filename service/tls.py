@@ -46,17 +46,25 @@ def open_channel(
     server_name: str | None = None,
     cert: str | Path | None = None,
     key: str | Path | None = None,
+    api_key: str | None = None,
 ) -> grpc.Channel:
     """A channel to `address`: plaintext without `ca`, else TLS checked against `ca` (and
-    `server_name`), presenting `cert`/`key` when the server wants mutual TLS."""
+    `server_name`), presenting `cert`/`key` when the server wants mutual TLS. An `api_key`
+    rides on every call as `authorization: Bearer`, as call credentials, which gRPC sends
+    only over TLS or, without a CA, over local credentials to this machine."""
     if not ca:
         if cert or key or server_name:
             raise ValueError("a client certificate or server name needs TLS: give the CA too")
-        return grpc.insecure_channel(address)
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=Path(ca).read_bytes(),
-        private_key=Path(key).read_bytes() if key else None,
-        certificate_chain=Path(cert).read_bytes() if cert else None,
-    )
+        if not api_key:
+            return grpc.insecure_channel(address)
+        creds = grpc.local_channel_credentials()
+    else:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=Path(ca).read_bytes(),
+            private_key=Path(key).read_bytes() if key else None,
+            certificate_chain=Path(cert).read_bytes() if cert else None,
+        )
+    if api_key:
+        creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(api_key))
     options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
     return grpc.secure_channel(address, creds, options=options)
