@@ -47,6 +47,7 @@ from locust import User, between, tag, task
 from service.fragments import llm_tokens
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
+from service.routing import voice_route
 from service.tls import open_channel
 
 grpc_gevent.init_gevent()  # grpc's own threads must yield to gevent's loop
@@ -121,7 +122,7 @@ class NpcVoiceUser(User):
         )
         self.stub = pb_grpc.NpcVoiceStub(self.channel)
         for voice in DEMO_VOICES:  # what a game does at level load
-            self.stub.WarmVoice(pb.WarmVoiceRequest(voice_id=voice))
+            self.stub.WarmVoice(pb.WarmVoiceRequest(voice_id=voice), metadata=voice_route(voice))
 
     def on_stop(self) -> None:
         self.channel.close()
@@ -156,7 +157,7 @@ class NpcVoiceUser(User):
     def converse(self, voice: str, turns: int, barge_in: bool = False) -> None:
         requests: Queue = Queue()
         requests.put(pb.ConverseRequest(config=pb.SessionConfig(voice_id=voice, sample_rate_hz=RATE)))
-        call = self.stub.Converse(iter(requests.get, None))
+        call = self.stub.Converse(iter(requests.get, None), metadata=voice_route(voice))
         responses = iter(call)
         cancelled: set[str] = set()  # turns whose CancelDone came: none of their audio may follow
         try:
@@ -285,8 +286,9 @@ class BarkUser(NpcVoiceUser):
         start = time.perf_counter()
         playback, first, began = Playback(), None, start
         try:
+            voice = random.choice(DEMO_VOICES)
             for resp in self.stub.Synthesize(
-                pb.SynthesizeRequest(voice_id=random.choice(DEMO_VOICES), text=line, sample_rate_hz=RATE)
+                pb.SynthesizeRequest(voice_id=voice, text=line, sample_rate_hz=RATE), metadata=voice_route(voice)
             ):
                 now = time.perf_counter()
                 kind = resp.WhichOneof("kind")
@@ -321,7 +323,8 @@ class ChurnUser(NpcVoiceUser):
                 self.stub.RegisterVoice(
                     pb.RegisterVoiceRequest(
                         voice_id=voice_id, reference_wav=wav, transcript="Another face in the crowd, friend."
-                    )
+                    ),
+                    metadata=voice_route(voice_id),
                 )
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
@@ -351,19 +354,22 @@ class LifecycleUser(NpcVoiceUser):
             self.stub.RegisterVoice(
                 pb.RegisterVoiceRequest(
                     voice_id=voice_id, reference_wav=wav, transcript="A voice for a moment.", overwrite=True
-                )
+                ),
+                metadata=voice_route(voice_id),
             )
             self.fire("register", (time.perf_counter() - start) * 1000)
             cfg = pb.SessionConfig(voice_id=voice_id, sample_rate_hz=RATE)
             text = pb.TextFragment(text=" ".join(random.sample(SENTENCES, 2)))
-            call = self.stub.Converse(iter([pb.ConverseRequest(config=cfg), pb.ConverseRequest(text=text)]))
+            call = self.stub.Converse(
+                iter([pb.ConverseRequest(config=cfg), pb.ConverseRequest(text=text)]), metadata=voice_route(voice_id)
+            )
             for resp in call:
                 if resp.WhichOneof("kind") == "audio":
                     break
             call.cancel()  # the player walked away: the connection drops mid-sentence
             self.fire("hang_up", 0)
             start = time.perf_counter()
-            self.stub.DeleteVoice(pb.DeleteVoiceRequest(voice_id=voice_id))
+            self.stub.DeleteVoice(pb.DeleteVoiceRequest(voice_id=voice_id), metadata=voice_route(voice_id))
             self.fire("delete", (time.perf_counter() - start) * 1000)
         except grpc.RpcError as exc:
             self.fire("stream", 0, error=f"{exc.code().name}: {exc.details()}")

@@ -25,6 +25,7 @@ from service.config import ServiceConfig
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
 from service.logs import setup as log_setup
+from service.routing import voice_route
 from service.tls import open_channel, server_tls
 
 
@@ -69,7 +70,7 @@ def serve(args: argparse.Namespace) -> None:
         keys=keys,
         host=args.host,
         port=args.port,
-        voices_dir=Path(args.voices_dir),
+        voice_store=args.voices,
         lexicon_path=Path(args.lexicon) if args.lexicon else None,
         max_sessions=args.max_sessions,
         demo_voices=not args.no_demo_voices,
@@ -95,6 +96,7 @@ def serve(args: argparse.Namespace) -> None:
             servicer.end_all()
             await asyncio.sleep(0.5)  # let their statuses go out
         await server.stop(grace=1.0)
+        servicer.voices.close()
 
     try:
         asyncio.run(run())
@@ -137,7 +139,7 @@ def say(args: argparse.Namespace) -> None:
     with client_channel(args) as channel:
         stub = pb_grpc.NpcVoiceStub(channel)
         try:
-            for resp in stub.Converse(requests()):
+            for resp in stub.Converse(requests(), metadata=voice_route(args.voice)):
                 kind = resp.WhichOneof("kind")
                 if kind == "audio":
                     first = first or time.perf_counter()
@@ -193,16 +195,17 @@ def voices(args: argparse.Namespace) -> None:
                         transcript=args.transcript,
                         display_name=args.name or "",
                         overwrite=args.overwrite,
-                    )
+                    ),
+                    metadata=voice_route(args.voice_id),
                 )
                 print(
                     f"registered {v.voice_id}: {v.reference_seconds:.1f} s reference, {v.prompt_frames} prompt frames"
                 )
             elif args.action == "rm":
-                stub.DeleteVoice(pb.DeleteVoiceRequest(voice_id=args.voice_id))
+                stub.DeleteVoice(pb.DeleteVoiceRequest(voice_id=args.voice_id), metadata=voice_route(args.voice_id))
                 print(f"deleted {args.voice_id}")
             elif args.action == "warm":
-                r = stub.WarmVoice(pb.WarmVoiceRequest(voice_id=args.voice_id))
+                r = stub.WarmVoice(pb.WarmVoiceRequest(voice_id=args.voice_id), metadata=voice_route(args.voice_id))
                 print(f"{args.voice_id}: {'already cached' if r.was_cached else 'prefilled'} in {r.elapsed_ms:.0f} ms")
         except grpc.RpcError as exc:
             sys.exit(f"error: {exc.code().name}: {exc.details()}")
@@ -215,7 +218,12 @@ def main(argv: list[str] | None = None) -> None:
     svc, eng = ServiceConfig(), EngineConfig()
     s.add_argument("--host", default=svc.host, help="0.0.0.0 to accept other machines")
     s.add_argument("--port", type=int, default=svc.port, help="0 picks a free port")
-    s.add_argument("--voices-dir", default=str(svc.voices_dir), help="where registered voices are stored")
+    s.add_argument(
+        "--voices",
+        "--voices-dir",
+        default=svc.voice_store,
+        help="where registered voices are stored: a folder, or redis://HOST:PORT/DB shared by replicas",
+    )
     s.add_argument("--model", help="model directory (config.json + model.safetensors; default: the shipped model)")
     s.add_argument("--lexicon", help="pronunciation dictionary JSON (reloaded on change)")
     s.add_argument("--kv-cache-mb", type=float, default=eng.cache.memory_budget_mb, help="KV block pool size")

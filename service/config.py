@@ -14,7 +14,8 @@ from service.tls import ServerTLS
 class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 50051  # 0 picks a free port (tests)
-    voices_dir: Path = Path("voices")
+    # A folder (one machine), or redis://host:port/db shared by replicas (service/voice_store.py).
+    voice_store: str = "voices"
     lexicon_path: Path | None = None
     lexicon_check_s: float = 1.0  # how often the dictionary file is checked for edits
     max_sessions: int = 64  # concurrent Converse + Synthesize streams

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engine.audio import speechlike_wave
 from service.audio_input import encode_wav
-from service.voices import VoiceLibrary
+from service.voices import VoiceExists, VoiceLibrary
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,10 @@ def install_demo_voices(library: VoiceLibrary, sample_rate: int = 24000, model_d
         if voice_id not in have:
             # Once per voices dir: registering tunes the codec to the voice (seconds each).
             log.info("installing demo voice %s", voice_id)
-            library.register(voice_id, wav, transcript, name, demo=True)
+            try:
+                library.register(voice_id, wav, transcript, name, demo=True)
+            except VoiceExists:
+                continue  # a replica sharing the store installed it meanwhile; the sync brings it
             added.append(voice_id)
     if added:
         log.info("installed demo voices: %s", ", ".join(added))

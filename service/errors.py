@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 
 from engine import EngineOverloaded, FinishReason
 from engine.runtime.outputs import EngineClosed
+from service.voice_store import StoreUnavailable
 from service.voices import RegistrationsBusy, VoiceCorrupt, VoiceExists, VoiceNotFound
 
 
@@ -32,6 +33,7 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (EngineOverloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (RegistrationsBusy, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (EngineClosed, grpc.StatusCode.UNAVAILABLE),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (VoiceNotFound, grpc.StatusCode.NOT_FOUND),
     (VoiceExists, grpc.StatusCode.ALREADY_EXISTS),
     (VoiceCorrupt, grpc.StatusCode.DATA_LOSS),

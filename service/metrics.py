@@ -9,9 +9,11 @@ engine thread and nothing is copied between scrapes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 NS = "npc_voice"
@@ -70,7 +72,32 @@ class Metrics:
         )
         self.registry.register(_Live(read_live))
 
-    def serve(self, host: str, port: int) -> int:
-        """Serve /metrics over HTTP on a thread; returns the bound port (0 picks one)."""
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, ready: Callable[[], bool]) -> int:
+        """Serve /metrics, and /ready (200, or 503 while draining) for load balancers that
+        cannot send a gRPC health check (HAProxy), over HTTP on a thread. Returns the bound
+        port (0 picks one)."""
+        registry = self.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                if path == "/metrics":
+                    status, kind, body = 200, CONTENT_TYPE_LATEST, generate_latest(registry)
+                elif path == "/ready":
+                    up = ready()
+                    status, kind, body = (200 if up else 503), "text/plain", b"ready\n" if up else b"draining\n"
+                else:
+                    status, kind, body = 404, "text/plain", b"/metrics or /ready\n"
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # a scrape or a probe every few seconds is not news
+                pass
+
+        server = ThreadingHTTPServer((host, port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         return server.server_port

@@ -559,7 +559,7 @@ def _streaming(fn, call: _Call, stream_in: bool = False):
 
 async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.Server, int, NpcVoiceServicer]:
     """Build and start the server; returns it, the bound port and the servicer."""
-    voices = VoiceLibrary(config.voices_dir, engine, config.max_pending_registrations)
+    voices = VoiceLibrary(config.voice_store, engine, config.max_pending_registrations)
     if config.demo_voices:
         install_demo_voices(voices, engine.sample_rate, engine.model_dir)
     lexicon = Lexicon(
@@ -591,7 +591,7 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
         raise RuntimeError(f"could not bind {config.host}:{config.port}")
     await server.start()
     if config.metrics_port is not None:
-        servicer.metrics_port = servicer.metrics.serve(config.host, config.metrics_port)
+        servicer.metrics_port = servicer.metrics.serve(config.host, config.metrics_port, lambda: not servicer.draining)
         log.info("metrics on http://%s:%d/metrics", config.host, servicer.metrics_port)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -84,7 +84,7 @@ class ServerThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        cfg = ServiceConfig(port=0, voices_dir=voices_dir, **config)
+        cfg = ServiceConfig(port=0, voice_store=str(voices_dir), **config)
         fut = asyncio.run_coroutine_threadsafe(start_server(engine, cfg), self.loop)
         self.server, self.port, self.servicer = fut.result(60)
         self.address = f"127.0.0.1:{self.port}"
@@ -96,6 +96,7 @@ class ServerThread:
 
         self.channel.close()
         asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result(30)
+        self.servicer.voices.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()

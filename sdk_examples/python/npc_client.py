@@ -32,6 +32,13 @@ from service.gen import npc_voice_pb2_grpc as pb_grpc
 RATE = 48000  # what Unity and Unreal mix at; the server resamples to any rate in 8000-48000
 
 
+def route(voice: str) -> tuple[tuple[str, str], ...]:
+    """Every call about one voice names it in this header: behind a load balancer with
+    voice affinity (deploy/haproxy.cfg), the call reaches the replica that has the voice's
+    prompt cached. A single server ignores it."""
+    return (("x-npc-voice", voice),)
+
+
 def write_wav(path: str, pcm16: bytes, rate: int = RATE) -> None:
     with wave.open(path, "wb") as w:
         w.setnchannels(1)
@@ -51,7 +58,7 @@ def converse(stub: pb_grpc.NpcVoiceStub, voice: str, replies: list[str], out: st
     """Speak several LLM replies (turns) in one conversation; optionally interrupt the first."""
     outgoing: queue.Queue = queue.Queue()  # requests are sent from this queue as they are put
     outgoing.put(pb.ConverseRequest(config=pb.SessionConfig(voice_id=voice, sample_rate_hz=RATE, encoding=pb.PCM16)))
-    responses = stub.Converse(iter(outgoing.get, None))  # None ends the request stream
+    responses = stub.Converse(iter(outgoing.get, None), metadata=route(voice))  # None ends the request stream
 
     def llm_side() -> None:
         for turn, reply in enumerate(replies):
@@ -104,7 +111,8 @@ def converse(stub: pb_grpc.NpcVoiceStub, voice: str, replies: list[str], out: st
 
 def bark(stub: pb_grpc.NpcVoiceStub, voice: str, text: str, out: str) -> None:
     audio = bytearray()
-    for resp in stub.Synthesize(pb.SynthesizeRequest(voice_id=voice, text=text, sample_rate_hz=RATE)):
+    request = pb.SynthesizeRequest(voice_id=voice, text=text, sample_rate_hz=RATE)
+    for resp in stub.Synthesize(request, metadata=route(voice)):
         if resp.WhichOneof("kind") == "audio":
             audio += resp.audio.audio
     write_wav(out, bytes(audio))
@@ -115,10 +123,12 @@ def register(stub: pb_grpc.NpcVoiceStub, voice_id: str, wav_path: str, transcrip
     voice = stub.RegisterVoice(
         pb.RegisterVoiceRequest(
             voice_id=voice_id, reference_wav=Path(wav_path).read_bytes(), transcript=transcript, overwrite=True
-        )
+        ),
+        metadata=route(voice_id),
     )
     print(f"registered {voice.voice_id}: {voice.reference_seconds:.1f} s reference")
-    warm = stub.WarmVoice(pb.WarmVoiceRequest(voice_id=voice_id))  # at level load: first line starts fast
+    # At level load, so the first line starts fast:
+    warm = stub.WarmVoice(pb.WarmVoiceRequest(voice_id=voice_id), metadata=route(voice_id))
     print(f"warmed in {warm.elapsed_ms:.0f} ms")
 
 
