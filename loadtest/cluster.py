@@ -1,10 +1,10 @@
 """A cluster on loopback: Redis as the shared voice store, replicas of the service, and
-HAProxy in front of them with the configuration in deploy/haproxy.cfg.
+nginx in front of them with the configuration in deploy/nginx.conf.
 
 Used by the cluster test and the scale-out sweep (`python -m loadtest.scaleout`). The
-processes are the real programs (redis-server and haproxy from Debian); only the
-replicas' addresses differ from a deployment: they are written over the backend's
-`server` lines of the shipped configuration.
+processes are the real programs (redis-server and nginx from Debian); only the replicas'
+addresses differ from a deployment: they are written over the upstream's `server` lines
+of the shipped configuration.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pathlib import Path
 
 from loadtest.harness import ROOT, ServerProcess, free_port
 
-HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 
 
 def have_cluster_tools() -> str | None:
     """Why the cluster cannot run here, or None."""
-    missing = [tool for tool in ("redis-server", "haproxy") if shutil.which(tool) is None]
+    missing = [tool for tool in ("redis-server", "nginx") if shutil.which(tool) is None]
     try:
         import redis  # noqa: F401
     except ImportError:
@@ -79,36 +79,40 @@ class RedisProcess:
         self.stop()
 
 
-def haproxy_config(port: int, replicas: list[tuple[str, int]], text: str | None = None) -> str:
-    """deploy/haproxy.cfg listening on `port`, its `server` lines replaced by one per
-    replica: (gRPC address, metrics port, where /ready is checked)."""
-    lines = (text if text is not None else HAPROXY_CFG.read_text()).splitlines()
-    servers = [i for i, line in enumerate(lines) if line.strip().startswith("server ")]
+def nginx_config(port: int, replicas: list[str], text: str | None = None) -> str:
+    """deploy/nginx.conf listening on loopback `port`, its upstream's `server` lines
+    replaced by one per replica address (with the same options)."""
+    lines = (text if text is not None else NGINX_CONF.read_text()).splitlines()
+    servers = [i for i, line in enumerate(lines) if re.match(r"\s*server \S+:\d+", line)]
     if not servers:
-        raise ValueError("the configuration has no server lines to replace")
-    indent = lines[servers[0]][: len(lines[servers[0]]) - len(lines[servers[0]].lstrip())]
-    new = [f"{indent}server replica{i + 1} {addr} port {check}" for i, (addr, check) in enumerate(replicas)]
-    out = [line for i, line in enumerate(lines[: servers[-1] + 1]) if i not in servers[1:]]
+        raise ValueError("the configuration has no upstream server lines to replace")
+    template = lines[servers[0]]
+    new = [re.sub(r"server \S+", f"server {addr}", template, count=1) for addr in replicas]
+    out = [line for i, line in enumerate(lines) if i not in servers[1:]]
     out[servers[0] : servers[0] + 1] = new
-    out += lines[servers[-1] + 1 :]
-    return "\n".join(re.sub(r"^(\s*bind )\S+", rf"\g<1>127.0.0.1:{port}", line) for line in out) + "\n"
+    return "\n".join(re.sub(r"^(\s*listen )\d+", rf"\g<1>127.0.0.1:{port}", line) for line in out) + "\n"
 
 
 class Balancer:
-    """haproxy with the shipped configuration in front of the given replica addresses."""
+    """nginx with the shipped configuration in front of the given replica addresses."""
 
-    def __init__(self, replicas: list[tuple[str, int]], log_path: Path | None = None):
+    def __init__(self, replicas: list[str], log_path: Path | None = None):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self._tmp = tempfile.TemporaryDirectory(prefix="npc-haproxy-")
-        cfg = Path(self._tmp.name) / "haproxy.cfg"
-        cfg.write_text(haproxy_config(self.port, replicas))
-        check = subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)], capture_output=True, text=True)
+        self._tmp = tempfile.TemporaryDirectory(prefix="npc-nginx-")
+        prefix = Path(self._tmp.name)
+        conf = prefix / "nginx.conf"
+        conf.write_text(nginx_config(self.port, replicas))
+        # -p: temp files under our folder; pid and foreground on the command line, so the
+        # file stays as shipped apart from the addresses.
+        args = ["nginx", "-p", str(prefix), "-c", str(conf), "-e", "stderr"]
+        args += ["-g", f"daemon off; pid {prefix / 'nginx.pid'};"]
+        check = subprocess.run([*args, "-t", "-q"], capture_output=True, text=True)
         if check.returncode != 0:
-            raise RuntimeError(f"haproxy refused its configuration: {check.stdout}{check.stderr}")
-        self._log = open(log_path or Path(self._tmp.name) / "haproxy.log", "w")
-        self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=self._log, stderr=subprocess.STDOUT)
-        _wait_port(self.port, self.proc, "haproxy")
+            raise RuntimeError(f"nginx refused its configuration: {check.stdout}{check.stderr}")
+        self._log = open(log_path or prefix / "nginx.log", "w")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        _wait_port(self.port, self.proc, "nginx")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -119,20 +123,18 @@ class Balancer:
 
 
 class Cluster:
-    """Redis, `n` replicas sharing it, and HAProxy in front; a context manager."""
+    """Redis, `n` replicas sharing it, and nginx in front; a context manager."""
 
     def __init__(self, n: int, server_args: list[str], log_dir: Path | None = None):
         self.redis = RedisProcess()
         self.replicas: list[ServerProcess] = []
         self.balancer: Balancer | None = None
         try:
-            self.metrics_ports = [free_port() for _ in range(n)]
-            for i, metrics in enumerate(self.metrics_ports):
+            for i in range(n):
                 log = log_dir / f"replica{i + 1}.log" if log_dir else None
-                args = [*server_args, "--voices", self.redis.url, "--metrics-port", str(metrics)]
-                self.replicas.append(ServerProcess(args, log_path=log))
-            replicas = list(zip([r.address for r in self.replicas], self.metrics_ports))
-            self.balancer = Balancer(replicas, log_dir / "haproxy.log" if log_dir else None)
+                self.replicas.append(ServerProcess([*server_args, "--voices", self.redis.url], log_path=log))
+            log = log_dir / "nginx.log" if log_dir else None
+            self.balancer = Balancer([r.address for r in self.replicas], log)
         except BaseException:
             self.stop()
             raise

@@ -1,5 +1,5 @@
 """SIGTERM drains the server (`serve` in a subprocess, the toy model): health turns
-NOT_SERVING at once, new streams and voice changes get UNAVAILABLE, a conversation finishes
+NOT_SERVING at once (and /ready 503), new streams and voice changes get UNAVAILABLE, a conversation finishes
 the turn it is in and then ends with UNAVAILABLE, one that never finishes its turn is ended
 at the drain deadline, and the process exits 0 within it."""
 
@@ -12,19 +12,23 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from loadtest.harness import free_port
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
 
 DRAIN_S = 8.0
 
 
-def start(model_dir, voices_dir) -> tuple[subprocess.Popen, str]:
+def start(model_dir, voices_dir, metrics_port: int) -> tuple[subprocess.Popen, str]:
     argv = [sys.executable, "-m", "service", "serve", "--port", "0", "--model", str(model_dir)]
     argv += ["--voices-dir", str(voices_dir), "--kv-cache-mb", "16", "--drain-seconds", str(DRAIN_S)]
+    argv += ["--metrics-port", str(metrics_port)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
         if m := re.search(r"serving on 127\.0\.0\.1:(\d+)", line):
@@ -66,9 +70,19 @@ class Talk:
             time.sleep(0.02)
 
 
-def test_sigterm_finishes_the_turn_in_progress_and_exits_0_within_the_deadline(model_dir, tmp_path):
-    proc, address = start(model_dir, tmp_path / "voices")
+def ready(metrics_port: int) -> int:
+    """The HTTP status of /ready, which load balancers without gRPC health checks probe."""
     try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/ready", timeout=5).status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_sigterm_finishes_the_turn_in_progress_and_exits_0_within_the_deadline(model_dir, tmp_path):
+    metrics_port = free_port()
+    proc, address = start(model_dir, tmp_path / "voices", metrics_port)
+    try:
+        assert ready(metrics_port) == 200
         with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.NpcVoiceStub(channel)
             finishing, hanging = Talk(stub), Talk(stub)
@@ -89,6 +103,7 @@ def test_sigterm_finishes_the_turn_in_progress_and_exits_0_within_the_deadline(m
             ):
                 assert time.monotonic() < deadline, "health never turned NOT_SERVING"
                 time.sleep(0.05)
+            assert ready(metrics_port) == 503
             try:
                 list(stub.Synthesize(pb.SynthesizeRequest(voice_id="guard", text="Hi."), timeout=10))
                 raise AssertionError("a new stream was accepted while draining")
