@@ -211,7 +211,8 @@ def voices(args: argparse.Namespace) -> None:
             sys.exit(f"error: {exc.code().name}: {exc.details()}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """Every command's flags (the deploy files' tests parse their `serve` lines with it)."""
     ap = argparse.ArgumentParser(prog="npc-voice", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the gRPC server", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -302,6 +303,10 @@ def main(argv: list[str] | None = None) -> None:
     for action in ("rm", "warm"):
         vs.add_parser(action).add_argument("voice_id")
     s.set_defaults(fn=voices)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     log_setup(getattr(args, "log_format", "text"))
     args.fn(args)
