@@ -123,10 +123,12 @@ class Balancer:
 
 
 class Cluster:
-    """Redis, `n` replicas sharing it, and nginx in front; a context manager."""
+    """Redis, `n` replicas sharing it, and nginx in front; a context manager. With `redis`
+    given, the cluster uses that store and leaves it running when it stops."""
 
-    def __init__(self, n: int, server_args: list[str], log_dir: Path | None = None):
-        self.redis = RedisProcess()
+    def __init__(self, n: int, server_args: list[str], log_dir: Path | None = None, redis: RedisProcess | None = None):
+        self._own_redis = redis is None
+        self.redis = redis or RedisProcess()
         self.replicas: list[ServerProcess] = []
         self.balancer: Balancer | None = None
         try:
@@ -148,7 +150,8 @@ class Cluster:
             self.balancer.stop()
         for r in self.replicas:
             r.stop()  # (idempotent: a test may have stopped one already)
-        self.redis.stop()
+        if self._own_redis:
+            self.redis.stop()
 
     def __enter__(self) -> Cluster:
         return self

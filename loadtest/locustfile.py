@@ -55,7 +55,9 @@ grpc_gevent.init_gevent()  # grpc's own threads must yield to gevent's loop
 RATE = 48000  # what Unity and Unreal mix at
 FAST = os.environ.get("NPC_LOADTEST_FAST") == "1"
 SAMPLES = os.environ.get("NPC_LOADTEST_SAMPLES")
-DEMO_VOICES = ["guard", "merchant", "sprite"]
+# The voices conversations, barks and barge-ins pick from: the demo voices, or a list the
+# scale-out sweep registered (more voices than replicas, so affinity can spread them).
+DEMO_VOICES = os.environ.get("NPC_LOADTEST_VOICES", "guard,merchant,sprite").split(",")
 CHURN_VOICES = [f"churn-{i:02d}" for i in range(int(os.environ.get("NPC_LOADTEST_CHURN_VOICES", "24")))]
 
 # Short first sentences, so the first utterance starts early (and its cut point is known).

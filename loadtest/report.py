@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -41,15 +42,29 @@ def percentile(values: list[float], q: float) -> float | None:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-def measure(server: ServerProcess, users: int, seconds: float, out: Path) -> dict:
-    before = server.stats()
-    run = run_locust(server.address, users, seconds, ["conversation"], out)
-    after = server.stats()
+def measure(
+    address: str,
+    read_stats: Callable[[], list[pb.ServerStats]],
+    users: int,
+    seconds: float,
+    out: Path,
+    env: dict[str, str] | None = None,
+) -> dict:
+    """One point of the conversation scenario against `address`; the prefix-cache and
+    preemption counts are summed over the servers `read_stats` reads (one, or a cluster's)."""
+
+    def totals() -> dict[str, int]:
+        stats = read_stats()
+        return {k: sum(getattr(s, k) for s in stats) for k in ("prefix_hits", "prefix_misses", "preemptions")}
+
+    before = totals()
+    run = run_locust(address, users, seconds, ["conversation"], out, env=env)
+    after = totals()
     ttfa = [s["ms"] for s in run.samples if s["name"] == "ttfa"]
     underruns = [s for s in run.samples if s["name"] == "underrun"]
     active = {s["user"] for s in run.samples}
     dry = {s["user"] for s in underruns}
-    hits, misses = after.prefix_hits - before.prefix_hits, after.prefix_misses - before.prefix_misses
+    hits, misses = after["prefix_hits"] - before["prefix_hits"], after["prefix_misses"] - before["prefix_misses"]
     return {
         "users": users,
         "turns": len(ttfa),
@@ -61,7 +76,7 @@ def measure(server: ServerProcess, users: int, seconds: float, out: Path) -> dic
         "stream_errors": sum(1 for s in run.samples if s["name"] == "stream"),
         "utterances": sum(1 for s in run.samples if s["name"] == "utterance"),
         "cache_hit_ratio": hits / (hits + misses) if hits + misses else None,
-        "preemptions": after.preemptions - before.preemptions,
+        "preemptions": after["preemptions"] - before["preemptions"],
     }
 
 
@@ -200,7 +215,8 @@ def main() -> None:
             model = server.stub.GetCapabilities(pb.GetCapabilitiesRequest()).model
             for users in levels:
                 bar.set_postfix_str(f"{name}, {users} users")
-                point = measure(server, users, seconds, args.out / f"{name.replace(' ', '_')}_{users}")
+                out = args.out / f"{name.replace(' ', '_')}_{users}"
+                point = measure(server.address, lambda: [server.stats()], users, seconds, out)
                 results[name].append(point)
                 bar.update()
                 if saturated(point):

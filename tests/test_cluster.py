@@ -14,6 +14,7 @@ The last two run last, in this order: each leaves the cluster one replica short.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -212,3 +213,18 @@ def test_killing_a_replica_mid_conversation_fails_only_its_streams_and_its_voice
 def test_the_documented_haproxy_configuration_parses():
     done = subprocess.run(["haproxy", "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_scale_out_sweep_runs_and_reports_every_point(model_dir, tmp_path):
+    """A small version of `python -m loadtest.scaleout` (the toy model, 1 and 2 replicas),
+    so the script the documented figures come from keeps working."""
+    from loadtest.scaleout import main
+
+    server_args = f"--model {model_dir} --kv-cache-mb 16 --voice-adapt-steps 0 --no-demo-voices"
+    args = ["--replicas", "1,2", "--per-replica", "1", "--duration", "8", "--voices", "4", "--json"]
+    assert main([*args, "--server-args", server_args, "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "scaleout.json").read_text())
+    assert [p["users"] for p in summary["points"]["1"]] == [1] and [p["users"] for p in summary["points"]["2"]] == [2]
+    for points in summary["points"].values():
+        assert points[0]["turns"] > 0 and points[0]["cache_hit_ratio"] is not None
+    assert (tmp_path / "scaleout.png").stat().st_size > 10_000 and "| 2 | 2 |" in (tmp_path / "scaleout.md").read_text()
