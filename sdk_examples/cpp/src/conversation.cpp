@@ -30,10 +30,15 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, const std
   return grpc::CreateCustomChannel(address, creds, args);
 }
 
+namespace {
+const char kVoiceHeader[] = "x-npc-voice";
+}  // namespace
+
 grpc::Status WarmVoice(const std::shared_ptr<grpc::Channel>& channel, const std::string& voice_id,
                        bool* was_cached) {
   auto stub = pb::NpcVoice::NewStub(channel);
   grpc::ClientContext context;
+  context.AddMetadata(kVoiceHeader, voice_id);  // behind a balancer: the replica that will speak it
   pb::WarmVoiceRequest request;
   request.set_voice_id(voice_id);
   pb::WarmVoiceResponse response;
@@ -55,6 +60,9 @@ Conversation::~Conversation() {
 }
 
 grpc::Status Conversation::Start() {
+  // Behind a load balancer with voice affinity (deploy/nginx.conf), this header sends the
+  // conversation to the replica whose prefix cache holds the voice.
+  context_.AddMetadata(kVoiceHeader, options_.voice_id);
   stream_ = stub_->Converse(&context_);
   pb::ConverseRequest request;
   auto* config = request.mutable_config();

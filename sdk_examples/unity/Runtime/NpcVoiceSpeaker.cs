@@ -62,9 +62,12 @@ namespace NpcVoice
                 DisposeHttpClient = true,
             });
             var client = new NpcVoice.V1.NpcVoice.NpcVoiceClient(_channel);
-            await client.WarmVoiceAsync(new WarmVoiceRequest { VoiceId = voiceId }); // level load
+            // The voice routing header: behind a load balancer with voice affinity, the
+            // calls reach the replica whose prefix cache holds this voice.
+            var route = new Metadata { { "x-npc-voice", voiceId } };
+            await client.WarmVoiceAsync(new WarmVoiceRequest { VoiceId = voiceId }, route); // level load
             _cts = new CancellationTokenSource();
-            _call = client.Converse(cancellationToken: _cts.Token);
+            _call = client.Converse(route, cancellationToken: _cts.Token);
             await Write(new ConverseRequest { Config = new SessionConfig {
                 VoiceId = voiceId, SampleRateHz = (uint)serverRate, Encoding = AudioEncoding.Pcm16 } });
             _ready.TrySetResult(true);
