@@ -34,6 +34,8 @@ class _Live:
             "kv_blocks_free": ("KV blocks free (cached but unreferenced included)", v["kv_free"]),
             "kv_blocks_total": ("KV blocks in the pool", v["kv_total"]),
             "registrations_pending": ("voice registrations waiting or running", v["registrations"]),
+            "voices_loaded": ("voices this replica can speak", v["voices"]),
+            "voice_store_down": ("1 while the shared voice store cannot be reached", v["store_down"]),
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(f"{NS}_{name}", doc, value=value)

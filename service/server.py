@@ -202,6 +202,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             "kv_free": st.free_blocks,
             "kv_total": st.num_blocks,
             "registrations": self.voices.pending,
+            "voices": len(self.voices.list()),
+            "store_down": int(self.voices.store_down),
             "hits": st.prefix_hits,
             "misses": st.prefix_misses,
             "evictions": st.prefix_evictions,

@@ -701,6 +701,8 @@ def test_metrics_parse_and_move_with_a_conversation(model_dir, tmp_path):
         assert moved(("npc_voice_rpcs_total", (("code", "OK"), ("method", "Converse")))) == 1
         assert moved(("npc_voice_rpcs_total", (("code", "NOT_FOUND"), ("method", "GetVoice")))) == 1
         assert after[("npc_voice_open_streams", ())] == 0
+        assert after[("npc_voice_voices_loaded", ())] == len(srv.servicer.voices.list()) == 3  # the demo voices
+        assert after[("npc_voice_voice_store_down", ())] == 0
     finally:
         srv.stop()
         eng.close()
