@@ -1,6 +1,6 @@
 """A soak: mixed traffic for a long time while the server's resources are sampled.
 
-    python -m loadtest.soak --minutes 60 --users 6                       # the documented run
+    python -m loadtest.soak --minutes 60 --users 5 --plot docs/soak.png  # the documented run
     python -m loadtest.soak --minutes 3 --users 4 --server-args="--model DIR" --json
 
 Locust runs every scenario at once (conversations, barks, barge-ins, voice churn, and
@@ -120,7 +120,7 @@ def plot(samples: list[dict], warmup_s: float, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=60.0)
-    ap.add_argument("--users", type=int, default=6, help="Locust users, spread over the scenarios")
+    ap.add_argument("--users", type=int, default=5, help="Locust users, spread over the scenarios")
     ap.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     ap.add_argument("--warmup", type=float, default=0.2, help="share of the run before the checks start")
     ap.add_argument("--max-rss-mb-per-hour", type=float, default=20.0)
