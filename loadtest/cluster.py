@@ -48,10 +48,10 @@ class RedisProcess:
     """redis-server on a free loopback port, persisting to its own folder (append-only
     file), so a restart on the same port comes back with the same data."""
 
-    def __init__(self, port: int | None = None, directory: Path | None = None):
-        self.port = port or free_port()
-        self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="npc-redis-")
-        self.dir = Path(directory or self._tmp.name)
+    def __init__(self):
+        self.port = free_port()
+        self._tmp = tempfile.TemporaryDirectory(prefix="npc-redis-")
+        self.dir = Path(self._tmp.name)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
         self.start()
@@ -69,8 +69,7 @@ class RedisProcess:
 
     def stop(self) -> None:
         self.kill()
-        if self._tmp:
-            self._tmp.cleanup()
+        self._tmp.cleanup()
 
     def __enter__(self) -> RedisProcess:
         return self

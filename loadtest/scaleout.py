@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import time
 from pathlib import Path
 
@@ -118,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     voices: list[str] = []
     model = "?"
     bar = tqdm(total=len(counts) * len(per_replica), desc="scale-out", unit="point")
+    server_args = [*shlex.split(args.server_args), "--max-sessions", "64"]
     with RedisProcess() as redis:
         for n in counts:
-            server_args = [*args.server_args.split(), "--max-sessions", "64"]
             with Cluster(n, server_args, log_dir=args.out / f"logs_{n}", redis=redis) as cluster:
                 voices = voices or register_voices(cluster.address, args.voices)
                 model = cluster.replicas[0].stub.GetCapabilities(pb.GetCapabilitiesRequest()).model

@@ -177,6 +177,7 @@ def test_a_draining_replica_finishes_the_turn_then_its_voices_move(cluster):
     q.put(None)
     eventually(move_check(stub, VOICES[1]), timeout=10)
     assert serving_replica(cluster, VOICES[1]) != home
+    assert cluster.replicas[home].proc.wait(30) == 0  # the drain ends in a clean exit (the next test counts on it)
 
 
 def test_killing_a_replica_mid_conversation_fails_only_its_streams_and_its_voices_move(cluster):
