@@ -18,7 +18,8 @@ pools, caches), then the server goes idle and its counts are taken. After the ma
 - no protocol failure: every stream ended with a status the protocol allows and no
   cancelled turn spoke after its acknowledgement (underruns are capacity, not protocol,
   and are counted apart).
-It writes a plot (--plot) and prints a table, or JSON with --json; exit status 1 on a fail.
+It writes a plot (--plot) and the result with every sample (<out>_result.json), and prints a
+table, or JSON with --json; exit status 1 on a fail.
 """
 
 from __future__ import annotations
@@ -176,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "idle_after": idle_after,
         "samples": samples,
     }
+    # Kept beside Locust's files, so a failed run can be read afterwards, samples and all.
+    args.out.with_name(args.out.name + "_result.json").write_text(json.dumps(result, indent=1) + "\n")
     if args.plot:
         plot(samples, args.warmup * seconds, args.plot)
     if args.json:
