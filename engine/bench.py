@@ -3,8 +3,9 @@
     python -m engine.bench                 # table
     python -m engine.bench --json          # one JSON object
     python -m engine.bench --plot out.png  # also plot throughput against concurrency
-    python -m engine.bench --model DIR --reference --levels 1,2,4,8 --frames 50   # a pocket-tts folder,
-        # beside Kyutai's own pocket-tts generating the same utterances one after another
+    python -m engine.bench --model DIR --reference --levels 1,2,4,8   # a pocket-tts folder, beside
+        # Kyutai's own pocket-tts speaking the same line one request after another; our streams
+        # then speak as many frames per utterance as its length guard gives the line
 
 Every figure comes from one run on one machine, so compare ratios, not absolutes.
 """
@@ -24,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from engine.audio import speechlike_wave
-from engine.config import DECODE_ATTENTIONS, PACKED_DTYPES, EngineConfig, SamplingParams
+from engine.config import DECODE_ATTENTIONS, PACKED_DTYPES, EngineConfig, SamplingParams, StreamConfig
 from engine.models import default_model_dir
 from engine.runtime.engine import Engine
 from engine.runtime.outputs import AudioChunk
@@ -92,8 +93,13 @@ def pocket_reference(model_dir: Path, wave, n: int, text: str, samples_per_frame
     samples, start = 0, time.perf_counter()
     for _ in tqdm(range(n), desc="reference, one at a time", file=sys.stderr):
         samples += len(model.generate_audio(state, text))
-    rate = samples / samples_per_frame / (time.perf_counter() - start)
-    return {"frames_per_s": round(rate, 1), "ttfa_ms": round(ttfa, 1), "first_chunk_samples": len(first)}
+    frames = samples / samples_per_frame
+    return {
+        "frames_per_s": round(frames / (time.perf_counter() - start), 1),
+        "frames_per_utterance": round(frames / n),  # its length guard for the line (no EOS here)
+        "ttfa_ms": round(ttfa, 1),
+        "first_chunk_samples": len(first),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -112,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--decode-attention", default="auto", choices=DECODE_ATTENTIONS, help="EngineConfig.decode_attention"
     )
+    ap.add_argument("--audio-threads", type=int, default=StreamConfig.audio_threads, help="StreamConfig.audio_threads")
     ap.add_argument("--repeats", type=int, default=3, help="frames-only sweeps to take the median of")
     ap.add_argument("--levels", help="concurrent streams to sweep, e.g. 1,2,4,8 (default 1-32)")
     ap.add_argument("--frames", type=int, help="frames per utterance in the sweeps (default 100)")
@@ -126,14 +133,25 @@ def main(argv: list[str] | None = None) -> dict:
     ref_seconds, frames, reps = (2.0, 8, 1) if args.quick else (10.0, 100, 7)
     levels = [1, 2, 4] if args.quick else [1, 2, 4, 8, 12, 16, 24, 32]
     levels = [int(n) for n in args.levels.split(",")] if args.levels else levels
-    frames = args.frames or frames
+    wave = speechlike_wave(ref_seconds)
+    reference = None
+    if args.reference:  # first, so that our sweeps can speak utterances of the same length
+        from engine.models.pocket_tts.config import load_config
+
+        mimi = load_config(model_dir).mimi
+        reference = pocket_reference(model_dir, wave, max(levels), LINE, round(mimi.sample_rate / mimi.frame_rate))
+    frames = args.frames or (reference["frames_per_utterance"] if reference else frames)
     engine = Engine(
         model_dir,
-        EngineConfig(num_threads=args.threads, packed_dtype=args.packed_dtype, decode_attention=args.decode_attention),
+        EngineConfig(
+            num_threads=args.threads,
+            packed_dtype=args.packed_dtype,
+            decode_attention=args.decode_attention,
+            stream=StreamConfig(audio_threads=args.audio_threads),
+        ),
     )
     log = sys.stderr
     try:
-        wave = speechlike_wave(ref_seconds)
         # One registration (with the trained codec it tunes the codec to the clip, seconds of
         # CPU); the other voices are the same clip under new ids: each is new to the prefix cache.
         first = engine.make_voice(wave, 24000, TRANSCRIPT, "bench-0")
@@ -162,10 +180,6 @@ def main(argv: list[str] | None = None) -> dict:
         stats = engine.stats()
     finally:
         engine.close()
-    reference = None
-    if args.reference:
-        reference = pocket_reference(model_dir, wave, max(levels), LINE, engine.codec.samples_per_frame)
-
     params = engine.num_params
     realtime = [n for n, r in sweep.items() if r["slowest_realtime_x"] >= 1.0]
     result = {
@@ -187,6 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": str(engine.device),
         "packed_dtype": args.packed_dtype,
         "decode_attention": args.decode_attention,
+        "audio_threads": engine.audio.num_threads if engine.audio else None,  # as resolved
     }
     result["warm_over_cold"] = round(result["ttfa_warm_ms"] / result["ttfa_cold_ms"], 3)
     if reference:

@@ -60,6 +60,11 @@ class StreamConfig:
     # Windows of all streams decoded together by one audio thread (engine.runtime.audio_worker);
     # 0: each consumer decodes its own on its own thread.
     audio_batch: int = 16
+    # CPU threads of that audio thread's codec calls; 0: by codec, as measured on 2 cores with
+    # the engine's decode steps on one of them (docs/benchmarks.md): the mel codec's small calls
+    # on one thread (16 streams: 840-929 audio frames/s, against 805-840 on two), Mimi's large
+    # convolutions on all (pocket-tts, 8 streams: 128-138 against 108-116 on one).
+    audio_threads: int = 0
     # Decode each frame from the expected latent of the LM's codebook distributions (at the
     # request's temperature) rather than from the drawn codes, where the codec can (the mel
     # codec): the LM still reads back the drawn codes. Fewer word errors (the model card).

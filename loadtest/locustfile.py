@@ -44,6 +44,7 @@ import grpc.experimental.gevent as grpc_gevent
 from gevent.queue import Queue
 from locust import User, between, tag, task
 
+from loadtest.scenario import DEMO_VOICES, RATE, SENTENCES, THINK_FAST_S, THINK_S, TOKEN_GAP_S, Playback, turn_text
 from service.fragments import llm_tokens
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
@@ -52,68 +53,17 @@ from service.tls import open_channel
 
 grpc_gevent.init_gevent()  # grpc's own threads must yield to gevent's loop
 
-RATE = 48000  # what Unity and Unreal mix at
 FAST = os.environ.get("NPC_LOADTEST_FAST") == "1"
 SAMPLES = os.environ.get("NPC_LOADTEST_SAMPLES")
-# The voices conversations, barks and barge-ins pick from: the demo voices, or a list the
-# scale-out sweep registered (more voices than replicas, so affinity can spread them).
-DEMO_VOICES = os.environ.get("NPC_LOADTEST_VOICES", "guard,merchant,sprite").split(",")
 CHURN_VOICES = [f"churn-{i:02d}" for i in range(int(os.environ.get("NPC_LOADTEST_CHURN_VOICES", "24")))]
 
-# Short first sentences, so the first utterance starts early (and its cut point is known).
-OPENERS = [
-    "Well met, traveler!",
-    "Listen closely, friend.",
-    "Hold on a moment.",
-    "Look over there!",
-    "Quiet now, they hear us.",
-    "Ah, you are back.",
-]
-SENTENCES = [
-    "The bridge to the north washed out in last night's storm.",
-    "If you need a blade, the smith by the well owes me a favor.",
-    "Bandits took the mill road, and nobody has come back since.",
-    "I can sell you three potions for 40 gold, no questions asked.",
-    "Do you really think the king will listen to the likes of us?",
-    "Stay close to the torches once the sun goes down.",
-    "My brother went into the mines two days ago and has not returned.",
-    "Bring me ten wolf pelts and the reward is yours.",
-]
-
-
-def turn_text() -> tuple[str, int]:
-    """A multi-sentence reply whose first sentence is short; returns it and the index of the
-    token after that sentence (sending it lets the server cut the first utterance)."""
-    opener = random.choice(OPENERS)
-    text = " ".join([opener] + random.sample(SENTENCES, random.randint(2, 3)))
-    return text, len(llm_tokens(opener))
-
-
 _user_numbers = itertools.count()
-
-
-class Playback:
-    """Real-time playback of one turn, to count underruns."""
-
-    def __init__(self):
-        self.end: float | None = None  # when the audio delivered so far finishes playing
-
-    def push(self, now: float, seconds: float) -> float:
-        """Add a chunk arriving at `now`; returns the gap in ms if playback ran dry, else 0."""
-        gap = 0.0
-        if self.end is None:
-            self.end = now
-        elif now > self.end:
-            gap = (now - self.end) * 1000
-            self.end = now
-        self.end += seconds
-        return gap
 
 
 class NpcVoiceUser(User):
     abstract = True
     host = "127.0.0.1:50051"
-    wait_time = between(0.2, 0.5) if FAST else between(1.0, 3.0)
+    wait_time = between(*THINK_FAST_S) if FAST else between(*THINK_S)
     scenario = "conversation"
 
     def on_start(self) -> None:
@@ -196,7 +146,7 @@ class NpcVoiceUser(User):
                 requests.put(pb.ConverseRequest(text=pb.TextFragment(text=token, turn_id=turn_id)))
                 if i == cut_index:
                     state["cut_at"] = time.perf_counter()
-                gevent.sleep(random.uniform(0.02, 0.05))
+                gevent.sleep(random.uniform(*TOKEN_GAP_S))
             state["cut_at"] = state["cut_at"] or time.perf_counter()
             requests.put(pb.ConverseRequest(flush=pb.Flush(turn_id=turn_id)))
 

@@ -49,22 +49,33 @@ def measure(
     seconds: float,
     out: Path,
     env: dict[str, str] | None = None,
+    driver: str = "locust",
+    server_pids: list[int] | None = None,
 ) -> dict:
     """One point of the conversation scenario against `address`; the prefix-cache and
-    preemption counts are summed over the servers `read_stats` reads (one, or a cluster's)."""
+    preemption counts are summed over the servers `read_stats` reads (one, or a cluster's).
+
+    `driver`: "locust" or "lean" (loadtest/driver.py). The lean driver reports its own CPU;
+    with `server_pids`, the servers' CPU over the point is measured too."""
 
     def totals() -> dict[str, int]:
         stats = read_stats()
         return {k: sum(getattr(s, k) for s in stats) for k in ("prefix_hits", "prefix_misses", "preemptions")}
 
-    before = totals()
-    run = run_locust(address, users, seconds, ["conversation"], out, env=env)
+    before, server_cpu = totals(), sum(process_cpu_s(pid) for pid in server_pids or [])
+    if driver == "lean":
+        samples, run_info = run_lean(address, users, seconds, out, env=env)
+    else:
+        run = run_locust(address, users, seconds, ["conversation"], out, env=env)
+        samples, run_info = run.samples, {}
+    server_cpu = sum(process_cpu_s(pid) for pid in server_pids or []) - server_cpu
     after = totals()
-    ttfa = [s["ms"] for s in run.samples if s["name"] == "ttfa"]
-    underruns = [s for s in run.samples if s["name"] == "underrun"]
-    active = {s["user"] for s in run.samples}
+    ttfa = [s["ms"] for s in samples if s["name"] == "ttfa"]
+    underruns = [s for s in samples if s["name"] == "underrun"]
+    active = {s["user"] for s in samples}
     dry = {s["user"] for s in underruns}
     hits, misses = after["prefix_hits"] - before["prefix_hits"], after["prefix_misses"] - before["prefix_misses"]
+    cores, wall = os.cpu_count() or 1, run_info.get("wall_s")
     return {
         "users": users,
         "turns": len(ttfa),
@@ -73,11 +84,43 @@ def measure(
         "underruns": len(underruns),
         "users_with_underruns": len(dry),
         "realtime_users": users - len(dry) if active else 0,
-        "stream_errors": sum(1 for s in run.samples if s["name"] == "stream"),
-        "utterances": sum(1 for s in run.samples if s["name"] == "utterance"),
+        "stream_errors": sum(1 for s in samples if s["name"] == "stream"),
+        "refused": sum(1 for s in samples if s["name"] == "refused"),
+        "utterances": sum(1 for s in samples if s["name"] == "utterance"),
         "cache_hit_ratio": hits / (hits + misses) if hits + misses else None,
         "preemptions": after["preemptions"] - before["preemptions"],
+        "driver": driver,
+        # Shares of the whole machine (all cores) over the point: what the load generator took
+        # from the server it measures, and what the server used.
+        "driver_cpu_share": run_info["cpu_s"] / (wall * cores) if wall else None,
+        "server_cpu_share": server_cpu / (wall * cores) if wall and server_pids else None,
     }
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process and its reaped children (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def run_lean(
+    address: str, users: int, seconds: float, out: Path, env: dict[str, str] | None = None, fast: bool = False
+) -> tuple[list[dict], dict]:
+    """loadtest/driver.py in its own process; returns its events and summary (wall and CPU seconds)."""
+    import subprocess
+    import sys
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "loadtest.driver", "--host", address, "--users", str(users)]
+    cmd += ["--seconds", str(seconds), "--out", str(out)] + (["--fast"] if fast else [])
+    done = subprocess.run(
+        cmd, cwd=ROOT, env=dict(os.environ, **(env or {})), capture_output=True, text=True, timeout=seconds + 120
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the lean driver failed: {done.stderr[-2000:]}")
+    samples_path = out.with_name(out.name + "_samples.jsonl")
+    samples = [json.loads(line) for line in samples_path.read_text().splitlines()]
+    return samples, json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def saturated(point: dict) -> bool:

@@ -43,6 +43,10 @@ _TOKENIZER_TEXT = (
     "Welcome back, hero. The village is safe again...",
 )
 _LEARNED_PIECES = 64
+# A benchmark needs realistic token counts instead: a text prefill of one token per character would overstate
+# the warm path several times over. `english_text` learns all n_bins pieces from this many sentences of general
+# English and game dialogue (~1.7 tokens per word, against the 64-piece table's ~4).
+_ENGLISH_SENTENCES = (20000, 5000)
 
 
 def reference() -> ModuleType:
@@ -62,18 +66,28 @@ def run_isolated(fn: Callable[..., T], *args: Any) -> T:
         return pool.apply(fn, args)
 
 
-def _write_tokenizer(kind: str, n_bins: int, out_dir: Path) -> Path:
+def english_text() -> list[str]:
+    """Sentences to learn a full-size tokenizer from: general English (the trainer's `BroadText`) and game lines."""
+    from engine.train.corpus import BroadText, lines
+
+    broad, game = _ENGLISH_SENTENCES
+    return [raw for raw, _ in BroadText().lines(broad, seed=1)] + [raw for raw, _ in lines(game, seed=1)]
+
+
+def write_tokenizer(kind: str, n_bins: int, out_dir: Path, text: list[str] | None = None) -> Path:
     """A unigram SentencePiece model with exactly n_bins ids; as tokenizer.json too when the config asks for one.
 
-    The JSON twin mirrors SentencePiece's defaults (whitespace stripped and collapsed, '▁' prepended, split on
-    whitespace), so both files give the same ids for ordinary text."""
+    Learned from `text` when given (every id a learned piece), else from a few sentences (64 learned pieces,
+    control symbols fill the rest). The JSON twin mirrors SentencePiece's defaults (whitespace stripped and
+    collapsed, '▁' prepended, split on whitespace), so both files give the same ids for ordinary text."""
     import sentencepiece as spm
 
     buf = io.BytesIO()
+    fill = [] if text else [f"<unused{i}>" for i in range(n_bins - _LEARNED_PIECES)]
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_TOKENIZER_TEXT), model_writer=buf, vocab_size=n_bins, model_type="unigram",
+        sentence_iterator=iter(text or _TOKENIZER_TEXT), model_writer=buf, vocab_size=n_bins, model_type="unigram",
         character_coverage=1.0, normalization_rule_name="identity", bos_id=-1, eos_id=-1, unk_id=0,
-        control_symbols=[f"<unused{i}>" for i in range(n_bins - _LEARNED_PIECES)], num_threads=1, minloglevel=2,
+        control_symbols=fill, num_threads=1, minloglevel=2,
     )  # fmt: skip
     if kind == "sentencepiece":
         path = out_dir / "tokenizer.model"
@@ -112,8 +126,9 @@ def _randomise_constants(model: torch.nn.Module, seed: int) -> None:
                 t.copy_(c * (1 + 0.1 * noise))  # keeps the sign: emb_std and norm gains stay positive
 
 
-def build_checkpoint(config_name: str, out_dir: Path, seed: int = 0) -> Path:
+def build_checkpoint(config_name: str, out_dir: Path, seed: int = 0, english_tokenizer: bool = False) -> Path:
     """Write a random-weight checkpoint folder for the shipped config `config_name`; returns its config.yaml.
+    `english_tokenizer`: learn the tokenizer from `english_text()` (for benchmarks) instead of a few sentences.
 
     Paths in the YAML are absolute: the package resolves local paths against the working directory."""
     import yaml  # pocket_tts imports PyYAML too, without declaring it
@@ -127,7 +142,8 @@ def build_checkpoint(config_name: str, out_dir: Path, seed: int = 0) -> Path:
     cfg.pop("weights_path", None)
     cfg.pop("weights_path_without_voice_cloning", None)
     lut = cfg["flow_lm"]["lookup_table"]
-    lut["tokenizer_path"] = str(_write_tokenizer(lut["tokenizer"], lut["n_bins"], out_dir))
+    text = english_text() if english_tokenizer else None
+    lut["tokenizer_path"] = str(write_tokenizer(lut["tokenizer"], lut["n_bins"], out_dir, text))
     config_path = out_dir / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
@@ -151,3 +167,17 @@ def random_voice(seconds: float = 1.0, seed: int = 0) -> torch.Tensor:
     """A [1, samples] 24 kHz voice prompt of seeded noise: steady loudness, so the prompt trimming keeps it all."""
     g = torch.Generator().manual_seed(seed)
     return 0.1 * torch.randn(1, int(seconds * SAMPLE_RATE), generator=g)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write a random-weight pocket-tts folder (for engine.bench --model).")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--config", default=DEFAULT_CONFIG, help="a config shipped in the package (default: english)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--test-tokenizer", action="store_true", help="the tests' 64-piece tokenizer (about one token per character)"
+    )
+    args = ap.parse_args()
+    print(build_checkpoint(args.config, args.out, args.seed, english_tokenizer=not args.test_tokenizer))

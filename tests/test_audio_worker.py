@@ -22,6 +22,7 @@ class Recording:
     def __init__(self, codec, fail_length: int | None = None):
         self.codec, self.fail_length = codec, fail_length
         self.calls: list[tuple[int, int]] = []  # (windows, frames) per call
+        self.threads: list[int] = []  # torch's CPU thread count in each call
         self.hold = threading.Event()
         self.holding = threading.Event()
 
@@ -33,6 +34,7 @@ class Recording:
             self.holding.set()
             self.hold.wait(10)
         self.calls.append((codes.shape[0], codes.shape[1]) + (() if adapter is None else (len(adapter),)))
+        self.threads.append(torch.get_num_threads())
         if codes.shape[1] == self.fail_length:
             raise RuntimeError("this window length fails")
         return self.codec.decode_batch(codes, adapter)
@@ -94,6 +96,25 @@ def test_windows_of_many_streams_batch_by_length_shortest_first_and_match_lone_d
     # 7 of 10 split into batches of at most 4, shortest first.
     assert codec.calls == [(1, 10), (2, 3), (2, 5), (4, 10), (3, 10)]
     assert (worker.batches, worker.windows) == (5, 12)
+
+
+def test_small_calls_decode_on_one_thread_and_large_ones_on_every_thread_given(mel_codec):
+    """A new stream's first window or two on one thread (time to first audio), the rest on the
+    worker's threads, whatever count other threads set meanwhile (torch's count is per thread,
+    and a thread's first call would otherwise take the last count anyone set)."""
+    codec = Recording(mel_codec)
+    before = torch.get_num_threads()
+    try:
+        worker = AudioWorker(codec, max_batch=4, num_threads=2)
+        torch.set_num_threads(3)  # another thread's count, set after the worker started
+        try:
+            decode_concurrently(worker, codec, windows(mel_codec, [10, 1, 10, 2]))
+        finally:
+            worker.close()
+    finally:
+        torch.set_num_threads(before)
+    assert codec.calls == [(1, 10), (1, 1), (1, 2), (1, 10)]
+    assert codec.threads == [2, 1, 1, 2]
 
 
 def test_windows_of_different_voices_decode_through_their_own_adapters(mel_codec):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 
 from loadtest.harness import SCENARIOS, run_locust
+from loadtest.report import run_lean
 from tests.support import ServerThread, make_engine
 
 
@@ -52,3 +53,41 @@ def test_security_cost_runs_the_same_load_plaintext_and_with_tls_and_keys(model_
     for run in ("plaintext", "tls_and_keys"):
         assert result[run]["failures"] == 0 and result[run]["utterances_per_min"] > 0, result
     assert result["ratio"]["utterances_per_min"] is not None
+
+
+def _drive(address: str, users: int, seconds: float, out) -> dict:
+    """The lean driver in its own process, as the capacity report runs it (its CPU is its own)."""
+    samples, summary = run_lean(address, users, seconds, out, fast=True)
+    return {**summary, "samples": samples}
+
+
+def test_lean_driver_holds_conversations_and_reports_its_own_cpu(model_dir, tmp_path):
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path / "voices")
+    try:
+        run = _drive(srv.address, 3, 8, tmp_path / "lean")
+    finally:
+        srv.stop()
+        eng.close()
+    names = [s["name"] for s in run["samples"]]
+    assert "stream" not in names, [s for s in run["samples"] if s["name"] == "stream"]
+    assert names.count("ttfa") >= 3 and names.count("utterance") >= 3, run["events"]
+    assert {s["user"] for s in run["samples"] if s["name"] == "ttfa"} == {0, 1, 2}
+    assert all(s["ms"] >= 0 and s["scenario"] == "conversation" for s in run["samples"])
+    assert 8 <= run["wall_s"] < 8 + 15 and 0 < run["cpu_s"] < run["wall_s"], run
+
+
+def test_lean_driver_counts_refusals_and_waits_the_servers_hint(model_dir, tmp_path):
+    """Two open streams allowed, four users: the others are refused with RESOURCE_EXHAUSTED, wait
+    the server's retry-after-ms, and get their turns later; a refusal is not a stream error."""
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path / "voices", max_sessions=2)
+    try:
+        run = _drive(srv.address, 4, 8, tmp_path / "lean")
+    finally:
+        srv.stop()
+        eng.close()
+    refused = [s for s in run["samples"] if s["name"] == "refused"]
+    assert refused and all(s["retry_after_ms"] > 0 and not s["failed"] for s in refused), run["events"]
+    assert "stream" not in run["events"], [s for s in run["samples"] if s["name"] == "stream"]
+    assert len({s["user"] for s in run["samples"] if s["name"] == "ttfa"}) >= 3, run["events"]

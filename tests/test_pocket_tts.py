@@ -22,7 +22,7 @@ from engine.models.pocket_tts.config import detect, load_config
 from engine.models.pocket_tts.generate import generate_chunk, max_frames, prefill_voice, scaled_noise
 from engine.models.pocket_tts.mimi import DecoderState
 from engine.models.pocket_tts.model import PocketTTS, load_model
-from engine.models.pocket_tts.text import chunk_text, normalize, split_sentences
+from engine.models.pocket_tts.text import Tokenizer, chunk_text, normalize, split_sentences
 from engine.models.pocket_tts.voice import trim_voice, voice_latents
 from engine.packed import can_pack, pack_for_cpu
 from engine.runtime.attention import PagedAttention
@@ -416,3 +416,27 @@ def test_other_shipped_configs_parse(tmp_path, name, kv_heads, z_dim, rank, flow
         dec_layers,
         voice_dim,
     )
+
+
+def test_the_benchmark_tokenizer_learns_every_id_and_counts_tokens_like_a_real_one(tmp_path):
+    """`python -m tests.pocket_reference DIR` (the folder engine.bench times) learns all 4,000 ids
+    from English text, so a line prefills about as many positions as a real checkpoint's tokenizer
+    would, not one per character; its tokenizer.json and SentencePiece twins agree."""
+    from engine.bench import LINE
+    from engine.models.pocket_tts.config import TextTableConfig
+
+    text = pr.english_text()
+    toks = {
+        kind: Tokenizer(TextTableConfig(1024, 4000, kind, pr.write_tokenizer(kind, 4000, tmp_path, text)))
+        for kind in ("tokenizers", "sentencepiece")
+    }
+    lines = [LINE, *TEXTS, "Halt! Who goes there?", "I can sell you three potions for 40 gold."]
+    for line in lines:
+        assert toks["tokenizers"].encode(line) == toks["sentencepiece"].encode(line), line
+    ids = toks["tokenizers"].encode(LINE)
+    assert len(ids) <= 1.6 * len(LINE.split()), ids  # 10 words: the tests' 64-piece table makes 43 tokens
+    tok = toks["tokenizers"]
+    words = sum(len(t.split()) for t in text[:2000])
+    pieces = sum(len(tok.encode(t)) for t in text[:2000])
+    assert pieces / words < 2  # 1.7 measured: more than a real 4,000-piece English table, if anything
+    assert len({i for t in text for i in tok.encode(t)}) > 3000  # learned pieces, not filler symbols

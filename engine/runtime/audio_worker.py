@@ -32,13 +32,15 @@ from engine.codecs.adapt import Adapter
 from engine.codecs.base import Codec, is_stateful
 
 log = logging.getLogger(__name__)
+SMALL_CALL_FRAMES = 2
 
 
 class AudioWorker:
-    def __init__(self, codec: Codec, max_batch: int = 16):
+    def __init__(self, codec: Codec, max_batch: int = 16, num_threads: int = 0):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.codec = codec
+        self.num_threads = num_threads  # torch CPU threads of this thread's large codec calls; 0: the default
         self.stateful = is_stateful(codec)
         self.max_batch = max_batch
         self.batches = 0  # codec calls made (a stats figure; one thread writes it)
@@ -104,6 +106,19 @@ class AudioWorker:
             if closed:
                 return
 
+    def _threads_for(self, frames: int) -> None:
+        """One thread for a call of a frame or two (a new stream's first chunk, where time to first
+        audio is decided): the engine's next step holds a core then, and a team that shares it
+        waits for it (pocket-tts warm TTFA 46 ms on one thread, 51-53 on two). Larger calls get
+        every thread they were given.
+
+        torch's count is per thread, but a thread's first call takes the last count any thread set
+        (the engine thread sets its own before each step): so read it (that initialises) and set."""
+        if self.num_threads:
+            want = 1 if frames <= SMALL_CALL_FRAMES else self.num_threads
+            if torch.get_num_threads() != want:
+                torch.set_num_threads(want)
+
     def _run(self, jobs: list[tuple[torch.Tensor, Adapter | None, Future]]) -> None:
         if self._fault:
             self._fault = False
@@ -117,6 +132,7 @@ class AudioWorker:
             group = groups[key]
             for i in range(0, len(group), self.max_batch):
                 part = group[i : i + self.max_batch]
+                self._threads_for(len(part) * key[0])
                 try:
                     waves = self._decode_batch(torch.stack([c for c, _, _ in part]), [a for _, a, _ in part])
                 except Exception as exc:  # fails only the windows of this call

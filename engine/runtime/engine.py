@@ -93,8 +93,12 @@ class Engine:
         self.model, self.codec, self.tokenizer = self.family.model, self.family.codec, self.family.tokenizer
         self.model_cfg = getattr(self.family, "cfg", None)  # the family's own config (tests, tools)
         self.num_params = self.family.num_params
-        batch = self.config.stream.audio_batch
-        self.audio = AudioWorker(self.codec, batch) if batch else None
+        batch, threads = self.config.stream.audio_batch, self.config.stream.audio_threads
+        if self.device.type != "cpu":
+            threads = 0  # (torch's CPU thread count means nothing to a GPU codec)
+        elif threads == 0:
+            threads = torch.get_num_threads() if is_stateful(self.codec) else 1
+        self.audio = AudioWorker(self.codec, batch, threads) if batch else None
         self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)
         attention = self.config.decode_attention
         if attention == "auto":
