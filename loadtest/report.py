@@ -129,6 +129,7 @@ def saturated(point: dict) -> bool:
         point["turns"] == 0
         or (p95 is not None and p95 > 10 * TTFA_LIMIT_MS)
         or point["users_with_underruns"] * 2 > point["users"]
+        or point.get("refused", 0) > point["turns"]  # admission turns most conversations away
     )
 
 
@@ -152,7 +153,7 @@ def plot(results: dict[str, list[dict]], out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
     for name, points in results.items():
         users = [p["users"] for p in points]
         (line,) = axes[0].plot(users, [p["ttfa_p95_ms"] for p in points], marker="o", label=f"{name} p95")
@@ -160,7 +161,12 @@ def plot(results: dict[str, list[dict]], out: Path) -> list[str]:
             users, [p["ttfa_p50_ms"] for p in points], marker=".", ls="--", color=line.get_color(), label=f"{name} p50"
         )
         axes[1].plot(users, [p["realtime_users"] for p in points], marker="o", label=name)
-        axes[2].plot(users, [p["cache_hit_ratio"] or 0 for p in points], marker="o", label=name)
+        (line,) = axes[2].plot(users, [p["underruns"] for p in points], marker="o", label=f"{name} underruns")
+        axes[2].plot(
+            users, [p.get("refused", 0) for p in points], marker="x", ls="--", color=line.get_color(),
+            label=f"{name} refused at admission",
+        )  # fmt: skip
+        axes[3].plot(users, [p["cache_hit_ratio"] or 0 for p in points], marker="o", label=name)
     top = max((p["users"] for ps in results.values() for p in ps), default=1)
     axes[0].axhline(TTFA_LIMIT_MS, color="grey", lw=0.8, ls=":")
     axes[0].set(
@@ -180,6 +186,13 @@ def plot(results: dict[str, list[dict]], out: Path) -> list[str]:
         xticks=[1, 2, 4, 8, 16, 32],
     )
     axes[2].set(
+        title="past capacity: refusals instead of underruns",
+        xlabel="concurrent users",
+        ylabel="events per point",
+        xscale="log",
+        xticks=[1, 2, 4, 8, 16, 32],
+    )
+    axes[3].set(
         title="prefix-cache hit ratio (KV blocks)",
         xlabel="concurrent users",
         ylim=(-0.05, 1.05),
@@ -201,7 +214,8 @@ def markdown(summary: dict, results: dict[str, list[dict]], pictures: list[str])
         "",
         f"Model: {summary['model']}. Machine: {summary['machine']}. Scenario: conversation (LLM-paced "
         f"tokens every 20-50 ms, 2-3 turns of 2-4 sentences, 1-3 s think time, 48 kHz PCM16). "
-        f"{summary['seconds_per_point']:.0f} s per point; Locust runs on the same machine as the server.",
+        f"{summary['seconds_per_point']:.0f} s per point. The load generator ({summary['driver']}) runs on "
+        "the same machine as the server; its share of the machine's CPU is in each row.",
         "",
         f"**max_realtime_users: {summary['max_realtime_users']}** (most users with no underrun and p95 "
         f"time to first audio under {TTFA_LIMIT_MS:.0f} ms); **p95_ttfa_ms_at_8: "
@@ -222,6 +236,9 @@ def markdown(summary: dict, results: dict[str, list[dict]], pictures: list[str])
         "realtime_users",
         "cache_hit_ratio",
         "stream_errors",
+        "refused",
+        "driver_cpu_share",
+        "server_cpu_share",
     ]
     for name, points in results.items():
         lines += [f"## {name}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -244,6 +261,12 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of: " + ", ".join(CONFIGS))
     ap.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results" / "report")
     ap.add_argument("--json", action="store_true", help="print the JSON summary")
+    ap.add_argument(
+        "--driver",
+        choices=("lean", "locust"),
+        default="lean",
+        help="load generator: the asyncio driver (default; its CPU share is reported) or Locust",
+    )
     args = ap.parse_args()
     levels = [1, 2, 4] if args.quick else [int(x) for x in args.levels.split(",")]
     seconds = 15.0 if args.quick else args.duration
@@ -259,7 +282,15 @@ def main() -> None:
             for users in levels:
                 bar.set_postfix_str(f"{name}, {users} users")
                 out = args.out / f"{name.replace(' ', '_')}_{users}"
-                point = measure(server.address, lambda: [server.stats()], users, seconds, out)
+                point = measure(
+                    server.address,
+                    lambda: [server.stats()],
+                    users,
+                    seconds,
+                    out,
+                    driver=args.driver,
+                    server_pids=[server.proc.pid],
+                )
                 results[name].append(point)
                 bar.update()
                 if saturated(point):
@@ -273,6 +304,7 @@ def main() -> None:
         "model": model,
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.python_version()}",
         "seconds_per_point": seconds,
+        "driver": args.driver,
         "points": results,
     }
     pictures = plot(results, args.out)
