@@ -123,13 +123,16 @@ class Conversation:
         cut_at: list[float] = []
 
         async def send() -> None:  # the LLM: a token every 20-50 ms, then Flush
-            for i, token in enumerate(llm_tokens(text)):
-                await call.write(pb.ConverseRequest(text=pb.TextFragment(text=token, turn_id=turn_id)))
-                if i == cut_index:
-                    cut_at.append(time.perf_counter())
-                await asyncio.sleep(random.uniform(*TOKEN_GAP_S))
-            cut_at.append(time.perf_counter())
-            await call.write(pb.ConverseRequest(flush=pb.Flush(turn_id=turn_id)))
+            try:
+                for i, token in enumerate(llm_tokens(text)):
+                    await call.write(pb.ConverseRequest(text=pb.TextFragment(text=token, turn_id=turn_id)))
+                    if i == cut_index:
+                        cut_at.append(time.perf_counter())
+                    await asyncio.sleep(random.uniform(*TOKEN_GAP_S))
+                cut_at.append(time.perf_counter())
+                await call.write(pb.ConverseRequest(flush=pb.Flush(turn_id=turn_id)))
+            except grpc.aio.AioRpcError:
+                pass  # the stream ended: the reader hears how
 
         sender = asyncio.create_task(send())
         playback, first, started, chunk = Playback(), None, {}, 0

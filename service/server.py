@@ -59,7 +59,9 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
 
     # ---- conversations ------------------------------------------------------------
     async def Converse(self, request_iterator, context):
-        self._open_session(context)
+        # The SessionConfig is read before the stream is counted or refused: a refusal sent before
+        # the client's first message went through reached some clients (grpc.aio) as a bare
+        # INTERNAL from their own failed send, instead of RESOURCE_EXHAUSTED with its retry hint.
         try:
             first = await asyncio.wait_for(anext(request_iterator), self.config.first_message_timeout_s)
         except StopAsyncIteration:
@@ -73,6 +75,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"the first message must be a SessionConfig, got {first.WhichOneof('kind')}",
             )
+        self._open_session(context)
         c = first.config
         settings = self._settings(
             c.voice_id,

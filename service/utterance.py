@@ -10,7 +10,6 @@ back-pressure. Memory per utterance therefore stays at a few chunks.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import re
 import threading
 import time
@@ -121,7 +120,8 @@ class Utterance:
         self._stream = engine.submit(voice, self.text, sampling, sample_rate, chunk_frames)
         self.started, self.submitted_at = True, time.perf_counter()
         self.utterance_id = self._stream.utterance_id
-        self._queue = asyncio.Queue(queue_size)
+        self._queue = asyncio.Queue()  # bounded by _slots, which the drain thread can wait on
+        self._slots = threading.Semaphore(queue_size)
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._drain, args=(loop, float32), name=f"utt-{self.utterance_id}", daemon=True).start()
 
@@ -143,6 +143,7 @@ class Utterance:
             event = await self._queue.get()
             if event is None or self.cancelled:
                 return
+            self._slots.release()
             if isinstance(event, Finished):
                 self.voice_cached = event.cached_frames > 0
                 for mark in tracker.finish(event.audio_seconds * 1000):
@@ -170,21 +171,17 @@ class Utterance:
             self._stream.cancel()  # a no-op once finished; frees engine work if we stopped early
 
     def _put(self, loop: asyncio.AbstractEventLoop, event) -> bool:
-        put = self._queue.put(event)
-        try:
-            fut = asyncio.run_coroutine_threadsafe(put, loop)
-        except RuntimeError:  # the event loop is closed (the server has stopped): nobody reads
-            put.close()
+        """Hand `event` to the reader without waiting for the event loop to take it: a free slot
+        (at most `queue_size` unread events: backpressure on a slow reader), then a callback on
+        the loop. Waiting for each put to run on the loop cost a round trip per chunk. False:
+        stop draining (cancelled, or the loop is gone)."""
+        while not self._slots.acquire(timeout=0.2):
+            if self._stop.is_set():
+                return False
+        if self._stop.is_set():
             return False
-        while not self._stop.is_set():
-            try:
-                fut.result(timeout=0.2)
-                return True
-            except concurrent.futures.TimeoutError:  # not the builtin before Python 3.11
-                continue
-            except Exception:  # the loop is gone (server shutting down)
-                break
-        fut.cancel()
-        if not loop.is_running():  # a loop that stopped before running it: nothing else will close it
-            put.close()
-        return False
+        try:
+            loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the event loop is closed (the server has stopped): nobody reads
+            return False
+        return True

@@ -645,12 +645,14 @@ def test_a_converse_stream_with_a_bad_message_mid_way_ends_with_invalid_argument
 def test_an_utterance_whose_event_loop_has_closed_stops_quietly():
     """A worker thread still draining when the server's loop closes must end, not raise."""
     import asyncio
+    import threading
 
     from service.utterance import Utterance
 
     utt = Utterance("", 0, "Hi.", "Hi.")
     loop = asyncio.new_event_loop()
-    utt._queue = loop.run_until_complete(asyncio.sleep(0, result=asyncio.Queue(2)))
+    utt._queue = loop.run_until_complete(asyncio.sleep(0, result=asyncio.Queue()))
+    utt._slots = threading.Semaphore(2)
     loop.close()
     assert utt._put(loop, "an event") is False
 

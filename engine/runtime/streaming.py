@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import lru_cache
 
 import torch
-import torchaudio.functional as AF
+import torchaudio.transforms as AT
 
 from engine.codecs.base import Codec, is_stateful
 from engine.config import StreamConfig
@@ -82,6 +83,13 @@ class StatefulDecoder:
         return torch.zeros(0)
 
 
+@lru_cache(maxsize=32)
+def _resampler(orig: int, new: int, width: int) -> AT.Resample:
+    """One sinc kernel per rate pair, shared by every stream (`functional.resample` built it
+    again for each chunk: a third of the resampling time under load)."""
+    return AT.Resample(orig, new, lowpass_filter_width=width)
+
+
 class StreamingResampler:
     def __init__(self, orig: int, new: int, lowpass_filter_width: int = 6):
         self.orig, self.new = orig, new
@@ -95,7 +103,7 @@ class StreamingResampler:
         self.buf = torch.zeros(self.ctx)  # left context starts as silence, like offline padding
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
-        return AF.resample(x, self.orig, self.new, lowpass_filter_width=self.width)
+        return _resampler(self.orig, self.new, self.width)(x)
 
     def push(self, x: torch.Tensor) -> torch.Tensor:
         if self.orig == self.new:
