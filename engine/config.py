@@ -46,6 +46,12 @@ class SchedulerConfig:
     # what it has sent yields its slot to them (earliest deadline first); with nothing
     # waiting, streams run ahead freely, so one-shot rendering stays fast.
     max_lead_s: float = 3.0
+    # Pacing (0: off, every stream runs ahead as fast as it can). On: a step runs only when some
+    # stream has less than this many seconds of audio ahead of real-time playback, and then takes
+    # every stream with less than twice that. Streams then share steps instead of racing through
+    # theirs at batch 1-2, which costs the engine thread several times more per frame; `serve`
+    # turns it on (--pace-s), benchmarks of raw speed leave it off.
+    pace_lead_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,10 @@ class EngineConfig:
     # scheduler.max_running <= 2 (an engine sized for one or two streams, say one
     # player's NPCs), shared_prefix otherwise.
     decode_attention: DecodeAttention = "auto"
+    # Time constant of the engine and audio threads' busy fractions (EngineStats.engine_busy,
+    # audio_busy; the service admits new streams by them): long enough that one long prefill
+    # does not read as overload, short enough to see a surge within seconds.
+    busy_window_s: float = 5.0
 
     def __post_init__(self) -> None:
         # Checked here, not where the weights are packed, so a bad value fails on CUDA too.

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -261,6 +262,7 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of: " + ", ".join(CONFIGS))
     ap.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results" / "report")
     ap.add_argument("--json", action="store_true", help="print the JSON summary")
+    ap.add_argument("--server-args", default="", help='extra `serve` arguments, e.g. "--max-load 0.9"')
     ap.add_argument(
         "--driver",
         choices=("lean", "locust"),
@@ -277,7 +279,8 @@ def main() -> None:
     bar = tqdm(total=len(levels) * len(configs), desc="load test", unit="point")
     for name in configs:
         results[name] = []
-        with ServerProcess(CONFIGS[name], log_path=args.out / f"server_{name.replace(' ', '_')}.log") as server:
+        log = args.out / f"server_{name.replace(' ', '_')}.log"
+        with ServerProcess(CONFIGS[name] + shlex.split(args.server_args), log_path=log) as server:
             model = server.stub.GetCapabilities(pb.GetCapabilitiesRequest()).model
             for users in levels:
                 bar.set_postfix_str(f"{name}, {users} users")
@@ -305,6 +308,7 @@ def main() -> None:
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.python_version()}",
         "seconds_per_point": seconds,
         "driver": args.driver,
+        "server_args": args.server_args,
         "points": results,
     }
     pictures = plot(results, args.out)

@@ -28,6 +28,10 @@ from service.logs import setup as log_setup
 from service.routing import voice_route
 from service.tls import open_channel, server_tls
 
+# Served streams play in real time, so `serve` paces them (SchedulerConfig.pace_lead_s): they then
+# share engine steps rather than each racing ahead at batch 1-2.
+SERVE_PACE_S = 1.0
+
 
 def serve(args: argparse.Namespace) -> None:
     from engine import Engine
@@ -51,7 +55,7 @@ def serve(args: argparse.Namespace) -> None:
         model_dir,
         EngineConfig(
             cache=CacheConfig(memory_budget_mb=args.kv_cache_mb, prefix_cache=not args.no_prefix_cache),
-            scheduler=SchedulerConfig(max_running=args.max_batch),
+            scheduler=SchedulerConfig(max_running=args.max_batch, pace_lead_s=args.pace_s),
             adapt=AdaptConfig(steps=args.voice_adapt_steps),
             packed_dtype=args.packed_dtype,
             decode_attention=args.decode_attention,
@@ -73,6 +77,7 @@ def serve(args: argparse.Namespace) -> None:
         voice_store=args.voices,
         lexicon_path=Path(args.lexicon) if args.lexicon else None,
         max_sessions=args.max_sessions,
+        max_load=args.max_load,
         demo_voices=not args.no_demo_voices,
         metrics_port=args.metrics_port,
     )
@@ -233,6 +238,20 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=svc.max_sessions,
         help="open Converse + Synthesize streams; more get RESOURCE_EXHAUSTED",
+    )
+    s.add_argument(
+        "--max-load",
+        type=float,
+        default=svc.max_load,
+        help="refuse new streams (RESOURCE_EXHAUSTED, retry in 2 s) while the engine or audio thread is "
+        "busier than this share of the time, e.g. 0.9; 0: by count only",
+    )
+    s.add_argument(
+        "--pace-s",
+        type=float,
+        default=SERVE_PACE_S,
+        help="generate a stream only while it has less than this many seconds of audio ahead of playback "
+        "(then up to twice that), so streams share engine steps; 0: as fast as possible",
     )
     s.add_argument("--no-demo-voices", action="store_true")
     s.add_argument(

@@ -36,6 +36,8 @@ class _Live:
             "registrations_pending": ("voice registrations waiting or running", v["registrations"]),
             "voices_loaded": ("voices this replica can speak", v["voices"]),
             "voice_store_down": ("1 while the shared voice store cannot be reached", v["store_down"]),
+            "engine_busy": ("share of time the engine thread works (smoothed; admission reads it)", v["engine_busy"]),
+            "audio_busy": ("share of time the audio thread decodes (smoothed; admission reads it)", v["audio_busy"]),
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(f"{NS}_{name}", doc, value=value)

@@ -207,6 +207,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             "registrations": self.voices.pending,
             "voices": len(self.voices.list()),
             "store_down": int(self.voices.store_down),
+            "engine_busy": st.engine_busy,
+            "audio_busy": st.audio_busy,
             "hits": st.prefix_hits,
             "misses": st.prefix_misses,
             "evictions": st.prefix_evictions,
@@ -348,12 +350,30 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                 f"the server is at its limit of {self.config.max_sessions} open streams",
                 1.0,
             )
+        self._refuse_past_headroom()
         self.sessions += 1
 
         def release(_) -> None:
             self.sessions -= 1
 
         context.add_done_callback(release)
+
+    def _refuse_past_headroom(self) -> None:
+        """RESOURCE_EXHAUSTED while the engine or audio thread is busier than max_load: streams
+        admitted earlier must keep real time, so a new one waits rather than slow them all.
+        With no stream open there is nothing to protect, and the load is left from before."""
+        limit = self.config.max_load
+        if not limit or self.sessions == 0:
+            return
+        st = self.engine.stats()
+        stage, busy = max(("engine", st.engine_busy), ("audio", st.audio_busy), key=lambda x: x[1])
+        if busy > limit:
+            raise StreamError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server is at capacity: its {stage} thread is {busy:.0%} busy (limit {limit:.0%}) "
+                f"with {self.sessions} open streams",
+                2.0,
+            )
 
     async def _voice_pb(self, voice: LoadedVoice) -> pb.Voice:
         i = voice.info

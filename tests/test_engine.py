@@ -412,3 +412,30 @@ def test_end_of_speech_waits_for_the_minimum_length(tmp_path, voice):
             len(eng.submit(voice, "Yes!", SamplingParams(seed=s, temperature=1.5)).wait_frames()) for s in range(8)
         ]
     assert all(2 * n <= k <= 3 * n + eng.model_cfg.generation.min_frames_guard for k in lengths), lengths
+
+
+def test_paced_scheduling_steps_only_when_a_stream_runs_low_and_then_takes_all_that_will_soon():
+    """SchedulerConfig.pace_lead_s: no decode while every stream has >= pace seconds ahead; once
+    one runs low, every stream under twice that rides along, and those further ahead wait."""
+    from engine.config import SchedulerConfig
+    from engine.runtime.block_manager import BlockManager
+    from engine.runtime.scheduler import Scheduler
+    from engine.runtime.sequence import Sequence
+
+    blocks = BlockManager(64, 16, lambda src, dst: None, caching=False)
+    sched = Scheduler(SchedulerConfig(pace_lead_s=1.0), blocks)
+    seqs = [Sequence(torch.zeros(4, 2, dtype=torch.long), 0, b"v", SamplingParams(), 50, i) for i in range(3)]
+    for s in seqs:
+        sched.add(s)
+    first = sched.schedule(lambda s: True)  # admission: prompts prefill whatever the lead
+    assert {s.seq_id for s, _, _ in first.prefill} == {s.seq_id for s in seqs}
+    for s in seqs:
+        s.num_computed = len(s) - 1  # each now decodes one frame per step
+    leads = {seqs[0].seq_id: 1.5, seqs[1].seq_id: 2.5, seqs[2].seq_id: 1.2}
+    lead = lambda s: leads[s.seq_id]
+    assert not sched.schedule(lambda s: True, lead)  # all have >= 1 s ahead: nothing to do
+    leads[seqs[2].seq_id] = 0.9  # one runs low
+    assert {s.seq_id for s in sched.schedule(lambda s: True, lead).decode} == {seqs[0].seq_id, seqs[2].seq_id}
+    unpaced = Scheduler(SchedulerConfig(pace_lead_s=0.0), blocks)
+    unpaced.running, leads[seqs[2].seq_id] = list(seqs), 1.2
+    assert len(unpaced.schedule(lambda s: True, lead).decode) == 3  # off: every stream, every step

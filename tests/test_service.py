@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -13,7 +14,9 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from engine import Engine
 from engine.audio import speechlike_wave
+from engine.config import CacheConfig, EngineConfig
 from engine.models.speech_lm.toy import make_toy_model
 from service.audio_input import encode_wav
 from service.fragments import llm_tokens
@@ -502,6 +505,56 @@ def test_session_limit_gives_resource_exhausted_with_retry_hint(model_dir, tmp_p
     finally:
         srv.stop()
         eng.close()
+
+
+def test_past_the_measured_headroom_new_streams_are_refused_and_admitted_again_once_it_returns(model_dir, tmp_path):
+    """Admission by load, not count: while one stream keeps the engine thread busy, a second is
+    refused with RESOURCE_EXHAUSTED naming the busy stage and a retry hint; once that stream is
+    done and the engine idles, the same request is admitted."""
+    # (a short busy window: the toy model speaks a long line in well under a second)
+    eng = Engine(model_dir, EngineConfig(cache=CacheConfig(block_size=16, num_blocks=512), busy_window_s=0.5))
+    srv = ServerThread(eng, tmp_path, max_load=0.3)
+    try:
+        holder = Session(srv.stub, cfg())
+        holder.until("started")
+        holder.send(text("Hold the gate until dawn, and do not open it for anyone who comes up the road. " * 12))
+        holder.send(pb.ConverseRequest(flush=pb.Flush()))
+        deadline = time.monotonic() + 20
+        while eng.stats().engine_busy <= 0.6 and time.monotonic() < deadline:
+            holder.next()
+        assert eng.stats().engine_busy > 0.6, eng.stats()  # (then 0.35 s of idling to fall below 0.3)
+        err = status_of(lambda: list(srv.stub.Converse(iter([cfg(), text("Hi.")]))))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "at capacity" in err.details(), err.details()
+        assert int(dict(err.trailing_metadata())["retry-after-ms"]) == 2000
+        holder.send(pb.ConverseRequest(close=pb.Close()))
+        holder.end()
+        while holder.next() is not None:
+            pass
+        # (with no stream open there is nothing to protect: admitted whatever the load reads)
+        ok = list(srv.stub.Converse(iter([cfg(), text("Now there is room."), pb.ConverseRequest(close=pb.Close())])))
+        assert "audio" in kinds(ok)
+    finally:
+        srv.stop()
+        eng.close()
+
+
+def test_busy_meter_rises_with_work_and_decays_while_idle():
+    from engine.runtime.busy import BusyMeter
+
+    meter = BusyMeter(tau_s=0.2)
+    for _ in range(20):
+        start = time.monotonic()
+        while time.monotonic() - start < 0.02:
+            pass
+        meter.record(time.monotonic() - start)  # all of the time since the last record
+    assert meter.read() > 0.8
+    for _ in range(20):
+        time.sleep(0.02)
+        meter.record(0.0)
+    assert meter.read() < 0.2
+    meter.record(0.0)
+    time.sleep(0.3)
+    assert meter.read() < 0.2 * math.exp(-1)  # no record while waiting: read decays anyway
 
 
 def test_registrations_beyond_the_queue_get_resource_exhausted(model_dir, tmp_path):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from concurrent.futures import Future
 
@@ -30,13 +31,14 @@ import torch
 
 from engine.codecs.adapt import Adapter
 from engine.codecs.base import Codec, is_stateful
+from engine.runtime.busy import BusyMeter
 
 log = logging.getLogger(__name__)
 SMALL_CALL_FRAMES = 2
 
 
 class AudioWorker:
-    def __init__(self, codec: Codec, max_batch: int = 16, num_threads: int = 0):
+    def __init__(self, codec: Codec, max_batch: int = 16, num_threads: int = 0, busy_window_s: float = 5.0):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.codec = codec
@@ -45,6 +47,7 @@ class AudioWorker:
         self.max_batch = max_batch
         self.batches = 0  # codec calls made (a stats figure; one thread writes it)
         self.windows = 0  # windows decoded
+        self.busy = BusyMeter(busy_window_s)
         self._jobs: list[tuple[torch.Tensor, Adapter | None, Future]] = []
         self._cv = threading.Condition()
         self._closed = False
@@ -96,6 +99,7 @@ class AudioWorker:
                 self._cv.wait_for(lambda: self._jobs or self._closed)
                 jobs, self._jobs = self._jobs, []
                 closed = self._closed
+            start = time.monotonic()
             try:
                 self._run(jobs)  # windows queued before close() are still decoded
             except Exception as exc:  # a bug here fails the windows it held, never the thread
@@ -103,6 +107,7 @@ class AudioWorker:
                 for _, _, fut in jobs:
                     if not fut.done():
                         fut.set_exception(exc)
+            self.busy.record(time.monotonic() - start)
             if closed:
                 return
 

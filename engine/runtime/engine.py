@@ -31,6 +31,7 @@ from engine.config import EngineConfig, SamplingParams
 from engine.packed import can_pack, native_bf16
 from engine.runtime.audio_worker import AudioWorker
 from engine.runtime.block_manager import BlockManager
+from engine.runtime.busy import BusyMeter
 from engine.runtime.family import ModelFamily, Step
 from engine.runtime.model_runner import ModelRunner
 from engine.runtime.outputs import (
@@ -98,7 +99,7 @@ class Engine:
             threads = 0  # (torch's CPU thread count means nothing to a GPU codec)
         elif threads == 0:
             threads = torch.get_num_threads() if is_stateful(self.codec) else 1
-        self.audio = AudioWorker(self.codec, batch, threads) if batch else None
+        self.audio = AudioWorker(self.codec, batch, threads, self.config.busy_window_s) if batch else None
         self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)
         attention = self.config.decode_attention
         if attention == "auto":
@@ -128,6 +129,8 @@ class Engine:
         self._prefill_threads = (self.config.num_threads or torch.get_num_threads()) if cpu else None
         self._decode_threads = (self.config.num_threads or 1) if cpu else None
         self.counters = dict(prefill_frames=0, decode_frames=0, steps=0)
+        # The engine thread's share of wall time spent scheduling and stepping.
+        self.busy = BusyMeter(self.config.busy_window_s)
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self._thread.start()
 
@@ -293,6 +296,8 @@ class Engine:
             s.preemptions,
             len(self.pins),
             self.pins.num_blocks,
+            self.busy.read(),
+            self.audio.busy.read() if self.audio else 0.0,
         )
 
     def close(self) -> None:
@@ -428,13 +433,15 @@ class Engine:
                 for seq in list(self.scheduler.running) + list(self.scheduler.waiting):
                     self._finish(seq, FinishReason.SHUTDOWN, "engine closed")
                 return
+            started = time.monotonic()
             try:
                 self._trip("schedule")
-                batch = self.scheduler.schedule(self._ready, self._lead_at(time.monotonic()))
+                batch = self.scheduler.schedule(self._ready, self._lead_at(started))
             except Exception as exc:
                 self._contain(exc, "a scheduling pass", list(self.scheduler.running) + list(self.scheduler.waiting))
                 continue
             if not batch:
+                self.busy.record(time.monotonic() - started)
                 with self._cv:
                     if not self._commands and not self._stop:
                         self._cv.wait(timeout=0.05)
@@ -452,6 +459,7 @@ class Engine:
                     except Exception as exc:  # after the forward (the forward itself is guarded below)
                         live = [s for s, _, _ in items if s.seq_id in self._outboxes or s.seq_id in self._on_prefilled]
                         self._contain(exc, "a step", live)
+            self.busy.record(time.monotonic() - started)
 
     @torch.inference_mode()
     def _run(self, items: list[tuple[Sequence, int, int]]) -> None:

@@ -74,6 +74,9 @@ class EngineStats:
     preemptions: int
     pinned_voices: int
     pinned_blocks: int
+    # Busy fractions of the two serial stages, smoothed over seconds (engine.runtime.busy).
+    engine_busy: float = 0.0
+    audio_busy: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,14 @@ class Scheduler:
         idle = [s for s in self.running if s.seq_id in parked]
         return max(idle, key=lead) if idle else self.running[-1]
 
+    def _paced(self, decodable: list[Sequence], lead: Callable[[Sequence], float]) -> list[Sequence]:
+        """No decode step until a stream runs low on audio ahead; then every stream that will
+        want frames soon rides along (hysteresis between pace and twice pace)."""
+        low = self.cfg.pace_lead_s
+        if not any(lead(s) < low for s in decodable):
+            return []
+        return [s for s in decodable if lead(s) < 2 * low]
+
     def schedule(self, ready: Callable[[Sequence], bool], lead: Callable[[Sequence], float] = lambda s: 0.0) -> Batch:
         """`ready(seq)` is False while a sequence's reader is too far behind; `lead(seq)` is
         how many seconds of its audio are ahead of real-time playback (-inf before any)."""
@@ -82,6 +90,8 @@ class Scheduler:
             for s in self.running
             if s.status is Status.RUNNING and len(s) - s.num_computed == 1 and s.seq_id not in parked
         ]
+        if self.cfg.pace_lead_s > 0:
+            decodable = self._paced(decodable, lead)
         for seq in sorted(decodable, key=lead)[: self.cfg.max_running]:
             if seq.status is not Status.RUNNING:  # preempted for an earlier one's block
                 continue
