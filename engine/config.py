@@ -49,8 +49,9 @@ class SchedulerConfig:
     # Pacing (0: off, every stream runs ahead as fast as it can). On: a step runs only when some
     # stream has less than this many seconds of audio ahead of real-time playback, and then takes
     # every stream with less than twice that. Streams then share steps instead of racing through
-    # theirs at batch 1-2, which costs the engine thread several times more per frame; `serve`
-    # turns it on (--pace-s), benchmarks of raw speed leave it off.
+    # theirs at batch 1-2, which costs the engine thread several times more per frame. It also
+    # holds one-shot rendering (Synthesize) to real time, so it is off unless asked for
+    # (serve --pace-s).
     pace_lead_s: float = 0.0
 
 
@@ -71,6 +72,10 @@ class StreamConfig:
     # on one thread (16 streams: 840-929 audio frames/s, against 805-840 on two), Mimi's large
     # convolutions on all (pocket-tts, 8 streams: 128-138 against 108-116 on one).
     audio_threads: int = 0
+    # Decode in a child process rather than a thread (engine.runtime.audio_process), where the
+    # codec keeps no per-stream state and runs on CPU: the process has its own interpreter
+    # lock, so the engine thread's small ops and the codec's stop waiting for each other.
+    audio_process: bool = False
     # Decode each frame from the expected latent of the LM's codebook distributions (at the
     # request's temperature) rather than from the drawn codes, where the codec can (the mel
     # codec): the LM still reads back the drawn codes. Fewer word errors (the model card).

@@ -12,7 +12,8 @@ a capacity figure can say how much of the machine the driver took.
 Writes <out>_samples.jsonl in the Locust users' format (events ttfa, utterance, underrun,
 stream), plus `refused`: a conversation the server turned away with RESOURCE_EXHAUSTED at
 its start; the user waits the server's `retry-after-ms` hint and tries again. Prints one
-JSON line: users, wall and CPU seconds, and event counts.
+JSON line: users, wall and CPU seconds, and event counts. Users start spread over the first
+3 s (--ramp-s; 0 starts them together).
 """
 
 from __future__ import annotations
@@ -79,13 +80,17 @@ def _retry_after_s(exc: grpc.aio.AioRpcError, default: float = 1.0) -> float:
 class Conversation:
     """One user: conversations of 2-3 turns with think time between, until the deadline."""
 
-    def __init__(self, index: int, stub: pb_grpc.NpcVoiceStub, samples: Samples, deadline: float, think):
+    def __init__(
+        self, index: int, stub: pb_grpc.NpcVoiceStub, samples: Samples, deadline: float, think, start_s: float = 0.0
+    ):
         self.index, self.stub, self.samples, self.deadline, self.think = index, stub, samples, deadline, think
+        self.start_s = start_s  # when this user walks up to its first NPC, from the start of the run
 
     def fire(self, name: str, ms: float, error: str | None = None, **detail) -> None:
         self.samples.fire(self.index, name, ms, error, **detail)
 
     async def run(self) -> None:
+        await asyncio.sleep(self.start_s)
         while time.monotonic() < self.deadline:
             voice = random.choice(DEMO_VOICES)
             try:
@@ -171,9 +176,11 @@ async def _status_error(call) -> grpc.aio.AioRpcError:
 
 
 async def drive(
-    host: str, users: int, seconds: float, fast: bool = False, seed: int | None = None
+    host: str, users: int, seconds: float, fast: bool = False, seed: int | None = None, ramp_s: float | None = None
 ) -> tuple[Samples, dict]:
-    """Run `users` conversations against `host` for `seconds`; returns the events and a summary."""
+    """Run `users` conversations against `host` for `seconds`; returns the events and a summary.
+    Users start at random moments within the first `ramp_s` seconds (0: all at once; None: the
+    longest think time)."""
     random.seed(seed)
     samples = Samples()
     channels = [grpc.aio.insecure_channel(host) for _ in range(users)]  # one connection per game client
@@ -184,8 +191,10 @@ async def drive(
         cpu0, wall0 = cpu_seconds(), time.monotonic()
         deadline = wall0 + seconds
         think = THINK_FAST_S if fast else THINK_S
+        ramp_s = think[1] if ramp_s is None else ramp_s
         tasks = [
-            asyncio.create_task(Conversation(i, stub, samples, deadline, think).run()) for i, stub in enumerate(stubs)
+            asyncio.create_task(Conversation(i, stub, samples, deadline, think, random.uniform(0, ramp_s)).run())
+            for i, stub in enumerate(stubs)
         ]
         done, pending = await asyncio.wait(tasks, timeout=seconds + GRACE_S + 5)
         for task in pending:
@@ -209,8 +218,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, required=True, help="writes <out>_samples.jsonl")
     ap.add_argument("--fast", action="store_true", help="short think times (tests)")
     ap.add_argument("--seed", type=int)
+    ap.add_argument(
+        "--ramp-s",
+        type=float,
+        help="users start at random moments within this many seconds (default: the longest think time, 3 s, "
+        "as players walk up to NPCs at independent moments); 0: all at the same instant, a scripted scene "
+        "where every prefill and first chunk collide",
+    )
     args = ap.parse_args(argv)
-    samples, summary = asyncio.run(drive(args.host, args.users, args.seconds, args.fast, args.seed))
+    samples, summary = asyncio.run(drive(args.host, args.users, args.seconds, args.fast, args.seed, args.ramp_s))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     path = args.out.with_name(args.out.name + "_samples.jsonl")
     path.write_text("".join(json.dumps(row) + "\n" for row in samples.rows))

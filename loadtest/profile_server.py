@@ -1,6 +1,6 @@
 """Where the server's CPU goes under load: py-spy on a real server while the lean driver talks to it.
 
-    python -m loadtest.profile_server --users 8,16 --seconds 30 --svg-dir docs   # flame graphs + table
+    python -m loadtest.profile_server --users 8,16 --seconds 30 --out docs/profile   # flame graphs + table
     python -m loadtest.profile_server --users 16 --json
 
 For each user count: start a server, run loadtest/driver.py against it, and sample the
@@ -8,7 +8,9 @@ server with two py-spy processes at once (--nonblocking, so the server is never 
 one writes a flame graph SVG, the other raw stacks that are sorted here into parts of the
 pipeline. Core-seconds are samples / rate over the busy Python threads; the server's own CPU
 from /proc is printed beside them, and the difference is native threads py-spy does not see
-(gRPC's C core, OpenMP workers).
+(gRPC's C core, OpenMP workers). A third samples only the thread holding the GIL: where one
+part's GIL seconds come near its core-seconds, that part runs Python (or waits for it) more
+than it computes, and every part's GIL seconds together can never pass one core.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,7 +32,7 @@ from loadtest.report import process_cpu_s, run_lean
 PARTS = [
     ("LM forward", ("model_runner.py",)),
     ("sampling and stop rule", ("family.py", "sampler.py", "/flow_head.py")),
-    ("codec and vocoder", ("audio_worker.py",)),
+    ("codec and vocoder", ("audio_worker.py", "audio_process.py")),
     ("resampling, crossfade, PCM", ("streaming.py", "outputs.py", "resample")),
     ("engine loop and scheduler", ("runtime/engine.py", "scheduler.py", "block_manager.py")),
     ("service: segmenting, turns, events", ("service/",)),
@@ -55,25 +58,27 @@ def breakdown(raw: Path, rate: int) -> dict[str, float]:
 
 
 def profile(users: int, seconds: float, out_dir: Path, rate: int, server_args: list[str]) -> dict:
-    spy = shutil.which("py-spy")
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         raise SystemExit("py-spy is not installed (it comes with the `bench` extra)")
     out_dir.mkdir(parents=True, exist_ok=True)
     svg, raw = out_dir / f"profile_{users}_users.svg", out_dir / f"profile_{users}_users.txt"
+    gil = out_dir / f"profile_{users}_users_gil.txt"
     with ServerProcess(server_args, log_path=out_dir / f"profile_{users}_server.log") as server:
         run_lean(server.address, users, 10, out_dir / f"warmup_{users}")  # voices warm, allocator settled
         pid = server.proc.pid
-        common = ["record", "--pid", str(pid), "--rate", str(rate), "--nonblocking", "--duration", str(int(seconds))]
+        common = ["record", "--pid", str(pid), "--subprocesses", "--rate", str(rate), "--nonblocking"]
+        common += ["--duration", str(int(seconds))]
         spies = [
-            subprocess.Popen([spy, *common, "--format", fmt, "-o", str(path)], stdout=subprocess.DEVNULL)
-            for fmt, path in (("flamegraph", svg), ("raw", raw))
+            subprocess.Popen([spy, *common, *extra, "--format", fmt, "-o", str(path)], stdout=subprocess.DEVNULL)
+            for fmt, path, extra in (("flamegraph", svg, []), ("raw", raw, []), ("raw", gil, ["--gil"]))
         ]
         cpu0, wall0 = process_cpu_s(pid), time.monotonic()
         samples, driver = run_lean(server.address, users, seconds, out_dir / f"profile_{users}")
         server_cpu, wall = process_cpu_s(pid) - cpu0, time.monotonic() - wall0
         for p in spies:
             p.wait(timeout=seconds + 60)
-    parts = breakdown(raw, rate)
+    parts, gil_parts = breakdown(raw, rate), breakdown(gil, rate)
     cores = os.cpu_count() or 1
     return {
         "users": users,
@@ -83,6 +88,8 @@ def profile(users: int, seconds: float, out_dir: Path, rate: int, server_args: l
         "driver_core_s": driver["cpu_s"],
         "machine_core_s": round(wall * cores, 1),
         "parts_core_s": {k: round(v, 2) for k, v in parts.items()},
+        "parts_gil_s": {k: round(gil_parts.get(k, 0.0), 2) for k in parts},
+        "gil_s": round(sum(gil_parts.values()), 1),
         "underruns": sum(1 for s in samples if s["name"] == "underrun"),
         "turns": sum(1 for s in samples if s["name"] == "ttfa"),
         "flame_graph": str(svg),
@@ -91,16 +98,17 @@ def profile(users: int, seconds: float, out_dir: Path, rate: int, server_args: l
 
 def table(results: list[dict]) -> str:
     parts = list(dict.fromkeys(k for r in results for k in r["parts_core_s"]))
-    head = "| part | " + " | ".join(f"{r['users']} users: core-s (share)" for r in results) + " |"
+    head = "| part | " + " | ".join(f"{r['users']} users: core-s (share) / GIL-s" for r in results) + " |"
     lines = [head, "|---|" + "---|" * len(results)]
     for part in parts:
         cells = []
         for r in results:
-            v = r["parts_core_s"].get(part, 0.0)
-            cells.append(f"{v:.1f} ({v / r['python_core_s']:.0%})")
+            v, g = r["parts_core_s"].get(part, 0.0), r["parts_gil_s"].get(part, 0.0)
+            cells.append(f"{v:.1f} ({v / r['python_core_s']:.0%}) / {g:.1f}")
         lines.append(f"| {part} | " + " | ".join(cells) + " |")
     for label, key in (
         ("Python threads seen by py-spy", "python_core_s"),
+        ("GIL held", "gil_s"),
         ("server process (/proc)", "server_core_s"),
         ("lean driver", "driver_core_s"),
         ("machine (wall x cores)", "machine_core_s"),

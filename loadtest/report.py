@@ -52,12 +52,14 @@ def measure(
     env: dict[str, str] | None = None,
     driver: str = "locust",
     server_pids: list[int] | None = None,
+    ramp_s: float | None = None,
 ) -> dict:
     """One point of the conversation scenario against `address`; the prefix-cache and
     preemption counts are summed over the servers `read_stats` reads (one, or a cluster's).
 
     `driver`: "locust" or "lean" (loadtest/driver.py). The lean driver reports its own CPU;
-    with `server_pids`, the servers' CPU over the point is measured too."""
+    with `server_pids`, the servers' CPU over the point is measured too; `ramp_s`: its users
+    start within this many seconds (Locust starts them all at once)."""
 
     def totals() -> dict[str, int]:
         stats = read_stats()
@@ -65,7 +67,7 @@ def measure(
 
     before, server_cpu = totals(), sum(process_cpu_s(pid) for pid in server_pids or [])
     if driver == "lean":
-        samples, run_info = run_lean(address, users, seconds, out, env=env)
+        samples, run_info = run_lean(address, users, seconds, out, env=env, ramp_s=ramp_s)
     else:
         run = run_locust(address, users, seconds, ["conversation"], out, env=env)
         samples, run_info = run.samples, {}
@@ -99,21 +101,35 @@ def measure(
 
 
 def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a running process and its reaped children (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a running process, its reaped children and its live ones
+    (the server's audio process) (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # (a child that just ended)
+        return 0.0
+    own = sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return own + sum(process_cpu_s(int(c)) for c in children)
 
 
 def run_lean(
-    address: str, users: int, seconds: float, out: Path, env: dict[str, str] | None = None, fast: bool = False
+    address: str,
+    users: int,
+    seconds: float,
+    out: Path,
+    env: dict[str, str] | None = None,
+    fast: bool = False,
+    ramp_s: float | None = None,
 ) -> tuple[list[dict], dict]:
-    """loadtest/driver.py in its own process; returns its events and summary (wall and CPU seconds)."""
+    """loadtest/driver.py in its own process; returns its events and summary (wall and CPU seconds).
+    `ramp_s`: users start within this many seconds (None: the driver's default)."""
     import subprocess
     import sys
 
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "loadtest.driver", "--host", address, "--users", str(users)]
     cmd += ["--seconds", str(seconds), "--out", str(out)] + (["--fast"] if fast else [])
+    cmd += [] if ramp_s is None else ["--ramp-s", str(ramp_s)]
     done = subprocess.run(
         cmd, cwd=ROOT, env=dict(os.environ, **(env or {})), capture_output=True, text=True, timeout=seconds + 120
     )
@@ -269,6 +285,12 @@ def main() -> None:
         default="lean",
         help="load generator: the asyncio driver (default; its CPU share is reported) or Locust",
     )
+    ap.add_argument(
+        "--ramp-s",
+        type=float,
+        default=None,
+        help="lean driver: users start within this many seconds (default 3; 0: all at the same instant)",
+    )
     args = ap.parse_args()
     levels = [1, 2, 4] if args.quick else [int(x) for x in args.levels.split(",")]
     seconds = 15.0 if args.quick else args.duration
@@ -293,6 +315,7 @@ def main() -> None:
                     out,
                     driver=args.driver,
                     server_pids=[server.proc.pid],
+                    ramp_s=args.ramp_s,
                 )
                 results[name].append(point)
                 bar.update()
@@ -308,6 +331,7 @@ def main() -> None:
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.python_version()}",
         "seconds_per_point": seconds,
         "driver": args.driver,
+        "ramp_s": args.ramp_s,
         "server_args": args.server_args,
         "points": results,
     }

@@ -19,7 +19,15 @@ from pathlib import Path
 import grpc
 
 from engine.audio import from_pcm16
-from engine.config import DECODE_ATTENTIONS, PACKED_DTYPES, AdaptConfig, CacheConfig, EngineConfig, SchedulerConfig
+from engine.config import (
+    DECODE_ATTENTIONS,
+    PACKED_DTYPES,
+    AdaptConfig,
+    CacheConfig,
+    EngineConfig,
+    SchedulerConfig,
+    StreamConfig,
+)
 from service.auth import Keys, add_key
 from service.config import ServiceConfig
 from service.gen import npc_voice_pb2 as pb
@@ -28,9 +36,8 @@ from service.logs import setup as log_setup
 from service.routing import voice_route
 from service.tls import open_channel, server_tls
 
-# Served streams play in real time, so `serve` paces them (SchedulerConfig.pace_lead_s): they then
-# share engine steps rather than each racing ahead at batch 1-2.
-SERVE_PACE_S = 1.0
+# The engine thread and the codec stop waiting for each other's GIL (engine.runtime.audio_process).
+SERVE_AUDIO_PROCESS = True
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -57,6 +64,7 @@ def serve(args: argparse.Namespace) -> None:
             cache=CacheConfig(memory_budget_mb=args.kv_cache_mb, prefix_cache=not args.no_prefix_cache),
             scheduler=SchedulerConfig(max_running=args.max_batch, pace_lead_s=args.pace_s),
             adapt=AdaptConfig(steps=args.voice_adapt_steps),
+            stream=StreamConfig(first_chunk_ms=args.first_chunk_ms, audio_process=args.audio_process),
             packed_dtype=args.packed_dtype,
             decode_attention=args.decode_attention,
         ),
@@ -249,9 +257,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--pace-s",
         type=float,
-        default=SERVE_PACE_S,
+        default=SchedulerConfig.pace_lead_s,
         help="generate a stream only while it has less than this many seconds of audio ahead of playback "
-        "(then up to twice that), so streams share engine steps; 0: as fast as possible",
+        "(then up to twice that), so streams share engine steps; it slows Synthesize and any client that "
+        "does not play in real time to real time; 0: as fast as possible",
+    )
+    s.add_argument(
+        "--first-chunk-ms",
+        type=float,
+        default=StreamConfig.first_chunk_ms,
+        help="audio in an utterance's first chunk: less comes sooner, more leaves playback a larger "
+        "cushion while the next chunk is made",
+    )
+    s.add_argument(
+        "--audio-process",
+        action=argparse.BooleanOptionalAction,
+        default=SERVE_AUDIO_PROCESS,
+        help="decode audio in a child process with its own interpreter lock (codecs without per-stream "
+        "state, on CPU); --no-audio-process: on a thread of the server",
     )
     s.add_argument("--no-demo-voices", action="store_true")
     s.add_argument(

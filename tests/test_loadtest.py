@@ -94,3 +94,31 @@ def test_lean_driver_counts_refusals_and_waits_the_servers_hint(model_dir, tmp_p
         times = [s["t"] for s in refused if s["user"] == user]
         assert all(b - a >= 0.95 for a, b in zip(times, times[1:])), times
     assert len({s["user"] for s in run["samples"] if s["name"] == "ttfa"}) >= 2, run["events"]
+
+
+def test_profile_sorts_raw_stacks_into_pipeline_parts_by_the_most_specific_match(tmp_path):
+    from loadtest.profile_server import breakdown, table
+
+    raw = tmp_path / "raw.txt"  # py-spy --format raw: frames joined by ';', then the sample count
+    raw.write_text(
+        "_loop (engine/runtime/engine.py:440);_run (engine/runtime/engine.py:470);"
+        "forward (engine/runtime/model_runner.py:120) 300\n"
+        "_loop (engine/runtime/engine.py:440);schedule (engine/runtime/scheduler.py:90) 50\n"
+        "_loop (engine/runtime/audio_worker.py:100);decode_batch (engine/codecs/mel.py:245) 200\n"
+        "run (service/utterance.py:80);push (engine/runtime/streaming.py:120) 100\n"
+        "_run_once (asyncio/base_events.py:1900) 20\n"
+        "<module> (somewhere.py:1) 30\n"
+    )
+    parts = breakdown(raw, rate=100)
+    assert parts == {
+        "LM forward": 3.0,
+        "codec and vocoder": 2.0,
+        "resampling, crossfade, PCM": 1.0,
+        "engine loop and scheduler": 0.5,
+        "other Python": 0.3,
+        "gRPC and asyncio": 0.2,
+    }
+    result = {"users": 8, "parts_core_s": parts, "parts_gil_s": {"LM forward": 1.5}, "python_core_s": 7.0}
+    result |= {"gil_s": 1.5, "server_core_s": 9.0, "driver_core_s": 0.4, "machine_core_s": 20.0}
+    lines = table([result]).splitlines()
+    assert "| LM forward | 3.0 (43%) / 1.5 |" in lines and "| GIL held | 1.5 |" in lines, lines

@@ -29,6 +29,7 @@ import torch
 from engine.codecs.base import is_stateful
 from engine.config import EngineConfig, SamplingParams
 from engine.packed import can_pack, native_bf16
+from engine.runtime.audio_process import AudioProcess
 from engine.runtime.audio_worker import AudioWorker
 from engine.runtime.block_manager import BlockManager
 from engine.runtime.busy import BusyMeter
@@ -99,7 +100,12 @@ class Engine:
             threads = 0  # (torch's CPU thread count means nothing to a GPU codec)
         elif threads == 0:
             threads = torch.get_num_threads() if is_stateful(self.codec) else 1
-        self.audio = AudioWorker(self.codec, batch, threads, self.config.busy_window_s) if batch else None
+        factory = getattr(self.family, "codec_factory", None)
+        self.audio: AudioWorker | AudioProcess | None = None
+        if batch and self.config.stream.audio_process and factory and self.device.type == "cpu":
+            self.audio = AudioProcess(self.codec, factory, batch, self.config.busy_window_s)
+        elif batch:
+            self.audio = AudioWorker(self.codec, batch, threads, self.config.busy_window_s)
         self.runner = ModelRunner(self.model, self.config.cache, self.device, self.dtype)
         attention = self.config.decode_attention
         if attention == "auto":

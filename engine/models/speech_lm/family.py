@@ -9,6 +9,7 @@ token (never before the last text unit) or at the length guard.
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -45,7 +46,10 @@ class SpeechLMFamily:
         self.model.fuse_for_inference()
         if packed is not None:
             pack_for_cpu(self.model, packed[0], int8_linears=packed[1])
-        self.codec = make_codec(cfg.codec, cfg.frame_rate, model_dir, packed=packed[0] if packed else None)
+        # How to build this codec again in another process (engine.runtime.audio_process).
+        codec_packed = packed[0] if packed else None
+        self.codec_factory = partial(make_codec, cfg.codec, cfg.frame_rate, model_dir, packed=codec_packed)
+        self.codec = self.codec_factory()
         self.tokenizer = make_tokenizer(cfg.tokenizer, cfg.text_vocab)
         self.pointer = TextPointer(cfg, self.model.max_vocab, device)
         # Decode each frame from the expectation its codes were drawn from, where the codec can.
