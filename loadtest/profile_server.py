@@ -40,6 +40,12 @@ PARTS = [
 ]
 
 
+# Leaf frames of a thread that is blocked, not working. py-spy --nonblocking cannot always tell
+# (it counted a drain thread's Condition.wait and the event loop's epoll as active), so these
+# samples are dropped here; /proc's CPU figure beside the table is the check.
+WAITING = ("Condition.wait (", "EpollSelector.select (", "Connection._recv (", "Event.wait (")
+
+
 def part_of(stack: str) -> str:
     for name, needles in PARTS:
         if any(n in stack for n in needles):
@@ -52,7 +58,7 @@ def breakdown(raw: Path, rate: int) -> dict[str, float]:
     seconds: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if stack:
+        if stack and not stack.rpartition(";")[2].startswith(WAITING):
             seconds[part_of(stack)] += int(count) / rate
     return dict(seconds.most_common())
 

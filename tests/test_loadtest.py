@@ -107,6 +107,7 @@ def test_profile_sorts_raw_stacks_into_pipeline_parts_by_the_most_specific_match
         "_loop (engine/runtime/audio_worker.py:100);decode_batch (engine/codecs/mel.py:245) 200\n"
         "run (service/utterance.py:80);push (engine/runtime/streaming.py:120) 100\n"
         "_run_once (asyncio/base_events.py:1900) 20\n"
+        "run (service/utterance.py:80);take (engine/runtime/outputs.py:170);Condition.wait (threading.py:331) 500\n"
         "<module> (somewhere.py:1) 30\n"
     )
     parts = breakdown(raw, rate=100)
