@@ -10,7 +10,7 @@ same batching (one call per window length and voice adapter, every window queued
 Only for codecs without per-stream state (the mel codec, the test model's parametric codec):
 a stateful codec's streams keep their state in this process, so its windows stay on the thread.
 
-Windows go over a pipe as numpy arrays (a chunk is a few frames in and ~30 kB out); a voice's
+Windows go over a socket pair as numpy arrays (a chunk is a few frames in and ~30 kB out); a voice's
 adapter (~30 k numbers) goes once and is kept there under a key until it falls out of a small
 LRU. If the process dies, the windows it held fail (their streams end with an error, as a
 codec bug would end them) and later windows are decoded on their callers' threads.
@@ -217,6 +217,11 @@ class AudioProcess:
 
 
 if __name__ == "__main__":  # the child: AudioProcess starts it with its end of a socket pair
+    import signal
+
+    # Ctrl+C in a terminal reaches the whole process group: the server drains and closes this
+    # process itself, which must keep decoding until then.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(sys.argv[1]))
     factory, batch = conn.recv()
     try:
