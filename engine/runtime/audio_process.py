@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from engine.codecs.base import Codec
+from engine.runtime.audio_worker import codec_calls
 from engine.runtime.busy import BusyMeter
 
 log = logging.getLogger(__name__)
@@ -66,22 +67,17 @@ def _child(conn, make_codec: Callable[[], Codec], max_batch: int) -> None:
                 fault = True
             else:
                 jobs.append(msg[1:])  # (job id, window, adapter key or None)
-        groups: dict[tuple[int, int], list] = defaultdict(list)
-        for job in jobs:
-            groups[len(job[1]), -1 if job[2] is None else job[2]].append(job)
-        for (_, key), group in sorted(groups.items()):
-            for i in range(0, len(group), max_batch):
-                part = group[i : i + max_batch]
-                ids = [jid for jid, _, _ in part]
-                try:
-                    if fault:
-                        fault = False
-                        raise RuntimeError("injected fault in the audio process")
-                    windows = torch.from_numpy(np.stack([w for _, w, _ in part]))
-                    waves = codec.decode_batch(windows, None if key == -1 else adapters[key])
-                    conn.send(("done", ids, [w.numpy() for w in waves], len(part)))
-                except Exception as exc:  # fails only the windows of this call
-                    conn.send(("failed", ids, f"{type(exc).__name__}: {exc}", 0))
+        for part in codec_calls(jobs, lambda j: (len(j[1]), -1 if j[2] is None else j[2]), max_batch):
+            ids, key = [jid for jid, _, _ in part], part[0][2]
+            try:
+                if fault:
+                    fault = False
+                    raise RuntimeError("injected fault in the audio process")
+                windows = torch.from_numpy(np.stack([w for _, w, _ in part]))
+                waves = codec.decode_batch(windows, None if key is None else adapters[key])
+                conn.send(("done", ids, [w.numpy() for w in waves], len(part)))
+            except Exception as exc:  # fails only the windows of this call
+                conn.send(("failed", ids, f"{type(exc).__name__}: {exc}", 0))
         conn.send(("busy", time.monotonic() - start))
         if closing:
             return

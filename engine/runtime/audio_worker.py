@@ -25,7 +25,9 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from typing import TypeVar
 
 import torch
 
@@ -35,6 +37,20 @@ from engine.runtime.busy import BusyMeter
 
 log = logging.getLogger(__name__)
 SMALL_CALL_FRAMES = 2
+T = TypeVar("T")
+
+
+def codec_calls(jobs: list[T], key: Callable[[T], tuple[int, int]], max_batch: int) -> Iterator[list[T]]:
+    """The codec calls that decode `jobs`: one per `key` (window length, voice adapter: the codec
+    holds one adapter at a time and batches only equal lengths), shortest windows first, at most
+    `max_batch` windows each. Shared by the audio thread and the audio process."""
+    groups: dict[tuple[int, int], list[T]] = defaultdict(list)
+    for job in jobs:
+        groups[key(job)].append(job)
+    for k in sorted(groups):
+        group = groups[k]
+        for i in range(0, len(group), max_batch):
+            yield group[i : i + max_batch]
 
 
 class AudioWorker:
@@ -128,23 +144,16 @@ class AudioWorker:
         if self._fault:
             self._fault = False
             raise RuntimeError("injected fault in the audio worker")
-        # One call per window length and voice adapter: one adapter is in the codec at a time.
-        groups: dict[tuple[int, int], list[tuple[torch.Tensor, Adapter | None, Future]]] = defaultdict(list)
         # (A stateful codec's "adapter" is a stream's state: any streams batch together.)
-        for codes, adapter, fut in jobs:
-            groups[len(codes), 0 if self.stateful else id(adapter)].append((codes, adapter, fut))
-        for key in sorted(groups):
-            group = groups[key]
-            for i in range(0, len(group), self.max_batch):
-                part = group[i : i + self.max_batch]
-                self._threads_for(len(part) * key[0])
-                try:
-                    waves = self._decode_batch(torch.stack([c for c, _, _ in part]), [a for _, a, _ in part])
-                except Exception as exc:  # fails only the windows of this call
-                    for _, _, fut in part:
-                        fut.set_exception(exc)
-                    continue
-                self.batches += 1
-                self.windows += len(part)
-                for (_, _, fut), wave in zip(part, waves):
-                    fut.set_result(wave)
+        for part in codec_calls(jobs, lambda j: (len(j[0]), 0 if self.stateful else id(j[1])), self.max_batch):
+            self._threads_for(len(part) * len(part[0][0]))
+            try:
+                waves = self._decode_batch(torch.stack([c for c, _, _ in part]), [a for _, a, _ in part])
+            except Exception as exc:  # fails only the windows of this call
+                for _, _, fut in part:
+                    fut.set_exception(exc)
+                continue
+            self.batches += 1
+            self.windows += len(part)
+            for (_, _, fut), wave in zip(part, waves):
+                fut.set_result(wave)
