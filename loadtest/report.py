@@ -186,36 +186,12 @@ def plot(results: dict[str, list[dict]], out: Path) -> list[str]:
         axes[3].plot(users, [p["cache_hit_ratio"] or 0 for p in points], marker="o", label=name)
     top = max((p["users"] for ps in results.values() for p in ps), default=1)
     axes[0].axhline(TTFA_LIMIT_MS, color="grey", lw=0.8, ls=":")
-    axes[0].set(
-        title="time to first audio per turn",
-        xlabel="concurrent users",
-        ylabel="ms",
-        yscale="log",
-        xscale="log",
-        xticks=[1, 2, 4, 8, 16, 32],
-    )
+    users_axis = dict(xlabel="concurrent users", xscale="log", xticks=[1, 2, 4, 8, 16, 32])
+    axes[0].set(title="time to first audio per turn", ylabel="ms", yscale="log", **users_axis)
     axes[1].plot([1, top], [1, top], color="grey", lw=0.8, ls=":", label="all users")
-    axes[1].set(
-        title="users holding real time (no underrun)",
-        xlabel="concurrent users",
-        ylabel="users",
-        xscale="log",
-        xticks=[1, 2, 4, 8, 16, 32],
-    )
-    axes[2].set(
-        title="past capacity: refusals instead of underruns",
-        xlabel="concurrent users",
-        ylabel="events per point",
-        xscale="log",
-        xticks=[1, 2, 4, 8, 16, 32],
-    )
-    axes[3].set(
-        title="prefix-cache hit ratio (KV blocks)",
-        xlabel="concurrent users",
-        ylim=(-0.05, 1.05),
-        xscale="log",
-        xticks=[1, 2, 4, 8, 16, 32],
-    )
+    axes[1].set(title="users holding real time (no underrun)", ylabel="users", **users_axis)
+    axes[2].set(title="underruns, and streams refused at admission", ylabel="events per point", **users_axis)
+    axes[3].set(title="prefix-cache hit ratio (KV blocks)", ylim=(-0.05, 1.05), **users_axis)
     for ax in axes:
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.grid(alpha=0.3)

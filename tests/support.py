@@ -36,6 +36,27 @@ def speech_like(seconds: float, sr: int = 24000) -> torch.Tensor:
     )
 
 
+def concurrently(fn, n: int, timeout: float = 60.0) -> list:
+    """fn(0) ... fn(n - 1), each on its own thread at once, as concurrent clients would call;
+    their results in order (an exception one raised stands in its place)."""
+    import threading
+
+    out: list = [None] * n
+
+    def run(i: int) -> None:
+        try:
+            out[i] = fn(i)
+        except Exception as exc:
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return out
+
+
 def make_engine(model_dir, num_blocks: int | None = 512, prefix_cache: bool = True, **sched) -> Engine:
     cfg = EngineConfig(
         cache=CacheConfig(block_size=16, num_blocks=num_blocks, prefix_cache=prefix_cache),

@@ -4,7 +4,6 @@ held, and later windows still get audio."""
 
 from __future__ import annotations
 
-import threading
 import time
 from functools import partial
 
@@ -18,6 +17,7 @@ from engine.models import SHIPPED_MODEL_DIR
 from engine.packed import can_pack
 from engine.runtime.audio_process import AudioProcess
 from engine.runtime.outputs import AudioChunk
+from tests.support import concurrently
 
 
 @pytest.fixture(scope="module")
@@ -37,24 +37,6 @@ def adapter_like(codec, scale: float) -> dict[str, torch.Tensor]:
     return {k: v * scale + 0.01 for k, v in codec._base.items()}
 
 
-def decode_all(worker: AudioProcess, jobs: list[tuple[torch.Tensor, dict | None]]) -> list:
-    """Every job from its own thread at once, as streams send them; results in job order."""
-    out: list = [None] * len(jobs)
-
-    def run(i: int) -> None:
-        try:
-            out[i] = worker.decode(*jobs[i])
-        except Exception as exc:  # a failed window is a result here
-            out[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return out
-
-
 def test_windows_of_many_streams_and_voices_decode_to_the_same_bits_as_here(mel):
     codec = mel.codec
     gen = torch.Generator().manual_seed(0)
@@ -63,7 +45,7 @@ def test_windows_of_many_streams_and_voices_decode_to_the_same_bits_as_here(mel)
         (torch.randn(n, codec.latent_dim, generator=gen), voices[i % 3]) for i, n in enumerate([5, 5, 5, 8, 5, 8, 3])
     ]
     batches = mel.batches
-    got = decode_all(mel, jobs)
+    got = concurrently(lambda i: mel.decode(*jobs[i]), len(jobs))  # as streams send them
     for (window, adapter), wave in zip(jobs, got):
         assert torch.equal(wave, codec.decode_batch(window[None], adapter)[0])
     assert mel.windows >= len(jobs) and mel.batches > batches

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -22,7 +21,7 @@ from engine.runtime.outputs import (
     FrameEvent,
     TimingMark,
 )
-from tests.support import TINY, make_engine, speech_like, wait_idle
+from tests.support import TINY, concurrently, make_engine, speech_like, wait_idle
 
 TEXT = "Over here! The bridge is out, take the ford."
 
@@ -33,17 +32,7 @@ def fixed(seed: int, frames: int = 24, **kw) -> SamplingParams:
 
 def run_all(streams) -> list[torch.Tensor]:
     """Read every stream from its own thread, as concurrent clients would."""
-    out = [None] * len(streams)
-
-    def read(i):
-        out[i] = streams[i].wait_frames()
-
-    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(streams))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return out
+    return concurrently(lambda i: streams[i].wait_frames(), len(streams))
 
 
 def test_same_seed_same_frames_with_prefix_miss_hit_alone_and_batched(model_dir, voice):
@@ -175,17 +164,11 @@ def test_the_shared_audio_thread_gives_each_stream_what_its_own_decoding_would(m
         )
         with Engine(model_dir, cfg) as eng:
             streams = [eng.submit(voice, f"Line {i}, at once.", fixed(seed=i, frames=30 + 7 * i)) for i in range(6)]
-            out = [None] * len(streams)
 
-            def read(i):
-                out[i] = torch.from_numpy(np.concatenate([e.samples for e in streams[i] if isinstance(e, AudioChunk)]))
+            def read(i: int) -> torch.Tensor:
+                return torch.from_numpy(np.concatenate([e.samples for e in streams[i] if isinstance(e, AudioChunk)]))
 
-            threads = [threading.Thread(target=read, args=(i,)) for i in range(len(streams))]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(60)
-            return out, (eng.audio.windows if eng.audio else 0)
+            return concurrently(read, len(streams)), (eng.audio.windows if eng.audio else 0)
 
     shared, windows = speak(16)
     own, none = speak(0)

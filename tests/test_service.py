@@ -483,6 +483,16 @@ def test_a_models_reference_limit_is_announced_and_checked_before_any_work(tmp_p
             srv.stop()
 
 
+def close_then_admitted(srv: ServerThread, holder: Session) -> None:
+    """`holder` closes its conversation and reads it to the end; a new one is then admitted and speaks."""
+    holder.send(pb.ConverseRequest(close=pb.Close()))
+    holder.end()
+    while holder.next() is not None:
+        pass
+    ok = list(srv.stub.Converse(iter([cfg(), text("Now there is room."), pb.ConverseRequest(close=pb.Close())])))
+    assert "audio" in kinds(ok)
+
+
 def test_session_limit_gives_resource_exhausted_with_retry_hint(model_dir, tmp_path):
     eng = make_engine(model_dir)
     srv = ServerThread(eng, tmp_path, max_sessions=1)
@@ -496,12 +506,7 @@ def test_session_limit_gives_resource_exhausted_with_retry_hint(model_dir, tmp_p
         status = status_pb2.Status.FromString(md["grpc-status-details-bin"])
         info = error_details_pb2.RetryInfo()
         assert status.details[0].Unpack(info) and info.retry_delay.seconds + info.retry_delay.nanos > 0
-        holder.send(pb.ConverseRequest(close=pb.Close()))
-        holder.end()
-        while holder.next() is not None:
-            pass
-        ok = list(srv.stub.Converse(iter([cfg(), text("Now there is room."), pb.ConverseRequest(close=pb.Close())])))
-        assert "audio" in kinds(ok)
+        close_then_admitted(srv, holder)
     finally:
         srv.stop()
         eng.close()
@@ -526,13 +531,8 @@ def test_past_the_measured_headroom_new_streams_are_refused_and_admitted_again_o
         err = status_of(lambda: list(srv.stub.Converse(iter([cfg(), text("Hi.")]))))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "at capacity" in err.details(), err.details()
         assert int(dict(err.trailing_metadata())["retry-after-ms"]) == 2000
-        holder.send(pb.ConverseRequest(close=pb.Close()))
-        holder.end()
-        while holder.next() is not None:
-            pass
         # (with no stream open there is nothing to protect: admitted whatever the load reads)
-        ok = list(srv.stub.Converse(iter([cfg(), text("Now there is room."), pb.ConverseRequest(close=pb.Close())])))
-        assert "audio" in kinds(ok)
+        close_then_admitted(srv, holder)
     finally:
         srv.stop()
         eng.close()
