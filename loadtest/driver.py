@@ -113,7 +113,8 @@ class Conversation:
             for t in range(turns):
                 if time.monotonic() > self.deadline and t:
                     break
-                await self.turn(call, f"t{t}")
+                playback = await self.turn(call, f"t{t}")
+                await asyncio.sleep(playback.remaining(time.perf_counter()))
                 if t < turns - 1:
                     await asyncio.sleep(random.uniform(*self.think))
             await call.write(pb.ConverseRequest(close=pb.Close()))
@@ -123,7 +124,8 @@ class Conversation:
         finally:
             call.cancel()
 
-    async def turn(self, call, turn_id: str) -> None:
+    async def turn(self, call, turn_id: str) -> Playback:
+        """Speak one turn; returns its playback, whose audio may still be playing."""
         text, cut_index = turn_text()
         cut_at: list[float] = []
 
@@ -162,7 +164,7 @@ class Conversation:
                 elif kind == "utterance_done":
                     self.fire("utterance", (now - started.get(resp.utterance_done.utterance_id, now)) * 1000)
                 elif kind == "flush_done" and resp.flush_done.turn_id == turn_id:
-                    return
+                    return playback
         finally:
             sender.cancel()
 

@@ -115,7 +115,8 @@ class NpcVoiceUser(User):
         try:
             next(responses)  # SessionStarted
             for t in range(turns):
-                self.turn(requests, responses, f"t{t}", barge_in, cancelled)
+                playback = self.turn(requests, responses, f"t{t}", barge_in, cancelled)
+                gevent.sleep(playback.remaining(time.perf_counter()))
                 if t < turns - 1:
                     gevent.sleep(self.wait_time())
             requests.put(pb.ConverseRequest(close=pb.Close()))
@@ -134,7 +135,9 @@ class NpcVoiceUser(User):
             return False
         return True
 
-    def turn(self, requests: Queue, responses, turn_id: str, barge_in: bool, cancelled: set[str]) -> None:
+    def turn(self, requests: Queue, responses, turn_id: str, barge_in: bool, cancelled: set[str]) -> Playback:
+        """Speak one turn; returns its playback, whose audio may still be playing (a barge-in
+        stops it: nothing remains)."""
         text, cut_index = turn_text()
         tokens = llm_tokens(text)
         state = {"cut_at": None, "stop": False, "cancel_at": None}
@@ -192,9 +195,10 @@ class NpcVoiceUser(User):
                 elif kind == "cancel_done" and resp.cancel_done.turn_id == turn_id:
                     self.fire("cancel", (now - (state["cancel_at"] or now)) * 1000)
                     cancelled.add(turn_id)
-                    return
+                    return Playback()  # the player cut the line off: nothing left to hear
                 elif kind == "flush_done" and resp.flush_done.turn_id == turn_id:
-                    return
+                    return playback
+            return playback
         finally:
             state["stop"] = True
             gevent.killall(greenlets)

@@ -14,7 +14,7 @@ from service.fragments import llm_tokens
 DEMO_VOICES = os.environ.get("NPC_LOADTEST_VOICES", "guard,merchant,sprite").split(",")
 RATE = 48000  # what Unity and Unreal mix at
 TOKEN_GAP_S = (0.02, 0.05)  # an LLM writing the line: one token every 20-50 ms
-THINK_S = (1.0, 3.0)  # between turns and between conversations
+THINK_S = (1.0, 3.0)  # between turns and between conversations, once the player has heard the line
 THINK_FAST_S = (0.2, 0.5)  # NPC_LOADTEST_FAST (tests)
 
 # Short first sentences, so the first utterance starts early (and its cut point is known).
@@ -62,3 +62,8 @@ class Playback:
             self.end = now
         self.end += seconds
         return gap
+
+    def remaining(self, now: float) -> float:
+        """Seconds of delivered audio still to play at `now`: a player answers (and the think
+        time starts) once the line has been heard, not when its last byte arrived."""
+        return 0.0 if self.end is None else max(0.0, self.end - now)

@@ -40,6 +40,15 @@ from service.tls import open_channel, server_tls
 SERVE_AUDIO_PROCESS = True
 
 
+def serve_packed_dtype() -> str:
+    """A server runs many streams per step: bfloat16 kernels, where the CPU multiplies bfloat16
+    natively (the engine's own default, int8, is faster for a few streams and slower from
+    about 12; docs/benchmarks.md)."""
+    from engine.packed import native_bf16
+
+    return "bfloat16" if native_bf16() else "auto"
+
+
 def serve(args: argparse.Namespace) -> None:
     from engine import Engine
     from engine.models import SHIPPED_MODEL_DIR, default_model_dir
@@ -65,7 +74,7 @@ def serve(args: argparse.Namespace) -> None:
             scheduler=SchedulerConfig(max_running=args.max_batch, pace_lead_s=args.pace_s),
             adapt=AdaptConfig(steps=args.voice_adapt_steps),
             stream=StreamConfig(first_chunk_ms=args.first_chunk_ms, audio_process=args.audio_process),
-            packed_dtype=args.packed_dtype,
+            packed_dtype=args.packed_dtype or serve_packed_dtype(),
             decode_attention=args.decode_attention,
         ),
     )
@@ -293,10 +302,10 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--packed-dtype",
-        default=eng.packed_dtype,
         choices=PACKED_DTYPES,
         help="weights of the CPU kernels: int8 is fastest for a few streams, bfloat16 for 12 or more "
-        "per process (docs/architecture.md, CPU kernels)",
+        "per process (docs/architecture.md, CPU kernels). Default: bfloat16 where the CPU multiplies "
+        "it natively, else auto",
     )
     s.add_argument(
         "--decode-attention",

@@ -123,3 +123,18 @@ def test_profile_sorts_raw_stacks_into_pipeline_parts_by_the_most_specific_match
     result |= {"gil_s": 1.5, "server_core_s": 9.0, "driver_core_s": 0.4, "machine_core_s": 20.0}
     lines = table([result]).splitlines()
     assert "| LM forward | 3.0 (43%) / 1.5 |" in lines and "| GIL held | 1.5 |" in lines, lines
+
+
+def test_playback_counts_a_gap_and_what_is_left_to_hear():
+    """The judge of every load run: a chunk after the audio before it ran out is an underrun of
+    that many ms, and a player's think time starts once the delivered audio has played."""
+    from loadtest.scenario import Playback
+
+    playback = Playback()
+    assert playback.remaining(0.0) == 0.0
+    assert playback.push(10.0, 0.5) == 0.0  # playback starts with the first chunk
+    assert playback.push(10.3, 0.5) == 0.0  # in time: 0.2 s still buffered
+    assert abs(playback.remaining(10.4) - 0.6) < 1e-9
+    assert abs(playback.push(11.25, 0.5) - 250.0) < 1e-6  # ran dry at 11.0: 250 ms late
+    assert abs(playback.remaining(11.5) - 0.25) < 1e-9
+    assert playback.remaining(12.0) == 0.0
