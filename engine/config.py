@@ -53,6 +53,12 @@ class SchedulerConfig:
     # holds one-shot rendering (Synthesize) to real time, so it is off unless asked for
     # (serve --pace-s).
     pace_lead_s: float = 0.0
+    # Deadline first: while some stream (or a new utterance) has less than this many seconds of
+    # audio ahead of playback, a step runs only the streams with less than twice that, and only
+    # such utterances are admitted; the rest, far ahead, sit out those steps. A smaller batch
+    # steps faster, and the stream about to run dry gets its frames sooner. With nobody short,
+    # every stream runs ahead as fast as it can. 0: off.
+    urgent_lead_s: float = 0.5
 
 
 @dataclass(frozen=True)

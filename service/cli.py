@@ -71,7 +71,9 @@ def serve(args: argparse.Namespace) -> None:
         model_dir,
         EngineConfig(
             cache=CacheConfig(memory_budget_mb=args.kv_cache_mb, prefix_cache=not args.no_prefix_cache),
-            scheduler=SchedulerConfig(max_running=args.max_batch, pace_lead_s=args.pace_s),
+            scheduler=SchedulerConfig(
+                max_running=args.max_batch, pace_lead_s=args.pace_s, urgent_lead_s=args.urgent_lead_s
+            ),
             adapt=AdaptConfig(steps=args.voice_adapt_steps),
             stream=StreamConfig(first_chunk_ms=args.first_chunk_ms, audio_process=args.audio_process),
             packed_dtype=args.packed_dtype or serve_packed_dtype(),
@@ -270,6 +272,13 @@ def parser() -> argparse.ArgumentParser:
         help="generate a stream only while it has less than this many seconds of audio ahead of playback "
         "(then up to twice that), so streams share engine steps; it slows Synthesize and any client that "
         "does not play in real time to real time; 0: as fast as possible",
+    )
+    s.add_argument(
+        "--urgent-lead-s",
+        type=float,
+        default=SchedulerConfig.urgent_lead_s,
+        help="while a stream has less than this many seconds of audio ahead of playback, streams with "
+        "more than twice that sit out the engine's steps, so it gets its frames sooner; 0: off",
     )
     s.add_argument(
         "--first-chunk-ms",

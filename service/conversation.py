@@ -145,6 +145,7 @@ class Conversation:
         self._count = 0  # utterances so far: each gets seed + its index
         self.closed = False
         self.playing: Utterance | None = None
+        self.heard: Utterance | None = None  # the last utterance played
         self.last_audio_done = time.perf_counter()
         # Named turns that were cancelled: later text or flushes for them are dropped, so
         # nothing of a cancelled turn can be spoken after its CancelDone. Bounded.
@@ -260,7 +261,7 @@ class Conversation:
                     continue
                 self.playing = item
                 await self._play(item)
-                self.playing = None
+                self.playing, self.heard = None, item
         except Exception as exc:  # a bug too must end this stream with a status, never hang it
             self.outbound.fail(exc)
 
@@ -353,12 +354,28 @@ class Conversation:
         s = self.settings
         sampling = replace(s.sampling, seed=(s.sampling.seed + utt.index) % 2**63)
         try:
-            utt.start(self.engine, s.voice.prompt, sampling, s.sample_rate, s.chunk_frames, s.float32, s.queue_chunks)
+            utt.start(
+                self.engine,
+                s.voice.prompt,
+                sampling,
+                s.sample_rate,
+                s.chunk_frames,
+                s.float32,
+                s.queue_chunks,
+                after=self._before(utt),
+            )
         except EngineOverloaded as exc:
             return exc.retry_after_s
         except NothingToSay:
             utt.cancelled = True  # skipped: no sound in it
         return None
+
+    def _before(self, utt: Utterance) -> Utterance | None:
+        """The utterance a listener hears just before `utt`: the engine schedules `utt` by when
+        that one's audio runs out."""
+        order = [u for u in (self.playing, *self.queue) if isinstance(u, Utterance)]
+        i = order.index(utt) if utt in order else 0
+        return order[i - 1] if i else self.heard
 
     def _prefetch(self) -> None:
         """Submit the next utterances early; failures are retried (and reported) when they play."""

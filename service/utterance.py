@@ -113,11 +113,14 @@ class Utterance:
         chunk_frames: int,
         float32: bool,
         queue_size: int,
+        after: Utterance | None = None,
     ) -> None:
-        """Submit now. Raises EngineOverloaded or ValueError, leaving nothing behind."""
+        """Submit now. Raises EngineOverloaded or ValueError, leaving nothing behind.
+        `after`: the utterance a listener hears just before this one (see Engine.submit)."""
         if self.started or self.cancelled:
             return
-        self._stream = engine.submit(voice, self.text, sampling, sample_rate, chunk_frames)
+        before = after._stream if after is not None else None
+        self._stream = engine.submit(voice, self.text, sampling, sample_rate, chunk_frames, after=before)
         self.started, self.submitted_at = True, time.perf_counter()
         self.utterance_id = self._stream.utterance_id
         self._queue = asyncio.Queue()  # bounded by _slots, which the drain thread can wait on

@@ -7,9 +7,14 @@ import os
 import threading
 import time
 
+import torch
+
 from engine.config import CacheConfig, EngineConfig, SamplingParams, SchedulerConfig
+from engine.runtime.block_manager import BlockManager
 from engine.runtime.engine import Engine
 from engine.runtime.outputs import Finished, FinishReason
+from engine.runtime.scheduler import Scheduler
+from engine.runtime.sequence import Sequence, Status
 from tests.support import paused, wait_idle
 
 TEXT = "Over here! The bridge is out, take the ford."
@@ -129,5 +134,99 @@ def test_fifty_clients_that_never_read_do_not_starve_a_conversation(model_dir, t
             call.cancel()
         for channel in channels:
             channel.close()
+        srv.stop()
+        eng.close()
+
+
+def frames_seq(seed: int) -> Sequence:
+    return Sequence(torch.zeros(4, 2, dtype=torch.long), 0, b"v", SamplingParams(), 50, seed)
+
+
+def test_while_a_stream_runs_short_those_far_ahead_sit_out_and_wait_to_be_admitted():
+    """SchedulerConfig.urgent_lead_s: with one stream under 0.5 s of audio ahead, a step takes only
+    the streams under 1 s, and a queued utterance whose audio is not due for 3 s waits while a new
+    conversation's first (lead -inf) is admitted; with nobody short, everything runs."""
+    blocks = BlockManager(64, 16, lambda src, dst: None, caching=False)
+    sched = Scheduler(SchedulerConfig(urgent_lead_s=0.5), blocks)
+    short, soon, far, later, new = (frames_seq(i) for i in range(5))
+    for s in (short, soon, far):
+        sched.add(s)
+    sched.schedule(lambda s: True)  # admitted and prefilled
+    for s in (short, soon, far):
+        s.num_computed = len(s) - 1
+    leads = {short.seq_id: 0.3, soon.seq_id: 0.8, far.seq_id: 2.5, later.seq_id: 3.0, new.seq_id: float("-inf")}
+    lead = lambda s: leads[s.seq_id]  # noqa: E731
+    sched.add(later)
+    batch = sched.schedule(lambda s: True, lead)
+    assert {s.seq_id for s in batch.decode} == {short.seq_id, soon.seq_id} and not batch.prefill
+    sched.add(new)
+    batch = sched.schedule(lambda s: True, lead)
+    assert [s.seq_id for s, _, _ in batch.prefill] == [new.seq_id] and later in sched.waiting
+    leads[short.seq_id] = leads[new.seq_id] = 1.2  # nobody short any more: all run, all admitted
+    new.num_computed = len(new) - 1
+    batch = sched.schedule(lambda s: True, lead)
+    assert {s.seq_id for s in batch.decode} == {s.seq_id for s in (short, soon, far, new)}
+    assert [s.seq_id for s, _, _ in batch.prefill] == [later.seq_id]
+    off = Scheduler(SchedulerConfig(urgent_lead_s=0.0), blocks)
+    off.running, leads[short.seq_id] = [short, soon, far], 0.1
+    assert len(off.schedule(lambda s: True, lead).decode) == 3  # off: every stream, every step
+
+
+def test_an_utterance_heard_after_another_is_due_when_that_ones_audio_runs_out():
+    """Sequence.lead with `after`: a conversation's next sentence, submitted early, is ahead by the
+    audio still to play before it; once that utterance finishes, its end is kept and the link
+    dropped; a cut-off one counts for nothing; and past its end, a frameless next one is overdue."""
+    rate = 25.0
+    first, second = frames_seq(1), frames_seq(2)
+    second.after = first
+    assert second.lead(100.0, rate) == float("inf")  # nothing of the first yet: not due before it
+    first.first_frame_at = 100.0
+    for _ in range(50):  # 2 s of audio, playing from 100.0
+        first.append(torch.zeros(2, dtype=torch.long))
+    assert abs(second.lead(100.5, rate) - 1.5) < 1e-9
+    second.first_frame_at = 100.6
+    for _ in range(10):  # 0.4 s, heard from 102.0
+        second.append(torch.zeros(2, dtype=torch.long))
+    assert abs(second.lead(100.7, rate) - 1.7) < 1e-9
+    first.status = Status.FINISHED
+    assert abs(second.lead(100.7, rate) - 1.7) < 1e-9 and second.after is None and second.plays_from == 102.0
+    third = frames_seq(3)
+    third.after = second
+    assert abs(third.lead(101.0, rate) - 1.4) < 1e-9
+    assert third.lead(102.5, rate) == float("-inf")  # the second has played out: a listener waits
+    cut = frames_seq(4)
+    cut.after = third
+    third.cancelled.set()
+    assert cut.lead(100.0, rate) == float("-inf") and cut.after is None
+
+
+def test_a_conversation_schedules_each_sentence_after_the_one_before_it(model_dir, tmp_path):
+    """The service tells the engine which utterance each one follows: the first of a conversation
+    follows nothing, every later one the sentence before it (submitted ahead while that one plays)."""
+    from service.fragments import llm_tokens
+    from service.gen import npc_voice_pb2 as pb
+    from tests.support import ServerThread, make_engine
+
+    eng = make_engine(model_dir)
+    submitted = []
+    real_submit = eng.submit
+
+    def recording_submit(voice, text, *args, after=None, **kw):
+        stream = real_submit(voice, text, *args, after=after, **kw)
+        submitted.append((text, stream, after))
+        return stream
+
+    eng.submit = recording_submit
+    srv = ServerThread(eng, tmp_path / "voices")
+    try:
+        line = "Over here! The bridge is out. Take the ford by the mill instead."
+        reqs = [pb.ConverseRequest(config=pb.SessionConfig(voice_id="guard", sample_rate_hz=16000))]
+        reqs += [pb.ConverseRequest(text=pb.TextFragment(text=t)) for t in llm_tokens(line)]
+        responses = list(srv.stub.Converse(iter(reqs + [pb.ConverseRequest(close=pb.Close())]), timeout=120))
+        spoken = [r.utterance_started.text for r in responses if r.WhichOneof("kind") == "utterance_started"]
+        assert len(spoken) == 3 and [text for text, _, _ in submitted] == spoken
+        assert submitted[0][2] is None
+        assert all(after is prev for (_, prev, _), (_, _, after) in zip(submitted, submitted[1:]))
+    finally:
         srv.stop()
         eng.close()

@@ -206,8 +206,14 @@ class Engine:
         sampling: SamplingParams | None = None,
         sample_rate: int | None = None,
         chunk_frames: int | None = None,
+        after: UtteranceStream | None = None,
     ) -> UtteranceStream:
-        """Queue an utterance; iterate the returned stream for audio chunks and timing marks."""
+        """Queue an utterance; iterate the returned stream for audio chunks and timing marks.
+
+        `after`: the utterance a listener hears just before this one (a conversation's previous
+        sentence, submitted ahead to be ready in time). Its playback deadline then starts where
+        that one's audio ends, so while others run short of audio it waits its turn instead of
+        racing them as if a listener were waiting for it."""
         sampling = sampling or self.default_sampling()
         sampling.validate()
         sample_rate = check_rate(sample_rate or self.codec.sample_rate)
@@ -239,6 +245,7 @@ class Engine:
         # At least one frame: an utterance that ends before any audio says nothing at all.
         seq.min_frames = min(max_frames - 1, max(1, plan.min_frames))
         seq.family_state = plan.state
+        seq.after = after.seq if after is not None else None
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(
             seq,
@@ -408,15 +415,10 @@ class Engine:
             self._fail(seq, exc)
 
     def _lead_at(self, now: float) -> Callable[[Sequence], float]:
-        """Seconds of a stream's audio ahead of real-time playback of it at `now`, taking
-        playback to start with its first frame (-inf before that: the most urgent)."""
+        """Seconds of a stream's audio ahead of real-time playback of it at `now` (Sequence.lead:
+        playback starts with its first frame, or after the utterance heard before it)."""
         rate = self.frame_rate
-
-        def lead(seq: Sequence) -> float:
-            start = seq.first_frame_at
-            return float("-inf") if start is None else seq.num_generated / rate - (now - start)
-
-        return lead
+        return lambda seq: seq.lead(now, rate)
 
     def _ready(self, seq: Sequence) -> bool:
         box = self._outboxes.get(seq.seq_id)

@@ -11,8 +11,9 @@ take more audio) or, when others wait for a slot, while it is more than `max_lea
 ahead of real-time playback of what it has produced: parked streams keep their blocks
 but neither count toward `max_running` nor decode, and a parked stream is preempted
 first when memory runs short. Decodes and admissions go earliest deadline first (the
-least audio in hand). So clients that stop reading, or that are far ahead, can never
-keep a new conversation from starting.
+least audio in hand), and while some stream is short of audio, streams far ahead sit out
+the steps (`urgent_lead_s`). So clients that stop reading, or that are far ahead, can never
+keep a new conversation from starting, nor slow one that is about to run dry.
 """
 
 from __future__ import annotations
@@ -79,10 +80,18 @@ class Scheduler:
             return []
         return [s for s in decodable if lead(s) < 2 * low]
 
+    def _cutoff(self, candidates: list[Sequence], lead: Callable[[Sequence], float]) -> float:
+        """Deadline first (SchedulerConfig.urgent_lead_s): while one of `candidates` is short of
+        audio, streams this far ahead or further sit out the step; else none do (inf)."""
+        short = self.cfg.urgent_lead_s
+        return 2 * short if short > 0 and any(lead(s) < short for s in candidates) else float("inf")
+
     def schedule(self, ready: Callable[[Sequence], bool], lead: Callable[[Sequence], float] = lambda s: 0.0) -> Batch:
         """`ready(seq)` is False while a sequence's reader is too far behind; `lead(seq)` is
         how many seconds of its audio are ahead of real-time playback (-inf before any)."""
         batch = Batch()
+        leads = {s.seq_id: lead(s) for s in (*self.running, *self.waiting)}  # one clock for the pass
+        lead = lambda s: leads[s.seq_id]  # noqa: E731
         contended = any(ready(s) for s in self.waiting)
         parked = {s.seq_id for s in self.running if not ready(s) or (contended and lead(s) > self.cfg.max_lead_s)}
         decodable = [
@@ -92,6 +101,9 @@ class Scheduler:
         ]
         if self.cfg.pace_lead_s > 0:
             decodable = self._paced(decodable, lead)
+        live = [s for s in self.running if s.seq_id not in parked] + [s for s in self.waiting if ready(s)]
+        cutoff = self._cutoff(live, lead)
+        decodable = [s for s in decodable if lead(s) < cutoff]
         for seq in sorted(decodable, key=lead)[: self.cfg.max_running]:
             if seq.status is not Status.RUNNING:  # preempted for an earlier one's block
                 continue
@@ -114,7 +126,7 @@ class Scheduler:
                 budget -= n
         active = sum(s.seq_id not in parked for s in self.running)
         for seq in sorted(self.waiting, key=lead):  # (stable: arrival order among equals)
-            if budget <= 0 or active >= self.cfg.max_running:
+            if budget <= 0 or active >= self.cfg.max_running or lead(seq) >= cutoff:
                 break
             if not ready(seq):  # preempted while its reader lagged: no blocks until it reads
                 continue

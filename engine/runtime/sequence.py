@@ -62,6 +62,12 @@ class Sequence:
         self.unit = 0  # id of the text unit the pointer is on (valid once marks > 0)
         self.preemptions = 0
         self.first_frame_at: float | None = None  # time.monotonic() of the first generated frame
+        # The utterance a listener hears just before this one (a conversation's previous
+        # sentence): this one's playback starts when that one's audio runs out. Once that one
+        # has finished, its end is kept as a time and the link dropped (no chain of old
+        # utterances stays alive).
+        self.after: Sequence | None = None
+        self.plays_from: float | None = None
         self.family_state: object = None  # a model family's own per-utterance state (its stop rule, say)
         self.cancelled = threading.Event()
 
@@ -79,6 +85,38 @@ class Sequence:
     @property
     def last_frame(self) -> torch.Tensor:
         return self._buf[self.length - 1]
+
+    def audio_end(self, rate: float) -> float | None:
+        """When a listener will have heard every frame generated so far (None before the first):
+        playback starts at the first frame or when the audio before it runs out, if later."""
+        if self.first_frame_at is None:
+            return None
+        before = self.audio_before_ends(rate)
+        start = self.first_frame_at if before is None else max(self.first_frame_at, before)
+        return start + self.num_generated / rate
+
+    def audio_before_ends(self, rate: float) -> float | None:
+        """When the audio of the utterance heard before this one runs out, as far as it has been
+        generated (None: nothing to wait for)."""
+        before = self.after
+        if before is not None:
+            if before.cancelled.is_set():  # cut off: the listener hears this one as soon as it comes
+                self.after = None
+            elif before.status is Status.FINISHED:
+                self.after, self.plays_from = None, before.audio_end(rate)
+            else:
+                return before.audio_end(rate) if before.first_frame_at is not None else float("inf")
+        return self.plays_from
+
+    def lead(self, now: float, rate: float) -> float:
+        """Seconds of this utterance's audio ahead of real-time playback at `now`; -inf while a
+        listener already waits for its first frame, and while nothing at all is known of when it
+        plays (no frame of it or of the one before)."""
+        end = self.audio_end(rate)
+        if end is None:  # no frame yet: ahead by however long the audio before it lasts
+            before = self.audio_before_ends(rate)
+            return float("-inf") if before is None or before <= now else before - now
+        return end - now
 
     def append(self, frame: torch.Tensor) -> None:
         if self.length == self._buf.shape[0]:
