@@ -79,10 +79,12 @@ class PackedLinear(nn.Module):
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype), batch_hint)
         self.bias = None if bias is None else bias.detach().to(dtype).clone()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
+        """`with_bias=False`: the product alone (a caller adding each row's own bias)."""
+        bias = self.bias if with_bias else None
         if x.dtype == self.dtype:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.bias, "none", [], "").to(x.dtype)
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, bias, "none", [], "").to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -140,14 +142,14 @@ class PackedConv1d(nn.Module):
             and isinstance(conv.padding, tuple)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, in, T] -> [B, out, T'] exactly as the convolution shapes it."""
+    def forward(self, x: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
+        """x [B, in, T] -> [B, out, T'] exactly as the convolution shapes it (`with_bias`: as PackedLinear)."""
         if self.kernel == 1:
-            return self.linear(x.transpose(1, 2)).transpose(1, 2)
+            return self.linear(x.transpose(1, 2), with_bias).transpose(1, 2)
         xp = F.pad(x, (self.padding, self.padding))
         span = xp.shape[-1] - self.dilation * (self.kernel - 1)
         taps = torch.stack([xp[..., j * self.dilation : j * self.dilation + span] for j in range(self.kernel)], -1)
-        return self.linear(taps.transpose(1, 2).flatten(2)).transpose(1, 2)
+        return self.linear(taps.transpose(1, 2).flatten(2), with_bias).transpose(1, 2)
 
 
 def pack_for_cpu(model: nn.Module, dtype: torch.dtype = torch.float32, int8_linears: bool = False) -> int:

@@ -47,7 +47,10 @@ def test_windows_of_many_streams_and_voices_decode_to_the_same_bits_as_here(mel)
     batches = mel.batches
     got = concurrently(lambda i: mel.decode(*jobs[i]), len(jobs))  # as streams send them
     for (window, adapter), wave in zip(jobs, got):
-        assert torch.equal(wave, codec.decode_batch(window[None], adapter)[0])
+        # Its voice's alone, or per row when its call also held other voices' windows (audio_worker.adapter_arg).
+        lone = [codec.decode_batch(window[None], a)[0] for a in (adapter, [adapter])]
+        assert torch.equal(wave, lone[0]) or torch.equal(wave, lone[1])
+        assert torch.allclose(lone[0], lone[1], atol=1e-4)
     assert mel.windows >= len(jobs) and mel.batches > batches
     assert mel.queued == 0
     deadline = time.monotonic() + 10  # (the child reports its busy time after the waves)

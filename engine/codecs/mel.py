@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.codecs.adapt import AdaptConfig, Adapter, adapt, adaptable, load_adapter
+from engine.codecs.rows import PLAIN, Layers, RowLayers, row_values
 from engine.packed import pack_for_cpu
 from engine.weights import load_weights, save_weights, tensor_digest
 
@@ -66,8 +67,8 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv1d(dim, dim, 1)
         self.norm = nn.GroupNorm(1, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.gelu(self.conv1(self.norm(x))))
+    def forward(self, x: torch.Tensor, run: Layers = PLAIN) -> torch.Tensor:
+        return x + run(self.conv2, F.gelu(run(self.conv1, run(self.norm, x))))
 
 
 class FSQ(nn.Module):
@@ -131,9 +132,9 @@ class ConvNeXtBlock(nn.Module):
         self.down = nn.Linear(3 * dim, dim)
         self.scale = nn.Parameter(torch.full((dim,), 0.1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm(self.dw(x).transpose(1, 2))
-        return x + (self.scale * self.down(F.gelu(self.up(y)))).transpose(1, 2)
+    def forward(self, x: torch.Tensor, run: Layers = PLAIN) -> torch.Tensor:
+        y = run(self.norm, run(self.dw, x).transpose(1, 2))
+        return x + (run.param(self, "scale") * run(self.down, F.gelu(run(self.up, y)))).transpose(1, 2)
 
 
 class Vocoder(nn.Module):
@@ -149,9 +150,9 @@ class Vocoder(nn.Module):
         self.out = nn.Linear(d, cfg.n_fft + 2)  # magnitude and phase per bin
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        h = self.norm(self.blocks(self.inp(mel)).transpose(1, 2))
-        mag, phase = self.out(h).transpose(1, 2).chunk(2, dim=1)
+    def forward(self, mel: torch.Tensor, run: Layers = PLAIN) -> torch.Tensor:
+        h = run(self.norm, run(self.blocks, run(self.inp, mel)).transpose(1, 2))
+        mag, phase = run(self.out, h).transpose(1, 2).chunk(2, dim=1)
         spec = torch.polar(torch.exp(mag.clamp(max=6.0)), phase)  # (a complex exp costs ~3x as much)
         return torch.istft(
             spec, self.cfg.n_fft, self.cfg.hop, window=self.window, center=True, length=mel.shape[-1] * self.cfg.hop
@@ -203,6 +204,9 @@ class MelCodec:
         if packed is not None:  # the streaming path only: tokens from encode() stay exactly as training made them
             pack_for_cpu(self.autoencoder.decoder, packed)
             pack_for_cpu(self.vocoder, packed)
+        # The decode layers by the names adapters key them by, for windows of mixed voices.
+        self._names = {m: f"dec.{n}" for n, m in self.autoencoder.decoder.named_modules() if n}
+        self._names |= {m: f"voc.{n}" for n, m in self.vocoder.named_modules() if n}
         self.sample_rate, self.frame_rate = self.cfg.sample_rate, self.cfg.frame_rate
         self.num_codebooks, self.codebook_size = self.cfg.groups, self.cfg.codebook_size
         # Each code's value on each FSQ dimension of its group: [d, codebook_size].
@@ -238,17 +242,26 @@ class MelCodec:
     def decode(self, codes: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
         return self.decode_batch(codes[None], adapter)[0]
 
+    # decode_batch takes a list of adapters too, one per row (engine.codecs.rows).
+    per_row_adapters = True
+
     @torch.inference_mode()
-    def decode_batch(self, codes: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
+    def decode_batch(self, codes: torch.Tensor, adapter: Adapter | list[Adapter | None] | None = None) -> torch.Tensor:
         """Windows [B, frames, groups] of codes, or [B, frames, latent_dim] of float latents
-        (expected_latent's), -> waves [B, samples]; through one voice's `adapter` if given."""
+        (expected_latent's), -> waves [B, samples]; through one voice's `adapter` if given, or
+        each row through its own with a list of B adapters (None: the codec as shipped)."""
         if codes.is_floating_point():
             return self.decode_latent(codes.float().cpu().transpose(1, 2), adapter)
         return self.decode_latent(self.autoencoder.fsq.from_codes(codes.long().cpu()), adapter)
 
     @torch.inference_mode()
-    def decode_latent(self, latent: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
+    def decode_latent(
+        self, latent: torch.Tensor, adapter: Adapter | list[Adapter | None] | None = None
+    ) -> torch.Tensor:
         """FSQ latents [B, groups * len(levels), frames] (on the level grid or between) -> waves [B, samples]."""
+        if isinstance(adapter, list):  # per row: the shared layers are never written to
+            run = RowLayers(self._names, row_values(self._base, adapter))
+            return self.vocoder(run(self.autoencoder.decoder, latent), run).clamp(-1, 1)
         with self._adapter_lock:
             if adapter is not self._loaded:  # swap ~30 k numbers in place: no copy of the weights per voice
                 self._loaded = _PARTLY_LOADED  # until the swap completes: a bad adapter fails its own call only

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from engine.codecs.base import Codec
-from engine.runtime.audio_worker import codec_calls
+from engine.runtime.audio_worker import adapter_arg, codec_calls, per_row
 from engine.runtime.busy import BusyMeter
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def _child(conn, make_codec: Callable[[], Codec], max_batch: int) -> None:
     """The child's loop: take every queued message, decode the windows in batches, answer."""
     torch.set_num_threads(1)  # one core: the engine thread has the other
     codec = make_codec()
+    mixed = per_row(codec)  # windows of every voice in one call
     adapters: dict[int, dict] = {}
     fault = False
     conn.send(("ready",))
@@ -67,14 +68,15 @@ def _child(conn, make_codec: Callable[[], Codec], max_batch: int) -> None:
                 fault = True
             else:
                 jobs.append(msg[1:])  # (job id, window, adapter key or None)
-        for part in codec_calls(jobs, lambda j: (len(j[1]), -1 if j[2] is None else j[2]), max_batch):
-            ids, key = [jid for jid, _, _ in part], part[0][2]
+        for part in codec_calls(jobs, lambda j: (len(j[1]), -1 if mixed or j[2] is None else j[2]), max_batch):
+            ids = [jid for jid, _, _ in part]
             try:
                 if fault:
                     fault = False
                     raise RuntimeError("injected fault in the audio process")
                 windows = torch.from_numpy(np.stack([w for _, w, _ in part]))
-                waves = codec.decode_batch(windows, None if key is None else adapters[key])
+                voices = [None if k is None else adapters[k] for _, _, k in part]
+                waves = codec.decode_batch(windows, adapter_arg(voices))
                 conn.send(("done", ids, [w.numpy() for w in waves], len(part)))
             except Exception as exc:  # fails only the windows of this call
                 conn.send(("failed", ids, f"{type(exc).__name__}: {exc}", 0))

@@ -41,8 +41,8 @@ T = TypeVar("T")
 
 
 def codec_calls(jobs: list[T], key: Callable[[T], tuple[int, int]], max_batch: int) -> Iterator[list[T]]:
-    """The codec calls that decode `jobs`: one per `key` (window length, voice adapter: the codec
-    holds one adapter at a time and batches only equal lengths), shortest windows first, at most
+    """The codec calls that decode `jobs`: one per `key` (window length, and voice adapter unless
+    the codec takes one per row: it batches only equal lengths), shortest windows first, at most
     `max_batch` windows each. Shared by the audio thread and the audio process."""
     groups: dict[tuple[int, int], list[T]] = defaultdict(list)
     for job in jobs:
@@ -53,6 +53,19 @@ def codec_calls(jobs: list[T], key: Callable[[T], tuple[int, int]], max_batch: i
             yield group[i : i + max_batch]
 
 
+def adapter_arg(adapters: list[Adapter | None]) -> Adapter | list[Adapter | None] | None:
+    """What one codec call takes for its windows' voice adapters: the one they share, else one per
+    row (engine.codecs.rows). Only mixed calls take the per-row path: it costs ~1 ms more per call,
+    and its biases add in float32 where the packed bfloat16 kernels round them, so a window's
+    samples differ by that rounding (~1e-2 at most) between a call of its voice alone and a mixed one."""
+    return adapters[0] if all(a is adapters[0] for a in adapters) else adapters
+
+
+def per_row(codec: Codec) -> bool:
+    """Whether `codec.decode_batch` takes a list of adapters, one per row."""
+    return bool(getattr(codec, "per_row_adapters", False))
+
+
 class AudioWorker:
     def __init__(self, codec: Codec, max_batch: int = 16, num_threads: int = 0, busy_window_s: float = 5.0):
         if max_batch < 1:
@@ -60,6 +73,7 @@ class AudioWorker:
         self.codec = codec
         self.num_threads = num_threads  # torch CPU threads of this thread's large codec calls; 0: the default
         self.stateful = is_stateful(codec)
+        self.mixed = self.stateful or per_row(codec)  # windows of any voices (or streams) batch together
         self.max_batch = max_batch
         self.batches = 0  # codec calls made (a stats figure; one thread writes it)
         self.windows = 0  # windows decoded
@@ -91,7 +105,7 @@ class AudioWorker:
     def _decode_batch(self, codes: torch.Tensor, adapters: list) -> torch.Tensor:
         if self.stateful:
             return self.codec.decode_streams(adapters, codes)
-        return self.codec.decode_batch(codes, adapters[0])
+        return self.codec.decode_batch(codes, adapter_arg(adapters))
 
     @property
     def queued(self) -> int:
@@ -145,7 +159,7 @@ class AudioWorker:
             self._fault = False
             raise RuntimeError("injected fault in the audio worker")
         # (A stateful codec's "adapter" is a stream's state: any streams batch together.)
-        for part in codec_calls(jobs, lambda j: (len(j[0]), 0 if self.stateful else id(j[1])), self.max_batch):
+        for part in codec_calls(jobs, lambda j: (len(j[0]), 0 if self.mixed else id(j[1])), self.max_batch):
             self._threads_for(len(part) * len(part[0][0]))
             try:
                 waves = self._decode_batch(torch.stack([c for c, _, _ in part]), [a for _, a, _ in part])
