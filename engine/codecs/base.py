@@ -44,6 +44,10 @@ class Codec(Protocol):
         `decode_batch` then take, and `decoder_digest` names what adapters are tuned
         from. A codec without `adapt` only ever gets None.
 
+        A codec whose `decode_batch` also takes a list of adapters, one per row, says so with
+        `per_row_adapters = True` (the mel codec; engine.codecs.rows): the audio worker then
+        batches windows of every voice together.
+
         A codec that decodes causally with per-stream state (the Mimi decoder of
         engine.models.pocket_tts) also defines `new_stream()` and
         `decode_streams(states, latents [B, n, dim]) -> waves`: each frame is then decoded

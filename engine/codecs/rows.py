@@ -9,7 +9,8 @@ windows: the audio stage, not the LM, ran out of time (docs/benchmarks.md).
 
 A block of the codec runs its layers through a `Layers` object: `PLAIN` runs each layer as it
 is; `RowLayers` runs the same layer without its one-dimensional parameters and applies each
-row's own. Rows never mix, and each row's arithmetic is the same whatever else is in the call.
+row's own. Rows never mix, and on the packed kernels the engine decodes with (engine.packed) a
+row's samples do not depend on what else is in the call.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ class RowLayers(Layers):
         if isinstance(layer, nn.LayerNorm):
             y = F.layer_norm(x, layer.normalized_shape, eps=layer.eps)
             return torch.addcmul(self._row(layer, "bias")[:, None, :], y, self._row(layer, "weight")[:, None, :])
-        if not any(True for _ in layer.parameters(recurse=False)) and not list(layer.children()):
-            return layer(x)  # nothing to adapt (an upsampling)
+        if isinstance(layer, nn.Upsample):
+            return layer(x)  # nothing to adapt
         return layer(x, self)  # a block: it runs its own layers through this object
 
 
