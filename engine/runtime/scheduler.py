@@ -72,18 +72,11 @@ class Scheduler:
         idle = [s for s in self.running if s.seq_id in parked]
         return max(idle, key=lead) if idle else self.running[-1]
 
-    def _paced(self, decodable: list[Sequence], lead: Callable[[Sequence], float]) -> list[Sequence]:
-        """No decode step until a stream runs low on audio ahead; then every stream that will
-        want frames soon rides along (hysteresis between pace and twice pace)."""
-        low = self.cfg.pace_lead_s
-        if not any(lead(s) < low for s in decodable):
-            return []
-        return [s for s in decodable if lead(s) < 2 * low]
-
-    def _cutoff(self, candidates: list[Sequence], lead: Callable[[Sequence], float]) -> float:
-        """Deadline first (SchedulerConfig.urgent_lead_s): while one of `candidates` is short of
-        audio, streams this far ahead or further sit out the step; else none do (inf)."""
-        short = self.cfg.urgent_lead_s
+    @staticmethod
+    def _cutoff(candidates: list[Sequence], lead: Callable[[Sequence], float], short: float) -> float:
+        """The rule of both pacing and deadline first: while one of `candidates` has under `short`
+        seconds of audio ahead, streams with twice that or more sit out the step (hysteresis
+        between `short` and twice it); inf while none is short, or with `short` 0 (off)."""
         return 2 * short if short > 0 and any(lead(s) < short for s in candidates) else float("inf")
 
     def schedule(self, ready: Callable[[Sequence], bool], lead: Callable[[Sequence], float] = lambda s: 0.0) -> Batch:
@@ -99,10 +92,11 @@ class Scheduler:
             for s in self.running
             if s.status is Status.RUNNING and len(s) - s.num_computed == 1 and s.seq_id not in parked
         ]
-        if self.cfg.pace_lead_s > 0:
-            decodable = self._paced(decodable, lead)
+        if self.cfg.pace_lead_s > 0:  # paced: no decode at all until some stream runs low
+            pace = self._cutoff(decodable, lead, self.cfg.pace_lead_s)
+            decodable = [s for s in decodable if lead(s) < pace] if pace < float("inf") else []
         live = [s for s in self.running if s.seq_id not in parked] + [s for s in self.waiting if ready(s)]
-        cutoff = self._cutoff(live, lead)
+        cutoff = self._cutoff(live, lead, self.cfg.urgent_lead_s)
         decodable = [s for s in decodable if lead(s) < cutoff]
         for seq in sorted(decodable, key=lead)[: self.cfg.max_running]:
             if seq.status is not Status.RUNNING:  # preempted for an earlier one's block
