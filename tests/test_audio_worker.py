@@ -100,6 +100,36 @@ def test_windows_of_many_streams_batch_by_length_shortest_first_and_match_lone_d
     assert (worker.batches, worker.windows) == (5, 12)
 
 
+def test_a_short_window_queued_during_a_call_goes_before_longer_ones_queued_earlier(mel_codec):
+    """The worker makes one call, then chooses again among everything queued: a new stream's
+    3-frame chunk that arrives while a batch of long windows decodes waits for that call only,
+    not for the long window left over from before it came."""
+    short = windows(mel_codec, [3], seed=1)[0]
+    late: dict = {}
+
+    class ShortArrivesDuringSecondCall(Recording):
+        def decode_batch(self, codes, adapter=None):
+            if len(self.calls) == 1:  # the second call: a short window comes in meanwhile
+                late["thread"] = threading.Thread(target=lambda: late.setdefault("wave", worker.decode(short)))
+                late["thread"].start()
+                deadline = time.monotonic() + 10
+                while worker.queued < 2 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            return super().decode_batch(codes, adapter)
+
+    codec = ShortArrivesDuringSecondCall(mel_codec)
+    worker = AudioWorker(codec, max_batch=4)
+    jobs = windows(mel_codec, [10] * 6)
+    try:
+        results = decode_concurrently(worker, codec, jobs)
+        late["thread"].join(10)
+    finally:
+        worker.close()
+    assert codec.calls == [(1, 10), (4, 10), (1, 3), (1, 10)]
+    assert torch.equal(late["wave"], mel_codec.decode(short))
+    assert all(torch.equal(w, mel_codec.decode(c)) for c, w in zip(jobs, results))
+
+
 def test_small_calls_decode_on_one_thread_and_large_ones_on_every_thread_given(mel_codec):
     """A new stream's first window or two on one thread (time to first audio), the rest on the
     worker's threads, whatever count other threads set meanwhile (torch's count is per thread,

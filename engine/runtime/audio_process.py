@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from engine.codecs.base import Codec
-from engine.runtime.audio_worker import adapter_arg, codec_calls, per_row
+from engine.runtime.audio_worker import adapter_arg, next_call, per_row
 from engine.runtime.busy import BusyMeter
 
 log = logging.getLogger(__name__)
@@ -43,19 +43,19 @@ ADAPTERS_KEPT = 64  # voice adapters the child holds; a voice past that is sent 
 
 
 def _child(conn, make_codec: Callable[[], Codec], max_batch: int) -> None:
-    """The child's loop: take every queued message, decode the windows in batches, answer."""
+    """The child's loop: take every queued message, make one codec call (`next_call`), answer,
+    and read the pipe again before the next call."""
     torch.set_num_threads(1)  # one core: the engine thread has the other
     codec = make_codec()
     mixed = per_row(codec)  # windows of every voice in one call
     adapters: dict[int, dict] = {}
-    fault = False
+    jobs: list[tuple] = []  # (job id, window, adapter key or None, adapter or None)
+    fault = closing = False
     conn.send(("ready",))
     while True:
-        messages = [conn.recv()]
+        messages = [] if jobs or closing else [conn.recv()]  # wait only with nothing to do
         while conn.poll():
             messages.append(conn.recv())
-        start = time.monotonic()
-        jobs, closing = [], False
         for msg in messages:
             kind = msg[0]
             if kind == "close":
@@ -66,23 +66,28 @@ def _child(conn, make_codec: Callable[[], Codec], max_batch: int) -> None:
                 adapters.pop(msg[1], None)
             elif kind == "fault":
                 fault = True
-            else:
-                jobs.append(msg[1:])  # (job id, window, adapter key or None)
-        for part in codec_calls(jobs, lambda j: (len(j[1]), -1 if mixed or j[2] is None else j[2]), max_batch):
-            ids = [jid for jid, _, _ in part]
-            try:
-                if fault:
-                    fault = False
-                    raise RuntimeError("injected fault in the audio process")
-                windows = torch.from_numpy(np.stack([w for _, w, _ in part]))
-                voices = [None if k is None else adapters[k] for _, _, k in part]
-                waves = codec.decode_batch(windows, adapter_arg(voices))
-                conn.send(("done", ids, [w.numpy() for w in waves], len(part)))
-            except Exception as exc:  # fails only the windows of this call
-                conn.send(("failed", ids, f"{type(exc).__name__}: {exc}", 0))
+            else:  # (the adapter is looked up now: a later "drop" must not take it from a queued window)
+                jid, window, key = msg[1:]
+                jobs.append((jid, window, key, None if key is None else adapters.get(key)))
+        if not jobs:
+            if closing:
+                return
+            continue
+        start = time.monotonic()
+        part, jobs = next_call(jobs, lambda j: (len(j[1]), -1 if mixed or j[2] is None else j[2]), max_batch)
+        ids = [j[0] for j in part]
+        try:
+            if fault:
+                fault = False
+                raise RuntimeError("injected fault in the audio process")
+            if any(j[2] is not None and j[3] is None for j in part):
+                raise KeyError("a window's voice adapter never reached the audio process")
+            windows = torch.from_numpy(np.stack([j[1] for j in part]))
+            waves = codec.decode_batch(windows, adapter_arg([j[3] for j in part]))
+            conn.send(("done", ids, [w.numpy() for w in waves], len(part)))
+        except Exception as exc:  # fails only the windows of this call
+            conn.send(("failed", ids, f"{type(exc).__name__}: {exc}", 0))
         conn.send(("busy", time.monotonic() - start))
-        if closing:
-            return
 
 
 class AudioProcess:

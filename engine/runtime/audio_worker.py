@@ -7,8 +7,9 @@ team onto a 2-core machine. Here the windows that all streams have queued are
 decoded together: windows of equal length in one batched call (the codec is not
 causal and normalises over its window, so only equal lengths batch exactly; and
 a codec holds one voice's adapter at a time, so one call per adapter too),
-shortest first, so a new stream's small first chunk does not wait behind the
-long chunks of streams that are already playing.
+shortest first, one call at a time (what was queued meanwhile joins the choice of
+the next), so a new stream's small chunk does not wait behind the long chunks of
+streams that are already playing.
 
 Consumers still own everything per stream (crossfades, resampling, timing); they
 only hand the codec call to this thread and block until their window is back.
@@ -51,6 +52,16 @@ def codec_calls(jobs: list[T], key: Callable[[T], tuple[int, int]], max_batch: i
         group = groups[k]
         for i in range(0, len(group), max_batch):
             yield group[i : i + max_batch]
+
+
+def next_call(jobs: list[T], key: Callable[[T], tuple[int, int]], max_batch: int) -> tuple[list[T], list[T]]:
+    """(the first of `codec_calls(jobs, ...)`, the jobs left). A worker makes one call, then takes
+    in what was queued meanwhile before choosing the next, so a new stream's short window waits
+    for one call, not for every window queued before it: the chunk ramp sizes a stream's chunks
+    by the audio its listener holds, so the shortest window has the least cushion."""
+    part = next(codec_calls(jobs, key, max_batch), [])
+    taken = {id(job) for job in part}
+    return part, [job for job in jobs if id(job) not in taken]
 
 
 def adapter_arg(adapters: list[Adapter | None]) -> Adapter | list[Adapter | None] | None:
@@ -127,8 +138,8 @@ class AudioWorker:
         while True:
             with self._cv:
                 self._cv.wait_for(lambda: self._jobs or self._closed)
-                jobs, self._jobs = self._jobs, []
-                closed = self._closed
+                jobs, self._jobs = next_call(self._jobs, self._key, self.max_batch)
+                closed = self._closed and not self._jobs
             start = time.monotonic()
             try:
                 self._run(jobs)  # windows queued before close() are still decoded
@@ -155,19 +166,24 @@ class AudioWorker:
                 torch.set_num_threads(want)
 
     def _run(self, jobs: list[tuple[torch.Tensor, Adapter | None, Future]]) -> None:
+        """One codec call for `jobs` (one `next_call`)."""
         if self._fault:
             self._fault = False
             raise RuntimeError("injected fault in the audio worker")
+        if not jobs:
+            return
+        self._threads_for(len(jobs) * len(jobs[0][0]))
+        try:
+            waves = self._decode_batch(torch.stack([c for c, _, _ in jobs]), [a for _, a, _ in jobs])
+        except Exception as exc:  # fails only the windows of this call
+            for _, _, fut in jobs:
+                fut.set_exception(exc)
+            return
+        self.batches += 1
+        self.windows += len(jobs)
+        for (_, _, fut), wave in zip(jobs, waves):
+            fut.set_result(wave)
+
+    def _key(self, job: tuple[torch.Tensor, Adapter | None, Future]) -> tuple[int, int]:
         # (A stateful codec's "adapter" is a stream's state: any streams batch together.)
-        for part in codec_calls(jobs, lambda j: (len(j[0]), 0 if self.mixed else id(j[1])), self.max_batch):
-            self._threads_for(len(part) * len(part[0][0]))
-            try:
-                waves = self._decode_batch(torch.stack([c for c, _, _ in part]), [a for _, a, _ in part])
-            except Exception as exc:  # fails only the windows of this call
-                for _, _, fut in part:
-                    fut.set_exception(exc)
-                continue
-            self.batches += 1
-            self.windows += len(part)
-            for (_, _, fut), wave in zip(part, waves):
-                fut.set_result(wave)
+        return len(job[0]), 0 if self.mixed else id(job[1])

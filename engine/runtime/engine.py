@@ -130,9 +130,14 @@ class Engine:
         # CPU threads per kind of step. Measured on 2 cores: a long prefill gains
         # from both cores, while batched decode ran faster on one (its matmuls are
         # small enough that OpenMP hand-offs cost more than they save), which also
-        # leaves a core for the consumers' audio decoding and the network.
+        # leaves a core for the consumers' audio decoding and the network. An audio process
+        # keeps a core busy of its own, so prefill leaves that core to it: OpenMP threads that
+        # share a core with another process wait for each other at every barrier. On 2 cores
+        # with one busy, a 452-frame prefill took 84 ms on one thread and 91 ms on two
+        # (docs/benchmarks.md).
         cpu = self.device.type == "cpu"
-        self._prefill_threads = (self.config.num_threads or torch.get_num_threads()) if cpu else None
+        cores = torch.get_num_threads() - (self.audio.num_threads if isinstance(self.audio, AudioProcess) else 0)
+        self._prefill_threads = (self.config.num_threads or max(1, cores)) if cpu else None
         self._decode_threads = (self.config.num_threads or 1) if cpu else None
         self.counters = dict(prefill_frames=0, decode_frames=0, steps=0)
         # The engine thread's share of wall time spent scheduling and stepping.
