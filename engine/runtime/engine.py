@@ -133,7 +133,7 @@ class Engine:
         # leaves a core for the consumers' audio decoding and the network. An audio process
         # keeps a core busy of its own, so prefill leaves that core to it: OpenMP threads that
         # share a core with another process wait for each other at every barrier. On 2 cores
-        # with one busy, a 452-frame prefill took 84 ms on one thread and 91 ms on two
+        # with one busy, a 452-frame prefill took 84 ms on one thread and 90 ms on two
         # (docs/benchmarks.md).
         cpu = self.device.type == "cpu"
         cores = torch.get_num_threads() - (self.audio.num_threads if isinstance(self.audio, AudioProcess) else 0)
