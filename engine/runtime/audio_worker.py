@@ -25,8 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
 
@@ -41,25 +40,21 @@ SMALL_CALL_FRAMES = 2
 T = TypeVar("T")
 
 
-def codec_calls(jobs: list[T], key: Callable[[T], tuple[int, int]], max_batch: int) -> Iterator[list[T]]:
-    """The codec calls that decode `jobs`: one per `key` (window length, and voice adapter unless
-    the codec takes one per row: it batches only equal lengths), shortest windows first, at most
-    `max_batch` windows each. Shared by the audio thread and the audio process."""
-    groups: dict[tuple[int, int], list[T]] = defaultdict(list)
-    for job in jobs:
-        groups[key(job)].append(job)
-    for k in sorted(groups):
-        group = groups[k]
-        for i in range(0, len(group), max_batch):
-            yield group[i : i + max_batch]
-
-
 def next_call(jobs: list[T], key: Callable[[T], tuple[int, int]], max_batch: int) -> tuple[list[T], list[T]]:
-    """(the first of `codec_calls(jobs, ...)`, the jobs left). A worker makes one call, then takes
-    in what was queued meanwhile before choosing the next, so a new stream's short window waits
-    for one call, not for every window queued before it: the chunk ramp sizes a stream's chunks
-    by the audio its listener holds, so the shortest window has the least cushion."""
-    part = next(codec_calls(jobs, key, max_batch), [])
+    """(the windows of the next codec call, the jobs left). A call takes windows of one `key`
+    (window length, and voice adapter unless the codec takes one per row: it batches only equal
+    lengths), the smallest key first, at most `max_batch` of them in arrival order. Shared by the
+    audio thread and the audio process.
+
+    A worker makes one call, then takes in what was queued meanwhile before choosing the next,
+    so a new stream's short window waits for one call, not for every window queued before it:
+    the chunk ramp sizes a stream's chunks by the audio its listener holds, so the shortest
+    window has the least cushion."""
+    if not jobs:
+        return [], []
+    keys = [key(job) for job in jobs]
+    first = min(keys)
+    part = [job for job, k in zip(jobs, keys) if k == first][:max_batch]
     taken = {id(job) for job in part}
     return part, [job for job in jobs if id(job) not in taken]
 
