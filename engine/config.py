@@ -59,6 +59,13 @@ class SchedulerConfig:
     # steps faster, and the stream about to run dry gets its frames sooner. With nobody short,
     # every stream runs ahead as fast as it can. 0: off.
     urgent_lead_s: float = 0.5
+    # Turn starts at once: an utterance a listener waits for (nothing plays before it) is
+    # admitted only while fewer than this many others began within the last `start_window_s`.
+    # Its prefill and first chunks are the costliest moments of a stream, and when many fall
+    # together the streams already playing run dry; this trades a little time to first audio
+    # for them. 0: off.
+    max_starting: int = 0
+    start_window_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,7 @@ class EngineConfig:
     # player's NPCs), shared_prefix otherwise.
     decode_attention: DecodeAttention = "auto"
     # Time constant of the engine and audio threads' busy fractions (EngineStats.engine_busy,
-    # audio_busy; the service admits new streams by them): long enough that one long prefill
+    # audio_busy; exported as metrics): long enough that one long prefill
     # does not read as overload, short enough to see a surge within seconds.
     busy_window_s: float = 5.0
 

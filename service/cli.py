@@ -72,7 +72,10 @@ def serve(args: argparse.Namespace) -> None:
         EngineConfig(
             cache=CacheConfig(memory_budget_mb=args.kv_cache_mb, prefix_cache=not args.no_prefix_cache),
             scheduler=SchedulerConfig(
-                max_running=args.max_batch, pace_lead_s=args.pace_s, urgent_lead_s=args.urgent_lead_s
+                max_running=args.max_batch,
+                pace_lead_s=args.pace_s,
+                urgent_lead_s=args.urgent_lead_s,
+                max_starting=args.max_starting,
             ),
             adapt=AdaptConfig(steps=args.voice_adapt_steps),
             stream=StreamConfig(first_chunk_ms=args.first_chunk_ms, audio_process=args.audio_process),
@@ -96,7 +99,7 @@ def serve(args: argparse.Namespace) -> None:
         voice_store=args.voices,
         lexicon_path=Path(args.lexicon) if args.lexicon else None,
         max_sessions=args.max_sessions,
-        max_load=args.max_load,
+        min_slack_ms=args.min_slack_ms,
         demo_voices=not args.no_demo_voices,
         metrics_port=args.metrics_port,
     )
@@ -259,11 +262,11 @@ def parser() -> argparse.ArgumentParser:
         help="open Converse + Synthesize streams; more get RESOURCE_EXHAUSTED",
     )
     s.add_argument(
-        "--max-load",
+        "--min-slack-ms",
         type=float,
-        default=svc.max_load,
-        help="refuse new streams (RESOURCE_EXHAUSTED, retry in 2 s) while the engine or audio thread is "
-        "busier than this share of the time, e.g. 0.9; 0: by count only",
+        default=svc.min_slack_ms,
+        help="refuse new streams (RESOURCE_EXHAUSTED with a retry hint) while some listener's audio came "
+        f"within this many ms of running dry in the last {svc.headroom_window_s:.0f} s; 0: by count only",
     )
     s.add_argument(
         "--pace-s",
@@ -279,6 +282,13 @@ def parser() -> argparse.ArgumentParser:
         default=SchedulerConfig.urgent_lead_s,
         help="while a stream has less than this many seconds of audio ahead of playback, streams with "
         "more than twice that sit out the engine's steps, so it gets its frames sooner; 0: off",
+    )
+    s.add_argument(
+        "--max-starting",
+        type=int,
+        default=SchedulerConfig.max_starting,
+        help="turn starts in flight at once: a reply whose listener waits for it begins only while fewer "
+        f"than this many others began within {SchedulerConfig.start_window_s} s; 0: off",
     )
     s.add_argument(
         "--first-chunk-ms",

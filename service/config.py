@@ -19,9 +19,11 @@ class ServiceConfig:
     lexicon_path: Path | None = None
     lexicon_check_s: float = 1.0  # how often the dictionary file is checked for edits
     max_sessions: int = 64  # concurrent Converse + Synthesize streams
-    # Admission by measured headroom (engine.runtime.busy): a new stream is refused while the
-    # engine or audio thread is busier than this share of the time. 0: off (by count only).
-    max_load: float = 0.0
+    # Admission by measured headroom (service/admission.py): a new stream is refused while some
+    # listener's audio came within this many ms of running dry in the last `headroom_window_s`.
+    # 0: off (by count only).
+    min_slack_ms: float = 0.0
+    headroom_window_s: float = 2.0
     max_text_chars: int = 4000  # per text fragment and per Synthesize request
     max_pending_registrations: int = 4  # RegisterVoice calls waiting or running; more get RESOURCE_EXHAUSTED
     default_chunk_ms: int = 320

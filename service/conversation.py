@@ -102,6 +102,9 @@ class Outbound:
     def put(self, msg) -> None:
         self._push((msg, None))
 
+    def has_audio(self) -> bool:
+        return any(isinstance(msg, pb.AudioChunk) for msg, _ in self.items)
+
     def fail(self, exc: BaseException) -> None:
         """End the stream with the status of `exc`."""
         self.put(End(to_stream_error(exc)))
@@ -120,14 +123,14 @@ class Outbound:
         )
         self._changed.set()
 
-    async def get(self):
-        """The next response payload, or End."""
+    async def get(self) -> tuple[object, Utterance | None]:
+        """The next response payload, or End, with the utterance whose audio or mark it carries."""
         while not self.items:
             self._changed.clear()
             await self._changed.wait()
-        msg, _ = self.items.popleft()
+        item = self.items.popleft()
         self._changed.set()
-        return msg
+        return item
 
     def _push(self, item) -> None:
         self.items.append(item)

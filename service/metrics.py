@@ -36,8 +36,12 @@ class _Live:
             "registrations_pending": ("voice registrations waiting or running", v["registrations"]),
             "voices_loaded": ("voices this replica can speak", v["voices"]),
             "voice_store_down": ("1 while the shared voice store cannot be reached", v["store_down"]),
-            "engine_busy": ("share of time the engine thread works (smoothed; admission reads it)", v["engine_busy"]),
-            "audio_busy": ("share of time the audio thread decodes (smoothed; admission reads it)", v["audio_busy"]),
+            "engine_busy": ("share of time the engine thread works (smoothed)", v["engine_busy"]),
+            "audio_busy": ("share of time the audio thread decodes (smoothed)", v["audio_busy"]),
+            "headroom_seconds": (
+                "least slack of a chunk a stream waited for, over the admission window (+Inf: none waited)",
+                v["headroom"],
+            ),
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(f"{NS}_{name}", doc, value=value)
@@ -64,7 +68,7 @@ class Metrics:
         )
         self.lateness = Histogram(
             f"{NS}_chunk_lateness_seconds",
-            "how late each audio chunk left against real-time playback from the utterance's first chunk",
+            "how late each audio chunk left against the listener's real-time playback of its turn",
             buckets=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
             registry=self.registry,
         )

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from engine import Engine
 from engine.runtime.streaming import MAX_RATE, MIN_RATE, check_rate
+from service.admission import Headroom, ListenerClock
 from service.audio_input import MIN_SECONDS
 from service.auth import TENANT, Keys
 from service.config import ServiceConfig
@@ -50,6 +51,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     def __init__(self, engine: Engine, voices: VoiceLibrary, lexicon: Lexicon, config: ServiceConfig):
         self.engine, self.voices, self.lexicon, self.config = engine, voices, lexicon, config
         self.sessions = 0
+        self.headroom = Headroom(config.headroom_window_s, config.min_slack_ms / 1000)
         self.model_name = engine.model_name
         self.draining = False
         self.conversations: set[Conversation] = set()  # open Converse streams, told when draining
@@ -209,6 +211,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             "store_down": int(self.voices.store_down),
             "engine_busy": st.engine_busy,
             "audio_busy": st.audio_busy,
+            "headroom": self.headroom.least(),
             "hits": st.prefix_hits,
             "misses": st.prefix_misses,
             "evictions": st.prefix_evictions,
@@ -237,18 +240,21 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     async def _run(self, conv: Conversation):
         """Yield response payloads until the conversation ends; stop every engine stream on the way out."""
         speaker = asyncio.create_task(conv.speak())
-        # Each chunk's lateness against real-time playback from its utterance's first chunk.
+        # Each chunk's lateness against the listener's real-time playback (service/admission.py).
         per_second = conv.settings.sample_rate * (4 if conv.settings.float32 else 2)
-        clock: dict[int, tuple[float, float]] = {}  # utterance -> (first chunk sent, audio seconds sent)
+        listener = ListenerClock()
         try:
-            while not isinstance(msg := await conv.outbound.get(), End):
+            while True:
+                starved = not conv.outbound.has_audio()  # (else a slow client, not the server, held it)
+                msg, utt = await conv.outbound.get()
+                if isinstance(msg, End):
+                    break
                 if isinstance(msg, pb.AudioChunk):
-                    now = time.perf_counter()
-                    start, sent = clock.get(msg.utterance_id, (now, 0.0))
-                    self.metrics.lateness.observe(max(0.0, now - (start + sent)))
-                    clock[msg.utterance_id] = (start, sent + len(msg.audio) / per_second)
-                    if msg.last_chunk:
-                        clock.pop(msg.utterance_id, None)
+                    slack = listener.chunk(msg.utterance_id, utt.submitted_at, len(msg.audio) / per_second)
+                    if slack is not None:
+                        self.metrics.lateness.observe(max(0.0, -slack))
+                        if starved:
+                            self.headroom.record(slack)
                 yield msg
             if msg.error is not None:
                 raise msg.error
@@ -359,20 +365,22 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         context.add_done_callback(release)
 
     def _refuse_past_headroom(self) -> None:
-        """RESOURCE_EXHAUSTED while the engine or audio thread is busier than max_load: streams
-        admitted earlier must keep real time, so a new one waits rather than slow them all.
-        With no stream open there is nothing to protect, and the load is left from before."""
-        limit = self.config.max_load
-        if not limit or self.sessions == 0:
-            return
-        st = self.engine.stats()
-        stage, busy = max(("engine", st.engine_busy), ("audio", st.audio_busy), key=lambda x: x[1])
-        if busy > limit:
+        """RESOURCE_EXHAUSTED while a listener's audio came close to running dry within the
+        headroom window: streams admitted earlier must keep real time, so a new one waits rather
+        than slow them all. With no stream open there is nothing to protect."""
+        h = self.headroom
+        if self.sessions and h.full():
+            least = h.least()
+            came = (
+                f"ran dry for {-least * 1000:.0f} ms"
+                if least < 0
+                else f"came within {least * 1000:.0f} ms of running dry"
+            )
             raise StreamError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server is at capacity: its {stage} thread is {busy:.0%} busy (limit {limit:.0%}) "
-                f"with {self.sessions} open streams",
-                2.0,
+                f"the server is at capacity: with {self.sessions} open streams, a listener's audio {came} "
+                f"in the last {h.window_s:g} s (the margin kept is {h.min_slack_s * 1000:.0f} ms)",
+                h.window_s,
             )
 
     async def _voice_pb(self, voice: LoadedVoice) -> pb.Voice:

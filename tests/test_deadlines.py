@@ -230,3 +230,32 @@ def test_a_conversation_schedules_each_sentence_after_the_one_before_it(model_di
     finally:
         srv.stop()
         eng.close()
+
+
+def test_turn_starts_beyond_max_starting_wait_while_sentences_queued_behind_playing_audio_go():
+    """SchedulerConfig.max_starting: two utterances whose listeners wait (lead -inf) start; a third
+    waits while both are within start_window_s of their first frame (or before it), even with
+    room in the batch, but a conversation's next sentence (finite lead) is admitted past it; once
+    one of the two is past the window, the third starts."""
+    blocks = BlockManager(64, 16, lambda src, dst: None, caching=False)
+    sched = Scheduler(SchedulerConfig(max_starting=2, start_window_s=0.5, urgent_lead_s=0.0), blocks)
+    a, b, c, follower = (frames_seq(i) for i in range(4))
+    leads = {a.seq_id: float("-inf"), b.seq_id: float("-inf"), c.seq_id: float("-inf"), follower.seq_id: 1.0}
+    lead = lambda s: leads[s.seq_id]  # noqa: E731
+    for s in (a, b, c, follower):
+        sched.add(s)
+    batch = sched.schedule(lambda s: True, lead)
+    assert [s.seq_id for s, _, _ in batch.prefill] == [a.seq_id, b.seq_id, follower.seq_id]
+    assert list(sched.waiting) == [c]
+    now = time.monotonic()
+    a.first_frame_at, b.first_frame_at = now - 0.1, now - 0.2  # spoke just now: still starting
+    assert not any(s is c for s, _, _ in sched.schedule(lambda s: True, lead).prefill)
+    # One past the window, one still in it: a slot is free (the follower, running without a
+    # frame yet, was never a turn start and does not hold one).
+    a.first_frame_at = now - 0.6
+    assert [s.seq_id for s, _, _ in sched.schedule(lambda s: True, lead).prefill][-1] == c.seq_id
+    off = Scheduler(SchedulerConfig(max_starting=0, urgent_lead_s=0.0), blocks)
+    for s in (frames_seq(i) for i in range(10, 15)):
+        leads[s.seq_id] = float("-inf")
+        off.add(s)
+    assert len(off.schedule(lambda s: True, lead).prefill) == 5  # off: every start at once

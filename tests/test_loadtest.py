@@ -138,3 +138,19 @@ def test_playback_counts_a_gap_and_what_is_left_to_hear():
     assert abs(playback.push(11.25, 0.5) - 250.0) < 1e-6  # ran dry at 11.0: 250 ms late
     assert abs(playback.remaining(11.5) - 0.25) < 1e-9
     assert playback.remaining(12.0) == 0.0
+
+
+def test_a_point_where_admission_refused_users_does_not_count_as_holding_them():
+    from loadtest.report import summarise
+
+    def point(users, underruns=0, refused=0, p95=120.0):
+        return {"users": users, "turns": 3 * users, "underruns": underruns, "stream_errors": 0,
+                "refused": refused, "ttfa_p95_ms": p95}  # fmt: skip
+
+    s = summarise([point(8), point(16), point(20, refused=9), point(24, underruns=3, refused=30)])
+    assert s["max_realtime_users"] == 16  # 20 users got no underrun, but not all of them got in
+    assert s["overload"] == [
+        {"users": 20, "refused": 9, "underruns": 0},
+        {"users": 24, "refused": 30, "underruns": 3},
+    ]
+    assert summarise([point(8), point(16, underruns=1)])["max_realtime_users"] == 8

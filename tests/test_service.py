@@ -14,9 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from engine import Engine
 from engine.audio import speechlike_wave
-from engine.config import CacheConfig, EngineConfig
 from engine.models.speech_lm.toy import make_toy_model
 from service.audio_input import encode_wav
 from service.fragments import llm_tokens
@@ -513,26 +511,42 @@ def test_session_limit_gives_resource_exhausted_with_retry_hint(model_dir, tmp_p
 
 
 def test_past_the_measured_headroom_new_streams_are_refused_and_admitted_again_once_it_returns(model_dir, tmp_path):
-    """Admission by load, not count: while one stream keeps the engine thread busy, a second is
-    refused with RESOURCE_EXHAUSTED naming the busy stage and a retry hint; once that stream is
-    done and the engine idles, the same request is admitted."""
-    # (a short busy window: the toy model speaks a long line in well under a second)
-    eng = Engine(model_dir, EngineConfig(cache=CacheConfig(block_size=16, num_blocks=512), busy_window_s=0.5))
-    srv = ServerThread(eng, tmp_path, max_load=0.3)
+    """Admission by load, not count: once a listener's audio came within the kept margin of
+    running dry, a new conversation is refused with RESOURCE_EXHAUSTED saying so and a retry hint
+    of the window; once that moment has left the window, the same request is admitted."""
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path, min_slack_ms=50, headroom_window_s=1.0)
     try:
         holder = Session(srv.stub, cfg())
         holder.until("started")
-        holder.send(text("Hold the gate until dawn, and do not open it for anyone who comes up the road. " * 12))
-        holder.send(pb.ConverseRequest(flush=pb.Flush()))
-        deadline = time.monotonic() + 20
-        while eng.stats().engine_busy <= 0.6 and time.monotonic() < deadline:
-            holder.next()
-        assert eng.stats().engine_busy > 0.6, eng.stats()  # (then 0.35 s of idling to fall below 0.3)
+        # What the sender records when a chunk it waited for left 10 ms before the listener
+        # would have run dry (the clock that measures it: tests/test_admission.py).
+        srv.servicer.headroom.record(0.010)
         err = status_of(lambda: list(srv.stub.Converse(iter([cfg(), text("Hi.")]))))
-        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "at capacity" in err.details(), err.details()
-        assert int(dict(err.trailing_metadata())["retry-after-ms"]) == 2000
-        # (with no stream open there is nothing to protect: admitted whatever the load reads)
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
+        assert "at capacity" in err.details() and "within 10 ms of running dry" in err.details(), err.details()
+        assert int(dict(err.trailing_metadata())["retry-after-ms"]) == 1000
+        time.sleep(1.1)  # the thin moment leaves the window
+        ok = list(srv.stub.Converse(iter([cfg(), text("Now there is room."), pb.ConverseRequest(close=pb.Close())])))
+        assert "audio" in kinds(ok)
+        # (with no stream open there is nothing to protect: admitted whatever the measure reads)
+        srv.servicer.headroom.record(-1.0)
         close_then_admitted(srv, holder)
+    finally:
+        srv.stop()
+        eng.close()
+
+
+def test_a_served_conversation_feeds_the_headroom_measure_with_the_chunks_its_sender_waited_for(model_dir, tmp_path):
+    """The toy model runs far ahead of real time, so every chunk the sender had to wait for
+    still left with audio to spare: the measure is finite (something was recorded) and positive."""
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path)
+    try:
+        line = "Hold the gate until dawn, and do not open it for anyone who comes up the road. " * 3
+        out = list(srv.stub.Converse(iter([cfg(), text(line), pb.ConverseRequest(close=pb.Close())])))
+        assert kinds(out).count("audio") > 3
+        assert 0 < srv.servicer.headroom.least() < math.inf
     finally:
         srv.stop()
         eng.close()

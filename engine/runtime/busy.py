@@ -1,10 +1,10 @@
 """How busy a worker is: the fraction of wall time it spends working, smoothed.
 
 The engine thread (LM steps) and the audio worker (codec calls, on a thread or in the audio
-process, which reports its busy time per call) are the two serial stages
-every stream goes through; when either is busy most of the time, a new stream's frames wait
-in a queue and playback of the others runs dry. The service admits new conversations by
-these figures (ServiceConfig.max_load), not only by a count of open streams.
+process, which reports its busy time per call) are the two serial stages every stream goes
+through. Their busy fractions are exported as metrics. They do not decide admission: streams
+run ahead of real time whenever they can, so the engine thread reads busy at any load from a
+dozen streams on (service/admission.py measures headroom by how early audio arrives instead).
 """
 
 from __future__ import annotations

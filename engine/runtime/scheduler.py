@@ -18,6 +18,7 @@ keep a new conversation from starting, nor slow one that is about to run dry.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +80,13 @@ class Scheduler:
         between `short` and twice it); inf while none is short, or with `short` 0 (off)."""
         return 2 * short if short > 0 and any(lead(s) < short for s in candidates) else float("inf")
 
+    def _starting(self) -> int:
+        """Running turn starts within `start_window_s` of their first frame (or still before it)."""
+        if not self.cfg.max_starting:
+            return 0
+        since = time.monotonic() - self.cfg.start_window_s
+        return sum(s.turn_start and (s.first_frame_at is None or s.first_frame_at > since) for s in self.running)
+
     def schedule(self, ready: Callable[[Sequence], bool], lead: Callable[[Sequence], float] = lambda s: 0.0) -> Batch:
         """`ready(seq)` is False while a sequence's reader is too far behind; `lead(seq)` is
         how many seconds of its audio are ahead of real-time playback (-inf before any)."""
@@ -119,11 +127,15 @@ class Scheduler:
                 batch.prefill.append((seq, seq.num_computed, n))
                 budget -= n
         active = sum(s.seq_id not in parked for s in self.running)
+        starting = self._starting()
         for seq in sorted(self.waiting, key=lead):  # (stable: arrival order among equals)
             if budget <= 0 or active >= self.cfg.max_running or lead(seq) >= cutoff:
                 break
             if not ready(seq):  # preempted while its reader lagged: no blocks until it reads
                 continue
+            turn_start = not seq.admitted and seq.max_frames > 0 and lead(seq) == float("-inf")
+            if turn_start and self.cfg.max_starting and starting >= self.cfg.max_starting:
+                continue  # (an utterance queued behind audio that plays may still go)
             allocated = self.blocks.allocate(seq)
             while not allocated:  # make room by preempting parked streams, furthest ahead first
                 busy = {s.seq_id for s in batch.decode} | {s.seq_id for s, _, _ in batch.prefill}
@@ -136,6 +148,8 @@ class Scheduler:
                 break
             self.waiting.remove(seq)
             active += 1
+            starting += turn_start
+            seq.turn_start = seq.turn_start or turn_start
             if not seq.admitted:
                 seq.admitted, seq.cached_on_admit = True, seq.num_computed
                 self.cached_frames += seq.num_computed

@@ -56,6 +56,7 @@ class Sequence:
         self.num_computed = 0  # frames whose K/V are in the pool
         self.cached_on_admit = 0  # frames the prefix cache supplied at first admission
         self.admitted = False
+        self.turn_start = False  # admitted while a listener waited for it (nothing playing before it)
         self.snapshot_done = False  # partial voice-prefix block saved (see BlockManager)
         self.marks = 0  # timing marks emitted (text units the model moved past)
         self.last_advance = 0  # num_generated when the pointer last moved

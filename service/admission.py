@@ -1,0 +1,79 @@
+"""Admission by measured headroom: is there room for one more conversation right now?
+
+The measure is the margin by which audio reaches listeners before they need it. Each
+utterance's playback clock starts at its first chunk; a later chunk is due when the audio
+sent before it has played. When the stream's sender had to wait for that chunk (nothing of it
+was queued), the server is what kept the listener waiting, and how early the chunk still came
+is its slack. A chunk that was queued already and only waited for a slow client says nothing
+about the server, so a client that stops reading cannot close admission for everyone.
+
+A new conversation is refused while the least slack seen within the last `window_s` is under
+`min_slack_s`: some listener came that close to running dry, so the machine has no room for
+another prefill and first-chunk ramp. As in CoDel, the minimum over a window is what counts,
+so one thin moment closes the door for a while and a burst of arrivals cannot all slip through
+before the measure moves. Busy fractions (engine.runtime.busy) cannot tell this: streams race
+ahead of real time, so the engine thread is busy 0.8-0.99 at any load from 16 users on.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+
+
+class Headroom:
+    """The least slack of starved chunks over a sliding window. Any thread records and reads."""
+
+    def __init__(self, window_s: float = 2.0, min_slack_s: float = 0.0):
+        self.window_s = window_s
+        self.min_slack_s = min_slack_s  # 0: never refuse (measured and exported only)
+        self._lows: deque[tuple[float, float]] = deque()  # (time, slack), slack increasing from the left
+        self._lock = threading.Lock()
+
+    def record(self, slack_s: float, now: float | None = None) -> None:
+        """A chunk the sender waited for arrived `slack_s` seconds before it was due (< 0: late)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            # A monotone queue: an older entry with more slack can never again be the minimum.
+            while self._lows and self._lows[-1][1] >= slack_s:
+                self._lows.pop()
+            self._lows.append((now, slack_s))
+            self._expire(now)
+
+    def least(self, now: float | None = None) -> float:
+        """The least slack within the window; inf when no starved chunk was seen in it."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._expire(now)
+            return self._lows[0][1] if self._lows else math.inf
+
+    def full(self, now: float | None = None) -> bool:
+        """Whether a new conversation should be refused now."""
+        return self.min_slack_s > 0 and self.least(now) < self.min_slack_s
+
+    def _expire(self, now: float) -> None:
+        while self._lows and self._lows[0][0] < now - self.window_s:
+            self._lows.popleft()
+
+
+class ListenerClock:
+    """The server's view of one conversation's listener, who plays each chunk as it comes, in
+    real time and without pause: the same rule the load test's players judge underruns by."""
+
+    def __init__(self):
+        self.end = -math.inf  # when the audio sent so far has played out
+        self.utterance: int | None = None
+
+    def chunk(self, utterance_id: int, submitted_at: float, seconds: float, now: float | None = None) -> float | None:
+        """A chunk of `seconds` leaves now; returns its slack, the audio the listener still had to
+        play (< 0: ran dry that long before it came). None when the listener starts afresh: the
+        first chunk of an utterance whose text was submitted (`submitted_at`, perf_counter) after
+        the audio before it had played out, so the wait was for text, not for the server."""
+        now = time.perf_counter() if now is None else now
+        first = utterance_id != self.utterance
+        self.utterance = utterance_id
+        slack = None if first and submitted_at >= self.end else self.end - now
+        self.end = max(self.end, now) + seconds
+        return slack

@@ -1,0 +1,67 @@
+"""The headroom measure admission reads (service/admission.py): the least slack over a window,
+and the server's model of a listener's playback that gives each chunk its slack."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from service.admission import Headroom, ListenerClock
+
+
+def test_headroom_is_the_least_slack_within_the_window_and_forgets_older_ones():
+    h = Headroom(window_s=2.0, min_slack_s=0.05)
+    assert h.least(now=0.0) == math.inf and not h.full(now=0.0)
+    h.record(0.30, now=1.0)
+    h.record(0.02, now=1.5)  # a listener came within 20 ms of running dry
+    h.record(0.20, now=2.0)
+    assert h.least(now=2.0) == pytest.approx(0.02) and h.full(now=2.0)
+    assert h.least(now=3.4) == pytest.approx(0.02)  # still within 2 s of it
+    assert h.least(now=3.6) == pytest.approx(0.20) and not h.full(now=3.6)
+    assert h.least(now=4.1) == math.inf
+
+
+def test_headroom_matches_a_brute_force_minimum_over_random_records():
+    rng = random.Random(7)
+    h, seen, now = Headroom(window_s=1.0), [], 0.0
+    for _ in range(2000):
+        now += rng.uniform(0.0, 0.3)
+        slack = rng.uniform(-0.2, 1.0)
+        h.record(slack, now=now)
+        seen.append((now, slack))
+        now += rng.uniform(0.0, 0.5)  # (time only moves on)
+        want = min((s for t, s in seen if t >= now - 1.0), default=math.inf)
+        assert h.least(now=now) == want
+
+
+def test_headroom_with_no_margin_set_measures_but_never_refuses():
+    h = Headroom(window_s=2.0, min_slack_s=0.0)
+    h.record(-1.0, now=0.0)
+    assert h.least(now=0.5) == -1.0 and not h.full(now=0.5)
+
+
+def test_listener_clock_gives_each_chunk_the_audio_still_to_play_when_it_left():
+    clock = ListenerClock()
+    assert clock.chunk(1, submitted_at=0.0, seconds=0.12, now=0.1) is None  # playback starts
+    assert clock.chunk(1, 0.0, 0.12, now=0.15) == pytest.approx(0.07)  # 0.22 - 0.15
+    assert clock.chunk(1, 0.0, 0.16, now=0.40) == pytest.approx(-0.06)  # ran dry 60 ms before it came
+    assert clock.end == pytest.approx(0.56)  # playback resumed when it came
+
+
+def test_a_sentence_submitted_while_the_one_before_plays_is_judged_as_the_same_playback():
+    clock = ListenerClock()
+    clock.chunk(1, submitted_at=0.0, seconds=2.0, now=0.1)  # plays until 2.1
+    # The next sentence was submitted at 1.0, while the first played: its first chunk is late
+    # if it leaves after 2.1, and on time before.
+    assert clock.chunk(2, submitted_at=1.0, seconds=0.12, now=1.9) == pytest.approx(0.2)
+    assert clock.chunk(3, submitted_at=1.95, seconds=0.12, now=2.4) == pytest.approx(-0.18)
+
+
+def test_a_sentence_whose_text_came_after_the_audio_ran_out_starts_playback_afresh():
+    clock = ListenerClock()
+    clock.chunk(1, submitted_at=0.0, seconds=1.0, now=0.1)  # plays until 1.1
+    # The next turn's text came at 4.0, long after: waiting for text is not the server's lateness.
+    assert clock.chunk(2, submitted_at=4.0, seconds=0.12, now=4.1) is None
+    assert clock.chunk(2, 4.0, 0.12, now=4.15) == pytest.approx(0.07)
