@@ -728,6 +728,7 @@ def test_an_engine_fault_gives_internal_with_the_request_and_spares_the_next_cal
     """A bug inside the engine (injected into one forward pass) ends that call with INTERNAL
     naming the engine request; the server and the next call are unaffected."""
     req = pb.SynthesizeRequest(voice_id="guard", text="Hold the gate until dawn.")
+    wait_idle(server.engine)  # (an earlier test's cancelled stream may still be stepping: it would take the fault)
     server.engine.inject_fault("step")
     err = status_of(lambda: list(server.stub.Synthesize(req)))
     assert err.code() == grpc.StatusCode.INTERNAL and "engine request" in err.details()
