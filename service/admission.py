@@ -1,11 +1,12 @@
 """Admission by measured headroom: is there room for one more conversation right now?
 
-The measure is the margin by which audio reaches listeners before they need it. Each
-utterance's playback clock starts at its first chunk; a later chunk is due when the audio
-sent before it has played. When the stream's sender had to wait for that chunk (nothing of it
-was queued), the server is what kept the listener waiting, and how early the chunk still came
-is its slack. A chunk that was queued already and only waited for a slow client says nothing
-about the server, so a client that stops reading cannot close admission for everyone.
+The measure is the margin by which audio reaches listeners before they need it. A
+conversation's listener (`ListenerClock`) plays each turn from its first chunk without pause,
+so a later chunk is due when the audio sent before it has played. When the stream's sender
+had to wait for that chunk (nothing of it was queued), the server is what kept the listener
+waiting, and how early the chunk still came is its slack. A chunk that was queued already
+and only waited for a slow client says nothing about the server, so a client that stops
+reading cannot close admission for everyone.
 
 A new conversation is refused while the least slack seen within the last `window_s` is under
 `min_slack_s`: some listener came that close to running dry, so the machine has no room for

@@ -149,9 +149,8 @@ class Scheduler:
             self.waiting.remove(seq)
             active += 1
             starting += turn_start
-            seq.turn_start = seq.turn_start or turn_start
-            if not seq.admitted:
-                seq.admitted, seq.cached_on_admit = True, seq.num_computed
+            if not seq.admitted:  # (turn_start can only be True here: it is judged at first admission)
+                seq.admitted, seq.cached_on_admit, seq.turn_start = True, seq.num_computed, turn_start
                 self.cached_frames += seq.num_computed
             seq.status = Status.RUNNING
             self.running.append(seq)
