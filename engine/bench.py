@@ -27,6 +27,7 @@ from tqdm import tqdm
 from engine.audio import speechlike_wave
 from engine.config import DECODE_ATTENTIONS, PACKED_DTYPES, EngineConfig, SamplingParams, StreamConfig
 from engine.models import default_model_dir
+from engine.runtime.audio_process import AudioProcess
 from engine.runtime.engine import Engine
 from engine.runtime.outputs import AudioChunk
 
@@ -119,6 +120,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--decode-attention", default="auto", choices=DECODE_ATTENTIONS, help="EngineConfig.decode_attention"
     )
     ap.add_argument("--audio-threads", type=int, default=StreamConfig.audio_threads, help="StreamConfig.audio_threads")
+    ap.add_argument(
+        "--audio-process",
+        action="store_true",
+        help="StreamConfig.audio_process: decode in a child process, as `serve` does",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="frames-only sweeps to take the median of")
     ap.add_argument("--levels", help="concurrent streams to sweep, e.g. 1,2,4,8 (default 1-32)")
     ap.add_argument("--frames", type=int, help="frames per utterance in the sweeps (default 100)")
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
             num_threads=args.threads,
             packed_dtype=args.packed_dtype,
             decode_attention=args.decode_attention,
-            stream=StreamConfig(audio_threads=args.audio_threads),
+            stream=StreamConfig(audio_threads=args.audio_threads, audio_process=args.audio_process),
         ),
     )
     log = sys.stderr
@@ -202,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
         "packed_dtype": args.packed_dtype,
         "decode_attention": args.decode_attention,
         "audio_threads": engine.audio.num_threads if engine.audio else None,  # as resolved
+        "audio_process": isinstance(engine.audio, AudioProcess),  # as resolved (a family may have no factory)
     }
     result["warm_over_cold"] = round(result["ttfa_warm_ms"] / result["ttfa_cold_ms"], 3)
     if reference:

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
                     time.sleep(0.5)
                 for _ in range(args.rounds):
                     for n in (1, all_threads):
-                        engine._prefill_threads = n
+                        engine.prefill_threads = n
                         for i in range(args.reps):
                             voice = next(fresh)
                             timed.clear()

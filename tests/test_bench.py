@@ -7,12 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_quick_prints_one_json_object(model_dir):
+@pytest.mark.parametrize("audio_process", [False, True], ids=["audio-thread", "audio-process"])
+def test_bench_quick_prints_one_json_object(model_dir, audio_process):
     out = subprocess.run(
-        [sys.executable, "-m", "engine.bench", "--quick", "--json", "--model", str(model_dir)],
+        [sys.executable, "-m", "engine.bench", "--quick", "--json", "--model", str(model_dir)]
+        + (["--audio-process"] if audio_process else []),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -25,6 +29,7 @@ def test_bench_quick_prints_one_json_object(model_dir):
     assert result["ttfa_cold_ms"] > 0 and result["ttfa_warm_ms"] > 0 and result["frames_per_s_1"] > 0
     assert result["prefix_hits"] > 0  # the warm measurement really hit the cache
     assert set(result["sweep"]) == {"1", "2", "4"}
+    assert result["audio_process"] is audio_process  # the codec ran where the flag said
 
 
 def test_prefill_thread_bench_prints_every_setting(model_dir):

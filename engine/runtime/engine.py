@@ -137,8 +137,10 @@ class Engine:
         # (docs/benchmarks.md).
         cpu = self.device.type == "cpu"
         cores = torch.get_num_threads() - (self.audio.num_threads if isinstance(self.audio, AudioProcess) else 0)
-        self._prefill_threads = (self.config.num_threads or max(1, cores)) if cpu else None
-        self._decode_threads = (self.config.num_threads or 1) if cpu else None
+        # (Public: the engine thread reads them before each step, so a caller may change them
+        # between steps; engine.bench_threads compares settings on one engine that way.)
+        self.prefill_threads = (self.config.num_threads or max(1, cores)) if cpu else None
+        self.decode_threads = (self.config.num_threads or 1) if cpu else None
         self.counters = dict(prefill_frames=0, decode_frames=0, steps=0)
         # The engine thread's share of wall time spent scheduling and stepping.
         self.busy = BusyMeter(self.config.busy_window_s)
@@ -461,8 +463,8 @@ class Engine:
                 continue
             self.counters["steps"] += 1
             for items, threads in (
-                ([(s, len(s) - 1, 1) for s in batch.decode], self._decode_threads),
-                (batch.prefill, self._prefill_threads),
+                ([(s, len(s) - 1, 1) for s in batch.decode], self.decode_threads),
+                (batch.prefill, self.prefill_threads),
             ):
                 if items:
                     if threads and torch.get_num_threads() != threads:
