@@ -8,7 +8,8 @@ import torch
 
 def test_lm_examples_match_what_the_engine_feeds_back():
     from engine.models.speech_lm.config import ModelConfig
-    from engine.train.lm_data import IGNORE, build_example, insertion_frames
+    from engine.models.speech_lm.durations import insertion_frames
+    from engine.train.lm_data import IGNORE, build_example
 
     # Units start at 0.30, 0.31, 0.32 (a burst), 0.50 and 0.90 s; 25 frames/s, delay 2.
     durations = [0.30, 0.01, 0.01, 0.18, 0.40, 0.10, 0.30]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def sample_and_score(
         results.append({**score(voices, outputs, judge), "rtf": rtf})
     decoded = "drawn codes" if args.drawn_codes else "expected latents"
     what = (
-        f"{args.model} (temperature {used.temperature}, {args.packed_dtype} kernels, {decoded} decoded, "
+        f"{args.model_label} (temperature {used.temperature}, {args.packed_dtype} kernels, {decoded} decoded, "
         f"codec {adapt.identity}, seed {args.seed}{f'-{seeds[-1]}' if len(seeds) > 1 else ''})"
     )
     return {**(pool(results, seeds) if len(seeds) > 1 else results[0]), "model": what}
@@ -163,6 +164,18 @@ def print_table(result: dict, bars: dict, show_lines: bool) -> None:
                 print(f"{line['voice']:<20} {line['errors']:>3}  {line['text']} -> {line['heard']}")
 
 
+def with_generation(model_dir: Path, tmp: Path, **generation) -> Path:
+    """`model_dir` as seen through `tmp`: the same files, with generation settings changed in
+    its config.json."""
+    from engine.models.speech_lm.config import ModelConfig
+
+    for f in model_dir.iterdir():
+        (tmp / f.name).symlink_to(f.resolve())
+    (tmp / "config.json").unlink()
+    ModelConfig.load(model_dir / "config.json").updated(**generation).save(tmp / "config.json")
+    return tmp
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", choices=("heldout", "broad"), default="heldout")
@@ -204,6 +217,11 @@ def main() -> None:
         default=AdaptConfig().steps,
         help="steps the codec is tuned to each voice's reference for (EngineConfig.adapt; 0: the codec as shipped)",
     )
+    ap.add_argument(
+        "--timing",
+        choices=("sampled", "durations"),
+        help="who times the speech (generation.timing in the model's config.json); default: the model's own",
+    )
     ap.add_argument("--lines", action="store_true", help="also list every line with a word error: text, heard")
     ap.add_argument("--save-audio", type=Path, help="write each output here as VOICE_N.wav (24 kHz)")
     ap.add_argument("--json", action="store_true")
@@ -216,8 +234,14 @@ def main() -> None:
         ap.error("--codec and --teacher-forced need the held-out set's teacher audio (--suite heldout)")
     if args.seeds > 1 and (not args.model or args.teacher_forced or args.save_audio):
         ap.error("--seeds N samples a --model several times (not with --teacher-forced or --save-audio)")
+    if args.timing and not args.model:
+        ap.error("--timing needs --model DIR")
     adapt, judge = AdaptConfig(steps=args.adapt_steps), Judge()
-    result = (run_broad if args.suite == "broad" else run_heldout)(args, adapt, judge)
+    args.model_label = f"{args.model}{f', timing {args.timing}' if args.timing else ''}"
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.timing:
+            args.model = with_generation(args.model, Path(tmp), timing=args.timing)
+        result = (run_broad if args.suite == "broad" else run_heldout)(args, adapt, judge)
     if args.json:
         print(json.dumps(result))
     else:

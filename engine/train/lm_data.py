@@ -15,38 +15,13 @@ are the next frame's codes. At inference the engine does the same substitution
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from engine.models.speech_lm.config import ModelConfig
+from engine.models.speech_lm.durations import insertion_frames
 from engine.models.speech_lm.prompt import audio_frames, text_frames, voice_prefix
 
 IGNORE = -100  # targets that carry no loss
-
-
-def insertion_frames(durations: list[float], num_frames: int, frame_rate: float, delay: int) -> list[int]:
-    """Frame on which each unit is fed: `delay` frames before its audio starts, one unit per
-    frame at most (a burst of short units is spread over the following frames), and
-    always before the end of the audio.
-
-    `durations` are seconds per unit with the leading silence first and the trailing
-    silence last (as the teachers give them)."""
-    starts, t = [], durations[0]
-    for d in durations[1:-1]:
-        starts.append(t)
-        t += d
-    frames, prev = [], -1
-    for s in starts:
-        f = max(int(math.floor(s * frame_rate)) - delay, prev + 1, 0)
-        frames.append(f)
-        prev = f
-    overflow = frames[-1] - (num_frames - 1) if frames else 0
-    if overflow > 0:  # too many units for the audio: pull the tail back, keeping order
-        frames = [min(f, num_frames - 1 - (len(frames) - 1 - i)) for i, f in enumerate(frames)]
-        if frames[0] < 0:
-            raise ValueError(f"{len(frames)} units cannot fit in {num_frames} frames")
-    return frames
 
 
 def build_example(

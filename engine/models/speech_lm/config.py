@@ -33,6 +33,20 @@ class GenerationConfig:
     # on the last unit, speech ends): a sampled frame that throws the model off can
     # otherwise hold it on a phoneme until the length guard. 0 disables.
     max_frames_per_unit: int = 0
+    # Who times the speech: "sampled", the LM's own channel 0 (stay, advance, stop);
+    # "durations", the checkpoint's duration model (engine.models.speech_lm.durations),
+    # whose schedule moves the pointer and ends speech. The rules above then apply to
+    # sampled timing only, except the length guard.
+    timing: Literal["sampled", "durations"] = "sampled"
+    # Timing by durations: how much slower than the duration model's neutral pace to
+    # speak; 0 reads each voice's pace off its reference clip (clamped, see durations.py).
+    pace: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.timing not in ("sampled", "durations"):
+            raise ValueError(f"generation.timing must be 'sampled' or 'durations', got {self.timing!r}")
+        if self.pace < 0:
+            raise ValueError(f"generation.pace must be 0 (read off the reference) or positive, got {self.pace}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.hold_units and self.advance is None:
             raise ValueError("hold_units needs a pointer model (an advance token)")
+        if self.generation.timing == "durations" and self.advance is None:
+            raise ValueError("timing by durations needs a pointer model (an advance token)")
 
     def updated(self, **changes: Any) -> ModelConfig:
         """A copy with `changes`; generation fields may be named directly (top_k=..., say)."""

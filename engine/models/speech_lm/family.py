@@ -16,6 +16,8 @@ import torch
 
 from engine.codecs.base import make_codec
 from engine.config import EngineConfig, SamplingParams
+from engine.models.speech_lm.durations import CONFIG_FILE as DURATIONS_FILE
+from engine.models.speech_lm.durations import load_durations, schedule
 from engine.models.speech_lm.model import load_model
 from engine.models.speech_lm.pointer import TextPointer
 from engine.models.speech_lm.prompt import utterance_prompt, voice_prefix
@@ -52,6 +54,9 @@ class SpeechLMFamily:
         self.codec = self.codec_factory()
         self.tokenizer = make_tokenizer(cfg.tokenizer, cfg.text_vocab)
         self.pointer = TextPointer(cfg, self.model.max_vocab, device)
+        self.durations = load_durations(model_dir) if cfg.generation.timing == "durations" else None
+        if cfg.generation.timing == "durations" and self.durations is None:
+            raise ValueError(f"{model_dir}: generation.timing is 'durations' but there is no {DURATIONS_FILE}")
         # Decode each frame from the expectation its codes were drawn from, where the codec can.
         self.expected_latents = config.stream.expected_latents and hasattr(self.codec, "expected_latent")
         self.adapts = hasattr(self.codec, "adapt") and config.adapt.steps > 0
@@ -81,14 +86,26 @@ class SpeechLMFamily:
         ids, spans = self.tokenizer.encode_spans(text)
         if not ids:
             raise NothingToSay(f"nothing to speak in {text!r}" if text.strip() else "text to speak is empty")
-        gen = self.cfg.generation
+        cfg, gen = self.cfg, self.cfg.generation
+        timing = None
+        if self.durations is not None:
+            pace = gen.pace or self.voice_pace(voice)
+            timing = schedule([s * pace for s in self.durations.seconds(ids)], cfg.frame_rate, cfg.mark_delay_frames)
         return Plan(
-            prompt=utterance_prompt(self.cfg, voice, ids),
+            prompt=utterance_prompt(cfg, voice, ids),
             max_frames=math.ceil(len(ids) * gen.max_frames_per_text_token) + gen.min_frames_guard,
             min_frames=math.ceil(len(ids) * gen.min_frames_per_text_token),
             spans=spans,
             units=[self.tokenizer.symbol(i) for i in ids],
+            state=timing,
         )
+
+    def voice_pace(self, voice: VoicePrompt) -> float:
+        """How much slower than the duration model's neutral pace the voice's reference is spoken."""
+        text = voice.frames[1:, 1] == self.cfg.audio_pad  # the prefix: bos, transcript, then audio
+        n_text = int(text.int().argmin()) if not bool(text.all()) else len(text)
+        ids = voice.frames[1 : 1 + n_text, 0].tolist()
+        return self.durations.pace(ids, voice.num_frames - 1 - n_text)
 
     def step(self, seqs: list[Sequence], hidden: torch.Tensor) -> Step:
         logits = self.model.logits(hidden).cpu()

@@ -15,6 +15,7 @@ import math
 import torch
 
 from engine.models.speech_lm.config import ModelConfig
+from engine.models.speech_lm.durations import Schedule
 from engine.runtime.outputs import MarkEvent
 from engine.runtime.sequence import Sequence
 
@@ -43,14 +44,27 @@ class TextPointer:
         if no_end:
             logits[no_end, 0, cfg.eos] = float("-inf")
         limit = cfg.generation.max_frames_per_unit
-        if not limit:
-            return
         for b, (s, u) in enumerate(zip(seqs, units)):
-            if s.num_generated - s.last_advance >= limit:  # stalled: move it on
+            if limit and s.num_generated - s.last_advance >= limit:  # stalled: move it on
                 forced = cfg.advance if s.marks < u else cfg.eos
                 if logits[b, 0, forced] > -math.inf:  # (an end that ignore_eos or min_frames forbid stays forbidden)
                     logits[b, 0] = -math.inf
                     logits[b, 0, forced] = 0.0
+        scheduled = [(b, s) for b, s in enumerate(seqs) if isinstance(s.family_state, Schedule)]
+        if scheduled:  # the duration model's schedule decides alone
+            rows = torch.tensor([b for b, _ in scheduled])
+            forced = torch.tensor([self.scheduled(s, s.family_state) for _, s in scheduled])
+            logits[rows, 0] = -math.inf
+            logits[rows, 0, forced] = 0.0
+
+    def scheduled(self, seq: Sequence, plan: Schedule) -> int:
+        """Channel 0 of the frame `seq` draws next, by its schedule."""
+        cfg, j = self.cfg, seq.num_generated
+        if j >= plan.end and not seq.sampling.ignore_eos:
+            return cfg.eos
+        if seq.marks < len(plan.feed) and j >= plan.feed[seq.marks]:
+            return cfg.advance
+        return cfg.text_pad
 
     def feed(self, seqs: list[Sequence], frames: torch.Tensor) -> tuple[list[int], list[MarkEvent | None]]:
         """Move the pointers past sampled frames [B, C] and rewrite channel 0 in place
