@@ -2,14 +2,15 @@
 
 A pointer LM can time its own speech: channel 0 says stay, advance or stop every
 frame. On text unlike its training lines that timing is where most of its errors
-start (docs/experiments.md, "Where the errors come from"), and a bark that runs past
+start (docs/experiments.md, "Timing by a duration model"), and a bark that runs past
 its last phoneme says words nobody wrote. A small convolutional model reads the
 units around each one and predicts its duration; the engine then moves the pointer
 on that schedule and ends speech when the last unit's time is up, so the LM only
 has to say each unit while the schedule holds it there.
 
 Durations are learnt at a neutral pace (each teacher line's durations times its
-speed and size shift); a voice's own pace is read off its reference clip.
+speed and size shift). The engine stretches them by the model's `generation.pace`,
+or, where that is 0, by each voice's own pace, read off its reference clip.
 """
 
 from __future__ import annotations
