@@ -75,11 +75,15 @@ class DurationModel(nn.Module):
         return torch.tensor([self.cfg.start, *ids, self.cfg.end], dtype=torch.long)
 
     @torch.inference_mode()
-    def seconds(self, ids: list[int]) -> list[float]:
-        """Seconds of the leading silence, each unit and the trailing silence, at neutral pace."""
+    def frames(self, ids: list[int]) -> torch.Tensor:
+        """Frames of the leading silence, each unit and the trailing silence, at neutral pace."""
         units = self.units(ids)[None]
         frames = self(units, torch.ones_like(units, dtype=torch.bool))[0].float().exp() - 1
-        return (frames.clamp(min=0) / self.cfg.frame_rate).tolist()
+        return frames.clamp(min=0)
+
+    def seconds(self, ids: list[int]) -> list[float]:
+        """`frames` in seconds."""
+        return (self.frames(ids) / self.cfg.frame_rate).tolist()
 
     def pace(self, ids: list[int], frames: int) -> float:
         """A voice's pace from its reference: how much longer than neutral its `frames` of
@@ -140,5 +144,5 @@ class Schedule:
 
 def schedule(seconds: list[float], frame_rate: float, delay: int) -> Schedule:
     """The pointer schedule of predicted durations (as `DurationModel.seconds` gives them)."""
-    end = max(round(sum(seconds) * frame_rate), len(seconds) - 2 + 1)  # at least a frame per unit
+    end = max(round(sum(seconds) * frame_rate), len(seconds) - 1)  # a frame for each unit, then the end
     return Schedule(insertion_frames(seconds, end, frame_rate, delay), end)
