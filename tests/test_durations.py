@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pytest
@@ -16,6 +17,7 @@ from engine.models.speech_lm.durations import (
     load_durations,
     save_durations,
     schedule,
+    trim_ending,
 )
 from engine.models.speech_lm.toy import make_toy_model
 from engine.runtime.outputs import TimingMark
@@ -29,27 +31,33 @@ def timed_model(path, **overrides):
     """A toy pointer model whose config times speech by a (seeded, random) duration model."""
     model_dir = make_toy_model(path, seed=1, **TINY, advance=4, mark_delay_frames=2, timing="durations", **overrides)
     torch.manual_seed(0)
-    save_durations(DurationModel(DurationConfig()).eval(), model_dir)
+    durations = DurationModel(DurationConfig()).eval()
+    with torch.no_grad():  # about two frames a unit, as speech has, rather than a random model's ~0
+        durations.out.bias.fill_(math.log1p(2.0))
+    save_durations(durations, model_dir)
     return model_dir
 
 
-def expected_schedule(eng, model_dir, voice, text, pace=0.0):
-    """The schedule as the contract states it: predicted seconds, scaled by the pace (if 0, the
-    voice's own: its reference frames against the prediction for its transcript), in frames."""
+def expected_schedule(eng, model_dir, voice, text, pace=0.0, last=0.0, pause=0.0):
+    """The schedule as the contract states it: predicted seconds, the ending capped (`last`, `pause`
+    at neutral pace; the final "." is the one quiet unit), scaled by the pace (if 0, the voice's own:
+    its reference frames against the prediction for its transcript), in frames."""
     durations = load_durations(model_dir)
     ref_ids = eng.tokenizer.encode(REF_TEXT)
     pace = pace or durations.pace(ref_ids, voice.num_frames - 1 - len(ref_ids))
-    seconds = [s * pace for s in durations.seconds(eng.tokenizer.encode(text))]
-    return schedule(seconds, 25.0, 2)
+    seconds = trim_ending(durations.seconds(eng.tokenizer.encode(text)), 1, last, pause)
+    return schedule([s * pace for s in seconds], 25.0, 2)
 
 
-@pytest.mark.parametrize("pace", [0.0, 1.3])
-def test_speech_follows_the_duration_models_schedule_and_ends_on_it(tmp_path, pace):
-    model_dir = timed_model(tmp_path / "m", pace=pace)
+@pytest.mark.parametrize("pace, last, pause", [(0.0, 0.0, 0.0), (1.3, 0.0, 0.0), (1.3, 0.05, 0.02)])
+def test_speech_follows_the_duration_models_schedule_and_ends_on_it(tmp_path, pace, last, pause):
+    model_dir = timed_model(tmp_path / "m", pace=pace, max_last_unit_s=last, max_final_pause_s=pause)
     with make_engine(model_dir) as eng:
         voice = eng.make_voice(speech_like(2.0), 24000, REF_TEXT, "guard")
         ids = eng.tokenizer.encode(TEXT)
-        plan = expected_schedule(eng, model_dir, voice, TEXT, pace)
+        plan = expected_schedule(eng, model_dir, voice, TEXT, pace, last, pause)
+        if last:  # the caps bite: the ending is shorter than predicted
+            assert plan.end < expected_schedule(eng, model_dir, voice, TEXT, pace).end
         runs = []
         for seed in (0, 1):
             stream = eng.submit(voice, TEXT, SamplingParams(seed=seed, temperature=1.5))
@@ -100,6 +108,18 @@ def test_a_saved_duration_model_predicts_the_same(tmp_path):
     assert load_durations(tmp_path / "nothing") is None
 
 
+def test_the_ending_is_capped_and_nothing_else_moves():
+    seconds = [0.4, 0.1, 0.5, 0.2, 0.1, 0.05]  # lead, two spoken units, "!", " ", trailing silence
+    trimmed = trim_ending(seconds, 2, last=0.25, pause=0.1)
+    assert trimmed[:2] == seconds[:2] and trimmed[2] == 0.25
+    assert sum(trimmed[3:]) == pytest.approx(0.1) and trimmed[3] / trimmed[4] == pytest.approx(2.0)
+    assert trim_ending(seconds, 2, last=0.0, pause=0.0) == seconds
+    assert trim_ending(seconds, 2, last=0.9, pause=0.9) == seconds  # caps above the prediction change nothing
+    no_punctuation = trim_ending(seconds, 0, last=0.01, pause=0.01)
+    assert no_punctuation[:4] == seconds[:4] and no_punctuation[4:] == [0.01, 0.01]
+    assert trim_ending([0.4, 0.2, 0.1], 1, last=0.01, pause=0.0) == [0.4, 0.2, 0.1]  # the lead is no unit
+
+
 def test_a_schedule_gives_each_unit_a_frame_before_the_end():
     plan = schedule([0.2, 0.001, 0.001, 0.001, 0.1], 25.0, 3)  # three units far shorter than a frame
     assert plan.end >= 4 and plan.feed == sorted(set(plan.feed)) and plan.feed[-1] < plan.end
@@ -116,6 +136,8 @@ def test_timing_by_durations_needs_the_duration_model(tmp_path):
         make_toy_model(tmp_path / "y", seed=1, **TINY, advance=4, timing="guess")
     with pytest.raises(ValueError, match="pace"):
         make_toy_model(tmp_path / "z", seed=1, **TINY, advance=4, timing="durations", pace=-1.0)
+    with pytest.raises(ValueError, match="max_last_unit_s"):
+        make_toy_model(tmp_path / "w", seed=1, **TINY, advance=4, timing="durations", max_final_pause_s=-0.1)
 
 
 def test_training_learns_the_teachers_durations(tmp_path, monkeypatch):

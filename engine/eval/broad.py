@@ -87,8 +87,9 @@ def teacher_audio(items: list[Line], teacher: str) -> list[np.ndarray]:
     path = DATA / f"teacher_{teacher}.npz"
     cached: dict[str, np.ndarray] = {}
     if path.exists():
-        with np.load(path) as z:
-            cached = {str(t): z["audio"][lo:hi] for t, lo, hi in zip(z["texts"], z["offsets"][:-1], z["offsets"][1:])}
+        with np.load(path) as z:  # each z[key] reads the array afresh: read the audio once
+            audio, offsets = z["audio"], z["offsets"]
+            cached = {str(t): audio[lo:hi] for t, lo, hi in zip(z["texts"], offsets[:-1], offsets[1:])}
     missing = [x.spoken for x in items if x.spoken not in cached]
     if missing:
         tokenizer = make_tokenizer("phonemes", 256)

@@ -123,6 +123,17 @@ def spell(tokenizer: Tokenizer, text: str) -> str:
     return "".join(tokenizer.symbol(i) for i in tokenizer.encode(text))
 
 
+def quiet_tail(tokenizer: Tokenizer, ids: list[int]) -> int:
+    """How many of `ids`' last tokens are punctuation or word gaps: the units after the last
+    spoken one."""
+    from engine.text.g2p import PUNCTUATION
+
+    n = 0
+    while n < len(ids) and tokenizer.symbol(ids[-1 - n]) in PUNCTUATION + " ":
+        n += 1
+    return n
+
+
 def make_tokenizer(name: str, vocab: int) -> Tokenizer:
     if name == "chars":
         return CharTokenizer(vocab)

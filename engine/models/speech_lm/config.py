@@ -41,12 +41,20 @@ class GenerationConfig:
     # Timing by durations: how much slower than the duration model's neutral pace to
     # speak; 0 reads each voice's pace off its reference clip (clamped, see durations.py).
     pace: float = 0.0
+    # Timing by durations: caps, in seconds at neutral pace (0: none), on how a line ends.
+    # The teachers hold a line's last phoneme long and pause after its final punctuation,
+    # which makes a bark mostly silence (docs/experiments.md, "Trimming the schedule").
+    # The leading silence is left alone: cut, it costs the first phoneme.
+    max_last_unit_s: float = 0.0
+    max_final_pause_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.timing not in ("sampled", "durations"):
             raise ValueError(f"generation.timing must be 'sampled' or 'durations', got {self.timing!r}")
         if self.pace < 0:
             raise ValueError(f"generation.pace must be 0 (read off the reference) or positive, got {self.pace}")
+        if self.max_last_unit_s < 0 or self.max_final_pause_s < 0:
+            raise ValueError("generation.max_last_unit_s and max_final_pause_s must be 0 (no cap) or positive")
 
 
 @dataclass(frozen=True)

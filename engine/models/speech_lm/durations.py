@@ -133,6 +133,20 @@ def insertion_frames(durations: list[float], num_frames: int, frame_rate: float,
     return frames
 
 
+def trim_ending(seconds: list[float], quiet: int, last: float, pause: float) -> list[float]:
+    """`seconds` (leading silence, units, trailing silence) with the ending capped: the last
+    spoken unit at `last` seconds, and the pause after it (the `quiet` trailing punctuation
+    units and the trailing silence, scaled down together) at `pause`. A cap of 0 is none."""
+    out = list(seconds)
+    tail = len(out) - 1 - quiet  # index of the first quiet unit, or of the trailing silence
+    held = sum(out[tail:])
+    if pause and held > pause:
+        out[tail:] = [s * pause / held for s in out[tail:]]
+    if last and tail > 1:  # index 0 is the leading silence, not a unit
+        out[tail - 1] = min(out[tail - 1], last)
+    return out
+
+
 @dataclass(frozen=True)
 class Schedule:
     """When the pointer moves: unit i is fed when frame `feed[i]` is drawn, and speech ends

@@ -17,7 +17,7 @@ import torch
 from engine.codecs.base import make_codec
 from engine.config import EngineConfig, SamplingParams
 from engine.models.speech_lm.durations import CONFIG_FILE as DURATIONS_FILE
-from engine.models.speech_lm.durations import load_durations, schedule
+from engine.models.speech_lm.durations import load_durations, schedule, trim_ending
 from engine.models.speech_lm.model import load_model
 from engine.models.speech_lm.pointer import TextPointer
 from engine.models.speech_lm.prompt import utterance_prompt, voice_prefix
@@ -27,7 +27,7 @@ from engine.runtime.outputs import NothingToSay
 from engine.runtime.sampler import codebook_probs, sample_frames
 from engine.runtime.sequence import Sequence
 from engine.runtime.voice import VoicePrompt
-from engine.text.tokenizer import make_tokenizer
+from engine.text.tokenizer import make_tokenizer, quiet_tail
 
 
 class SpeechLMFamily:
@@ -89,8 +89,10 @@ class SpeechLMFamily:
         cfg, gen = self.cfg, self.cfg.generation
         timing = None
         if self.durations is not None:
+            quiet = quiet_tail(self.tokenizer, ids)
+            seconds = trim_ending(self.durations.seconds(ids), quiet, gen.max_last_unit_s, gen.max_final_pause_s)
             pace = gen.pace or self.voice_pace(voice)
-            timing = schedule([s * pace for s in self.durations.seconds(ids)], cfg.frame_rate, cfg.mark_delay_frames)
+            timing = schedule([s * pace for s in seconds], cfg.frame_rate, cfg.mark_delay_frames)
         return Plan(
             prompt=utterance_prompt(cfg, voice, ids),
             max_frames=math.ceil(len(ids) * gen.max_frames_per_text_token) + gen.min_frames_guard,
