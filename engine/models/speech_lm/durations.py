@@ -10,7 +10,9 @@ has to say each unit while the schedule holds it there.
 
 Durations are learnt at a neutral pace (each teacher line's durations times its
 speed and size shift). The engine stretches them by the model's `generation.pace`,
-or, where that is 0, by each voice's own pace, read off its reference clip.
+or, where that is 0, by each voice's own pace, read off its reference clip. It can
+cap how a line ends (`trim_ending`): the teachers close a line with ~0.6 s of silence
+counted in its last phoneme and final punctuation.
 """
 
 from __future__ import annotations
