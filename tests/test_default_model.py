@@ -44,8 +44,9 @@ def test_default_model_is_the_shipped_one_and_under_30_mb():
 @pytest.fixture(scope="module")
 def spoken():
     """Each demo voice (as the service installs it) speaks every line and every bark once, fixed
-    seeds: {voice: [(text, audio, marks)]}, {voice: reference wave}, [(voice, bark, phonemes, Finished)]."""
-    out, refs, barks = {}, {}, []
+    seeds: {voice: [(text, audio, marks)]}, {voice: reference wave}, [(voice, bark, phonemes, Finished)],
+    and every line twice more with other seeds: [(text, audio)]."""
+    out, refs, barks, redrawn = {}, {}, [], []
     with Engine(SHIPPED_MODEL_DIR, EngineConfig(num_threads=2)) as engine:
         for voice_id, _, transcript, wav in demo_references(SHIPPED_MODEL_DIR, engine.sample_rate):
             wave, sr = soundfile.read(io.BytesIO(wav), dtype="float32")
@@ -57,13 +58,16 @@ def spoken():
                 audio = np.concatenate([e.samples for e in events if isinstance(e, AudioChunk)])
                 marks = [e for e in events if isinstance(e, TimingMark)]
                 out[voice_id].append((text, audio, marks))
+                for seed in (i + 2, i + 4):
+                    events = list(engine.submit(voice, text, engine.default_sampling(seed=seed)))
+                    redrawn.append((text, np.concatenate([e.samples for e in events if isinstance(e, AudioChunk)])))
             for i, text in enumerate(BARKS):
                 done = [
                     e for e in engine.submit(voice, text, engine.default_sampling(seed=i)) if isinstance(e, Finished)
                 ]
                 phonemes = [engine.tokenizer.symbol(u) for u in engine.tokenizer.encode(text)]
                 barks.append((voice_id, text, sum(p not in PUNCTUATION + STRESS for p in phonemes), done[0]))
-    return out, refs, barks
+    return out, refs, barks, redrawn
 
 
 @pytest.fixture(scope="module")
@@ -79,20 +83,20 @@ def test_demo_voices_speak_the_words(spoken, judge):
     from engine.eval.judge import word_errors
 
     errors = total = 0
-    for voice, items in spoken[0].items():
-        for text, audio, _ in items:
-            e, t = word_errors(text, judge.transcribe(audio))
-            errors, total = errors + e, total + t
-    # Loose: six short lines; the eval script holds the model to the 0.10 bar on held-out data.
-    assert errors / total <= 0.25, f"word error rate {errors / total:.2f}"
+    drawn = [(text, audio) for items in spoken[0].values() for text, audio, _ in items] + spoken[3]
+    for text, audio in drawn:
+        e, t = word_errors(text, judge.transcribe(audio))
+        errors, total = errors + e, total + t
+    # Loose, and pooled over three draws of each line (162 words): one draw's 54 words move the
+    # rate by about 0.06 either way. The broad eval (engine.eval) holds the model to its bars.
+    assert len(drawn) == 18 and errors / total <= 0.25, f"word error rate {errors / total:.2f}"
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="one-word barks last too long: the schedule caps their ending, but keeps the teachers' ~0.4 s of "
-    "leading silence (0.5 s at the shipped pace), which the LM needs (cut to 0.1 s, broad dev wer rose from 0.227 "
-    "to 0.316), so 'Yes!', 'No.' and 'Halt!' (2-4 phonemes) last 1.1-1.2 s against bounds of 0.7-1.0 s; strict, "
-    "so this turns into a failure to remove once the lead is short",
+    reason="one-word barks last a little too long: with the lead prefilled and the ending capped, 'Yes!' and "
+    "'Halt!' fit their bounds (0.84 s of 0.85 s, 0.88 s of 1.0 s), but 'No.' lasts 0.72 s of 0.70 s: its "
+    "stress mark and last vowel are scheduled 0.4 s; strict, so this turns into a failure to remove once it fits",
 )
 def test_a_one_word_bark_lasts_about_one_word(spoken):
     """At most 150 ms per phoneme plus 400 ms of leading and trailing silence: a model that stops
@@ -105,7 +109,7 @@ def test_a_one_word_bark_lasts_about_one_word(spoken):
 def test_each_demo_voice_sounds_like_its_own_reference(spoken, judge):
     from engine.eval.judge import cosine
 
-    outputs, refs, _ = spoken
+    outputs, refs = spoken[:2]
     ref_emb = {v: judge.embed(w) for v, w in refs.items()}
     for voice, items in outputs.items():
         for _, audio, _ in items:
@@ -179,7 +183,7 @@ def test_eval_synthesis_is_timed_on_one_core_and_gives_the_callers_cores_back(sp
 
     from engine.eval.synthesis import synthesize
 
-    outputs, refs, _ = spoken
+    outputs, refs = spoken[:2]
     voice = next(iter(refs))
     seen = []
 

@@ -74,6 +74,32 @@ def test_speech_follows_the_duration_models_schedule_and_ends_on_it(tmp_path, pa
     assert not torch.equal(runs[0][0][:, 1:], runs[1][0][:, 1:])  # the codes are still drawn
 
 
+def test_a_prefilled_lead_is_read_from_the_prompt_not_drawn_or_sent(tmp_path):
+    silence = [3, 1, 4, 1]  # the toy's four codebooks
+    plain_dir = timed_model(tmp_path / "plain", pace=1.3)
+    model_dir = timed_model(tmp_path / "lead", pace=1.3, silence_frame=silence)
+    with make_engine(plain_dir) as eng:
+        voice = eng.make_voice(speech_like(2.0), 24000, REF_TEXT, "guard")
+        plain = expected_schedule(eng, plain_dir, voice, TEXT, 1.3)
+        plain_prompt = eng.submit(voice, TEXT, SamplingParams(seed=0))
+        plain_prompt.wait_frames()
+    with make_engine(model_dir) as eng:
+        voice = eng.make_voice(speech_like(2.0), 24000, REF_TEXT, "guard")
+        stream = eng.submit(voice, TEXT, SamplingParams(seed=0, temperature=1.5))
+        marks = [e for e in stream if isinstance(e, TimingMark)]
+        frames = eng.submit(voice, TEXT, SamplingParams(seed=0, temperature=1.5)).wait_frames()
+        prompt = stream.seq.tokens[: stream.seq.prompt_len]
+    lead = plain.feed[0]
+    assert lead > 0 and stream.finished.reason == "eos"
+    assert stream.finished.prompt_frames == plain_prompt.finished.prompt_frames + lead
+    assert prompt[-lead:, 1:].tolist() == [silence] * lead and prompt[-lead:, 0].eq(0).all()  # text_pad
+    assert len(frames) == plain.end - lead  # the lead is neither drawn nor sent
+    fed = (frames[:, 0] != 0).nonzero().flatten().tolist()
+    assert fed == [f - lead for f in plain.feed] and fed[0] == 0
+    assert [m.start_ms for m in marks] == [(f + 2) * 40.0 for f in fed]  # marks follow the audio sent
+    assert stream.finished.audio_seconds == pytest.approx(len(frames) / 25.0, abs=0.05)
+
+
 def test_a_bark_ends_when_its_units_are_said(tmp_path):
     model_dir = timed_model(tmp_path / "m")
     with make_engine(model_dir) as eng:
@@ -136,16 +162,20 @@ def test_timing_by_durations_needs_the_duration_model(tmp_path):
         make_toy_model(tmp_path / "y", seed=1, **TINY, advance=4, timing="guess")
     with pytest.raises(ValueError, match="pace"):
         make_toy_model(tmp_path / "z", seed=1, **TINY, advance=4, timing="durations", pace=-1.0)
+    with pytest.raises(ValueError, match="silence_frame"):
+        make_toy_model(tmp_path / "v", seed=1, **TINY, advance=4, timing="durations", silence_frame=[1, 2])
     with pytest.raises(ValueError, match="max_last_unit_s"):
         make_toy_model(tmp_path / "w", seed=1, **TINY, advance=4, timing="durations", max_final_pause_s=-0.1)
 
 
-def test_training_learns_the_teachers_durations(tmp_path, monkeypatch):
-    """A short run on two committed token shards beats the untrained model on the held-out shard."""
+def test_training_learns_the_teachers_durations(tmp_path, monkeypatch, capsys):
+    """A short run on two committed token shards beats the untrained model on the held-out shard,
+    and names the code frame of the teachers' leading silence."""
+    import json
     import sys
 
     from engine.train import train_durations
-    from engine.train.token_store import TOKENS
+    from engine.train.token_store import TOKENS, load_token_shard
 
     for split, shard in (("train", "shard_00000.npz"), ("train", "shard_00200.npz"), ("eval", "shard_00000.npz")):
         (tmp_path / "tokens" / split).mkdir(parents=True, exist_ok=True)
@@ -159,3 +189,7 @@ def test_training_learns_the_teachers_durations(tmp_path, monkeypatch):
     trained = train_durations.evaluate(load_durations(tmp_path / "out"), held)
     assert trained["mae_frames_per_unit"] < 0.5 * untrained["mae_frames_per_unit"]
     assert trained["line_length_error"] < 0.5 * untrained["line_length_error"]
+    silence = json.loads(capsys.readouterr().out.split('"silence_frame": ')[1].split(" under")[0])
+    lines = load_token_shard(tmp_path / "tokens" / "eval" / "shard_00000.npz")
+    starting = sum(silence in torch.as_tensor(r["codes"])[:3].tolist() for r in lines)
+    assert len(silence) == 8 and starting > 0.8 * len(lines)  # nearly every line starts with it

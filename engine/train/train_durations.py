@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -32,6 +33,16 @@ def load_lines(token_dir: Path, frame_rate: float) -> list[tuple[list[int], torc
             pace = r["speed"] * r["shift"]  # a faster (or smaller) voice's units are shorter
             out.append((r["ids"], torch.tensor(r["durations"]) * pace * frame_rate))
     return out
+
+
+def silence_frame(token_dir: Path, first: int = 3) -> list[int]:
+    """The commonest code frame among the first `first` frames of each line: the teachers'
+    leading silence as the codec codes it, which `generation.silence_frame` prefills."""
+    counts: Counter[tuple[int, ...]] = Counter()
+    for path in sorted(token_dir.glob("shard_*.npz")):
+        for r in load_token_shard(path):
+            counts.update(tuple(f) for f in torch.as_tensor(r["codes"])[:first].tolist())
+    return list(counts.most_common(1)[0][0])
 
 
 def batch(model: DurationModel, lines: list[tuple[list[int], torch.Tensor]]) -> tuple[torch.Tensor, ...]:
@@ -97,6 +108,9 @@ def main() -> None:
     )
     save_durations(model.eval(), args.export)
     print(f"wrote the duration model to {args.export}")
+    # Tied to the codec the tokens were made with.
+    silence = silence_frame(args.tokens / "eval")
+    print(f'the teachers\' leading silence, for config.json: "silence_frame": {silence} under "generation"')
 
 
 if __name__ == "__main__":

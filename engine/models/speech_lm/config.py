@@ -47,6 +47,11 @@ class GenerationConfig:
     # The leading silence is left alone: cut, it costs the first phoneme.
     max_last_unit_s: float = 0.0
     max_final_pause_s: float = 0.0
+    # Timing by durations: the codes of one frame of the training audio's silence. When set,
+    # the frames of leading silence before the first unit is fed are prefilled with it
+    # instead of drawn, and are not sent: the LM reads the lead it was trained on, and the
+    # listener's audio starts a few frames before the first phoneme.
+    silence_frame: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.timing not in ("sampled", "durations"):
@@ -55,6 +60,7 @@ class GenerationConfig:
             raise ValueError(f"generation.pace must be 0 (read off the reference) or positive, got {self.pace}")
         if self.max_last_unit_s < 0 or self.max_final_pause_s < 0:
             raise ValueError("generation.max_last_unit_s and max_final_pause_s must be 0 (no cap) or positive")
+        object.__setattr__(self, "silence_frame", tuple(self.silence_frame))  # (a list, as JSON has it)
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,9 @@ class ModelConfig:
             raise ValueError("hold_units needs a pointer model (an advance token)")
         if self.generation.timing == "durations" and self.advance is None:
             raise ValueError("timing by durations needs a pointer model (an advance token)")
+        silence = self.generation.silence_frame
+        if silence and (len(silence) != self.num_codebooks or not all(0 <= c < self.codebook_size for c in silence)):
+            raise ValueError(f"generation.silence_frame must be {self.num_codebooks} codes below {self.codebook_size}")
 
     def updated(self, **changes: Any) -> ModelConfig:
         """A copy with `changes`; generation fields may be named directly (top_k=..., say)."""

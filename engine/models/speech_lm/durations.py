@@ -152,10 +152,17 @@ def trim_ending(seconds: list[float], quiet: int, last: float, pause: float) -> 
 @dataclass(frozen=True)
 class Schedule:
     """When the pointer moves: unit i is fed when frame `feed[i]` is drawn, and speech ends
-    in place of frame `end`."""
+    in place of frame `end`. Frames count from the first drawn one: `lead` frames of
+    silence before it are part of the prompt."""
 
     feed: list[int]
     end: int
+    lead: int = 0
+
+    def prefilled(self) -> Schedule:
+        """The same timing with the frames before the first unit's moved into the prompt."""
+        k = self.feed[0] if self.feed else 0
+        return Schedule([f - k for f in self.feed], self.end - k, self.lead + k)
 
 
 def schedule(seconds: list[float], frame_rate: float, delay: int) -> Schedule:

@@ -93,8 +93,10 @@ class SpeechLMFamily:
             seconds = trim_ending(self.durations.seconds(ids), quiet, gen.max_last_unit_s, gen.max_final_pause_s)
             pace = gen.pace or self.voice_pace(voice)
             timing = schedule([s * pace for s in seconds], cfg.frame_rate, cfg.mark_delay_frames)
+            if gen.silence_frame:
+                timing = timing.prefilled()
         return Plan(
-            prompt=utterance_prompt(cfg, voice, ids),
+            prompt=utterance_prompt(cfg, voice, ids, timing.lead if timing else 0),
             max_frames=math.ceil(len(ids) * gen.max_frames_per_text_token) + gen.min_frames_guard,
             min_frames=math.ceil(len(ids) * gen.min_frames_per_text_token),
             spans=spans,

@@ -32,7 +32,8 @@ class TextPointer:
 
     @staticmethod
     def units(seq: Sequence) -> int:
-        return seq.prompt_len - seq.prefix_len - 1  # the text, without speech_start
+        lead = seq.family_state.lead if isinstance(seq.family_state, Schedule) else 0
+        return seq.prompt_len - seq.prefix_len - 1 - lead  # the text, without speech_start or a prefilled lead
 
     def constrain(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         """Mask each row's channel-0 logits [B, C, V] in place to what its pointer allows now."""

@@ -31,5 +31,10 @@ def voice_prefix(cfg: ModelConfig, transcript_ids: list[int], codes: torch.Tenso
     return torch.cat([text_frames(cfg, [cfg.bos] + transcript_ids), audio_frames(cfg, codes)])
 
 
-def utterance_prompt(cfg: ModelConfig, voice: VoicePrompt, text_ids: list[int]) -> torch.Tensor:
-    return torch.cat([voice.frames, text_frames(cfg, text_ids + [cfg.speech_start])])
+def utterance_prompt(cfg: ModelConfig, voice: VoicePrompt, text_ids: list[int], lead: int = 0) -> torch.Tensor:
+    """The voice prefix, the text, and `lead` frames of `generation.silence_frame` (the start
+    of speech, prefilled rather than drawn)."""
+    parts = [voice.frames, text_frames(cfg, text_ids + [cfg.speech_start])]
+    if lead:
+        parts.append(audio_frames(cfg, torch.tensor([cfg.generation.silence_frame] * lead, dtype=torch.long)))
+    return torch.cat(parts)
