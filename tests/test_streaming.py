@@ -110,3 +110,22 @@ def test_codec_round_trip_keeps_pitch(codes):
     assert voiced.float().mean() > 0.8
     # Pitch bins are ~0.8% apart: within 4 bins is within ~3% of the pitch.
     assert (codes[voiced, 0] - again[voiced, 0]).abs().float().median() <= 4
+
+
+def test_resampling_runs_on_the_callers_thread_alone_and_restores_its_count():
+    """A chunk's resampling is too small to share; torch would hand it to a team of every core,
+    whose second thread waits for the core the engine holds (engine/runtime/cpu_threads.py)."""
+    from engine.runtime.streaming import _resampler
+
+    seen = []
+    hook = _resampler(24000, 48000, 6).register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = StreamingResampler(24000, 48000).push(torch.randn(2400))
+        assert torch.get_num_threads() == 2  # the caller's own setting, back
+    finally:
+        hook.remove()
+        torch.set_num_threads(before)
+    assert len(out) == 2 * (2400 - StreamingResampler(24000, 48000).ctx)  # all but the look-ahead
+    assert seen == [1]

@@ -33,6 +33,7 @@ from engine.runtime.audio_process import AudioProcess
 from engine.runtime.audio_worker import AudioWorker
 from engine.runtime.block_manager import BlockManager
 from engine.runtime.busy import BusyMeter
+from engine.runtime.cpu_threads import one_thread
 from engine.runtime.family import ModelFamily, Step
 from engine.runtime.model_runner import ModelRunner
 from engine.runtime.outputs import (
@@ -224,7 +225,8 @@ class Engine:
         sampling = sampling or self.default_sampling()
         sampling.validate()
         sample_rate = check_rate(sample_rate or self.codec.sample_rate)
-        plan = self.family.plan(voice, text, sampling)
+        with one_thread():  # (on the caller's thread)
+            plan = self.family.plan(voice, text, sampling)
         prompt, limit = plan.prompt, self.model.max_positions
         max_frames = min(plan.max_frames, sampling.max_frames or plan.max_frames, limit - len(prompt))
         if max_frames < 1:

@@ -123,7 +123,7 @@ class ModelRunner:
             v_cache=self.v_cache,
             k_buf=self.k_buf,
             v_buf=self.v_buf,
-            rows=None if T == 1 else valid.flatten().nonzero().squeeze(1).to(dev),
+            rows=None if bool(valid.all()) else valid.flatten().nonzero().squeeze(1).to(dev),  # None: no padding
             slots=slots.to(dev),
             block_tables=tables.to(dev),
             mask=bias[:, None].to(dev),

@@ -18,6 +18,7 @@ import torchaudio.transforms as AT
 
 from engine.codecs.base import Codec, is_stateful
 from engine.config import StreamConfig
+from engine.runtime.cpu_threads import one_thread
 
 MIN_RATE, MAX_RATE = 8000, 48000
 
@@ -103,7 +104,8 @@ class StreamingResampler:
         self.buf = torch.zeros(self.ctx)  # left context starts as silence, like offline padding
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
-        return _resampler(self.orig, self.new, self.width)(x)
+        with one_thread():
+            return _resampler(self.orig, self.new, self.width)(x)
 
     def push(self, x: torch.Tensor) -> torch.Tensor:
         if self.orig == self.new:
