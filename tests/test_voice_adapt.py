@@ -114,3 +114,57 @@ def test_the_adapter_is_stored_with_the_voice_and_keyed_by_the_setting(clip):
         assert set(stored.adapter) == set(voice.adapter)
         assert all(torch.equal(stored.adapter[k], v) for k, v in voice.adapter.items())
         assert VoicePrompt.from_bytes(unadapted.to_bytes()).adapter is None
+
+
+def test_alignment_recovers_a_known_time_warp():
+    """engine.codecs.adapt.align maps each frame of a stretched copy back to the frame it came from."""
+    from engine.codecs.adapt import align
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(40, 16, generator=gen)
+    source = torch.tensor([0, 1, 1, 2, 3, 5, 6, 6, 6, 7] + list(range(8, 40)))  # held, dropped and held frames
+    b = a[source] + 0.05 * torch.randn(len(source), 16, generator=gen)
+    assert torch.equal(align(a, b), source)
+    assert not torch.equal(align(a.flip(0), b), source)
+
+
+def test_tuning_on_the_lms_rendering_brings_that_rendering_to_the_voice(codec, clip):
+    """AdaptConfig.lm_aligned: the decoder also learns from a rendering of the clip's words in
+    another timbre (here the clip itself, sped up 10% and so with its formants moved, as the LM's
+    training voices move them), aligned to the clip: that rendering then decodes closer to the
+    clip's own mel than through an adapter tuned on the clip's codes alone."""
+    import torchaudio.functional as AF
+
+    other = AF.resample(clip, 26400, 24000)  # played 10% faster: shorter, every formant 10% up
+    spoken = codec.encode(other)
+    with_spoken = codec.adapt(clip, QUICK, spoken)
+    without = codec.adapt(clip, QUICK)
+    wave = F.pad(clip, (0, (-len(clip)) % codec.samples_per_frame))
+    latent = codec.autoencoder.fsq.from_codes(codec.encode(wave)[None])[0]
+    aligned = codec._aligned(codec._latent(spoken[None])[0], wave, latent.shape[-1])
+    target = codec.front(wave[None])
+
+    def mel_error(adapter) -> float:
+        out = codec.decode_batch(aligned.T[None], adapter)
+        return float(F.l1_loss(codec.front(out), target))
+
+    assert mel_error(with_spoken) < 0.95 * mel_error(without)
+
+
+def test_an_engine_adapts_on_what_its_lm_says_and_keys_the_voice_by_it(clip):
+    """Engine.make_voice has the LM speak the transcript in the new voice and tunes on that too;
+    the voice key names the setting and the LM, so stored voices are made again when either changes."""
+    quick_plain = AdaptConfig(steps=QUICK.steps, lm_aligned=False)
+    with (
+        Engine(SHIPPED_MODEL_DIR, EngineConfig(adapt=QUICK)) as engine,
+        Engine(SHIPPED_MODEL_DIR, EngineConfig(adapt=quick_plain)) as plain,
+    ):
+        said = []
+        speak = engine.family.speak
+        engine.family.speak = lambda voice, text: said.append(text) or speak(voice, text)
+        voice = engine.make_voice(clip, 24000, "Hold the gate until the bell rings.", "guard")
+        assert said == ["Hold the gate until the bell rings."]
+        unaligned = plain.make_voice(clip, 24000, "Hold the gate until the bell rings.", "guard")
+        assert torch.equal(voice.frames, unaligned.frames) and voice.key != unaligned.key
+        assert b"+lm-" in voice.key and b"+lm" not in unaligned.key
+        assert any(not torch.equal(voice.adapter[k], v) for k, v in unaligned.adapter.items())

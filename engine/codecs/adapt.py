@@ -19,6 +19,7 @@ weights. Measured on the held-out voices: docs/architecture.md, "Per-voice codec
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -47,7 +48,13 @@ def adaptable(module: nn.Module, prefix: str) -> dict[str, nn.Parameter]:
 
 
 def adapt(
-    decoder: nn.Module, vocoder: nn.Module, front: nn.Module, latent: torch.Tensor, wave: torch.Tensor, cfg: AdaptConfig
+    decoder: nn.Module,
+    vocoder: nn.Module,
+    front: nn.Module,
+    latent: torch.Tensor,
+    wave: torch.Tensor,
+    cfg: AdaptConfig,
+    spoken: torch.Tensor | None = None,
 ) -> Adapter | None:
     """Tune the one-dimensional parameters of `decoder` (FSQ latents -> log-mel) and `vocoder`
     (log-mel -> wave), float modules that are the caller's to spend, to one clip; returns the
@@ -55,8 +62,14 @@ def adapt(
     the codec as shipped rather than fail to register).
 
     latent [latent_dim, frames] is the clip's quantised latent; wave [frames * samples_per_latent]
-    its waveform, already padded to whole latent frames."""
+    its waveform, already padded to whole latent frames. `spoken` [latent_dim, frames], if given,
+    is the LM's own rendering of the clip's words aligned to the clip (`aligned_rendering`): every
+    other decoder step reads it instead of `latent`, against the same stretch of the clip's mel.
+    The LM's frames carry the timbre of the voices it was trained on, and the clip's codes do
+    not; a decoder tuned on the codes alone leaves that timbre in place when the LM speaks."""
     latent, wave = latent.detach().float(), wave.detach().float()
+    if spoken is not None and spoken.shape != latent.shape:
+        raise ValueError(f"spoken latents {tuple(spoken.shape)} must match the clip's {tuple(latent.shape)}")
     frames = latent.shape[-1]
     per_frame = wave.shape[-1] // frames
     mel_per_frame = per_frame // front.mel.hop_length
@@ -77,7 +90,8 @@ def adapt(
             m0, m1 = start * mel_per_frame, (start + crop) * mel_per_frame
             target = mel[..., m0:m1]
             if module is dec:
-                loss = F.l1_loss(dec(latent[None, :, start : start + crop]), target)
+                source = spoken if spoken is not None and step % 2 else latent
+                loss = F.l1_loss(dec(source[None, :, start : start + crop]), target)
             else:
                 # Half the steps on the teacher mel, half on what the tuned decoder makes of the
                 # tokens: the vocoder learns the voice, and the voice as the decoder renders it.
@@ -94,6 +108,38 @@ def adapt(
             opt.step()
         out |= {name: p.detach().clone() for name, p in params.items()}
     return out if all(bool(torch.isfinite(v).all()) for v in out.values()) else None
+
+
+def frame_features(front: nn.Module, wave: torch.Tensor, frames: int) -> torch.Tensor:
+    """Log-mel averaged over each latent frame and normalised per mel band over the clip
+    [frames, n_mels]: what a frame says more than who says it, for alignment."""
+    with torch.no_grad():
+        mel = front(wave.detach().float()[None])[0]
+    per = mel.shape[-1] // frames
+    feats = mel[:, : frames * per].reshape(mel.shape[0], frames, per).mean(2).T
+    return (feats - feats.mean(0)) / (feats.std(0) + 1e-5)
+
+
+def align(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dynamic time warping of feature rows a [n, d] onto b [m, d] by cosine distance: for
+    each row of b, the row of a it matched (the first, where several did) [m] long."""
+    a, b = F.normalize(a.double(), dim=1), F.normalize(b.double(), dim=1)
+    cost = (1 - a @ b.T).numpy()
+    n, m = cost.shape
+    acc = np.full((n + 1, m + 1), np.inf)
+    acc[0, 0] = 0.0
+    for i in range(1, n + 1):  # row by row; within a row each cell needs its left neighbour
+        diag_up = np.minimum(acc[i - 1, :-1], acc[i - 1, 1:]) + cost[i - 1]
+        row = acc[i]
+        for j in range(1, m + 1):
+            row[j] = min(diag_up[j - 1], row[j - 1] + cost[i - 1, j - 1])
+    match = np.zeros(m, dtype=np.int64)
+    i, j = n, m
+    while i > 0 and j > 0:
+        match[j - 1] = i - 1  # (overwritten on the way back: the first row matched wins)
+        step = int(np.argmin((acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])))
+        i, j = (i - 1, j - 1) if step == 0 else (i - 1, j) if step == 1 else (i, j - 1)
+    return torch.from_numpy(match)
 
 
 def _slot(root: nn.Module, name: str) -> torch.Tensor:

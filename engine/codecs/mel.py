@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.codecs.adapt import AdaptConfig, Adapter, adapt, adaptable, load_adapter
+from engine.codecs.adapt import AdaptConfig, Adapter, adapt, adaptable, align, frame_features, load_adapter
 from engine.codecs.rows import PLAIN, Layers, RowLayers, row_values
 from engine.packed import pack_for_cpu
 from engine.weights import load_weights, save_weights, tensor_digest
@@ -226,18 +226,35 @@ class MelCodec:
         z = self.autoencoder.encoder(self.front(self._pad(wave)[None]))
         return self.autoencoder.fsq.to_codes(self.autoencoder.fsq.quantize(z))[0]
 
-    def adapt(self, wave: torch.Tensor, cfg: AdaptConfig) -> Adapter | None:
+    def adapt(self, wave: torch.Tensor, cfg: AdaptConfig, spoken: torch.Tensor | None = None) -> Adapter | None:
         """Tune the decoder and vocoder to one voice's reference clip (mono, at sample_rate);
-        None when `cfg` turns adaptation off or the tuning diverged. See engine.voice_adapt."""
+        None when `cfg` turns adaptation off or the tuning diverged. `spoken`: the LM's own
+        rendering of the clip's transcript in the voice, per frame what decode_batch takes
+        (codes or expected latents), to tune on as well (engine.codecs.adapt)."""
         if not cfg.steps:
             return None
         wave = self._pad(wave)
         latent = self.autoencoder.fsq.from_codes(self.encode(wave)[None])[0].clone()  # out of inference mode
+        if spoken is not None:
+            spoken = self._aligned(self._latent(spoken[None])[0], wave, latent.shape[-1])
         # Fresh float copies of the decode half for adapt() to tune: the ones decoding here may
         # be packed for inference, and must stay as shipped.
         ae, vocoder = MelAutoencoder(self.cfg), Vocoder(self.cfg)
         load_codec_weights(self.model_dir, ae, vocoder)
-        return adapt(ae.decoder, vocoder, self.front, latent, wave, cfg)
+        return adapt(ae.decoder, vocoder, self.front, latent, wave, cfg, spoken)
+
+    def _aligned(self, spoken: torch.Tensor, wave: torch.Tensor, frames: int) -> torch.Tensor:
+        """The LM's rendering [latent_dim, n] stretched onto the clip's timeline [latent_dim,
+        frames]: each clip frame takes the rendered frame its sound matched (engine.codecs.adapt.align)."""
+        said = self.decode_latent(spoken[None])[0]  # as the codec shipped renders it
+        match = align(frame_features(self.front, said, spoken.shape[-1]), frame_features(self.front, wave, frames))
+        return spoken[:, match].clone()  # (out of inference mode, for the tuning)
+
+    def _latent(self, codes: torch.Tensor) -> torch.Tensor:
+        """Windows [B, frames, groups] of codes or [B, frames, latent_dim] of latents -> [B, latent_dim, frames]."""
+        if codes.is_floating_point():
+            return codes.float().cpu().transpose(1, 2)
+        return self.autoencoder.fsq.from_codes(codes.long().cpu())
 
     def decode(self, codes: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
         return self.decode_batch(codes[None], adapter)[0]
@@ -250,9 +267,7 @@ class MelCodec:
         """Windows [B, frames, groups] of codes, or [B, frames, latent_dim] of float latents
         (expected_latent's), -> waves [B, samples]; through one voice's `adapter` if given, or
         each row through its own with a list of B adapters (None: the codec as shipped)."""
-        if codes.is_floating_point():
-            return self.decode_latent(codes.float().cpu().transpose(1, 2), adapter)
-        return self.decode_latent(self.autoencoder.fsq.from_codes(codes.long().cpu()), adapter)
+        return self.decode_latent(self._latent(codes), adapter)
 
     @torch.inference_mode()
     def decode_latent(

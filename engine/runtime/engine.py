@@ -147,6 +147,8 @@ class Engine:
         self.busy = BusyMeter(self.config.busy_window_s)
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self._thread.start()
+        if hasattr(self.family, "speak"):
+            self.family.speak = self._speak
 
     # ---- public API (any thread) -------------------------------------------
     @property
@@ -201,6 +203,21 @@ class Engine:
                 f"{limit / self.frame_rate:.0f} s: cut it to a sentence or two (and its transcript)"
             )
         return self.family.make_voice(wave, transcript, self.voice_key(voice_id))
+
+    def _speak(self, voice: VoicePrompt, text: str) -> torch.Tensor:
+        """The model's own rendering of `text` in `voice`, per frame what the codec decodes
+        (the expected latent, else the audio codes) [frames, dim]; a fixed seed, so a voice
+        registered twice adapts to the same numbers."""
+        stream = self.submit(voice, text, self.default_sampling(seed=self.config.adapt.seed))
+        rows = []
+        for event in stream.events():
+            if isinstance(event, FrameEvent):
+                rows.append(event.ids[1:] if event.latent is None else event.latent)
+            elif isinstance(event, DoneEvent) and event.reason is FinishReason.ERROR:
+                raise EngineError(f"speaking the reference transcript failed: {event.error}")
+        if not rows:
+            raise EngineError("the model said nothing for the reference transcript")
+        return torch.stack(rows)
 
     def voice_key(self, voice_id: str) -> bytes:
         """The conditioning key `make_voice` gives a voice; a stored prompt with another key

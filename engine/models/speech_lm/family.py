@@ -9,6 +9,7 @@ token (never before the last text unit) or at the length guard.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from engine.runtime.sampler import codebook_probs, sample_frames
 from engine.runtime.sequence import Sequence
 from engine.runtime.voice import VoicePrompt
 from engine.text.tokenizer import make_tokenizer, quiet_tail
+from engine.weights import tensor_digest
 
 
 class SpeechLMFamily:
@@ -43,6 +45,8 @@ class SpeechLMFamily:
         when the engine runs on packed kernels (engine.packed), else None."""
         self.config = config
         self.model = load_model(model_dir, device, dtype)
+        # An adapter tuned on the LM's rendering depends on the LM's weights (as loaded, before packing).
+        self._lm_digest = tensor_digest(self.model.state_dict())[:8] if config.adapt.lm_aligned else ""
         self.cfg = cfg = self.model.cfg
         self.num_params = sum(p.numel() for p in self.model.parameters())  # (before packing swaps them)
         self.model.fuse_for_inference()
@@ -60,6 +64,9 @@ class SpeechLMFamily:
         # Decode each frame from the expectation its codes were drawn from, where the codec can.
         self.expected_latents = config.stream.expected_latents and hasattr(self.codec, "expected_latent")
         self.adapts = hasattr(self.codec, "adapt") and config.adapt.steps > 0
+        # The LM speaking a line in a voice, per frame what the codec decodes: set by the Engine
+        # that runs this family, for adaptation on the LM's own rendering (AdaptConfig.lm_aligned).
+        self.speak: Callable[[VoicePrompt, str], torch.Tensor] | None = None
         self.has_timings = cfg.advance is not None
         self.language = cfg.language
         self.name = cfg.description or cfg.codec
@@ -70,7 +77,9 @@ class SpeechLMFamily:
         return SamplingParams(temperature=gen.temperature, top_k=gen.top_k)
 
     def voice_identity(self) -> str:
-        adapted = f"{self.config.adapt.identity}-{self.codec.decoder_digest}" if self.adapts else "noadapt"
+        if not self.adapts:
+            return f"{self.codec.identity}|{self.cfg.tokenizer}|noadapt"
+        adapted = f"{self.config.adapt.identity}-{self.codec.decoder_digest}{self._lm_digest}"
         return f"{self.codec.identity}|{self.cfg.tokenizer}|{adapted}"
 
     def make_voice(self, wave: torch.Tensor, transcript: str, key: bytes) -> VoicePrompt:
@@ -78,9 +87,15 @@ class SpeechLMFamily:
         if not ids:
             raise ValueError("the reference transcript is empty")
         codes = self.codec.encode(wave)
-        # The codec tuned to this voice (seconds of CPU, once per voice; see engine.codecs.adapt).
-        adapter = self.codec.adapt(wave, self.config.adapt) if self.adapts else None
-        return VoicePrompt(voice_prefix(self.cfg, ids, codes), key, adapter)
+        prompt = voice_prefix(self.cfg, ids, codes)
+        if not self.adapts:
+            return VoicePrompt(prompt, key)
+        # The codec tuned to this voice (seconds of CPU, once per voice; see engine.codecs.adapt),
+        # on what the LM says in it too where the engine can make it speak.
+        spoken = None
+        if self.config.adapt.lm_aligned and self.speak is not None:
+            spoken = self.speak(VoicePrompt(prompt, key), transcript)
+        return VoicePrompt(prompt, key, self.codec.adapt(wave, self.config.adapt, spoken))
 
     def plan(self, voice: VoicePrompt, text: str, sampling: SamplingParams) -> Plan:
         ids, spans = self.tokenizer.encode_spans(text)
