@@ -129,23 +129,25 @@ class SamplingParams:
 class AdaptConfig:
     """Per-voice codec adaptation at registration (engine.codecs.adapt); codecs without it ignore this."""
 
-    steps: int = 200  # gradient steps for the decoder, then as many for the vocoder; 0 turns adaptation off
+    steps: int = 100  # gradient steps for the decoder, then as many for the vocoder; 0 turns adaptation off
     lr: float = 3e-3
     crop_seconds: float = 2.0  # each step fits a random crop: the time per step stays flat for long clips
     seed: int = 0  # the same clip always adapts to the same numbers
-    # Half the decoder's steps read the LM's own rendering of the clip's transcript in the new
-    # voice, aligned to the clip, instead of the clip's codes: the decoder then learns the voice
-    # from what the LM will actually feed it (engine.codecs.adapt). Six synthetic and two recorded
-    # dev voices, 200 steps: similarity 0.701 against 0.677 without, voice identified 31/40
-    # against 22/40 (docs/experiments.md).
-    lm_aligned: bool = True
+    # This share of the decoder's steps reads the LM's own rendering of the clip's transcript in
+    # the new voice, aligned to the clip, instead of the clip's codes: the decoder then learns the
+    # voice from what the LM will actually feed it (engine.codecs.adapt). 0: the codes only. On
+    # broad dev, 200 steps at 0.5 against the default: voice identified 0.69 of lines against
+    # 0.49, similarity 0.673 against 0.642, but wer 0.261 against 0.236 and registration 2.5x as
+    # long (docs/experiments.md, "Adapting on the LM's rendering"); so off by default.
+    lm_share: float = 0.0
 
     @property
     def identity(self) -> str:
         """What a voice's stored adapter depends on besides the clip and the codec."""
         if not self.steps:
             return "noadapt"
-        return f"adapt{self.steps}x{self.lr:g}x{self.crop_seconds:g}" + ("+lm" if self.lm_aligned else "")
+        lm = f"+lm{self.lm_share:g}" if self.lm_share else ""
+        return f"adapt{self.steps}x{self.lr:g}x{self.crop_seconds:g}{lm}"
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def serve(args: argparse.Namespace) -> None:
                 urgent_lead_s=args.urgent_lead_s,
                 max_starting=args.max_starting,
             ),
-            adapt=AdaptConfig(steps=args.voice_adapt_steps),
+            adapt=AdaptConfig(steps=args.voice_adapt_steps, lm_share=args.voice_adapt_lm_share),
             stream=StreamConfig(first_chunk_ms=args.first_chunk_ms, audio_process=args.audio_process),
             packed_dtype=args.packed_dtype or serve_packed_dtype(),
             decode_attention=args.decode_attention,
@@ -318,6 +318,13 @@ def parser() -> argparse.ArgumentParser:
         default=eng.adapt.steps,
         help="tune the codec to each new voice's reference for this many steps (~10 s per voice "
         "on one core; 0 turns it off; voices stored under another setting are made again at start)",
+    )
+    s.add_argument(
+        "--voice-adapt-lm-share",
+        type=float,
+        default=eng.adapt.lm_share,
+        help="share of those steps tuned on the model's own reading of the reference transcript: "
+        "the voice is recognised more often, words a little less (0.5 with 200 steps: docs/experiments.md)",
     )
     s.add_argument(
         "--packed-dtype",

@@ -22,7 +22,8 @@ from service.demo_voices import demo_references
 pytestmark = pytest.mark.skipif(
     not (SHIPPED_MODEL_DIR / "codec.safetensors").exists(), reason="no trained codec in engine/checkpoints/default"
 )
-QUICK = AdaptConfig(steps=30)  # a tenth of the default's work: enough to see it fit
+QUICK = AdaptConfig(steps=30)  # a third of the default's work: enough to see it fit
+QUICK_LM = AdaptConfig(steps=30, lm_share=0.5)  # the same, half the decoder's steps on the LM's rendering
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,7 @@ def test_alignment_recovers_a_known_time_warp():
 
 
 def test_tuning_on_the_lms_rendering_brings_that_rendering_to_the_voice(codec, clip):
-    """AdaptConfig.lm_aligned: the decoder also learns from a rendering of the clip's words in
+    """AdaptConfig.lm_share: the decoder also learns from a rendering of the clip's words in
     another timbre (here the clip itself, sped up 10% and so with its formants moved, as the LM's
     training voices move them), aligned to the clip: that rendering then decodes closer to the
     clip's own mel than through an adapter tuned on the clip's codes alone."""
@@ -137,7 +138,7 @@ def test_tuning_on_the_lms_rendering_brings_that_rendering_to_the_voice(codec, c
 
     other = AF.resample(clip, 26400, 24000)  # played 10% faster: shorter, every formant 10% up
     spoken = codec.encode(other)
-    with_spoken = codec.adapt(clip, QUICK, spoken)
+    with_spoken = codec.adapt(clip, QUICK_LM, spoken)
     without = codec.adapt(clip, QUICK)
     wave = F.pad(clip, (0, (-len(clip)) % codec.samples_per_frame))
     latent = codec.autoencoder.fsq.from_codes(codec.encode(wave)[None])[0]
@@ -154,10 +155,9 @@ def test_tuning_on_the_lms_rendering_brings_that_rendering_to_the_voice(codec, c
 def test_an_engine_adapts_on_what_its_lm_says_and_keys_the_voice_by_it(clip):
     """Engine.make_voice has the LM speak the transcript in the new voice and tunes on that too;
     the voice key names the setting and the LM, so stored voices are made again when either changes."""
-    quick_plain = AdaptConfig(steps=QUICK.steps, lm_aligned=False)
     with (
-        Engine(SHIPPED_MODEL_DIR, EngineConfig(adapt=QUICK)) as engine,
-        Engine(SHIPPED_MODEL_DIR, EngineConfig(adapt=quick_plain)) as plain,
+        Engine(SHIPPED_MODEL_DIR, EngineConfig(adapt=QUICK_LM)) as engine,
+        Engine(SHIPPED_MODEL_DIR, EngineConfig(adapt=QUICK)) as plain,
     ):
         said = []
         speak = engine.family.speak
@@ -166,5 +166,5 @@ def test_an_engine_adapts_on_what_its_lm_says_and_keys_the_voice_by_it(clip):
         assert said == ["Hold the gate until the bell rings."]
         unaligned = plain.make_voice(clip, 24000, "Hold the gate until the bell rings.", "guard")
         assert torch.equal(voice.frames, unaligned.frames) and voice.key != unaligned.key
-        assert b"+lm-" in voice.key and b"+lm" not in unaligned.key
+        assert b"+lm0.5-" in voice.key and b"+lm" not in unaligned.key
         assert any(not torch.equal(voice.adapter[k], v) for k, v in unaligned.adapter.items())

@@ -63,8 +63,9 @@ def adapt(
 
     latent [latent_dim, frames] is the clip's quantised latent; wave [frames * samples_per_latent]
     its waveform, already padded to whole latent frames. `spoken` [latent_dim, frames], if given,
-    is the LM's own rendering of the clip's words aligned to the clip (`aligned_rendering`): every
-    other decoder step reads it instead of `latent`, against the same stretch of the clip's mel.
+    is the LM's own rendering of the clip's words aligned to the clip (MelCodec.adapt aligns it):
+    `cfg.lm_share` of the decoder's steps, spread evenly, read it instead of `latent`, against
+    the same stretch of the clip's mel.
     The LM's frames carry the timbre of the voices it was trained on, and the clip's codes do
     not; a decoder tuned on the codes alone leaves that timbre in place when the LM speaks."""
     latent, wave = latent.detach().float(), wave.detach().float()
@@ -90,7 +91,8 @@ def adapt(
             m0, m1 = start * mel_per_frame, (start + crop) * mel_per_frame
             target = mel[..., m0:m1]
             if module is dec:
-                source = spoken if spoken is not None and step % 2 else latent
+                lm_turn = int((step + 1) * cfg.lm_share) > int(step * cfg.lm_share)  # (0.5: every other step)
+                source = spoken if spoken is not None and lm_turn else latent
                 loss = F.l1_loss(dec(source[None, :, start : start + crop]), target)
             else:
                 # Half the steps on the teacher mel, half on what the tuned decoder makes of the

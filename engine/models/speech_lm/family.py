@@ -46,7 +46,7 @@ class SpeechLMFamily:
         self.config = config
         self.model = load_model(model_dir, device, dtype)
         # An adapter tuned on the LM's rendering depends on the LM's weights (as loaded, before packing).
-        self._lm_digest = tensor_digest(self.model.state_dict())[:8] if config.adapt.lm_aligned else ""
+        self._lm_digest = tensor_digest(self.model.state_dict())[:8] if config.adapt.lm_share else ""
         self.cfg = cfg = self.model.cfg
         self.num_params = sum(p.numel() for p in self.model.parameters())  # (before packing swaps them)
         self.model.fuse_for_inference()
@@ -65,7 +65,7 @@ class SpeechLMFamily:
         self.expected_latents = config.stream.expected_latents and hasattr(self.codec, "expected_latent")
         self.adapts = hasattr(self.codec, "adapt") and config.adapt.steps > 0
         # The LM speaking a line in a voice, per frame what the codec decodes: set by the Engine
-        # that runs this family, for adaptation on the LM's own rendering (AdaptConfig.lm_aligned).
+        # that runs this family, for adaptation on the LM's own rendering (AdaptConfig.lm_share).
         self.speak: Callable[[VoicePrompt, str], torch.Tensor] | None = None
         self.has_timings = cfg.advance is not None
         self.language = cfg.language
@@ -93,7 +93,7 @@ class SpeechLMFamily:
         # The codec tuned to this voice (seconds of CPU, once per voice; see engine.codecs.adapt),
         # on what the LM says in it too where the engine can make it speak.
         spoken = None
-        if self.config.adapt.lm_aligned and self.speak is not None:
+        if self.config.adapt.lm_share and self.speak is not None:
             spoken = self.speak(VoicePrompt(prompt, key), transcript)
         return VoicePrompt(prompt, key, self.codec.adapt(wave, self.config.adapt, spoken))
 
