@@ -100,6 +100,7 @@ def serve(args: argparse.Namespace) -> None:
         lexicon_path=Path(args.lexicon) if args.lexicon else None,
         max_sessions=args.max_sessions,
         min_slack_ms=args.min_slack_ms,
+        switch_interval_ms=args.switch_interval_ms,
         demo_voices=not args.no_demo_voices,
         metrics_port=args.metrics_port,
     )
@@ -312,6 +313,13 @@ def parser() -> argparse.ArgumentParser:
         help="streams decoded together (1 disables batching)",
     )
     s.add_argument("--no-prefix-cache", action="store_true", help="compute every prompt in full (baseline)")
+    s.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=svc.switch_interval_ms,
+        help="the interpreter's thread switch interval: how long the engine thread may wait for the "
+        "interpreter lock after another thread takes it (Python's own is 5)",
+    )
     s.add_argument(
         "--voice-adapt-steps",
         type=int,

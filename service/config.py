@@ -24,6 +24,11 @@ class ServiceConfig:
     # 0: off (by count only).
     min_slack_ms: float = 0.0
     headroom_window_s: float = 2.0
+    # The interpreter's switch interval (sys.setswitchinterval), set for the whole process when the
+    # server starts. After another thread takes the interpreter lock, the engine thread (hundreds
+    # of small torch ops per step) may wait this long to get it back. 16 users, five seed-matched
+    # load-test pairs: 1 underrun in all at 0.5 ms against 14 at Python's 5 ms (docs/benchmarks.md).
+    switch_interval_ms: float = 0.5
     max_text_chars: int = 4000  # per text fragment and per Synthesize request
     max_pending_registrations: int = 4  # RegisterVoice calls waiting or running; more get RESOURCE_EXHAUSTED
     default_chunk_ms: int = 320

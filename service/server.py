@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 import time
 import uuid
 from dataclasses import replace
@@ -592,6 +593,7 @@ def _streaming(fn, call: _Call, stream_in: bool = False):
 
 async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.Server, int, NpcVoiceServicer]:
     """Build and start the server; returns it, the bound port and the servicer."""
+    sys.setswitchinterval(config.switch_interval_ms / 1000)
     voices = VoiceLibrary(config.voice_store, engine, config.max_pending_registrations)
     if config.demo_voices:
         install_demo_voices(voices, engine.sample_rate, engine.model_dir)

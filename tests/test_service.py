@@ -17,6 +17,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from engine.audio import speechlike_wave
 from engine.models.speech_lm.toy import make_toy_model
 from service.audio_input import encode_wav
+from service.cli import parser as cli_parser
+from service.config import ServiceConfig
 from service.fragments import llm_tokens
 from service.gen import npc_voice_pb2 as pb
 from tests.support import SMALL, ServerThread, make_engine, wait_idle
@@ -827,3 +829,21 @@ def test_each_rpc_and_utterance_logs_one_json_line_with_the_request_id_and_no_te
     utterances = [x for x in lines if x["event"] == "utterance"]
     assert utterances and all(x["request_id"] == "game-42" and x["chars"] > 0 for x in utterances)
     assert not any("gate" in json.dumps(x) for x in lines)  # text length only, never the words
+
+
+def test_the_server_sets_the_interpreters_switch_interval(model_dir, tmp_path):
+    """ServiceConfig.switch_interval_ms (serve --switch-interval-ms) is the process's thread switch
+    interval once the server runs: how long the engine thread may wait for the interpreter lock."""
+    import sys
+
+    before = sys.getswitchinterval()
+    with make_engine(model_dir) as eng:
+        srv = ServerThread(eng, tmp_path / "voices", demo_voices=False, switch_interval_ms=0.7)
+        try:
+            assert sys.getswitchinterval() == pytest.approx(0.0007)
+            args = cli_parser().parse_args(["serve", "--switch-interval-ms", "0.3"])
+            assert args.switch_interval_ms == 0.3
+            assert cli_parser().parse_args(["serve"]).switch_interval_ms == ServiceConfig().switch_interval_ms
+        finally:
+            srv.stop()
+            sys.setswitchinterval(before)
