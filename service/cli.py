@@ -66,6 +66,8 @@ def serve(args: argparse.Namespace) -> None:
         )
     if keys is None:
         logging.warning("no API keys: every RPC is open to anyone on this machine (loopback only)")
+    if not args.switch_interval_ms > 0:
+        sys.exit(f"error: --switch-interval-ms must be above 0, got {args.switch_interval_ms:g}")
     model_dir = Path(args.model) if args.model else default_model_dir()
     engine = Engine(
         model_dir,
