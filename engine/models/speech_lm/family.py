@@ -46,7 +46,8 @@ class SpeechLMFamily:
         self.config = config
         self.model = load_model(model_dir, device, dtype)
         # An adapter tuned on the LM's rendering depends on the LM's weights (as loaded, before packing).
-        self._lm_digest = tensor_digest(self.model.state_dict())[:8] if config.adapt.lm_share else ""
+        adapt = config.adapt
+        self._lm_digest = tensor_digest(self.model.state_dict())[:8] if adapt.steps and adapt.lm_share else ""
         self.cfg = cfg = self.model.cfg
         self.num_params = sum(p.numel() for p in self.model.parameters())  # (before packing swaps them)
         self.model.fuse_for_inference()
@@ -77,9 +78,9 @@ class SpeechLMFamily:
         return SamplingParams(temperature=gen.temperature, top_k=gen.top_k)
 
     def voice_identity(self) -> str:
-        if not self.adapts:
-            return f"{self.codec.identity}|{self.cfg.tokenizer}|noadapt"
-        adapted = f"{self.config.adapt.identity}-{self.codec.decoder_digest}{self._lm_digest}"
+        adapted = "noadapt"
+        if self.adapts:
+            adapted = f"{self.config.adapt.identity}-{self.codec.decoder_digest}{self._lm_digest}"
         return f"{self.codec.identity}|{self.cfg.tokenizer}|{adapted}"
 
     def make_voice(self, wave: torch.Tensor, transcript: str, key: bytes) -> VoicePrompt:
