@@ -28,7 +28,16 @@ from pathlib import Path
 
 import grpc
 
-from loadtest.scenario import DEMO_VOICES, RATE, THINK_FAST_S, THINK_S, TOKEN_GAP_S, Playback, turn_text
+from loadtest.scenario import (
+    DEMO_VOICES,
+    RATE,
+    THINK_FAST_S,
+    THINK_S,
+    TOKEN_GAP_S,
+    Playback,
+    retry_after_s,
+    turn_text,
+)
 from service.fragments import llm_tokens
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
@@ -70,13 +79,6 @@ class Samples:
         return out
 
 
-def _retry_after_s(exc: grpc.aio.AioRpcError, default: float = 1.0) -> float:
-    for key, value in exc.trailing_metadata() or ():
-        if key == "retry-after-ms":
-            return int(value) / 1000
-    return default
-
-
 class Conversation:
     """One user: conversations of 2-3 turns with think time between, until the deadline."""
 
@@ -97,8 +99,8 @@ class Conversation:
                 await self.converse(voice, random.randint(2, 3))
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    self.fire("refused", 0, retry_after_ms=round(_retry_after_s(exc) * 1000))
-                    await asyncio.sleep(_retry_after_s(exc))
+                    self.fire("refused", 0, retry_after_ms=round(retry_after_s(exc) * 1000))
+                    await asyncio.sleep(retry_after_s(exc))
                     continue
                 self.fire("stream", 0, error=f"{exc.code().name}: {exc.details()}")
             await asyncio.sleep(random.uniform(*self.think))

@@ -22,7 +22,9 @@ Request events (request_type = scenario):
   arrives after the ack;
 - underrun: a failure each time a chunk arrives later than the audio already
   delivered would have finished playing in real time (playback starts at the
-  first chunk of a turn).
+  first chunk of a turn);
+- refused: the server turned a call away with RESOURCE_EXHAUSTED (admission); not a
+  failure: the user waits the server's retry hint and goes on.
 
 NPC_LOADTEST_SAMPLES=FILE appends every event as a JSON line (the report script
 uses it for exact percentiles); NPC_LOADTEST_FAST=1 shortens think times (tests).
@@ -44,7 +46,17 @@ import grpc.experimental.gevent as grpc_gevent
 from gevent.queue import Queue
 from locust import User, between, tag, task
 
-from loadtest.scenario import DEMO_VOICES, RATE, SENTENCES, THINK_FAST_S, THINK_S, TOKEN_GAP_S, Playback, turn_text
+from loadtest.scenario import (
+    DEMO_VOICES,
+    RATE,
+    SENTENCES,
+    THINK_FAST_S,
+    THINK_S,
+    TOKEN_GAP_S,
+    Playback,
+    retry_after_s,
+    turn_text,
+)
 from service.fragments import llm_tokens
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
@@ -105,6 +117,16 @@ class NpcVoiceUser(User):
                     + "\n"
                 )
 
+    def ended(self, exc: grpc.RpcError) -> None:
+        """A call that ended in an error. RESOURCE_EXHAUSTED is admission saying no, not a broken
+        protocol: the user waits the server's retry hint, as a game would, and goes on."""
+        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            wait = retry_after_s(exc)
+            self.fire("refused", 0, retry_after_ms=round(wait * 1000))
+            gevent.sleep(wait)
+        else:
+            self.fire("stream", 0, error=f"{exc.code().name}: {exc.details()}")
+
     # ---- one conversation, several turns ---------------------------------------------------
     def converse(self, voice: str, turns: int, barge_in: bool = False) -> None:
         requests: Queue = Queue()
@@ -124,7 +146,7 @@ class NpcVoiceUser(User):
             for resp in responses:
                 self.check_not_cancelled(resp, cancelled)
         except grpc.RpcError as exc:
-            self.fire("stream", 0, error=f"{exc.code().name}: {exc.details()}")
+            self.ended(exc)
         finally:
             call.cancel()
 
@@ -260,7 +282,7 @@ class BarkUser(NpcVoiceUser):
                 elif kind == "utterance_done":
                     self.fire("utterance", (now - began) * 1000, int(resp.utterance_done.audio_seconds * RATE * 2))
         except grpc.RpcError as exc:
-            self.fire("stream", 0, error=f"{exc.code().name}: {exc.details()}")
+            self.ended(exc)
 
 
 class ChurnUser(NpcVoiceUser):
@@ -328,4 +350,4 @@ class LifecycleUser(NpcVoiceUser):
             self.stub.DeleteVoice(pb.DeleteVoiceRequest(voice_id=voice_id), metadata=voice_route(voice_id))
             self.fire("delete", (time.perf_counter() - start) * 1000)
         except grpc.RpcError as exc:
-            self.fire("stream", 0, error=f"{exc.code().name}: {exc.details()}")
+            self.ended(exc)

@@ -75,7 +75,7 @@ def measure(
     after = totals()
     ttfa = [s["ms"] for s in samples if s["name"] == "ttfa"]
     underruns = [s for s in samples if s["name"] == "underrun"]
-    active = {s["user"] for s in samples}
+    heard = {s["user"] for s in samples if s["name"] == "ttfa"}  # admitted, and spoke to
     dry = {s["user"] for s in underruns}
     hits, misses = after["prefix_hits"] - before["prefix_hits"], after["prefix_misses"] - before["prefix_misses"]
     cores, wall = os.cpu_count() or 1, run_info.get("wall_s")
@@ -86,7 +86,8 @@ def measure(
         "ttfa_p95_ms": percentile(ttfa, 0.95),
         "underruns": len(underruns),
         "users_with_underruns": len(dry),
-        "realtime_users": users - len(dry) if active else 0,
+        "admitted_users": len(heard),
+        "realtime_users": len(heard - dry),
         "stream_errors": sum(1 for s in samples if s["name"] == "stream"),
         "refused": sum(1 for s in samples if s["name"] == "refused"),
         "utterances": sum(1 for s in samples if s["name"] == "utterance"),
@@ -146,7 +147,7 @@ def saturated(point: dict) -> bool:
         point["turns"] == 0
         or (p95 is not None and p95 > 10 * TTFA_LIMIT_MS)
         or point["users_with_underruns"] * 2 > point["users"]
-        or point.get("refused", 0) > point["turns"]  # admission turns most conversations away
+        or point.get("admitted_users", point["users"]) * 2 < point["users"]  # admission turns most away
     )
 
 
@@ -165,7 +166,9 @@ def summarise(points: list[dict]) -> dict:
         and p["ttfa_p95_ms"] < TTFA_LIMIT_MS
     ]
     at8 = [p["ttfa_p95_ms"] for p in points if p["users"] == 8]
-    overload = [{k: p[k] for k in ("users", "refused", "underruns")} for p in points if p.get("refused")]
+    overload = [
+        {k: p.get(k) for k in ("users", "admitted_users", "refused", "underruns")} for p in points if p.get("refused")
+    ]
     return {
         "max_realtime_users": max(ok, default=0),
         "p95_ttfa_ms_at_8": at8[0] if at8 else None,
@@ -186,7 +189,11 @@ def plot(results: dict[str, list[dict]], out: Path) -> list[str]:
         axes[0].plot(
             users, [p["ttfa_p50_ms"] for p in points], marker=".", ls="--", color=line.get_color(), label=f"{name} p50"
         )
-        axes[1].plot(users, [p["realtime_users"] for p in points], marker="o", label=name)
+        (line,) = axes[1].plot(users, [p["realtime_users"] for p in points], marker="o", label=name)
+        axes[1].plot(
+            users, [p.get("admitted_users", p["users"]) for p in points], marker=".", ls="--", color=line.get_color(),
+            label=f"{name}: admitted",
+        )  # fmt: skip
         (line,) = axes[2].plot(users, [p["underruns"] for p in points], marker="o", label=f"{name} underruns")
         axes[2].plot(
             users, [p.get("refused", 0) for p in points], marker="x", ls="--", color=line.get_color(),
@@ -198,7 +205,7 @@ def plot(results: dict[str, list[dict]], out: Path) -> list[str]:
     users_axis = dict(xlabel="concurrent users", xscale="log", xticks=[1, 2, 4, 8, 16, 32])
     axes[0].set(title="time to first audio per turn", ylabel="ms", yscale="log", **users_axis)
     axes[1].plot([1, top], [1, top], color="grey", lw=0.8, ls=":", label="all users")
-    axes[1].set(title="users holding real time (no underrun)", ylabel="users", **users_axis)
+    axes[1].set(title="users admitted, and holding real time (no underrun)", ylabel="users", **users_axis)
     axes[2].set(title="underruns, and streams refused at admission", ylabel="events per point", **users_axis)
     axes[3].set(title="prefix-cache hit ratio (KV blocks)", ylim=(-0.05, 1.05), **users_axis)
     for ax in axes:
@@ -229,7 +236,10 @@ def markdown(summary: dict, results: dict[str, list[dict]], pictures: list[str])
     for name, s in summary["configs"].items():
         lines.append(f"| {name} | {s['max_realtime_users']} | {_fmt(s['p95_ttfa_ms_at_8'])} |")
     if summary["overload"]:
-        past = [f"{p['users']} users: {p['refused']} refused, {p['underruns']} underruns" for p in summary["overload"]]
+        past = [
+            f"{p['users']} users: {p['admitted_users']} admitted, {p['refused']} refusals, {p['underruns']} underruns"
+            for p in summary["overload"]
+        ]
         lines += ["", "Past capacity (points where admission refused conversations): " + "; ".join(past) + "."]
     lines += [""] + [f"![sweep]({p})" for p in pictures] + [""]
     cols = [
@@ -239,6 +249,7 @@ def markdown(summary: dict, results: dict[str, list[dict]], pictures: list[str])
         "ttfa_p95_ms",
         "underruns",
         "realtime_users",
+        "admitted_users",
         "cache_hit_ratio",
         "stream_errors",
         "refused",

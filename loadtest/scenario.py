@@ -67,3 +67,11 @@ class Playback:
         """Seconds of delivered audio still to play at `now`: a player answers (and the think
         time starts) once the line has been heard, not when its last byte arrived."""
         return 0.0 if self.end is None else max(0.0, self.end - now)
+
+
+def retry_after_s(exc, default: float = 1.0) -> float:
+    """The server's retry hint (`retry-after-ms` trailer) on a failed call, sync or asyncio."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "retry-after-ms":
+            return int(value) / 1000
+    return default

@@ -78,3 +78,34 @@ class ListenerClock:
         slack = None if first and submitted_at >= self.end else self.end - now
         self.end = max(self.end, now) + seconds
         return slack
+
+
+class StartRate:
+    """A token bucket over new streams: at most `burst` at once, then `per_s` a second.
+
+    What a machine runs out of first is not conversations but their starts: a stream's first
+    seconds (the text prefill, then a ramp of small chunks, each its own codec call) cost
+    several times its steady state. On the 2-core reference machine 16 conversations whose
+    first turns start over 3 s all keep real time, while the same 16 starting within 2 s run
+    some listeners dry (docs/benchmarks.md). Refusing the excess with a short retry hint
+    spreads a burst of arrivals over the rate the machine has shown it can start."""
+
+    def __init__(self, per_s: float = 0.0, burst: int = 1):
+        self.per_s = per_s  # 0: off
+        self.burst = max(1, burst)
+        self._tokens = float(self.burst)
+        self._at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, now: float | None = None) -> float:
+        """Admit one start: 0.0 when it may go (a token is spent), else the seconds until it may."""
+        if self.per_s <= 0:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._tokens = min(self.burst, self._tokens + max(0.0, now - self._at) * self.per_s)
+            self._at = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return 0.0
+            return (1 - self._tokens) / self.per_s

@@ -38,6 +38,11 @@ from service.tls import open_channel, server_tls
 
 # The engine thread and the codec stop waiting for each other's GIL (engine.runtime.audio_process).
 SERVE_AUDIO_PROCESS = True
+# Admission as measured on the 2-core reference machine (docs/benchmarks.md, "Past capacity"):
+# 16 conversations hold real time when they start at most 8 at once and 5 a second after that.
+# The library's ServiceConfig admits by count alone (64); other hardware measures its own
+# figures with loadtest.report and passes them to serve.
+SERVE_DEFAULTS = ServiceConfig(max_sessions=16, min_slack_ms=20.0, starts_per_s=5.0, start_burst=8)
 
 
 def serve_packed_dtype() -> str:
@@ -102,6 +107,8 @@ def serve(args: argparse.Namespace) -> None:
         lexicon_path=Path(args.lexicon) if args.lexicon else None,
         max_sessions=args.max_sessions,
         min_slack_ms=args.min_slack_ms,
+        starts_per_s=args.starts_per_s,
+        start_burst=args.start_burst,
         switch_interval_ms=args.switch_interval_ms,
         demo_voices=not args.no_demo_voices,
         metrics_port=args.metrics_port,
@@ -246,7 +253,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="npc-voice", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the gRPC server", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    svc, eng = ServiceConfig(), EngineConfig()
+    svc, eng = SERVE_DEFAULTS, EngineConfig()
     s.add_argument("--host", default=svc.host, help="0.0.0.0 to accept other machines")
     s.add_argument("--port", type=int, default=svc.port, help="0 picks a free port")
     s.add_argument(
@@ -271,6 +278,14 @@ def parser() -> argparse.ArgumentParser:
         help="refuse new streams (RESOURCE_EXHAUSTED with a retry hint) while some listener's audio came "
         f"within this many ms of running dry in the last {svc.headroom_window_s:.0f} s; 0: by count only",
     )
+    s.add_argument(
+        "--starts-per-s",
+        type=float,
+        default=svc.starts_per_s,
+        help="new streams admitted per second once --start-burst have come at once; more get "
+        "RESOURCE_EXHAUSTED with a retry hint; 0: no limit",
+    )
+    s.add_argument("--start-burst", type=int, default=svc.start_burst, help="new streams admitted at once")
     s.add_argument(
         "--pace-s",
         type=float,

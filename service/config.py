@@ -24,6 +24,10 @@ class ServiceConfig:
     # 0: off (by count only).
     min_slack_ms: float = 0.0
     headroom_window_s: float = 2.0
+    # New streams admitted at once, then per second (a token bucket, service/admission.py): a
+    # stream's start costs several times its steady state. 0: off.
+    starts_per_s: float = 0.0
+    start_burst: int = 8
     # The interpreter's switch interval (sys.setswitchinterval), set for the whole process when the
     # server starts. After another thread takes the interpreter lock, the engine thread (hundreds
     # of small torch ops per step) may wait this long to get it back. 16 users, five seed-matched

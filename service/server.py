@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from engine import Engine
 from engine.runtime.streaming import MAX_RATE, MIN_RATE, check_rate
-from service.admission import Headroom, ListenerClock
+from service.admission import Headroom, ListenerClock, StartRate
 from service.audio_input import MIN_SECONDS
 from service.auth import TENANT, Keys
 from service.config import ServiceConfig
@@ -39,6 +39,7 @@ from service.voices import LoadedVoice, VoiceLibrary, VoiceNotFound, check_voice
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NpcVoice"].full_name
 MAX_TURN_ID = 128
+MIN_RETRY_S = 0.5  # a refused start is told to wait at least this: each refusal costs a stream's setup
 # Which field of a ConverseResponse / SynthesizeResponse carries each payload type
 # (the two messages share field names).
 _REPLY_FIELD = {f.message_type.full_name: f.name for f in pb.ConverseResponse.DESCRIPTOR.oneofs_by_name["kind"].fields}
@@ -53,6 +54,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         self.engine, self.voices, self.lexicon, self.config = engine, voices, lexicon, config
         self.sessions = 0
         self.headroom = Headroom(config.headroom_window_s, config.min_slack_ms / 1000)
+        self.starts = StartRate(config.starts_per_s, config.start_burst)
         self.model_name = engine.model_name
         self.draining = False
         self.conversations: set[Conversation] = set()  # open Converse streams, told when draining
@@ -354,10 +356,18 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         if self.sessions >= self.config.max_sessions:
             raise StreamError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server is at its limit of {self.config.max_sessions} open streams",
+                f"the server is at its limit of {self.config.max_sessions} open streams (max_sessions)",
                 1.0,
             )
         self._refuse_past_headroom()
+        wait = self.starts.take()
+        if wait:
+            raise StreamError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server is starting other streams: it admits {self.config.start_burst} at once and "
+                f"{self.config.starts_per_s:g} a second after that (start_burst, starts_per_s)",
+                max(wait, MIN_RETRY_S),
+            )
         self.sessions += 1
 
         def release(_) -> None:

@@ -1,5 +1,5 @@
-"""The headroom measure admission reads (service/admission.py): the least slack over a window,
-and the server's model of a listener's playback that gives each chunk its slack."""
+"""What admission reads (service/admission.py): the least slack over a window, the server's
+model of a listener's playback that gives each chunk its slack, and the rate of new streams."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from service.admission import Headroom, ListenerClock
+from service.admission import Headroom, ListenerClock, StartRate
 
 
 def test_headroom_is_the_least_slack_within_the_window_and_forgets_older_ones():
@@ -65,3 +65,35 @@ def test_a_sentence_whose_text_came_after_the_audio_ran_out_starts_playback_afre
     # The next turn's text came at 4.0, long after: waiting for text is not the server's lateness.
     assert clock.chunk(2, submitted_at=4.0, seconds=0.12, now=4.1) is None
     assert clock.chunk(2, 4.0, 0.12, now=4.15) == pytest.approx(0.07)
+
+
+def test_start_rate_admits_a_burst_then_the_rate_and_says_how_long_to_wait():
+    gate = StartRate(per_s=4.0, burst=3)
+    assert [gate.take(now=10.0) for _ in range(3)] == [0.0, 0.0, 0.0]  # the burst goes at once
+    assert gate.take(now=10.0) == pytest.approx(0.25)  # the next token comes a quarter second later
+    assert gate.take(now=10.1) == pytest.approx(0.15)  # (a refusal spends nothing)
+    assert gate.take(now=10.25) == 0.0
+    assert gate.take(now=10.3) == pytest.approx(0.2)
+    # An idle gate fills up to its burst, no further.
+    assert [gate.take(now=100.0) for _ in range(4)][:3] == [0.0, 0.0, 0.0] and gate.take(now=100.0) > 0
+
+
+def test_start_rate_matches_a_count_of_admissions_over_random_arrivals():
+    """Over any stretch of time, admissions never exceed the burst plus the rate times its length."""
+    rng = random.Random(3)
+    gate, admitted, now = StartRate(per_s=5.0, burst=8), [], 0.0
+    for _ in range(3000):
+        now += rng.expovariate(12.0)  # arrivals at more than twice the rate
+        if gate.take(now=now) == 0.0:
+            admitted.append(now)
+    for i, t0 in enumerate(admitted):
+        for j in range(i, len(admitted)):
+            if admitted[j] - t0 > 3.0:
+                break
+            assert j - i + 1 <= 8 + 5.0 * (admitted[j] - t0) + 1e-9
+    assert len(admitted) == pytest.approx(5.0 * now, rel=0.05)  # and the rate is what passes
+
+
+def test_start_rate_off_admits_everything():
+    gate = StartRate(per_s=0.0)
+    assert all(gate.take(now=0.0) == 0.0 for _ in range(100))

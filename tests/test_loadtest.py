@@ -96,6 +96,27 @@ def test_lean_driver_counts_refusals_and_waits_the_servers_hint(model_dir, tmp_p
     assert len({s["user"] for s in run["samples"] if s["name"] == "ttfa"}) >= 2, run["events"]
 
 
+def test_locust_users_take_a_refusal_as_admission_and_wait_the_servers_hint(model_dir, tmp_path):
+    """The same rule in Locust: RESOURCE_EXHAUSTED is a `refused` event, not a failure, and the
+    user waits the hint before it tries again."""
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path / "voices", max_sessions=1)
+    try:
+        run = run_locust(
+            srv.address, users=3, seconds=8, scenarios=["conversation"], out_prefix=tmp_path / "r", fast=True
+        )
+    finally:
+        srv.stop()
+        eng.close()
+    refused = [s for s in run.samples if s["name"] == "refused"]
+    assert refused and all(s["retry_after_ms"] == 1000 and not s["failed"] for s in refused), run.output[-2000:]
+    assert not [s for s in run.samples if s["failed"] and s["name"] != "underrun"], run.output[-2000:]
+    for user in {s["user"] for s in refused}:
+        times = [s["t"] for s in refused if s["user"] == user]
+        assert all(b - a >= 0.95 for a, b in zip(times, times[1:])), times
+    assert any(s["name"] == "ttfa" for s in run.samples)
+
+
 def test_profile_sorts_raw_stacks_into_pipeline_parts_by_the_most_specific_match(tmp_path):
     from loadtest.profile_server import breakdown, table
 
@@ -143,14 +164,25 @@ def test_playback_counts_a_gap_and_what_is_left_to_hear():
 def test_a_point_where_admission_refused_users_does_not_count_as_holding_them():
     from loadtest.report import summarise
 
-    def point(users, underruns=0, refused=0, p95=120.0):
+    def point(users, underruns=0, refused=0, p95=120.0, admitted=None):
         return {"users": users, "turns": 3 * users, "underruns": underruns, "stream_errors": 0,
-                "refused": refused, "ttfa_p95_ms": p95}  # fmt: skip
+                "refused": refused, "ttfa_p95_ms": p95, "admitted_users": admitted or users}  # fmt: skip
 
-    s = summarise([point(8), point(16), point(20, refused=9), point(24, underruns=3, refused=30)])
+    s = summarise([point(8), point(16), point(20, refused=9, admitted=17), point(24, underruns=3, refused=30)])
     assert s["max_realtime_users"] == 16  # 20 users got no underrun, but not all of them got in
     assert s["overload"] == [
-        {"users": 20, "refused": 9, "underruns": 0},
-        {"users": 24, "refused": 30, "underruns": 3},
+        {"users": 20, "admitted_users": 17, "refused": 9, "underruns": 0},
+        {"users": 24, "admitted_users": 24, "refused": 30, "underruns": 3},
     ]
     assert summarise([point(8), point(16, underruns=1)])["max_realtime_users"] == 8
+
+
+def test_a_sweep_goes_on_past_refusals_while_most_users_get_in():
+    """A point past capacity where admission refused many calls but let most users in is the
+    figure the sweep exists to show; it stops once fewer than half got in, or half ran dry."""
+    from loadtest.report import saturated
+
+    base = {"users": 24, "turns": 50, "ttfa_p95_ms": 120.0, "users_with_underruns": 0, "refused": 300}
+    assert not saturated({**base, "admitted_users": 16})
+    assert saturated({**base, "admitted_users": 11})
+    assert saturated({**base, "admitted_users": 24, "users_with_underruns": 13})

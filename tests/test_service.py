@@ -539,6 +539,31 @@ def test_past_the_measured_headroom_new_streams_are_refused_and_admitted_again_o
         eng.close()
 
 
+def test_streams_past_the_start_rate_are_refused_with_the_wait_and_admitted_after_it(model_dir, tmp_path):
+    """Two starts at once, then one every two seconds: the third new stream in a row is refused
+    with RESOURCE_EXHAUSTED naming the limits and a retry hint; after the hint, it is admitted."""
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path, starts_per_s=0.5, start_burst=2)
+    try:
+        first = Session(srv.stub, cfg())
+        first.until("started")
+        second = list(srv.stub.Synthesize(pb.SynthesizeRequest(voice_id="guard", text="Halt!")))
+        assert any(r.WhichOneof("kind") == "audio" for r in second)
+        err = status_of(lambda: list(srv.stub.Converse(iter([cfg(), text("Hi.")]))))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
+        assert "2 at once and 0.5 a second" in err.details(), err.details()
+        wait_ms = int(dict(err.trailing_metadata())["retry-after-ms"])
+        assert 500 <= wait_ms <= 2000
+        time.sleep(wait_ms / 1000)
+        ok = list(srv.stub.Converse(iter([cfg(), text("Now there is room."), pb.ConverseRequest(close=pb.Close())])))
+        assert "audio" in kinds(ok)
+        first.send(pb.ConverseRequest(close=pb.Close()))
+        first.end()
+    finally:
+        srv.stop()
+        eng.close()
+
+
 def test_a_served_conversation_feeds_the_headroom_measure_with_the_chunks_its_sender_waited_for(model_dir, tmp_path):
     """The toy model runs far ahead of real time, so every chunk the sender had to wait for
     still left with audio to spare: the measure is finite (something was recorded) and positive."""
