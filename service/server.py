@@ -230,6 +230,16 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         access.info("utterance", extra={"fields": {**fields, "ttfa_ms": round(ttfa_s * 1000, 1), "rtf": round(rtf, 3)}})
 
     def _conversation(self, settings: SessionSettings, context) -> Conversation:
+        """A stream whose request checked out starts here, if the start rate allows (a malformed
+        request is refused before it can spend a start that another stream could use)."""
+        wait = self.starts.take()
+        if wait:
+            raise StreamError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server is starting other streams: it admits {self.config.start_burst} at once and "
+                f"{self.config.starts_per_s:g} a second after that (start_burst, starts_per_s)",
+                max(wait, MIN_RETRY_S),
+            )
         conv = Conversation(self.engine, self.lexicon, settings)
         conv.on_finished = self._finished
         self.conversations.add(conv)
@@ -360,14 +370,6 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                 1.0,
             )
         self._refuse_past_headroom()
-        wait = self.starts.take()
-        if wait:
-            raise StreamError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server is starting other streams: it admits {self.config.start_burst} at once and "
-                f"{self.config.starts_per_s:g} a second after that (start_burst, starts_per_s)",
-                max(wait, MIN_RETRY_S),
-            )
         self.sessions += 1
 
         def release(_) -> None:

@@ -541,10 +541,14 @@ def test_past_the_measured_headroom_new_streams_are_refused_and_admitted_again_o
 
 def test_streams_past_the_start_rate_are_refused_with_the_wait_and_admitted_after_it(model_dir, tmp_path):
     """Two starts at once, then one every two seconds: the third new stream in a row is refused
-    with RESOURCE_EXHAUSTED naming the limits and a retry hint; after the hint, it is admitted."""
+    with RESOURCE_EXHAUSTED naming the limits and a retry hint; after the hint, it is admitted.
+    Malformed requests are refused for what they are and spend no start."""
     eng = make_engine(model_dir)
     srv = ServerThread(eng, tmp_path, starts_per_s=0.5, start_burst=2)
     try:
+        for _ in range(3):
+            bad = status_of(lambda: list(srv.stub.Converse(iter([cfg("nobody"), text("Hi.")]))))
+            assert bad.code() == grpc.StatusCode.NOT_FOUND, bad.details()
         first = Session(srv.stub, cfg())
         first.until("started")
         second = list(srv.stub.Synthesize(pb.SynthesizeRequest(voice_id="guard", text="Halt!")))
