@@ -71,8 +71,24 @@ def serve(args: argparse.Namespace) -> None:
         )
     if keys is None:
         logging.warning("no API keys: every RPC is open to anyone on this machine (loopback only)")
-    if not args.switch_interval_ms > 0:
-        sys.exit(f"error: --switch-interval-ms must be above 0, got {args.switch_interval_ms:g}")
+    try:
+        config = ServiceConfig(
+            tls=tls,
+            keys=keys,
+            host=args.host,
+            port=args.port,
+            voice_store=args.voices,
+            lexicon_path=Path(args.lexicon) if args.lexicon else None,
+            max_sessions=args.max_sessions,
+            min_slack_ms=args.min_slack_ms,
+            starts_per_s=args.starts_per_s,
+            start_burst=args.start_burst,
+            switch_interval_ms=args.switch_interval_ms,
+            demo_voices=not args.no_demo_voices,
+            metrics_port=args.metrics_port,
+        )
+    except ValueError as exc:  # (checked before the model loads, which takes seconds)
+        sys.exit(f"error: {exc}")
     model_dir = Path(args.model) if args.model else default_model_dir()
     engine = Engine(
         model_dir,
@@ -97,22 +113,6 @@ def serve(args: argparse.Namespace) -> None:
             SHIPPED_MODEL_DIR,
             model_dir,
         )
-
-    config = ServiceConfig(
-        tls=tls,
-        keys=keys,
-        host=args.host,
-        port=args.port,
-        voice_store=args.voices,
-        lexicon_path=Path(args.lexicon) if args.lexicon else None,
-        max_sessions=args.max_sessions,
-        min_slack_ms=args.min_slack_ms,
-        starts_per_s=args.starts_per_s,
-        start_burst=args.start_burst,
-        switch_interval_ms=args.switch_interval_ms,
-        demo_voices=not args.no_demo_voices,
-        metrics_port=args.metrics_port,
-    )
 
     async def run() -> None:
         server, port, servicer = await start_server(engine, config)

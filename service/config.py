@@ -42,3 +42,10 @@ class ServiceConfig:
     tls: ServerTLS | None = None  # None: plaintext
     keys: Keys | None = None  # API keys (service/auth.py); None: no authentication, loopback only
     metrics_port: int | None = None  # serve Prometheus /metrics here (on `host`); None: off, 0: any port
+
+    def __post_init__(self) -> None:
+        # sys.setswitchinterval would refuse it too, but only once the model has loaded.
+        if not self.switch_interval_ms > 0:
+            raise ValueError(
+                f"switch_interval_ms (serve --switch-interval-ms) must be above 0, got {self.switch_interval_ms:g}"
+            )

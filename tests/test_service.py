@@ -873,6 +873,9 @@ def test_the_server_sets_the_interpreters_switch_interval(model_dir, tmp_path):
             args = cli_parser().parse_args(["serve", "--switch-interval-ms", "0.3"])
             assert args.switch_interval_ms == 0.3
             assert cli_parser().parse_args(["serve"]).switch_interval_ms == ServiceConfig().switch_interval_ms
+            for bad in (0.0, -1.0, float("nan")):  # refused where the setting is made, with what to fix
+                with pytest.raises(ValueError, match="switch_interval_ms .* must be above 0"):
+                    ServiceConfig(switch_interval_ms=bad)
         finally:
             srv.stop()
             sys.setswitchinterval(before)
