@@ -35,7 +35,7 @@ from loadtest.scenario import (
     THINK_S,
     TOKEN_GAP_S,
     Playback,
-    retry_after_s,
+    refusal_wait,
     turn_text,
 )
 from service.fragments import llm_tokens
@@ -98,9 +98,10 @@ class Conversation:
             try:
                 await self.converse(voice, random.randint(2, 3))
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    self.fire("refused", 0, retry_after_ms=round(retry_after_s(exc) * 1000))
-                    await asyncio.sleep(retry_after_s(exc))
+                wait = refusal_wait(exc)
+                if wait is not None:
+                    self.fire("refused", 0, retry_after_ms=round(wait * 1000))
+                    await asyncio.sleep(wait)
                     continue
                 self.fire("stream", 0, error=f"{exc.code().name}: {exc.details()}")
             await asyncio.sleep(random.uniform(*self.think))

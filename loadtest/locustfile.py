@@ -54,7 +54,7 @@ from loadtest.scenario import (
     THINK_S,
     TOKEN_GAP_S,
     Playback,
-    retry_after_s,
+    refusal_wait,
     turn_text,
 )
 from service.fragments import llm_tokens
@@ -120,8 +120,8 @@ class NpcVoiceUser(User):
     def ended(self, exc: grpc.RpcError) -> None:
         """A call that ended in an error. RESOURCE_EXHAUSTED is admission saying no, not a broken
         protocol: the user waits the server's retry hint, as a game would, and goes on."""
-        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            wait = retry_after_s(exc)
+        wait = refusal_wait(exc)
+        if wait is not None:
             self.fire("refused", 0, retry_after_ms=round(wait * 1000))
             gevent.sleep(wait)
         else:

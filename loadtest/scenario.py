@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import random
 
+import grpc
+
 from service.fragments import llm_tokens
 
 # The voices conversations pick from: the demo voices, or a list the scale-out sweep
@@ -69,9 +71,13 @@ class Playback:
         return 0.0 if self.end is None else max(0.0, self.end - now)
 
 
-def retry_after_s(exc, default: float = 1.0) -> float:
-    """The server's retry hint (`retry-after-ms` trailer) on a failed call, sync or asyncio."""
+def refusal_wait(exc) -> float | None:
+    """How long a call the server turned away at admission (RESOURCE_EXHAUSTED) is asked to wait
+    before it tries again, from its `retry-after-ms` trailer (1 s without one); None when the call
+    failed otherwise. Sync or asyncio calls alike."""
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
     for key, value in exc.trailing_metadata() or ():
         if key == "retry-after-ms":
             return int(value) / 1000
-    return default
+    return 1.0
