@@ -87,25 +87,33 @@ class StartRate:
     seconds (the text prefill, then a ramp of small chunks, each its own codec call) cost
     several times its steady state. On the 2-core reference machine 16 conversations whose
     first turns start over 3 s all keep real time, while the same 16 starting within 2 s run
-    some listeners dry (docs/benchmarks.md). Refusing the excess with a short retry hint
-    spreads a burst of arrivals over the rate the machine has shown it can start."""
+    some listeners dry (docs/benchmarks.md). Spreading a burst of arrivals over the rate the
+    machine has shown it can start protects the streams already running.
 
-    def __init__(self, per_s: float = 0.0, burst: int = 1):
+    A start whose token comes within `hold_s` books it now and waits for it (a queue, as in
+    GCRA: the bucket goes into debt, so later starts wait behind it); one further off is
+    refused and told when to retry. Holding rather than refusing lets a small burst absorb a
+    crowd of NPCs that start together, at the cost of a short wait before their first turn."""
+
+    def __init__(self, per_s: float = 0.0, burst: int = 1, hold_s: float = 0.0):
         self.per_s = per_s  # 0: off
         self.burst = max(1, burst)
-        self._tokens = float(self.burst)
+        self.hold_s = max(0.0, hold_s)
+        self._tokens = float(self.burst)  # below 0: starts booked ahead of their token
         self._at = time.monotonic()
         self._lock = threading.Lock()
 
     def take(self, now: float | None = None) -> float:
-        """Admit one start: 0.0 when it may go (a token is spent), else the seconds until it may."""
+        """The seconds until one more start's token comes (0.0: it may go now). At most `hold_s`:
+        the token is booked and the start must wait that long. Beyond it: nothing is spent (the
+        start is refused), and a retry after `wait - hold_s` would be booked."""
         if self.per_s <= 0:
             return 0.0
         now = time.monotonic() if now is None else now
         with self._lock:
             self._tokens = min(self.burst, self._tokens + max(0.0, now - self._at) * self.per_s)
             self._at = now
-            if self._tokens >= 1:
+            wait = max(0.0, (1 - self._tokens) / self.per_s)
+            if wait <= self.hold_s:
                 self._tokens -= 1
-                return 0.0
-            return (1 - self._tokens) / self.per_s
+            return wait

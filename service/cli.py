@@ -42,7 +42,7 @@ SERVE_AUDIO_PROCESS = True
 # 16 conversations hold real time when they start at most 8 at once and 5 a second after that.
 # The library's ServiceConfig admits by count alone (64); other hardware measures its own
 # figures with loadtest.report and passes them to serve.
-SERVE_DEFAULTS = ServiceConfig(max_sessions=16, min_slack_ms=20.0, starts_per_s=5.0, start_burst=8)
+SERVE_DEFAULTS = ServiceConfig(max_sessions=16, min_slack_ms=20.0, starts_per_s=5.0, start_burst=8, warmup_streams=16)
 
 
 def serve_packed_dtype() -> str:
@@ -83,6 +83,9 @@ def serve(args: argparse.Namespace) -> None:
             min_slack_ms=args.min_slack_ms,
             starts_per_s=args.starts_per_s,
             start_burst=args.start_burst,
+            start_hold_s=args.start_hold_s,
+            warmup_streams=args.warmup_streams,
+            freeze_heap=not args.no_freeze_heap,
             switch_interval_ms=args.switch_interval_ms,
             demo_voices=not args.no_demo_voices,
             metrics_port=args.metrics_port,
@@ -286,6 +289,26 @@ def parser() -> argparse.ArgumentParser:
         "RESOURCE_EXHAUSTED with a retry hint; 0: no limit",
     )
     s.add_argument("--start-burst", type=int, default=svc.start_burst, help="new streams admitted at once")
+    s.add_argument(
+        "--start-hold-s",
+        type=float,
+        default=svc.start_hold_s,
+        help="a new stream whose start comes within this many seconds waits for it (before SessionStarted) "
+        "instead of being refused",
+    )
+    s.add_argument(
+        "--warmup-streams",
+        type=int,
+        default=svc.warmup_streams,
+        help="before reporting SERVING, speak this many utterances at once in a stored voice, so the first "
+        "players do not pay for the engine's first use of each batch size; 0: none",
+    )
+    s.add_argument(
+        "--no-freeze-heap",
+        action="store_true",
+        help="leave start-up's objects to the garbage collector (by default they are exempted once the "
+        "server is up, so full collections stay short)",
+    )
     s.add_argument(
         "--pace-s",
         type=float,

@@ -25,9 +25,19 @@ class ServiceConfig:
     min_slack_ms: float = 0.0
     headroom_window_s: float = 2.0
     # New streams admitted at once, then per second (a token bucket, service/admission.py): a
-    # stream's start costs several times its steady state. 0: off.
+    # stream's start costs several times its steady state. 0: off. A start whose token comes
+    # within `start_hold_s` waits for it (before SessionStarted) instead of being refused.
     starts_per_s: float = 0.0
     start_burst: int = 8
+    start_hold_s: float = 0.0
+    # Before health says SERVING, speak this many utterances at once in a stored voice
+    # (engine.runtime.warmup): a fresh engine pays for each new batch size and prompt length
+    # on first use, and a crowd on a fresh server ran listeners dry. 0: no warm-up.
+    warmup_streams: int = 0
+    # Then collect garbage once and exempt everything alive from later collections (gc.freeze,
+    # engine/runtime/heap.py), so that a full collection no longer stops every stream for
+    # ~0.1 s. For a process that is the server's own (serve), not one that embeds it.
+    freeze_heap: bool = False
     # The interpreter's switch interval (sys.setswitchinterval), set for the whole process when the
     # server starts. After another thread takes the interpreter lock, the engine thread (hundreds
     # of small torch ops per step) may wait this long to get it back. 16 users, five seed-matched

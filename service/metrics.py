@@ -72,6 +72,12 @@ class Metrics:
             buckets=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
             registry=self.registry,
         )
+        self.start_hold = Histogram(
+            f"{NS}_start_hold_seconds",
+            "how long a new stream waited for its start (start_hold_s) before SessionStarted",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0),
+            registry=self.registry,
+        )
         self.rtf = Histogram(
             f"{NS}_real_time_factor",
             "generation wall time over audio time, per utterance",

@@ -20,7 +20,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from engine import Engine
+from engine.runtime.heap import freeze_startup_heap
 from engine.runtime.streaming import MAX_RATE, MIN_RATE, check_rate
+from engine.runtime.warmup import WarmupReport, warm_up
 from service.admission import Headroom, ListenerClock, StartRate
 from service.audio_input import MIN_SECONDS
 from service.auth import TENANT, Keys
@@ -54,13 +56,14 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         self.engine, self.voices, self.lexicon, self.config = engine, voices, lexicon, config
         self.sessions = 0
         self.headroom = Headroom(config.headroom_window_s, config.min_slack_ms / 1000)
-        self.starts = StartRate(config.starts_per_s, config.start_burst)
+        self.starts = StartRate(config.starts_per_s, config.start_burst, config.start_hold_s)
         self.model_name = engine.model_name
         self.draining = False
         self.conversations: set[Conversation] = set()  # open Converse streams, told when draining
         self.health: health.aio.HealthServicer | None = None
         self.metrics = Metrics(self._live)
         self.metrics_port: int | None = None  # bound when config.metrics_port is set
+        self.warmup: WarmupReport | None = None  # the start-up burst, when there was one
 
     # ---- conversations ------------------------------------------------------------
     async def Converse(self, request_iterator, context):
@@ -91,7 +94,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             c.language,
             tuple(c.chunk_length_schedule) or DEFAULT_SCHEDULE,
         )
-        conv = self._conversation(settings, context)
+        conv = await self._conversation(settings, context)
         yield pb.ConverseResponse(started=await self._started(settings))
         reader = asyncio.create_task(self._read(request_iterator, conv))
         context.add_done_callback(lambda _: reader.cancel())
@@ -147,7 +150,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             DEFAULT_SCHEDULE,
             first_overload_wait_s=0.0,
         )
-        conv = self._conversation(settings, context)
+        conv = await self._conversation(settings, context)
         yield pb.SynthesizeResponse(started=await self._started(settings))
         conv.on_text(r.text, "")
         conv.on_close()
@@ -229,17 +232,21 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         fields["audio_s"] = round(audio_s, 3)
         access.info("utterance", extra={"fields": {**fields, "ttfa_ms": round(ttfa_s * 1000, 1), "rtf": round(rtf, 3)}})
 
-    def _conversation(self, settings: SessionSettings, context) -> Conversation:
+    async def _conversation(self, settings: SessionSettings, context) -> Conversation:
         """A stream whose request checked out starts here, if the start rate allows (a malformed
-        request is refused before it can spend a start that another stream could use)."""
+        request is refused before it can spend a start that another stream could use). A start
+        whose turn comes within `start_hold_s` waits for it before SessionStarted."""
         wait = self.starts.take()
-        if wait:
+        if wait > self.starts.hold_s:
             raise StreamError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"the server is starting other streams: it admits {self.config.start_burst} at once and "
                 f"{self.config.starts_per_s:g} a second after that (start_burst, starts_per_s)",
-                max(wait, MIN_RETRY_S),
+                max(wait - self.starts.hold_s, MIN_RETRY_S),
             )
+        if wait:
+            self.metrics.start_hold.observe(wait)
+            await asyncio.sleep(wait)
         conv = Conversation(self.engine, self.lexicon, settings)
         conv.on_finished = self._finished
         self.conversations.add(conv)
@@ -458,7 +465,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             params.validate()
         except ValueError as exc:
             raise StreamError(bad, f"sampling: {exc}") from None
-        frames = max(1, round(chunk_ms * self.engine.frame_rate / 1000))
+        frames = chunk_frames(self.engine, chunk_ms)
         return SessionSettings(
             voice,
             rate,
@@ -603,6 +610,30 @@ def _streaming(fn, call: _Call, stream_in: bool = False):
     return handler
 
 
+def chunk_frames(engine: Engine, chunk_ms: float) -> int:
+    """Whole frames of the model's codec in a chunk of `chunk_ms` (at least one)."""
+    return max(1, round(chunk_ms * engine.frame_rate / 1000))
+
+
+async def _warm_up(engine: Engine, voices: VoiceLibrary, config: ServiceConfig) -> WarmupReport | None:
+    """The warm-up burst (engine.runtime.warmup), while health still says NOT_SERVING."""
+    stored = voices.list()
+    if not config.warmup_streams or not stored:
+        return None
+    voice, n = stored[0], config.warmup_streams
+    chunk = chunk_frames(engine, config.default_chunk_ms)
+    report = await asyncio.to_thread(warm_up, engine, voice.prompt, n, config.default_sample_rate, chunk)
+    log.info(
+        "warm-up: %d streams in voice %s, %.1f s of audio in %.1f s (%d failed)",
+        report.streams,
+        voice.info.voice_id,
+        report.audio_seconds,
+        report.seconds,
+        report.failed,
+    )
+    return report
+
+
 async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.Server, int, NpcVoiceServicer]:
     """Build and start the server; returns it, the bound port and the servicer."""
     sys.setswitchinterval(config.switch_interval_ms / 1000)
@@ -626,6 +657,8 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
     pb_grpc.add_NpcVoiceServicer_to_server(servicer, server)
     health_servicer = servicer.health = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):  # (the servicer says SERVING until told otherwise)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
@@ -637,6 +670,9 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
     if port == 0:
         raise RuntimeError(f"could not bind {config.host}:{config.port}")
     await server.start()
+    servicer.warmup = await _warm_up(engine, voices, config)
+    if config.freeze_heap:
+        log.info("start-up done: %d objects exempted from garbage collection", freeze_startup_heap())
     if config.metrics_port is not None:
         servicer.metrics_port = servicer.metrics.serve(config.host, config.metrics_port, lambda: not servicer.draining)
         log.info("metrics on http://%s:%d/metrics", config.host, servicer.metrics_port)

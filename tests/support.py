@@ -105,7 +105,7 @@ class ServerThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        cfg = ServiceConfig(port=0, voice_store=str(voices_dir), **config)
+        cfg = ServiceConfig(**{"port": 0, "voice_store": str(voices_dir), **config})
         fut = asyncio.run_coroutine_threadsafe(start_server(engine, cfg), self.loop)
         self.server, self.port, self.servicer = fut.result(60)
         self.address = f"127.0.0.1:{self.port}"

@@ -94,6 +94,39 @@ def test_start_rate_matches_a_count_of_admissions_over_random_arrivals():
     assert len(admitted) == pytest.approx(5.0 * now, rel=0.05)  # and the rate is what passes
 
 
+def test_a_start_within_the_hold_books_its_token_and_later_ones_queue_behind_it():
+    gate = StartRate(per_s=4.0, burst=2, hold_s=0.5)
+    assert [gate.take(now=10.0) for _ in range(2)] == [0.0, 0.0]
+    # Booked ahead: each waits a quarter second longer than the one before.
+    assert [gate.take(now=10.0) for _ in range(2)] == pytest.approx([0.25, 0.5])
+    # The next would wait 0.75 s, past the hold: refused, and nothing spent, so the same
+    # answer comes again; a retry 0.25 s later would be booked.
+    assert gate.take(now=10.0) == pytest.approx(0.75)
+    assert gate.take(now=10.0) == pytest.approx(0.75)
+    assert gate.take(now=10.25) == pytest.approx(0.5)  # booked
+    # The debt is paid at the rate: by 11.5 the bucket is back to its burst.
+    assert [gate.take(now=11.5) for _ in range(2)] == [0.0, 0.0]
+
+
+def test_held_starts_keep_to_the_rate_over_random_arrivals():
+    """Each booked start goes at arrival + wait; those moments never exceed the burst plus the
+    rate over any stretch, and no wait is beyond the hold."""
+    rng = random.Random(5)
+    gate, starts, now = StartRate(per_s=5.0, burst=4, hold_s=0.5), [], 0.0
+    for _ in range(3000):
+        now += rng.expovariate(8.0)
+        wait = gate.take(now=now)
+        if wait <= gate.hold_s:
+            starts.append(now + wait)
+    assert starts == sorted(starts)  # a queue: first booked, first to go
+    for i, t0 in enumerate(starts):
+        for j in range(i, len(starts)):
+            if starts[j] - t0 > 3.0:
+                break
+            assert j - i + 1 <= 4 + 5.0 * (starts[j] - t0) + 1e-6
+    assert len(starts) == pytest.approx(5.0 * now, rel=0.05)
+
+
 def test_start_rate_off_admits_everything():
     gate = StartRate(per_s=0.0)
     assert all(gate.take(now=0.0) == 0.0 for _ in range(100))

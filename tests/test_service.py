@@ -568,6 +568,34 @@ def test_streams_past_the_start_rate_are_refused_with_the_wait_and_admitted_afte
         eng.close()
 
 
+def test_a_start_within_the_hold_waits_for_its_turn_instead_of_being_refused(model_dir, tmp_path):
+    """One start at once, then two a second, held up to 0.6 s: the second stream in a row is
+    started half a second late (SessionStarted waits; its text, sent at once, is kept) and
+    speaks; the third, a second away, is refused with the rest as its hint."""
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path, starts_per_s=2.0, start_burst=1, start_hold_s=0.6)
+    try:
+        first = Session(srv.stub, cfg())
+        first.until("started")
+        sent = time.monotonic()
+        held = Session(srv.stub, cfg())
+        held.send(text("The gate is shut.", "t1"), pb.ConverseRequest(flush=pb.Flush(turn_id="t1")))
+        err = status_of(lambda: list(srv.stub.Converse(iter([cfg(), text("Hi.")]))))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
+        assert 500 <= int(dict(err.trailing_metadata())["retry-after-ms"]) <= 1000
+        held.until("started")
+        assert time.monotonic() - sent >= 0.4  # it waited for its token
+        assert "audio" in kinds(held.until("flush_done"))
+        hold = srv.servicer.metrics.registry.get_sample_value("npc_voice_start_hold_seconds_sum")
+        assert 0.4 <= hold <= 0.6
+        for s in (first, held):
+            s.send(pb.ConverseRequest(close=pb.Close()))
+            s.end()
+    finally:
+        srv.stop()
+        eng.close()
+
+
 def test_a_served_conversation_feeds_the_headroom_measure_with_the_chunks_its_sender_waited_for(model_dir, tmp_path):
     """The toy model runs far ahead of real time, so every chunk the sender had to wait for
     still left with audio to spare: the measure is finite (something was recorded) and positive."""

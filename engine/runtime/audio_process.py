@@ -37,6 +37,7 @@ import torch
 from engine.codecs.base import Codec
 from engine.runtime.audio_worker import adapter_arg, next_call, per_row
 from engine.runtime.busy import BusyMeter
+from engine.runtime.heap import freeze_startup_heap
 
 log = logging.getLogger(__name__)
 ADAPTERS_KEPT = 64  # voice adapters the child holds; a voice past that is sent again when it speaks
@@ -51,6 +52,7 @@ def _child(conn, make_codec: Callable[[], Codec], max_batch: int) -> None:
     adapters: dict[int, dict] = {}
     jobs: list[tuple] = []  # (job id, window, adapter key or None, adapter or None)
     fault = closing = False
+    freeze_startup_heap()  # (engine/runtime/heap.py)
     conn.send(("ready",))
     while True:
         messages = [] if jobs or closing else [conn.recv()]  # wait only with nothing to do
