@@ -39,7 +39,8 @@ from service.tls import open_channel, server_tls
 # The engine thread and the codec stop waiting for each other's GIL (engine.runtime.audio_process).
 SERVE_AUDIO_PROCESS = True
 # Admission as measured on the 2-core reference machine (docs/benchmarks.md, "Past capacity"):
-# 16 conversations hold real time when they start at most 8 at once and 5 a second after that.
+# 16 conversations hold real time when they start at most 8 at once and 5 a second after that,
+# and a fresh server's first crowd ran listeners dry less after a 16-stream warm-up.
 # The library's ServiceConfig admits by count alone (64); other hardware measures its own
 # figures with loadtest.report and passes them to serve.
 SERVE_DEFAULTS = ServiceConfig(max_sessions=16, min_slack_ms=20.0, starts_per_s=5.0, start_burst=8, warmup_streams=16)

@@ -59,3 +59,7 @@ class ServiceConfig:
             raise ValueError(
                 f"switch_interval_ms (serve --switch-interval-ms) must be above 0, got {self.switch_interval_ms:g}"
             )
+        if not self.start_hold_s >= 0:
+            raise ValueError(f"start_hold_s (serve --start-hold-s) must be 0 or more, got {self.start_hold_s:g}")
+        if self.warmup_streams < 0:
+            raise ValueError(f"warmup_streams (serve --warmup-streams) must be 0 or more, got {self.warmup_streams}")

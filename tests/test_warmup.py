@@ -8,6 +8,7 @@ import threading
 import time
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from engine.runtime.warmup import LINES, warm_up
@@ -80,3 +81,14 @@ print(frozen >= 10000, id(old[5]) in tracked, id(new[5]) in tracked)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False", "True"]
+
+
+def test_start_up_settings_out_of_range_are_refused_with_the_flag_to_fix():
+    from service.config import ServiceConfig
+
+    with pytest.raises(ValueError, match=r"warmup_streams \(serve --warmup-streams\) must be 0 or more"):
+        ServiceConfig(warmup_streams=-1)
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match=r"start_hold_s \(serve --start-hold-s\) must be 0 or more"):
+            ServiceConfig(start_hold_s=bad)
+    assert ServiceConfig(warmup_streams=0, start_hold_s=0.0).warmup_streams == 0
