@@ -5,8 +5,8 @@ interpreter lock held. A serving process holds a quarter of a million of them af
 (modules, the model's parameters, the voices, gRPC's and protobuf's tables), so each full
 collection stopped the engine thread and the event loop for 96-148 ms on the 2-core reference
 machine, and the audio process for ~70 ms: longer than the 120 ms a listener has buffered in
-a turn's first chunks. Those collections came at random moments under load, and each ran
-every stream in its ramp dry at once (docs/benchmarks.md).
+a turn's first chunks. Those collections come at random moments under load, so any stream
+in its first chunks when one comes can run dry (docs/benchmarks.md).
 
 None of that start-up state is garbage, so after start-up it is collected once and then
 frozen (gc.freeze): later collections skip it and look only at what was made since.
