@@ -6,9 +6,11 @@ the codec's first calls at each window size, and for memory the allocator has no
 touched. A server that takes players the moment it is up pays all of that during its
 first crowd: on the 2-core reference machine, 16 users on a fresh server ran listeners dry
 0.3-0.6 s into each of three runs, while only a few had started; with this warm-up (and the
-frozen heap, engine/runtime/heap.py), in none of three (docs/benchmarks.md). The burst below starts `streams` utterances a little apart, so
-the batch grows through every size up to `streams` and shrinks back, with prompts of
-several lengths, each read to its end as a listener's stream would be.
+frozen heap, engine/runtime/heap.py), in none of three (docs/benchmarks.md).
+
+The burst below starts `streams` utterances a little apart, so the batch grows through
+every size up to `streams` and shrinks back, with prompts of several lengths, each read to
+its end as a listener's stream would be.
 """
 
 from __future__ import annotations
