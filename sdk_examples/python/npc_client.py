@@ -88,13 +88,14 @@ def converse(stub: pb_grpc.NpcVoiceStub, voice: str, replies: list[str], out: st
             first = first or time.perf_counter()
             audio += resp.audio.audio  # a game queues this for its audio thread
             if barge_in and resp.audio.turn_id == "turn-0" and len(audio) > RATE:  # ~0.5 s in: interrupt
-                barge_in = False
-                outgoing.put(pb.ConverseRequest(cancel=pb.Cancel(turn_id="turn-0")))
+                barge_in = interrupt(outgoing)
         elif kind == "mark":
             m = resp.mark  # drive lip sync from these
             print(f"    {pb.TimingKind.Name(m.kind).lower()} {m.text!r} {m.start_ms}-{m.end_ms} ms")
         elif kind == "utterance_done":
             d = resp.utterance_done
+            if barge_in and d.turn_id == "turn-0":  # a first sentence under half a second: interrupt after it
+                barge_in = interrupt(outgoing)
             print(
                 f"  done: {d.audio_seconds:.2f} s of audio, first audio after {d.ttfa_ms:.0f} ms, "
                 f"real-time factor {d.real_time_factor:.2f}"
@@ -107,6 +108,12 @@ def converse(stub: pb_grpc.NpcVoiceStub, voice: str, replies: list[str], out: st
             turn_done[resp.flush_done.turn_id].set()
     write_wav(out, bytes(audio))
     print(f"first audio {(first - start) * 1000:.0f} ms after connecting; wrote {len(audio) / 2 / RATE:.2f} s to {out}")
+
+
+def interrupt(outgoing: queue.Queue) -> bool:
+    """The player cuts the first reply short: Cancel its turn. Returns False (barged in)."""
+    outgoing.put(pb.ConverseRequest(cancel=pb.Cancel(turn_id="turn-0")))
+    return False
 
 
 def bark(stub: pb_grpc.NpcVoiceStub, voice: str, text: str, out: str) -> None:
@@ -155,7 +162,9 @@ def main() -> None:
     c = sub.add_parser("converse")
     c.add_argument("--voice", default="guard")
     c.add_argument("--out", default="reply.wav")
-    c.add_argument("--barge-in", action="store_true", help="interrupt the first reply half a second in")
+    c.add_argument(
+        "--barge-in", action="store_true", help="interrupt the first reply 0.5 s in (or after its first sentence)"
+    )
     c.add_argument(
         "replies",
         nargs="*",
