@@ -161,11 +161,15 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         """Stop taking work: health says NOT_SERVING, new streams and voice changes get
         UNAVAILABLE, and each open conversation ends after its turn in progress."""
         self.draining = True
-        if self.health is not None:
-            for name in ("", SERVICE_NAME):
-                await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         for conv in list(self.conversations):
             conv.drain()
+
+    async def set_health(self, status: int) -> None:
+        """What health checks answer, for the whole server and for the NpcVoice service alike."""
+        if self.health is not None:
+            for name in ("", SERVICE_NAME):
+                await self.health.set(name, status)
 
     def end_all(self) -> None:
         """The drain deadline passed: every stream still open ends with UNAVAILABLE now."""
@@ -657,8 +661,8 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
     pb_grpc.add_NpcVoiceServicer_to_server(servicer, server)
     health_servicer = servicer.health = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):  # (the servicer says SERVING until told otherwise)
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    # (the health servicer says SERVING until told otherwise)
+    await servicer.set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
@@ -676,8 +680,7 @@ async def start_server(engine: Engine, config: ServiceConfig) -> tuple[grpc.aio.
     if config.metrics_port is not None:
         servicer.metrics_port = servicer.metrics.serve(config.host, config.metrics_port, lambda: not servicer.draining)
         log.info("metrics on http://%s:%d/metrics", config.host, servicer.metrics_port)
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await servicer.set_health(health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "listening on %s:%d (%s) with %d voices (%d broken)",
         config.host,

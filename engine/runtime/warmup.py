@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from engine.runtime.engine import Engine
 from engine.runtime.outputs import AudioChunk, Finished
 from engine.runtime.voice import VoicePrompt
 
@@ -42,7 +43,7 @@ class WarmupReport:
 
 
 def warm_up(
-    engine,
+    engine: Engine,
     voice: VoicePrompt,
     streams: int,
     sample_rate: int | None = None,
