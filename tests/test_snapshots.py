@@ -12,9 +12,11 @@ from tests.support import audio_shard
 def test_lm_training_keeps_its_last_snapshots_and_exports_their_mean(tmp_path, monkeypatch):
     """train_lm keeps the weights of its last --keep saves; --export --average N writes their
     element-wise mean (checked on the float32 norm weights, which export stores unquantised)."""
+    import json
     import shutil
     import sys
 
+    from engine.models.speech_lm.config import ModelConfig
     from engine.train import train_lm
     from engine.train.snapshots import average_state_dicts, snapshots
     from engine.train.token_store import tokenise
@@ -50,8 +52,14 @@ def test_lm_training_keeps_its_last_snapshots_and_exports_their_mean(tmp_path, m
     assert [step for step, _ in kept] == [3, 4]  # steps 1 and 2 were pruned
     states = [torch.load(p, weights_only=True) for _, p in kept]
 
+    # A second export over a model dir keeps the decoding settings chosen for that model.
+    monkeypatch.setattr(sys, "argv", common + ["--export", str(out)])
+    train_lm.main()
+    chosen = dict(json.loads((out / "config.json").read_text()), generation={"timing": "sampled", "pace": 1.1})
+    (out / "config.json").write_text(json.dumps(chosen))
     monkeypatch.setattr(sys, "argv", common + ["--export", str(out), "--average", "2"])
     train_lm.main()
+    assert ModelConfig.load(out / "config.json").generation.pace == 1.1
     exported, mean = load_weights(out / "model.safetensors"), average_state_dicts(states)
     norms = [k for k, v in mean.items() if k.endswith("norm.weight") and v.dim() == 1]
     assert norms

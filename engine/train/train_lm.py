@@ -21,6 +21,7 @@ import json
 import random
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from engine.config import CACHE_ROOT
 from engine.models.speech_lm.config import GenerationConfig, ModelConfig
-from engine.models.speech_lm.model import WEIGHTS_FILE, SpeechLM, save_model
+from engine.models.speech_lm.model import CONFIG_FILE, WEIGHTS_FILE, SpeechLM, save_model
 from engine.train.lm_data import IGNORE, build_example
 from engine.train.snapshots import average_last, keep_snapshot, save_checkpoint
 from engine.train.token_store import TOKENS, check_stamp, load_token_shard
@@ -286,6 +287,10 @@ def main() -> None:
             weights, steps = average_last(args.work, args.average)
             model.load_state_dict(weights)
             what = f"the mean of steps {', '.join(map(str, steps))}"
+        if (args.export / CONFIG_FILE).exists():
+            # Keep how the exported model is decoded (timing, pace, lead frame): they were chosen
+            # for it on dev, and the training config knows nothing of them.
+            model.cfg = replace(model.cfg, generation=ModelConfig.load(args.export / CONFIG_FILE).generation)
         save_model(model.eval(), args.export, int8=True)
         print(f"exported {what} to {args.export}")
         return
