@@ -36,16 +36,17 @@ from engine.train.token_store import CODEC_STAMP, TOKENS, check_stamp, load_toke
 FLOOR = math.log(1e-5)  # the front end's log-mel floor (MelFrontEnd)
 
 
-def _unit(text: str) -> float:
-    """A number in [0, 1) fixed by `text` (the same on every machine and run)."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
+def _hash(text: str, size: int) -> int:
+    """An integer of `size` bytes fixed by `text` (the same on every machine and run)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=size).digest(), "big")
 
 
 def variant_of(voice: str, k: int) -> tuple[float, float]:
     """(frequency factor, tilt in log units from the lowest band to the highest) of new voice k
     of `voice`. Even k go down (0.84-0.92: a longer vocal tract), odd k up (1.08-1.18): far
     enough from 1 to make another speaker, near enough to stay speech."""
-    u, v = _unit(f"{voice}~{k}:factor"), _unit(f"{voice}~{k}:tilt")
+    h = _hash(f"{voice}~{k}", 8)
+    u, v = (h & 0xFFFFFFFF) / 2**32, (h >> 32) / 2**32
     factor = 0.84 + 0.08 * u if k % 2 == 0 else 1.08 + 0.10 * u
     return factor, -1.5 + 3.0 * v
 
@@ -91,7 +92,7 @@ def augment_shard(records: list[dict], recode: Recoder, variants: int) -> list[d
     """Each line once more, in new voice (hash of its text mod `variants`) of its voice."""
     out = []
     for r in records:
-        k = int(_unit(r["text"]) * variants)
+        k = _hash(r["text"], 4) % variants
         factor, tilt = variant_of(r["voice"], k)
         out.append({**r, "voice": f"{r['voice']}~{k}", "codes": recode(r["codes"], factor, tilt).numpy()})
     return out
