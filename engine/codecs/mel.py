@@ -159,6 +159,9 @@ class Vocoder(nn.Module):
         )
 
 
+MEL_FLOOR = 1e-5  # the smallest mel magnitude the front end takes the log of
+
+
 class MelFrontEnd(nn.Module):
     def __init__(self, cfg: MelCodecConfig):
         super().__init__()
@@ -171,7 +174,7 @@ class MelFrontEnd(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, samples] -> log-mel [B, n_mels, samples // hop]."""
         mel = self.mel(wave)[..., : wave.shape[-1] // self.mel.hop_length]
-        return torch.log(mel.clamp_min(1e-5))
+        return torch.log(mel.clamp_min(MEL_FLOOR))
 
 
 _PARTLY_LOADED: Adapter = {}  # never any voice's adapter: the next call loads its own in full

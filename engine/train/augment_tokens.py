@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.codecs.mel import MelCodec
+from engine.codecs.mel import MEL_FLOOR, MelCodec
 from engine.models import SHIPPED_MODEL_DIR
 from engine.train.token_store import CODEC_STAMP, TOKENS, check_stamp, load_token_shard, save_token_shard
 
-FLOOR = math.log(1e-5)  # the front end's log-mel floor (MelFrontEnd)
+FLOOR = math.log(MEL_FLOOR)  # the front end's log-mel floor
 
 
 def _hash(text: str, size: int) -> int:
