@@ -41,34 +41,27 @@ def _npm_tarball(styles: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def _sha512(data: bytes) -> str:
-    import base64
-    import hashlib
-
-    return base64.b64encode(hashlib.sha512(data).digest()).decode()
-
-
 def test_english_styles_are_checked_and_written_all_or_nothing(tmp_path):
-    from engine.train.teachers import ENGLISH_STYLES, STYLE_SHAPE, english_styles, extract_styles
+    from engine.train.teachers import ENGLISH_STYLES, STYLE_SHAPE, english_styles, extract_styles, npm_integrity
 
     rng = np.random.default_rng(0)
     styles = {n: rng.standard_normal(STYLE_SHAPE).astype(np.float32) for n in ENGLISH_STYLES}
     good = _npm_tarball({n: s.tobytes() for n, s in styles.items()} | {"jf_alpha": b"\0" * 16})
 
     with pytest.raises(ValueError, match="sha512"):
-        extract_styles(good, _sha512(b"another tarball"), tmp_path / "a")
+        extract_styles(good, npm_integrity(b"another tarball"), tmp_path / "a")
     assert not (tmp_path / "a").exists()
 
     short = _npm_tarball({n: s.tobytes()[: -4 if n == "bm_lewis" else None] for n, s in styles.items()})
     with pytest.raises(ValueError, match="bm_lewis"):
-        extract_styles(short, _sha512(short), tmp_path / "b")
+        extract_styles(short, npm_integrity(short), tmp_path / "b")
     missing = _npm_tarball({n: s.tobytes() for n, s in styles.items() if n != "af_sky"})
     with pytest.raises(KeyError, match="af_sky"):
-        extract_styles(missing, _sha512(missing), tmp_path / "c")
+        extract_styles(missing, npm_integrity(missing), tmp_path / "c")
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
     assert list(tmp_path.iterdir()) == []  # no half-written temporary dir left behind
 
-    extract_styles(good, _sha512(good), tmp_path / "d")
+    extract_styles(good, npm_integrity(good), tmp_path / "d")
     loaded = english_styles(tmp_path / "d")  # cached: read without fetching
     assert sorted(loaded) == sorted(ENGLISH_STYLES)  # the Japanese style in the tarball is not taken
     assert all(np.array_equal(loaded[n], styles[n]) for n in ENGLISH_STYLES)
@@ -92,10 +85,9 @@ def test_english_voices_are_new_voices_of_english_styles_only():
 
 def test_kokoro_speaks_with_an_english_style(phonemes):
     pytest.importorskip("onnxruntime", reason="the train extra is not installed (pip install -e '.[train]')")
-    from engine.config import CACHE_ROOT
-    from engine.train.teachers import Kokoro, VoiceSpec
+    from engine.train.teachers import ENGLISH_STYLES_CACHE, Kokoro, VoiceSpec
 
-    if not (CACHE_ROOT / "kokoro" / "kokoro-js-1.2.1").is_dir():
+    if not ENGLISH_STYLES_CACHE.is_dir():
         pytest.skip("Kokoro's English styles are not fetched (python -m engine.train.synth_data fetches them)")
     utt = Kokoro(1, english=True).synthesize(phonemes, VoiceSpec("mix", {"af_heart": 0.5, "bm_george": 0.5}))
     assert abs(utt.durations.sum() - len(utt.audio) / 24000) < 1e-3

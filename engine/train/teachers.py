@@ -95,10 +95,18 @@ def _session(path: str, extra_output: str, threads: int):
     return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+ENGLISH_STYLES_CACHE = CACHE_ROOT / "kokoro" / "kokoro-js-1.2.1"
+
+
+def npm_integrity(data: bytes) -> str:
+    """The npm registry's integrity digest of a tarball: base64 of its sha512."""
+    return base64.b64encode(hashlib.sha512(data).digest()).decode()
+
+
 def extract_styles(tarball: bytes, sha512: str, dest: Path) -> None:
-    """Check an npm tarball against its registry integrity (base64 sha512) and write its
+    """Check an npm tarball against its registry integrity (`npm_integrity`) and write its
     English style files to `dest` (all or nothing)."""
-    got = base64.b64encode(hashlib.sha512(tarball).digest()).decode()
+    got = npm_integrity(tarball)
     if got != sha512:
         raise ValueError(f"kokoro-js tarball sha512 {got} does not match the pinned {sha512}")
     size = int(np.prod(STYLE_SHAPE)) * 4
@@ -121,7 +129,7 @@ def extract_styles(tarball: bytes, sha512: str, dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def english_styles(cache: Path = CACHE_ROOT / "kokoro" / "kokoro-js-1.2.1") -> dict[str, np.ndarray]:
+def english_styles(cache: Path = ENGLISH_STYLES_CACHE) -> dict[str, np.ndarray]:
     """Kokoro's 28 English style vectors [510, 1, 256], fetched once (26 MB) and cached."""
     if not cache.is_dir():
         with urllib.request.urlopen(KOKORO_JS, timeout=120) as r:
