@@ -47,3 +47,26 @@ def test_self_feed_puts_the_models_own_draw_for_each_frame_in_its_place():
     swapped = (half[:, 20:40, 1:] != frames[:, 20:40, 1:]).any(-1).float().mean()
     assert 0.3 < swapped < 0.7
     assert self_feed(model, frames, targets, 0.0, 0.5, torch.Generator()) is frames
+
+
+def test_examples_draw_lines_evenly_or_voices_evenly(tmp_path):
+    from collections import Counter
+
+    from engine.train.token_store import TOKENS, load_token_shard, save_token_shard
+    from engine.train.train_lm import Examples, model_config
+
+    real = load_token_shard(sorted((TOKENS / "train").glob("shard_*.npz"))[0])
+    # "small~1" is a warped variant of "small" (augment_tokens): drawn as one voice with it
+    voices = ["big"] * 30 + ["small"] * 2 + ["small~1"] * 2 + ["solo"]
+    save_token_shard(tmp_path / "shard_00000.npz", [{**r, "voice": v} for r, v in zip(real * 2, voices)])
+    cfg = model_config(64, 1, 8, 256)
+    shares = {}
+    for per_voice in (False, True):
+        data = Examples(tmp_path, cfg, max_ref_frames=250, seed=0, per_voice=per_voice)
+        counts = Counter(data.draw()["voice"] for _ in range(3000))
+        assert "solo" not in counts  # no other line of its voice to prompt with
+        shares[per_voice] = counts["big"] / 3000
+        frames, targets = data.batch(4)
+        assert frames.shape[0] == 4 and frames.shape == targets.shape
+    assert abs(shares[False] - 30 / 34) < 0.03  # every line alike
+    assert abs(shares[True] - 0.5) < 0.04  # every voice alike

@@ -34,6 +34,7 @@ from engine.models import SHIPPED_MODEL_DIR
 from engine.train.token_store import CODEC_STAMP, TOKENS, check_stamp, load_token_shard, save_token_shard
 
 FLOOR = math.log(MEL_FLOOR)  # the front end's log-mel floor
+WARPED = "~"  # new voice k of voice v is named f"v~k"
 
 
 def _hash(text: str, size: int) -> int:
@@ -88,13 +89,18 @@ class Recoder:
         return ae.fsq.to_codes(ae.fsq.quantize(ae.encoder(mel[None])))[0]
 
 
+def source_voice(voice: str) -> str:
+    """The voice a warped voice was made from (a voice not made here is its own source)."""
+    return voice.split(WARPED)[0]
+
+
 def augment_shard(records: list[dict], recode: Recoder, variants: int) -> list[dict]:
     """Each line once more, in new voice (hash of its text mod `variants`) of its voice."""
     out = []
     for r in records:
         k = _hash(r["text"], 4) % variants
         factor, tilt = variant_of(r["voice"], k)
-        out.append({**r, "voice": f"{r['voice']}~{k}", "codes": recode(r["codes"], factor, tilt).numpy()})
+        out.append({**r, "voice": f"{r['voice']}{WARPED}{k}", "codes": recode(r["codes"], factor, tilt).numpy()})
     return out
 
 

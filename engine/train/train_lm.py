@@ -32,6 +32,7 @@ from tqdm import tqdm
 from engine.config import CACHE_ROOT
 from engine.models.speech_lm.config import GenerationConfig, ModelConfig
 from engine.models.speech_lm.model import CONFIG_FILE, WEIGHTS_FILE, SpeechLM, save_model
+from engine.train.augment_tokens import source_voice
 from engine.train.lm_data import IGNORE, build_example
 from engine.train.snapshots import average_last, keep_snapshot, save_checkpoint
 from engine.train.token_store import TOKENS, check_stamp, load_token_shard
@@ -67,8 +68,13 @@ def model_config(dim: int, layers: int, codebooks: int, codebook_size: int, max_
 
 
 class Examples:
-    def __init__(self, token_dir: Path, cfg: ModelConfig, max_ref_frames: int, seed: int):
-        self.cfg, self.token_dir = cfg, token_dir
+    def __init__(self, token_dir: Path, cfg: ModelConfig, max_ref_frames: int, seed: int, per_voice: bool = False):
+        """`per_voice` draws a voice first, then one of its lines, so a voice with 28 lines
+        is trained as often as one with 265: what matters for voices never heard is how
+        many different speakers the model learns from, not how many lines each reads.
+        A warped voice (augment_tokens) is drawn with its source voice, so warping keeps
+        to half the draws however many variants it made."""
+        self.cfg, self.token_dir, self.per_voice = cfg, token_dir, per_voice
         self.by_voice: dict[str, list[dict]] = defaultdict(list)
         self.shards: set[str] = set()
         if not self.load_new():
@@ -86,12 +92,21 @@ class Examples:
             for r in load_token_shard(path):
                 self.by_voice[r["voice"]].append(r)
             self.shards.add(path.name)
-        self.utts = [r for rs in self.by_voice.values() if len(rs) > 1 for r in rs]
+        self.voices = [v for v, rs in self.by_voice.items() if len(rs) > 1]
+        sources: dict[str, list[dict]] = defaultdict(list)
+        for v in self.voices:
+            sources[source_voice(v)] += self.by_voice[v]
+        self.sources = list(sources.values())
+        self.utts = [r for rs in self.sources for r in rs]
         return len(new)
+
+    def draw(self) -> dict:
+        """The next line to train on (a voice with a single line has no prompt and is never drawn)."""
+        return self.rng.choice(self.rng.choice(self.sources) if self.per_voice else self.utts)
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         while True:
-            utt = self.rng.choice(self.utts)
+            utt = self.draw()
             refs = [r for r in self.by_voice[utt["voice"]] if r is not utt and len(r["codes"]) <= self.max_ref]
             ref = self.rng.choice(refs or [r for r in self.by_voice[utt["voice"]] if r is not utt])
             try:
@@ -241,6 +256,7 @@ def main() -> None:
         default=0.0,
         help="share of generated input frames replaced by the model's own draws (see self_feed)",
     )
+    ap.add_argument("--per-voice", action="store_true", help="draw source voices evenly, not lines (see Examples)")
     ap.add_argument("--max-ref-frames", type=int, default=250, help="longest reference clip (10 s)")
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--keep", type=int, default=3, help="weight snapshots kept from the last saves, for --average")
@@ -294,8 +310,11 @@ def main() -> None:
         save_model(model.eval(), args.export, int8=True)
         print(f"exported {what} to {args.export}")
         return
-    data = Examples(token_dir, cfg, args.max_ref_frames, seed=step)
-    print(f"{len(data.utts)} utterances in {len(data.shards)} token shards; starting at step {step}")
+    data = Examples(token_dir, cfg, args.max_ref_frames, seed=step, per_voice=args.per_voice)
+    print(
+        f"{len(data.utts)} utterances of {len(data.voices)} voices ({len(data.sources)} sources)"
+        f" in {len(data.shards)} token shards; starting at step {step}"
+    )
     drop_gen = torch.Generator().manual_seed(step)
     # The same few held-out batches every time, so the curve compares like with like.
     val_batches = []
