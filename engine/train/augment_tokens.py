@@ -34,7 +34,7 @@ from engine.models import SHIPPED_MODEL_DIR
 from engine.train.token_store import CODEC_STAMP, TOKENS, check_stamp, load_token_shard, save_token_shard
 
 FLOOR = math.log(MEL_FLOOR)  # the front end's log-mel floor
-WARPED = "~"  # new voice k of voice v is named f"v~k"
+WARPED = "~"  # new voice k of voice v is named f"v~k" (warped_voice)
 
 
 def _hash(text: str, size: int) -> int:
@@ -42,11 +42,16 @@ def _hash(text: str, size: int) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=size).digest(), "big")
 
 
+def warped_voice(voice: str, k: int) -> str:
+    """The name of new voice k of `voice` (source_voice undoes it)."""
+    return f"{voice}{WARPED}{k}"
+
+
 def variant_of(voice: str, k: int) -> tuple[float, float]:
     """(frequency factor, tilt in log units from the lowest band to the highest) of new voice k
     of `voice`. Even k go down (0.84-0.92: a longer vocal tract), odd k up (1.08-1.18): far
     enough from 1 to make another speaker, near enough to stay speech."""
-    h = _hash(f"{voice}~{k}", 8)
+    h = _hash(warped_voice(voice, k), 8)
     u, v = (h & 0xFFFFFFFF) / 2**32, (h >> 32) / 2**32
     factor = 0.84 + 0.08 * u if k % 2 == 0 else 1.08 + 0.10 * u
     return factor, -1.5 + 3.0 * v
@@ -100,7 +105,7 @@ def augment_shard(records: list[dict], recode: Recoder, variants: int) -> list[d
     for r in records:
         k = _hash(r["text"], 4) % variants
         factor, tilt = variant_of(r["voice"], k)
-        out.append({**r, "voice": f"{r['voice']}{WARPED}{k}", "codes": recode(r["codes"], factor, tilt).numpy()})
+        out.append({**r, "voice": warped_voice(r["voice"], k), "codes": recode(r["codes"], factor, tilt).numpy()})
     return out
 
 
