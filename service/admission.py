@@ -117,3 +117,11 @@ class StartRate:
             if wait <= self.hold_s:
                 self._tokens -= 1
             return wait
+
+    def refund(self) -> None:
+        """Give back a token booked by `take` for a start that never went (its client left
+        during the hold): the starts after it need not wait behind a stream that is gone."""
+        if self.per_s <= 0:
+            return
+        with self._lock:
+            self._tokens = min(self.burst, self._tokens + 1)

@@ -250,7 +250,11 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             )
         if wait:
             self.metrics.start_hold.observe(wait)
-            await asyncio.sleep(wait)
+            try:
+                await asyncio.sleep(wait)
+            except asyncio.CancelledError:  # the client left during its hold
+                self.starts.refund()
+                raise
         conv = Conversation(self.engine, self.lexicon, settings)
         conv.on_finished = self._finished
         self.conversations.add(conv)

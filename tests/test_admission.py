@@ -108,6 +108,19 @@ def test_a_start_within_the_hold_books_its_token_and_later_ones_queue_behind_it(
     assert [gate.take(now=11.5) for _ in range(2)] == [0.0, 0.0]
 
 
+def test_a_refunded_booking_lets_the_next_start_take_its_place():
+    gate = StartRate(per_s=4.0, burst=1, hold_s=0.5)
+    assert gate.take(now=10.0) == 0.0
+    assert gate.take(now=10.0) == pytest.approx(0.25)  # booked, then its client leaves
+    gate.refund()
+    assert gate.take(now=10.0) == pytest.approx(0.25)  # the same place, not 0.5 behind it
+    assert gate.take(now=10.0) == pytest.approx(0.5)
+    for _ in range(5):  # refunds never fill the bucket past its burst
+        gate.refund()
+    assert [gate.take(now=10.0) for _ in range(2)] == pytest.approx([0.0, 0.25])
+    StartRate(per_s=0.0).refund()  # off: nothing to give back
+
+
 def test_held_starts_keep_to_the_rate_over_random_arrivals():
     """Each booked start goes at arrival + wait; those moments never exceed the burst plus the
     rate over any stretch, and no wait is beyond the hold."""

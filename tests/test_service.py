@@ -596,6 +596,33 @@ def test_a_start_within_the_hold_waits_for_its_turn_instead_of_being_refused(mod
         eng.close()
 
 
+def test_a_start_cancelled_during_its_hold_gives_its_turn_back(model_dir, tmp_path):
+    """One start at once, then two a second, held up to 0.6 s. A held stream whose client
+    cancels gives its booked turn back: the next start is held in its place (~0.5 s) instead
+    of being refused behind a stream that is gone (it would have waited ~1 s)."""
+    eng = make_engine(model_dir)
+    srv = ServerThread(eng, tmp_path, starts_per_s=2.0, start_burst=1, start_hold_s=0.6)
+    try:
+        first = Session(srv.stub, cfg())
+        first.until("started")
+        held = Session(srv.stub, cfg())
+        deadline = time.monotonic() + 5
+        while not srv.servicer.metrics.registry.get_sample_value("npc_voice_start_hold_seconds_count"):
+            assert time.monotonic() < deadline, "the second start was never held"
+            time.sleep(0.01)
+        held.call.cancel()
+        time.sleep(0.1)  # the server sees the cancellation
+        after = Session(srv.stub, cfg())
+        after.until("started")  # held in the freed place, not refused
+        for s in (first, after):
+            s.send(pb.ConverseRequest(close=pb.Close()))
+            s.end()
+        held.end()
+    finally:
+        srv.stop()
+        eng.close()
+
+
 def test_a_served_conversation_feeds_the_headroom_measure_with_the_chunks_its_sender_waited_for(model_dir, tmp_path):
     """The toy model runs far ahead of real time, so every chunk the sender had to wait for
     still left with audio to spare: the measure is finite (something was recorded) and positive."""

@@ -83,6 +83,34 @@ def test_english_voices_are_new_voices_of_english_styles_only():
     assert shard_voices(ENGLISH_FROM, heldout=True) == eval_voices()  # held-out shards keep their voices
 
 
+def test_more_english_voices_are_further_blends_never_used_before():
+    from engine.train.synth_data import (
+        ENGLISH_FROM,
+        MORE_ENGLISH_FROM,
+        english_voices,
+        eval_voices,
+        more_english_voices,
+        shard_voices,
+        train_voices,
+    )
+    from engine.train.teachers import ENGLISH_STYLES
+
+    voices = more_english_voices()
+    names = [v.name for v in voices]
+    assert len(voices) == 84 and len(set(names)) == 84
+    assert names == [v.name for v in more_english_voices()]  # a fixed draw: shards can be remade
+    assert {s for v in voices for s in v.mix} == set(ENGLISH_STYLES)
+    assert all(len(v.mix) in (2, 3) and abs(sum(v.mix.values()) - 1) < 1e-9 for v in voices)
+    before = english_voices() + train_voices() + eval_voices()
+    assert not set(names) & {v.name for v in before}
+    assert not {frozenset(v.mix) for v in voices} & {frozenset(v.mix) for v in before}  # no blend of styles seen before
+    assert sum(v.shift != 1.0 for v in voices) == 42 and all(0.88 <= v.shift <= 1.12 for v in voices)
+    assert shard_voices(MORE_ENGLISH_FROM - 1, heldout=False) == english_voices()
+    assert shard_voices(MORE_ENGLISH_FROM, heldout=False) == voices
+    assert shard_voices(MORE_ENGLISH_FROM, heldout=True) == eval_voices()
+    assert ENGLISH_FROM < MORE_ENGLISH_FROM
+
+
 def test_kokoro_speaks_with_an_english_style(phonemes):
     pytest.importorskip("onnxruntime", reason="the train extra is not installed (pip install -e '.[train]')")
     from engine.train.teachers import ENGLISH_STYLES_CACHE, Kokoro, VoiceSpec

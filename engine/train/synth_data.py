@@ -6,6 +6,7 @@
     python -m engine.train.synth_data --shards 300 --threads 1 --worker 1/2
     python -m engine.train.synth_data --start 154 --shards 400 --threads 1 --worker 0/2   # with broad text
     python -m engine.train.synth_data --start 400 --shards 520 --threads 1 --worker 0/2   # English voices
+    python -m engine.train.synth_data --start 520 --shards 640 --threads 1 --worker 0/2   # more of them
 
 Writes ~/.cache/npc-voice/data/<split>/shard_NNNNN.npz (override with --out); then
 engine.train.token_store turns them into the small token shards that are committed.
@@ -13,7 +14,8 @@ Train shards from --broad-from on (default 154; shards 0-153 hold game lines onl
 as the models up to the 8,000-step release trained on) mix in --broad-share of
 general English sentences (corpus.BroadText) for wider phonetic coverage; held-out
 lines stay game lines. Train shards from --english-from on (default 400) are read
-by Kokoro's English styles (english_voices) instead of the 50 voices before them.
+by Kokoro's English styles (english_voices) instead of the 50 voices before them,
+and from 520 on by further blends of those styles (more_english_voices).
 --start skips lower indices, so new shards can be made without filling gaps.
 Shards are written atomically and skipped when present (as audio here or as
 committed tokens), so an interrupted run resumes where it stopped; shard i is
@@ -44,6 +46,7 @@ from engine.train.teachers import ENGLISH_STYLES, Kokoro, Piper, VoiceSpec
 
 BASE = ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"]
 ENGLISH_FROM = 400  # train shards from here on are read by the English voices
+MORE_ENGLISH_FROM = 520  # and from here on by further voices of the same styles
 DATA = CACHE_ROOT / "data"
 TOKENS = Path(__file__).resolve().parent / "tokens"  # committed token shards (engine.train.token_store)
 
@@ -76,6 +79,24 @@ def english_voices() -> list[VoiceSpec]:
     return voices
 
 
+def more_english_voices() -> list[VoiceSpec]:
+    """84 further voices of the 28 English styles, none of them in english_voices(): 56
+    three-way blends (weights 5:3:2) and 28 pairs not blended before, 7:3; every other one
+    as a larger or smaller speaker, by a size drawn from 0.88-0.96 or 1.04-1.12. The LM
+    learns a voice from more voices more than from more lines of the same ones."""
+    rng = random.Random(2026)
+    blended = {frozenset(v.mix) for v in english_voices()}
+    fresh = [p for p in itertools.combinations(ENGLISH_STYLES, 2) if frozenset(p) not in blended]
+    mixes = [dict(zip(t, (0.5, 0.3, 0.2))) for t in rng.sample(list(itertools.permutations(ENGLISH_STYLES, 3)), 56)]
+    mixes += [dict(zip(p, (0.7, 0.3))) for p in rng.sample(fresh, 28)]
+    voices = []
+    for i, mix in enumerate(mixes):
+        name = "+".join(f"{s}{round(w * 10)}" for s, w in mix.items())
+        size = round(rng.choice((rng.uniform(0.88, 0.96), rng.uniform(1.04, 1.12))), 3) if i % 2 else 1.0
+        voices.append(VoiceSpec(f"{name}@{size}" if i % 2 else name, mix, shift=size))
+    return voices
+
+
 def eval_voices() -> list[VoiceSpec]:
     """Three-way blends (no training voice mixes three bases), each led by a different base
     and at a different size, so the held-out voices are unseen and distinct from each other."""
@@ -91,6 +112,8 @@ def shard_voices(index: int, heldout: bool, english_from: int = ENGLISH_FROM) ->
     """The voices shard `index` of a split is read by."""
     if heldout:
         return eval_voices()
+    if index >= max(english_from, MORE_ENGLISH_FROM):
+        return more_english_voices()
     return english_voices() if index >= english_from else train_voices()
 
 
