@@ -15,7 +15,9 @@ as the models up to the 8,000-step release trained on) mix in --broad-share of
 general English sentences (corpus.BroadText) for wider phonetic coverage; held-out
 lines stay game lines. Train shards from --english-from on (default 400) are read
 by Kokoro's English styles (english_voices) instead of the 50 voices before them,
-and from 520 on by further blends of those styles (more_english_voices).
+and from 520 on by further blends of those styles (more_english_voices). Train shards
+from --short-from on (default 520) hold --short-share of short lines, one to four words
+(engine.train.short_lines), in place of game lines.
 --start skips lower indices, so new shards can be made without filling gaps.
 Shards are written atomically and skipped when present (as audio here or as
 committed tokens), so an interrupted run resumes where it stopped; shard i is
@@ -33,6 +35,7 @@ import json
 import os
 import random
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +45,13 @@ from engine.audio import to_pcm16
 from engine.config import CACHE_ROOT
 from engine.text.tokenizer import make_tokenizer, spell
 from engine.train.corpus import BroadText, lines
+from engine.train.short_lines import short_lines
 from engine.train.teachers import ENGLISH_STYLES, Kokoro, Piper, VoiceSpec
 
 BASE = ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"]
 ENGLISH_FROM = 400  # train shards from here on are read by the English voices
 MORE_ENGLISH_FROM = 520  # and from here on by further voices of the same styles
+SHORT_FROM = 520  # train shards from here on hold short lines (engine.train.short_lines)
 DATA = CACHE_ROOT / "data"
 TOKENS = Path(__file__).resolve().parent / "tokens"  # committed token shards (engine.train.token_store)
 
@@ -117,6 +122,34 @@ def shard_voices(index: int, heldout: bool, english_from: int = ENGLISH_FROM) ->
     return english_voices() if index >= english_from else train_voices()
 
 
+@dataclass
+class TextPlan:
+    """Which lines train shard i reads: its own slice of the game lines, with the last of
+    them given to short lines (from `short_from`) and to broad English (from `broad_from`).
+    Each kind's list only grows at its end as shards are added, so a shard's text never
+    changes once made."""
+
+    game: list[str]
+    per_shard: int
+    n_broad: int = 0
+    broad_from: int = 0
+    n_short: int = 0
+    short_from: int = 0
+    broad: list[str] = field(default_factory=list)
+    short: list[str] = field(default_factory=list)
+
+    def shard(self, i: int) -> list[str]:
+        game = self.game[i * self.per_shard : (i + 1) * self.per_shard]
+        if not self.n_broad or i < self.broad_from:
+            return game
+        j = (i - self.broad_from) * self.n_broad
+        broad = self.broad[j : j + self.n_broad]
+        if not self.n_short or i < self.short_from:
+            return game[: self.per_shard - self.n_broad] + broad
+        k = (i - self.short_from) * self.n_short
+        return game[: self.per_shard - self.n_broad - self.n_short] + self.short[k : k + self.n_short] + broad
+
+
 def make_shard(
     index: int, texts: list[str], voices: list[VoiceSpec], teachers: dict, tokenizer, seed: int, vary_speed: bool
 ) -> tuple[list[dict], list[np.ndarray]]:
@@ -184,6 +217,10 @@ def main() -> None:
     ap.add_argument("--broad-from", type=int, default=154, help="first train shard that holds general English")
     ap.add_argument("--start", type=int, default=0, help="make no shard below this index")
     ap.add_argument(
+        "--short-share", type=float, default=0.25, help="share of short lines (1-4 words) in new train shards"
+    )
+    ap.add_argument("--short-from", type=int, default=SHORT_FROM, help="first train shard that holds short lines")
+    ap.add_argument(
         "--english-from", type=int, default=ENGLISH_FROM, help="first train shard read by the English voices"
     )
     ap.add_argument(
@@ -212,16 +249,12 @@ def main() -> None:
         i for i in wanted if i % workers == worker and not any((d / f"shard_{i:05d}.npz").exists() for d in done_in)
     ]
     n_broad = 0 if heldout else round(args.broad_share * args.per_shard)
-    broad = []
+    n_short = 0 if heldout else round(args.short_share * args.per_shard)
+    plan = TextPlan(texts, args.per_shard, n_broad, args.broad_from, n_short, args.short_from)
     if n_broad and any(i >= args.broad_from for i in todo):
-        broad = [norm for _, norm in BroadText().lines((shards - args.broad_from) * n_broad, seed=args.seed)]
-
-    def shard_texts(i: int) -> list[str]:
-        game = texts[i * args.per_shard : (i + 1) * args.per_shard]
-        if not n_broad or i < args.broad_from:
-            return game
-        j = (i - args.broad_from) * n_broad
-        return game[: args.per_shard - n_broad] + broad[j : j + n_broad]
+        plan.broad = [norm for _, norm in BroadText().lines((shards - args.broad_from) * n_broad, seed=args.seed)]
+    if n_short and any(i >= args.short_from for i in todo):
+        plan.short = [norm for _, norm in short_lines((shards - args.short_from) * n_short, seed=args.seed)]
 
     tokenizer = make_tokenizer("phonemes", 128)
     english = any(i >= args.english_from for i in todo) and not heldout
@@ -231,7 +264,7 @@ def main() -> None:
             out / f"shard_{i:05d}.npz",
             *make_shard(
                 i,
-                shard_texts(i),
+                plan.shard(i),
                 shard_voices(i, heldout, args.english_from),
                 teachers,
                 tokenizer,
