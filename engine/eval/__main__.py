@@ -218,6 +218,12 @@ def main() -> None:
         help="steps the codec is tuned to each voice's reference for (EngineConfig.adapt; 0: the codec as shipped)",
     )
     ap.add_argument(
+        "--adapt-lm-share",
+        type=float,
+        default=AdaptConfig().lm_share,
+        help="share of the codec's tuning steps on the LM's own rendering of the reference (AdaptConfig.lm_share)",
+    )
+    ap.add_argument(
         "--timing",
         choices=("sampled", "durations"),
         help="who times the speech (generation.timing in the model's config.json); default: the model's own",
@@ -236,7 +242,7 @@ def main() -> None:
         ap.error("--seeds N samples a --model several times (not with --teacher-forced or --save-audio)")
     if args.timing and not args.model:
         ap.error("--timing needs --model DIR")
-    adapt, judge = AdaptConfig(steps=args.adapt_steps), Judge()
+    adapt, judge = AdaptConfig(steps=args.adapt_steps, lm_share=args.adapt_lm_share), Judge()
     args.model_label = f"{args.model}{f', timing {args.timing}' if args.timing else ''}"
     with tempfile.TemporaryDirectory() as tmp:
         if args.timing:
