@@ -140,6 +140,15 @@ class AdaptConfig:
     # 0.49, similarity 0.673 against 0.642, but wer 0.261 against 0.236 and registration 2.5x as
     # long (docs/experiments.md, "Adapting on the LM's rendering"); so off by default.
     lm_share: float = 0.0
+    # How a step on the rendering is scored against the clip: "frames", the rendering aligned
+    # to the clip frame by frame (a mel warp that repeats and skips frames); "stats", with no
+    # alignment, each mel band's mean and spread over a crop of the rendering against the
+    # clip's: the voice's spectrum, not its timing.
+    lm_match: str = "frames"
+
+    def __post_init__(self):
+        if self.lm_match not in ("frames", "stats"):
+            raise ValueError(f"lm_match must be 'frames' or 'stats', got {self.lm_match!r}")
 
     @property
     def identity(self) -> str:
@@ -147,6 +156,7 @@ class AdaptConfig:
         if not self.steps:
             return "noadapt"
         lm = f"+lm{self.lm_share:g}" if self.lm_share else ""
+        lm += "stats" if self.lm_share and self.lm_match == "stats" else ""
         return f"adapt{self.steps}x{self.lr:g}x{self.crop_seconds:g}{lm}"
 
 

@@ -152,6 +152,30 @@ def test_tuning_on_the_lms_rendering_brings_that_rendering_to_the_voice(codec, c
     assert mel_error(with_spoken) < 0.95 * mel_error(without)
 
 
+def test_matching_band_statistics_needs_no_alignment_and_brings_the_rendering_to_the_voice(codec, clip):
+    """AdaptConfig(lm_match="stats"): the rendering keeps its own length (no warp onto the clip),
+    and the decoder learns to give it the clip's spectrum: each mel band's mean and spread over
+    the whole rendering come nearer the clip's than through the adapter tuned on codes alone."""
+    import torchaudio.functional as AF
+
+    from engine.codecs.adapt import band_stats
+
+    other = AF.resample(clip, 26400, 24000)
+    spoken = codec.encode(other)  # 10% shorter than the clip: only "stats" takes it as it is
+    stats = AdaptConfig(steps=30, lm_share=0.5, lm_match="stats")
+    with_spoken, without = codec.adapt(clip, stats, spoken), codec.adapt(clip, QUICK)
+    clip_stats = band_stats(codec.front(F.pad(clip, (0, (-len(clip)) % codec.samples_per_frame))[None]))
+
+    def stats_error(adapter) -> float:
+        said = band_stats(codec.front(codec.decode(spoken, adapter)[None]))
+        return sum(float(F.l1_loss(a, b)) for a, b in zip(said, clip_stats))
+
+    assert stats_error(with_spoken) < 0.9 * stats_error(without)
+    assert stats.identity.endswith("+lm0.5stats") and QUICK_LM.identity.endswith("+lm0.5")
+    with pytest.raises(ValueError, match="lm_match"):
+        AdaptConfig(lm_match="warp")
+
+
 def test_an_engine_adapts_on_what_its_lm_says_and_keys_the_voice_by_it(clip):
     """Engine.make_voice has the LM speak the transcript in the new voice and tunes on that too;
     the voice key names the setting and the LM, so stored voices are made again when either changes."""

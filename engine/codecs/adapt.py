@@ -65,11 +65,14 @@ def adapt(
     its waveform, already padded to whole latent frames. `spoken` [latent_dim, frames], if given,
     is the LM's own rendering of the clip's words aligned to the clip (MelCodec.adapt aligns it):
     `cfg.lm_share` of the decoder's steps, spread evenly, read it instead of `latent`, against
-    the same stretch of the clip's mel.
+    the same stretch of the clip's mel. With `cfg.lm_match` "stats", `spoken` keeps its own
+    timeline (any length) and those steps match each mel band's mean and spread over a crop
+    of it to the clip's: no alignment, so nothing to smear.
     The LM's frames carry the timbre of the voices it was trained on, and the clip's codes do
     not; a decoder tuned on the codes alone leaves that timbre in place when the LM speaks."""
     latent, wave = latent.detach().float(), wave.detach().float()
-    if spoken is not None and spoken.shape != latent.shape:
+    stats = cfg.lm_match == "stats"
+    if spoken is not None and not stats and spoken.shape != latent.shape:
         raise ValueError(f"spoken latents {tuple(spoken.shape)} must match the clip's {tuple(latent.shape)}")
     frames = latent.shape[-1]
     per_frame = wave.shape[-1] // frames
@@ -78,6 +81,7 @@ def adapt(
     gen = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         mel = front(wave[None])  # [1, n_mels, frames * mel_per_frame]
+        clip_stats = band_stats(mel)
     dec, voc = decoder.train(), vocoder.train()
     out: Adapter = {}
     for prefix, module in (("dec.", dec), ("voc.", voc)):
@@ -91,9 +95,14 @@ def adapt(
             m0, m1 = start * mel_per_frame, (start + crop) * mel_per_frame
             target = mel[..., m0:m1]
             if module is dec:
-                lm_turn = int((step + 1) * cfg.lm_share) > int(step * cfg.lm_share)  # (0.5: every other step)
-                source = spoken if spoken is not None and lm_turn else latent
-                loss = F.l1_loss(dec(source[None, :, start : start + crop]), target)
+                lm_turn = spoken is not None and int((step + 1) * cfg.lm_share) > int(step * cfg.lm_share)
+                if lm_turn and stats:
+                    s0 = int(torch.randint(0, max(1, spoken.shape[-1] - crop + 1), (1,), generator=gen))
+                    said = band_stats(dec(spoken[None, :, s0 : s0 + crop]))
+                    loss = sum(F.l1_loss(a, b) for a, b in zip(said, clip_stats))
+                else:
+                    source = spoken if lm_turn else latent
+                    loss = F.l1_loss(dec(source[None, :, start : start + crop]), target)
             else:
                 # Half the steps on the teacher mel, half on what the tuned decoder makes of the
                 # tokens: the vocoder learns the voice, and the voice as the decoder renders it.
@@ -110,6 +119,12 @@ def adapt(
             opt.step()
         out |= {name: p.detach().clone() for name, p in params.items()}
     return out if all(bool(torch.isfinite(v).all()) for v in out.values()) else None
+
+
+def band_stats(mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each band's mean and spread over time of a log-mel [1, n_mels, T]: the voice's average
+    spectrum and how far it moves, whatever is said when."""
+    return mel.mean(-1), mel.std(-1)
 
 
 def frame_features(front: nn.Module, wave: torch.Tensor, frames: int) -> torch.Tensor:

@@ -239,7 +239,8 @@ class MelCodec:
         wave = self._pad(wave)
         latent = self.autoencoder.fsq.from_codes(self.encode(wave)[None])[0].clone()  # out of inference mode
         if spoken is not None:
-            spoken = self._aligned(self._latent(spoken[None])[0], wave, latent.shape[-1])
+            spoken = self._latent(spoken[None])[0]
+            spoken = self._aligned(spoken, wave, latent.shape[-1]) if cfg.lm_match == "frames" else spoken.clone()
         # Fresh float copies of the decode half for adapt() to tune: the ones decoding here may
         # be packed for inference, and must stay as shipped.
         ae, vocoder = MelAutoencoder(self.cfg), Vocoder(self.cfg)

@@ -224,6 +224,12 @@ def main() -> None:
         help="share of the codec's tuning steps on the LM's own rendering of the reference (AdaptConfig.lm_share)",
     )
     ap.add_argument(
+        "--adapt-lm-match",
+        choices=("frames", "stats"),
+        default=AdaptConfig().lm_match,
+        help="how those steps score the rendering against the reference (AdaptConfig.lm_match)",
+    )
+    ap.add_argument(
         "--timing",
         choices=("sampled", "durations"),
         help="who times the speech (generation.timing in the model's config.json); default: the model's own",
@@ -242,7 +248,8 @@ def main() -> None:
         ap.error("--seeds N samples a --model several times (not with --teacher-forced or --save-audio)")
     if args.timing and not args.model:
         ap.error("--timing needs --model DIR")
-    adapt, judge = AdaptConfig(steps=args.adapt_steps, lm_share=args.adapt_lm_share), Judge()
+    adapt = AdaptConfig(steps=args.adapt_steps, lm_share=args.adapt_lm_share, lm_match=args.adapt_lm_match)
+    judge = Judge()
     args.model_label = f"{args.model}{f', timing {args.timing}' if args.timing else ''}"
     with tempfile.TemporaryDirectory() as tmp:
         if args.timing:
