@@ -134,16 +134,16 @@ class AdaptConfig:
     crop_seconds: float = 2.0  # each step fits a random crop: the time per step stays flat for long clips
     seed: int = 0  # the same clip always adapts to the same numbers
     # This share of the decoder's steps reads the LM's own rendering of the clip's transcript in
-    # the new voice, aligned to the clip, instead of the clip's codes: the decoder then learns the
-    # voice from what the LM will actually feed it (engine.codecs.adapt). 0: the codes only. On
-    # broad dev, 200 steps at 0.5 against the default: voice identified 0.69 of lines against
-    # 0.49, similarity 0.673 against 0.642, but wer 0.261 against 0.236 and registration 2.5x as
-    # long (docs/experiments.md, "Adapting on the LM's rendering"); so off by default.
+    # the new voice instead of the clip's codes: the decoder then learns the voice from what the
+    # LM will actually feed it (engine.codecs.adapt). 0: the codes only. Off by default: at 0.5
+    # with 200 steps, broad dev identified the voice more often at a cost in words or none, but
+    # on the test split the recorded people lost both words and identity (docs/experiments.md,
+    # "Adapting on the LM's rendering"); registration also takes longer.
     lm_share: float = 0.0
-    # How a step on the rendering is scored against the clip: "frames", the rendering aligned
-    # to the clip frame by frame (a mel warp that repeats and skips frames); "stats", with no
+    # How a step on the rendering is scored against the clip: "frames", the rendering warped
+    # onto the clip frame by frame (a mel warp that repeats and skips frames); "stats", with no
     # alignment, each mel band's mean and spread over a crop of the rendering against the
-    # clip's: the voice's spectrum, not its timing.
+    # clip's (the voice's spectrum, not its timing).
     lm_match: str = "frames"
 
     def __post_init__(self):

@@ -104,7 +104,9 @@ def serve(args: argparse.Namespace) -> None:
                 urgent_lead_s=args.urgent_lead_s,
                 max_starting=args.max_starting,
             ),
-            adapt=AdaptConfig(steps=args.voice_adapt_steps, lm_share=args.voice_adapt_lm_share),
+            adapt=AdaptConfig(
+                steps=args.voice_adapt_steps, lm_share=args.voice_adapt_lm_share, lm_match=args.voice_adapt_lm_match
+            ),
             stream=StreamConfig(first_chunk_ms=args.first_chunk_ms, audio_process=args.audio_process),
             packed_dtype=args.packed_dtype or serve_packed_dtype(),
             decode_attention=args.decode_attention,
@@ -372,8 +374,15 @@ def parser() -> argparse.ArgumentParser:
         "--voice-adapt-lm-share",
         type=float,
         default=eng.adapt.lm_share,
-        help="share of those steps tuned on the model's own reading of the reference transcript: "
-        "the voice is recognised more often, words a little less (0.5 with 200 steps: docs/experiments.md)",
+        help="share of the decoder's steps tuned on the model's own reading of the reference transcript "
+        "(0: the reference's codes only; docs/experiments.md, adapting on the LM's rendering)",
+    )
+    s.add_argument(
+        "--voice-adapt-lm-match",
+        choices=("frames", "stats"),
+        default=eng.adapt.lm_match,
+        help="how those steps compare the reading with the reference: frames, warped onto it frame by "
+        "frame; stats, each mel band's mean and spread, with no alignment (docs/experiments.md)",
     )
     s.add_argument(
         "--packed-dtype",
