@@ -17,6 +17,7 @@ import itertools
 import json
 import random
 import re
+from collections.abc import Callable
 
 from engine.text.normalize import normalize
 
@@ -218,19 +219,33 @@ def is_heldout(text: str, share: float = 0.05) -> bool:
     return int.from_bytes(digest, "little") / 2**32 < share
 
 
-def lines(count: int, seed: int = 0, heldout: bool = False) -> list[tuple[str, str]]:
-    """`count` distinct (raw, normalised) lines of one split."""
-    rng = random.Random(seed)
+def distinct(
+    draw: Callable[[], str | None],
+    count: int,
+    tries: int,
+    keep: Callable[[str], bool],
+    key: Callable[[str], str] = lambda raw: raw,
+) -> list[tuple[str, str]]:
+    """Up to `count` (raw, normalised) lines from at most `tries` calls of `draw` (None: draw
+    again), kept when `keep` allows and no line kept before had the same `key`. The same
+    draws give the same list, and a larger `count` only extends it at its end, so the
+    shards made from it keep their text."""
     out, seen = [], set()
-    for _ in range(count * 200):
-        raw = make_line(rng, real_names=heldout)
-        if raw in seen or is_heldout(raw) != heldout:
+    for _ in range(tries):
+        raw = draw()
+        if raw is None or key(raw) in seen or not keep(raw):
             continue
-        seen.add(raw)
+        seen.add(key(raw))
         out.append((raw, normalize(raw)))
         if len(out) == count:
             break
     return out
+
+
+def lines(count: int, seed: int = 0, heldout: bool = False) -> list[tuple[str, str]]:
+    """`count` distinct (raw, normalised) lines of one split."""
+    rng = random.Random(seed)
+    return distinct(lambda: make_line(rng, real_names=heldout), count, count * 200, lambda r: is_heldout(r) == heldout)
 
 
 # A sentence we keep: plain words and numbers, commas inside, one full stop or
@@ -271,13 +286,5 @@ class BroadText:
 
     def lines(self, count: int, seed: int = 0) -> list[tuple[str, str]]:
         """`count` distinct (raw, normalised) sentences, none of them a held-out line."""
-        rng, out, seen = random.Random(seed), [], set()
-        for _ in range(count * 500):
-            raw = self.sentence(rng)
-            if raw is None or raw in seen or is_heldout(raw):
-                continue
-            seen.add(raw)
-            out.append((raw, normalize(raw)))
-            if len(out) == count:
-                break
-        return out
+        rng = random.Random(seed)
+        return distinct(lambda: self.sentence(rng), count, count * 500, lambda raw: not is_heldout(raw))

@@ -17,8 +17,7 @@ from __future__ import annotations
 import random
 import re
 
-from engine.text.normalize import normalize
-from engine.train.corpus import MONSTERS, PLACES, REAL_NAMES, TITLES, fantasy_name, is_heldout, plural
+from engine.train.corpus import MONSTERS, PLACES, REAL_NAMES, TITLES, distinct, fantasy_name, is_heldout, plural
 
 ORDERS = (  # taking no object
     "Run|Hide|Wait|Listen|Look|Move|Stop|Go|Jump|Retreat|Advance|Attack|Hurry|Rest|Kneel|Sit|Stand|"
@@ -111,14 +110,9 @@ def _words(text: str) -> str:
 def short_lines(count: int, seed: int = 0) -> list[tuple[str, str]]:
     """`count` distinct (raw, normalised) short lines of one to four words; the same list
     grows by appending as `count` grows, so earlier shards keep their text."""
-    rng, out, seen = random.Random(seed), [], set()
-    for _ in range(count * 200):
-        raw = make_short_line(rng)
-        key = _words(raw)
-        if key in seen or is_heldout(raw) or not 1 <= len(key.split()) <= 4:
-            continue
-        seen.add(key)
-        out.append((raw, normalize(raw)))
-        if len(out) == count:
-            break
-    return out
+    rng = random.Random(seed)
+
+    def keep(raw: str) -> bool:
+        return not is_heldout(raw) and 1 <= len(_words(raw).split()) <= 4
+
+    return distinct(lambda: make_short_line(rng), count, count * 200, keep, key=_words)
