@@ -40,7 +40,7 @@ def test_trim_cuts_silence_around_the_sound_only():
 
 
 @pytest.mark.skipif(
-    not all(shutil.which(tool) for tool in ("espeak-ng", "flite", "text2wave", "apt-get", "dpkg-deb")),
+    not all(shutil.which(tool) for tool in ("espeak-ng", "flite", "text2wave", "ffmpeg", "apt-get", "dpkg-deb")),
     reason="the evaluation voices' engines are not installed: ./run evaltools",
 )
 def test_every_reference_is_speech_the_service_accepts():

