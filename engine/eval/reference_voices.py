@@ -187,14 +187,19 @@ def _asterisk() -> Path:
     ffmpeg; its plain WAV package is 8 kHz telephone audio)."""
     out = SOURCES / "asterisk"
     if not out.exists():
-        clips = {clip for v in VOICES if v.source == "asterisk" for clip in v.clips}
+        # clip (the WAV made) -> its G.722 file in the package
+        members = {
+            clip: f"{ASTERISK_SOUNDS}/{Path(clip).stem}.g722"
+            for v in VOICES
+            if v.source == "asterisk"
+            for clip in v.clips
+        }
         with tempfile.TemporaryDirectory() as tmp:
-            wanted = {f"{ASTERISK_SOUNDS}/{Path(clip).stem}.g722" for clip in clips}
-            _deb_members("asterisk-core-sounds-en-g722", wanted, Path(tmp))
+            _deb_members("asterisk-core-sounds-en-g722", set(members.values()), Path(tmp))
             (Path(tmp) / "partial").mkdir()
-            for clip in clips:
-                g722 = Path(tmp) / ASTERISK_SOUNDS / f"{Path(clip).stem}.g722"
-                _run(["ffmpeg", "-loglevel", "error", "-f", "g722", "-i", str(g722), str(Path(tmp) / "partial" / clip)])
+            for clip, g722 in members.items():
+                wav = Path(tmp) / "partial" / clip
+                _run(["ffmpeg", "-loglevel", "error", "-f", "g722", "-i", str(Path(tmp) / g722), str(wav)])
             shutil.move(Path(tmp) / "partial", out)
     return out
 
