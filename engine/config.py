@@ -105,9 +105,13 @@ class SamplingParams:
     seed: int | None = None  # None: a random seed is drawn at submit
     max_frames: int | None = None  # further cap on top of the text-length guard
     ignore_eos: bool = False  # benchmarks and tests that need a fixed length
+    # Classifier-free guidance on the voice: each frame's codebook logits move this far past
+    # what the LM would draw with no voice prefix, away from it (0: off). The LM then runs a
+    # second, voiceless copy of the utterance beside it; families without one refuse it.
+    voice_guidance: float = 0.0
 
     def validate(self) -> None:
-        for name in ("temperature", "top_p", "repetition_penalty"):
+        for name in ("temperature", "top_p", "repetition_penalty", "voice_guidance"):
             value = getattr(self, name)
             if not math.isfinite(value):  # NaN slips past every comparison below
                 raise ValueError(f"{name} must be a finite number, got {value}")
@@ -123,6 +127,8 @@ class SamplingParams:
             raise ValueError(f"repetition_penalty must be in [0.1, 10], got {self.repetition_penalty}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError("max_frames must be >= 1")
+        if not 0.0 <= self.voice_guidance <= 5.0:
+            raise ValueError(f"voice_guidance must be in [0, 5] (0: off), got {self.voice_guidance}")
 
 
 @dataclass(frozen=True)

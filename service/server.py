@@ -466,13 +466,15 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         params = self.engine.default_sampling(
             seed=sampling.seed if sampling.HasField("seed") else random.getrandbits(62)
         )
-        for name in ("temperature", "top_k", "top_p", "repetition_penalty"):
+        for name in ("temperature", "top_k", "top_p", "repetition_penalty", "voice_guidance"):
             if sampling.HasField(name):
                 params = replace(params, **{name: getattr(sampling, name)})
         try:
             params.validate()
         except ValueError as exc:
             raise StreamError(bad, f"sampling: {exc}") from None
+        if params.voice_guidance and not self.engine.guides_voice:
+            raise StreamError(bad, "sampling: voice_guidance is not supported by this model; leave it unset or 0")
         frames = chunk_frames(self.engine, chunk_ms)
         return SessionSettings(
             voice,

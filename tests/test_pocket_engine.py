@@ -8,6 +8,7 @@ tests/test_pocket_tts.py holds to the reference's numbers.
 
 from __future__ import annotations
 
+import grpc
 import pytest
 import torch
 
@@ -68,7 +69,7 @@ def engine_latents(stream) -> torch.Tensor:
 
 
 def test_the_engine_detects_the_family_and_says_it_gives_no_timings(engine):
-    assert engine.model_name.startswith("pocket-tts") and not engine.has_timings
+    assert engine.model_name.startswith("pocket-tts") and not engine.has_timings and not engine.guides_voice
     assert engine.sample_rate == 24000 and engine.frame_rate == 12.5
 
 
@@ -122,6 +123,11 @@ def test_serve_answers_a_converse_stream_end_to_end(engine, tmp_path):
         audio = b"".join(r.audio.audio for r in responses if r.WhichOneof("kind") == "audio")
         assert abs(len(audio) / 2 / 16000 - sum(d.audio_seconds for d in done)) < 0.01
         assert "mark" not in kinds
+        guided = pb.SessionConfig(voice_id="keeper", sampling=pb.SamplingConfig(voice_guidance=1.0))
+        with pytest.raises(grpc.RpcError) as refused:
+            list(srv.stub.Converse(iter([pb.ConverseRequest(config=guided)]), timeout=60))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "voice_guidance is not supported" in refused.value.details()
     finally:
         srv.stop()
 

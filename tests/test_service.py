@@ -132,10 +132,10 @@ def test_token_by_token_conversation_streams_ordered_audio(server, rate, encodin
     assert np.isfinite(samples).all() and 0.01 < np.abs(samples).max() <= 1.0
 
 
-def test_same_seed_gives_the_same_audio(server):
-    def run(seed):
+def test_same_seed_gives_the_same_audio_and_guidance_changes_it(server):
+    def run(seed, **sampling):
         reqs = [
-            cfg(sampling=pb.SamplingConfig(seed=seed)),
+            cfg(sampling=pb.SamplingConfig(seed=seed, **sampling)),
             text("Halt, who goes there?"),
             pb.ConverseRequest(close=pb.Close()),
         ]
@@ -151,6 +151,8 @@ def test_same_seed_gives_the_same_audio(server):
     assert np.abs(np.frombuffer(first, "<i2")).max() > 300  # sound, not silence
     assert run(11) == first
     assert run(12) != first  # the seed is what made the two runs agree
+    guided = run(11, voice_guidance=1.0)
+    assert guided != first and run(11, voice_guidance=1.0) == guided
 
 
 def test_flush_is_acknowledged_after_its_audio(server):
@@ -288,6 +290,7 @@ def test_synthesize_streams_a_bark(server):
         (cfg(sampling=pb.SamplingConfig(temperature=3e38)), grpc.StatusCode.INVALID_ARGUMENT, "[0.01, 10]"),
         (cfg(sampling=pb.SamplingConfig(repetition_penalty=1e-40)), grpc.StatusCode.INVALID_ARGUMENT, "[0.1, 10]"),
         (cfg(sampling=pb.SamplingConfig(top_p=-0.0)), grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
+        (cfg(sampling=pb.SamplingConfig(voice_guidance=6)), grpc.StatusCode.INVALID_ARGUMENT, "voice_guidance"),
         (
             cfg(sampling=pb.SamplingConfig(repetition_penalty=float("nan"))),
             grpc.StatusCode.INVALID_ARGUMENT,

@@ -48,7 +48,8 @@ def sample_and_score(
 ) -> dict:
     """The model as the service runs it, at each of args.seeds seeds from args.seed, scored.
     `voices_for(seed)` gives each voice's reference and lines for that seed."""
-    overrides = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
+    given = (("temperature", args.temperature), ("top_k", args.top_k), ("voice_guidance", args.voice_guidance))
+    overrides = {k: v for k, v in given if v is not None}
     seeds, results = list(range(args.seed, args.seed + args.seeds)), []
     for seed in seeds:
         voices = voices_for(seed)
@@ -60,7 +61,8 @@ def sample_and_score(
         results.append({**score(voices, outputs, judge), "rtf": rtf})
     decoded = "drawn codes" if args.drawn_codes else "expected latents"
     what = (
-        f"{args.model_label} (temperature {used.temperature}, {args.packed_dtype} kernels, {decoded} decoded, "
+        f"{args.model_label} (temperature {used.temperature}, voice guidance {used.voice_guidance}, "
+        f"{args.packed_dtype} kernels, {decoded} decoded, "
         f"codec {adapt.identity}, seed {args.seed}{f'-{seeds[-1]}' if len(seeds) > 1 else ''})"
     )
     return {**(pool(results, seeds) if len(seeds) > 1 else results[0]), "model": what}
@@ -199,6 +201,7 @@ def main() -> None:
     )
     ap.add_argument("--temperature", type=float, help="default: the model's own (its config.json)")
     ap.add_argument("--top-k", type=int, help="default: the model's own")
+    ap.add_argument("--voice-guidance", type=float, help="SamplingParams.voice_guidance; default: the model's own")
     ap.add_argument(
         "--packed-dtype",
         default="auto",

@@ -157,6 +157,11 @@ class Engine:
         return self.family.has_timings
 
     @property
+    def guides_voice(self) -> bool:
+        """Whether this model takes SamplingParams.voice_guidance."""
+        return self.family.guides_voice
+
+    @property
     def language(self) -> str:
         """What the model speaks (a BCP 47 primary tag)."""
         return self.family.language
@@ -248,7 +253,12 @@ class Engine:
         max_frames = min(plan.max_frames, sampling.max_frames or plan.max_frames, limit - len(prompt))
         if max_frames < 1:
             raise ValueError(f"prompt of {len(prompt)} frames leaves no room under max_positions {limit}")
-        need = -(-(len(prompt) + max_frames) // self.blocks.block_size)
+        if sampling.voice_guidance and plan.unvoiced is None:
+            raise ValueError(f"voice_guidance is not supported by the {self.family.name!r} model")
+        bs = self.blocks.block_size
+        need = -(-(len(prompt) + max_frames) // bs)
+        if plan.unvoiced is not None:  # the guide grows frame for frame with the utterance
+            need += -(-(len(plan.unvoiced) + max_frames) // bs)
         usable = int(self.blocks.num_blocks * (1 - self.config.cache.max_pinned_fraction))
         if need > usable:  # could never finish, even alone, with the pins at their limit
             raise ValueError(
@@ -271,6 +281,8 @@ class Engine:
         # At least one frame: an utterance that ends before any audio says nothing at all.
         seq.min_frames = min(max_frames - 1, max(1, plan.min_frames))
         seq.family_state = plan.state
+        if plan.unvoiced is not None:
+            seq.guide = Sequence(plan.unvoiced, 1, b"unvoiced|" + voice.key, sampling, max_frames, seed)
         seq.after = after.seq if after is not None else None
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(
@@ -522,11 +534,34 @@ class Engine:
             return
         seqs = [items[i][0] for i in ready]
         try:
-            step = self.family.step(seqs, hidden[ready])
+            hidden = hidden[ready]
+            unvoiced = self._guides(seqs, hidden)
+            step = self.family.step(seqs, hidden) if unvoiced is None else self.family.step(seqs, hidden, unvoiced)
         except Exception as exc:
             self._contain(exc, "a sampling step", seqs)
             return
         self._emit(seqs, step)
+
+    def _guides(self, seqs: list[Sequence], hidden: torch.Tensor) -> torch.Tensor | None:
+        """Bring each guided row's guide up to its sequence and return every row's hidden state
+        without its voice (an unguided row's own); None when no row is guided.
+
+        Guides run in forward passes of their own, one for those that only decode and one for
+        those that catch up (a first step, or after a preemption), so a row's kernels depend on
+        neither what else is in the batch nor whether it is guided."""
+        rows = [b for b, s in enumerate(seqs) if s.guide is not None]
+        if not rows:
+            return None
+        unvoiced = hidden.clone()
+        decoding = [len(seqs[b].guide) - seqs[b].guide.num_computed == 1 for b in rows]
+        for part in ([b for b, d in zip(rows, decoding) if d], [b for b, d in zip(rows, decoding) if not d]):
+            if not part:
+                continue
+            items = [(g, g.num_computed, len(g) - g.num_computed) for g in (seqs[b].guide for b in part)]
+            unvoiced[part] = self.runner.forward(items)
+            for g, start, n in items:
+                g.num_computed = start + n
+        return unvoiced
 
     def _emit(self, seqs: list[Sequence], step: Step) -> None:
         """Append each row's frame and tell its consumer (with what the codec decodes for
@@ -537,6 +572,8 @@ class Engine:
                     self._finish(seq, FinishReason.EOS)
                     continue
                 seq.append(frame)
+                if seq.guide is not None:
+                    seq.guide.append(frame)
                 if seq.first_frame_at is None:
                     seq.first_frame_at = time.monotonic()
                 outbox = self._outboxes[seq.seq_id]

@@ -43,6 +43,8 @@ class Plan:
     spans: list[tuple[int, int]]  # character span of each text unit (for timing marks)
     units: list[str]  # what each unit is (a phoneme, a character)
     state: object = None  # what the family keeps per utterance (Sequence.family_state)
+    # With voice guidance: the same utterance with no voice prefix, run beside it (Sequence.guide).
+    unvoiced: torch.Tensor | None = None
 
 
 @dataclass
@@ -74,6 +76,7 @@ class ModelFamily(Protocol):
     codec: object  # engine.codecs.base.Codec
     tokenizer: object  # encode(text) -> ids; reads_phonemes
     has_timings: bool
+    guides_voice: bool  # takes SamplingParams.voice_guidance (its `plan` gives `unvoiced` prompts)
     language: str
     name: str
     max_reference_frames: int  # 0: no limit of its own
@@ -89,5 +92,8 @@ class ModelFamily(Protocol):
 
     def plan(self, voice: VoicePrompt, text: str, sampling: SamplingParams) -> Plan: ...
 
-    def step(self, seqs: list[Sequence], hidden: torch.Tensor) -> Step:
-        """The next frame of each row from its last hidden state [B, dim]."""
+    def step(self, seqs: list[Sequence], hidden: torch.Tensor, unvoiced: torch.Tensor | None = None) -> Step:
+        """The next frame of each row from its last hidden state [B, dim]; `unvoiced` [B, dim],
+        when some row is guided, is each row's hidden state without its voice prefix (a copy of
+        `hidden`'s row where the row is not guided). Only a family whose `plan` gives
+        `unvoiced` prompts is ever passed it."""

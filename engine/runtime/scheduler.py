@@ -53,7 +53,7 @@ class Scheduler:
         """Drop a finished or cancelled sequence and return its blocks at once."""
         if seq in self.running:
             self.running.remove(seq)
-            self.blocks.free(seq, finished=True)
+            self._free(seq, finished=True)
         elif seq in self.waiting:
             self.waiting.remove(seq)
         seq.status = Status.FINISHED
@@ -62,11 +62,32 @@ class Scheduler:
         # Recompute, not swap: the frames are kept, the K/V is rebuilt later (and
         # much of it comes back from the prefix cache if not evicted meanwhile).
         self.running.remove(seq)
-        self.blocks.free(seq)
+        self._free(seq)
         seq.status = Status.WAITING
         seq.preemptions += 1
         self.preemptions += 1
         self.waiting.appendleft(seq)
+
+    def _allocate(self, seq: Sequence) -> bool:
+        """Blocks for a sequence's prompt and its guide's, both or neither."""
+        if not self.blocks.allocate(seq):
+            return False
+        if seq.guide is not None and not self.blocks.allocate(seq.guide):
+            self.blocks.free(seq)
+            return False
+        return True
+
+    def _free(self, seq: Sequence, finished: bool = False) -> None:
+        self.blocks.free(seq, finished)
+        if seq.guide is not None:
+            self.blocks.free(seq.guide, finished)
+
+    def _short(self, seq: Sequence) -> Sequence | None:
+        """Which of a decoding sequence and its guide needs a new block for its next frame."""
+        for s in (seq, seq.guide):
+            if s is not None and self.blocks.needs_block(s):
+                return s
+        return None
 
     def _victim(self, parked: set[int], lead: Callable[[Sequence], float]) -> Sequence:
         """Whom to preempt for memory: the parked stream furthest ahead, else the newest."""
@@ -109,7 +130,7 @@ class Scheduler:
         for seq in sorted(decodable, key=lead)[: self.cfg.max_running]:
             if seq.status is not Status.RUNNING:  # preempted for an earlier one's block
                 continue
-            while self.blocks.needs_block(seq) and not self.blocks.append_block(seq):
+            while (short := self._short(seq)) is not None and not self.blocks.append_block(short):
                 victim = self._victim(parked, lead)
                 self._preempt(victim)
                 if victim in batch.decode:
@@ -136,14 +157,14 @@ class Scheduler:
             turn_start = not seq.admitted and seq.max_frames > 0 and lead(seq) == float("-inf")
             if turn_start and self.cfg.max_starting and starting >= self.cfg.max_starting:
                 continue  # (an utterance queued behind audio that plays may still go)
-            allocated = self.blocks.allocate(seq)
+            allocated = self._allocate(seq)
             while not allocated:  # make room by preempting parked streams, furthest ahead first
                 busy = {s.seq_id for s in batch.decode} | {s.seq_id for s, _, _ in batch.prefill}
                 idle = [s for s in self.running if s.seq_id in parked and s.seq_id not in busy]
                 if not idle:
                     break
                 self._preempt(max(idle, key=lead))
-                allocated = self.blocks.allocate(seq)
+                allocated = self._allocate(seq)
             if not allocated:
                 break
             self.waiting.remove(seq)

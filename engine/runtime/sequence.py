@@ -70,6 +70,10 @@ class Sequence:
         self.after: Sequence | None = None
         self.plays_from: float | None = None
         self.family_state: object = None  # a model family's own per-utterance state (its stop rule, say)
+        # Voice guidance (SamplingParams.voice_guidance): the same utterance without its voice
+        # prefix. It is never scheduled by itself: it holds blocks, is preempted and freed with
+        # this sequence, and reads back every frame this one draws.
+        self.guide: Sequence | None = None
         self.cancelled = threading.Event()
 
     def __len__(self) -> int:

@@ -68,13 +68,24 @@ def model_config(dim: int, layers: int, codebooks: int, codebook_size: int, max_
 
 
 class Examples:
-    def __init__(self, token_dir: Path, cfg: ModelConfig, max_ref_frames: int, seed: int, per_voice: bool = False):
+    def __init__(
+        self,
+        token_dir: Path,
+        cfg: ModelConfig,
+        max_ref_frames: int,
+        seed: int,
+        per_voice: bool = False,
+        no_voice: float = 0.0,
+    ):
         """`per_voice` draws a voice first, then one of its lines, so a voice with 28 lines
         is trained as often as one with 265: what matters for voices never heard is how
         many different speakers the model learns from, not how many lines each reads.
         A warped voice (augment_tokens) is drawn with its source voice, so warping keeps
-        to half the draws however many variants it made."""
-        self.cfg, self.token_dir, self.per_voice = cfg, token_dir, per_voice
+        to half the draws however many variants it made.
+        `no_voice`: the share of examples given an empty voice prefix (bos alone), so the
+        model also learns to speak with no voice to copy: the unconditional half of
+        guidance on the voice (GenerationConfig.voice_guidance)."""
+        self.cfg, self.token_dir, self.per_voice, self.no_voice = cfg, token_dir, per_voice, no_voice
         self.by_voice: dict[str, list[dict]] = defaultdict(list)
         self.shards: set[str] = set()
         if not self.load_new():
@@ -109,6 +120,8 @@ class Examples:
             utt = self.draw()
             refs = [r for r in self.by_voice[utt["voice"]] if r is not utt and len(r["codes"]) <= self.max_ref]
             ref = self.rng.choice(refs or [r for r in self.by_voice[utt["voice"]] if r is not utt])
+            if self.no_voice and self.rng.random() < self.no_voice:
+                ref = {"ids": [], "codes": utt["codes"][:0]}
             try:
                 return build_example(
                     self.cfg,
@@ -257,6 +270,7 @@ def main() -> None:
         help="share of generated input frames replaced by the model's own draws (see self_feed)",
     )
     ap.add_argument("--per-voice", action="store_true", help="draw source voices evenly, not lines (see Examples)")
+    ap.add_argument("--no-voice", type=float, default=0.0, help="share of examples with no voice prefix (Examples)")
     ap.add_argument("--max-ref-frames", type=int, default=250, help="longest reference clip (10 s)")
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--keep", type=int, default=3, help="weight snapshots kept from the last saves, for --average")
@@ -310,7 +324,7 @@ def main() -> None:
         save_model(model.eval(), args.export, int8=True)
         print(f"exported {what} to {args.export}")
         return
-    data = Examples(token_dir, cfg, args.max_ref_frames, seed=step, per_voice=args.per_voice)
+    data = Examples(token_dir, cfg, args.max_ref_frames, seed=step, per_voice=args.per_voice, no_voice=args.no_voice)
     print(
         f"{len(data.utts)} utterances of {len(data.voices)} voices ({len(data.sources)} sources)"
         f" in {len(data.shards)} token shards; starting at step {step}"

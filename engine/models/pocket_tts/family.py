@@ -184,6 +184,7 @@ class PocketTTSFamily:
         self.codec = MimiCodec(self.pocket)
         self.tokenizer = PocketTokenizer(self.pocket)
         self.has_timings = False
+        self.guides_voice = False
         self.language = checkpoint_language(model_dir)
         self.name = f"pocket-tts ({Path(model_dir).name})"
         self.max_reference_frames = 0

@@ -52,6 +52,8 @@ class GenerationConfig:
     # instead of drawn, and are not sent: the LM reads the lead it was trained on, and the
     # listener's audio starts a few frames before the first phoneme.
     silence_frame: tuple[int, ...] = ()
+    # SamplingParams.voice_guidance for requests that choose none (0: off).
+    voice_guidance: float = 0.0
 
     def __post_init__(self) -> None:
         if self.timing not in ("sampled", "durations"):
@@ -60,6 +62,8 @@ class GenerationConfig:
             raise ValueError(f"generation.pace must be 0 (read off the reference) or positive, got {self.pace}")
         if self.max_last_unit_s < 0 or self.max_final_pause_s < 0:
             raise ValueError("generation.max_last_unit_s and max_final_pause_s must be 0 (no cap) or positive")
+        if not 0 <= self.voice_guidance <= 5:
+            raise ValueError(f"generation.voice_guidance must be in [0, 5] (0: off), got {self.voice_guidance}")
         object.__setattr__(self, "silence_frame", tuple(self.silence_frame))  # (a list, as JSON has it)
 
 

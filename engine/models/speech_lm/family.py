@@ -69,13 +69,14 @@ class SpeechLMFamily:
         # that runs this family, for adaptation on the LM's own rendering (AdaptConfig.lm_share).
         self.speak: Callable[[VoicePrompt, str], torch.Tensor] | None = None
         self.has_timings = cfg.advance is not None
+        self.guides_voice = True
         self.language = cfg.language
         self.name = cfg.description or cfg.codec
         self.max_reference_frames = cfg.max_reference_frames
 
     def default_sampling(self) -> SamplingParams:
         gen = self.cfg.generation
-        return SamplingParams(temperature=gen.temperature, top_k=gen.top_k)
+        return SamplingParams(temperature=gen.temperature, top_k=gen.top_k, voice_guidance=gen.voice_guidance)
 
     def voice_identity(self) -> str:
         adapted = "noadapt"
@@ -111,13 +112,19 @@ class SpeechLMFamily:
             timing = schedule([s * pace for s in seconds], cfg.frame_rate, cfg.mark_delay_frames)
             if gen.silence_frame:
                 timing = timing.prefilled()
+        lead = timing.lead if timing else 0
+        unvoiced = None
+        if sampling.voice_guidance:  # the same text and lead after a voice prefix of bos alone
+            bos_alone = voice_prefix(cfg, [], torch.zeros((0, cfg.num_codebooks), dtype=torch.long))
+            unvoiced = utterance_prompt(cfg, VoicePrompt(bos_alone, b""), ids, lead)
         return Plan(
-            prompt=utterance_prompt(cfg, voice, ids, timing.lead if timing else 0),
+            prompt=utterance_prompt(cfg, voice, ids, lead),
             max_frames=math.ceil(len(ids) * gen.max_frames_per_text_token) + gen.min_frames_guard,
             min_frames=math.ceil(len(ids) * gen.min_frames_per_text_token),
             spans=spans,
             units=[self.tokenizer.symbol(i) for i in ids],
             state=timing,
+            unvoiced=unvoiced,
         )
 
     def voice_pace(self, voice: VoicePrompt) -> float:
@@ -127,8 +134,16 @@ class SpeechLMFamily:
         ids = voice.frames[1 : 1 + n_text, 0].tolist()
         return self.durations.pace(ids, voice.num_frames - 1 - n_text)
 
-    def step(self, seqs: list[Sequence], hidden: torch.Tensor) -> Step:
+    def step(self, seqs: list[Sequence], hidden: torch.Tensor, unvoiced: torch.Tensor | None = None) -> Step:
         logits = self.model.logits(hidden).cpu()
+        if unvoiced is not None:
+            # Classifier-free guidance on the codebooks (channel 0 is the pointer's): the voice's
+            # logits pushed further from the voiceless ones. An unguided row has weight 0 and
+            # its own hidden state as `unvoiced`, so its logits stay exactly as they were.
+            weight = torch.tensor([s.sampling.voice_guidance for s in seqs]).view(-1, 1, 1)
+            voiced, voiceless = logits[:, 1:], self.model.logits(unvoiced).cpu()[:, 1:]
+            guided = voiced + weight * (voiced - voiceless)
+            logits[:, 1:] = torch.where(torch.isfinite(voiced), guided, voiced)  # (-inf - -inf is nan)
         self.pointer.constrain(seqs, logits)
         params = [s.sampling for s in seqs]
         frames = sample_frames(
