@@ -70,3 +70,20 @@ def test_examples_draw_lines_evenly_or_voices_evenly(tmp_path):
         assert frames.shape[0] == 4 and frames.shape == targets.shape
     assert abs(shares[False] - 30 / 34) < 0.03  # every line alike
     assert abs(shares[True] - 0.5) < 0.04  # every voice alike
+
+
+def test_no_voice_gives_that_share_of_examples_a_prefix_of_bos_alone():
+    from engine.train.token_store import TOKENS
+    from engine.train.train_lm import Examples, model_config
+
+    cfg = model_config(64, 1, 8, 256)
+    data = Examples(TOKENS / "train", cfg, max_ref_frames=250, seed=0, no_voice=0.3)
+    voiceless = 0
+    for _ in range(300):
+        frames, targets = data.sample()
+        speech = int((frames[:, 0] == cfg.speech_start).nonzero()[0])
+        before = frames[:speech]
+        assert before[0, 0] == cfg.bos and (targets[:speech] == -100).all()
+        # A voice prefix holds audio frames before the text; a voiceless one only text.
+        voiceless += bool((before[:, 1:] == cfg.audio_pad).all())
+    assert 0.2 < voiceless / 300 < 0.4
