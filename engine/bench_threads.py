@@ -27,18 +27,23 @@ from engine.audio import speechlike_wave
 from engine.bench import TRANSCRIPT, ttfa_ms
 from engine.config import PACKED_DTYPES, EngineConfig
 from engine.models import default_model_dir
+from engine.packed import server_packed_dtype
 from engine.runtime.engine import Engine
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
-    ap.add_argument("--packed-dtype", default="bfloat16", choices=PACKED_DTYPES)
+    ap.add_argument(
+        "--packed-dtype", choices=PACKED_DTYPES, help="EngineConfig.packed_dtype (default: what serve runs)"
+    )
     ap.add_argument("--reps", type=int, default=5, help="cold/warm pairs per setting and round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    engine = Engine(args.model or default_model_dir(), EngineConfig(packed_dtype=args.packed_dtype))
+    engine = Engine(
+        args.model or default_model_dir(), EngineConfig(packed_dtype=args.packed_dtype or server_packed_dtype())
+    )
     timed: list[float] = []  # ms of each prefill forward
     forward = engine.runner.forward
 

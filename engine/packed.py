@@ -61,6 +61,20 @@ def native_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def server_packed_dtype() -> str:
+    """EngineConfig.packed_dtype for a server running many streams per step: bfloat16 where the
+    CPU multiplies it natively (the engine's own default, int8 there, is faster for a few
+    streams and slower from about 12; docs/benchmarks.md), else the default (float32)."""
+    return "bfloat16" if native_bf16() else "auto"
+
+
+# Rows per oneDNN call. On an AVX2-only EPYC, float32 products of more than 80 rows with a
+# long inner dimension (768, 1024) took another kernel whose row sums round differently,
+# so a codec window or a prompt changed bits with its batch; calls of at most 64 rows gave
+# every row the bits it has alone, at any batch, on every layer shape measured.
+ROW_BLOCK = 64
+
+
 class PackedLinear(nn.Module):
     """Inference-only stand-in for an `nn.Linear` with `weight` [out, in] and optional `bias`
     (the weight is frozen in oneDNN's layout)."""
@@ -82,9 +96,13 @@ class PackedLinear(nn.Module):
     def forward(self, x: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
         """`with_bias=False`: the product alone (a caller adding each row's own bias)."""
         bias = self.bias if with_bias else None
-        if x.dtype == self.dtype:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
-        return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, bias, "none", [], "").to(x.dtype)
+        rows = x.reshape(-1, self.in_features)
+        if len(rows) <= ROW_BLOCK:
+            y = torch.ops.mkldnn._linear_pointwise(rows.to(self.dtype), self.packed, bias, "none", [], "")
+        else:
+            blocks = rows.to(self.dtype).split(ROW_BLOCK)
+            y = torch.cat([torch.ops.mkldnn._linear_pointwise(b, self.packed, bias, "none", [], "") for b in blocks])
+        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -46,18 +46,10 @@ SERVE_AUDIO_PROCESS = True
 SERVE_DEFAULTS = ServiceConfig(max_sessions=16, min_slack_ms=20.0, starts_per_s=5.0, start_burst=8, warmup_streams=16)
 
 
-def serve_packed_dtype() -> str:
-    """A server runs many streams per step: bfloat16 kernels, where the CPU multiplies bfloat16
-    natively (the engine's own default, int8, is faster for a few streams and slower from
-    about 12; docs/benchmarks.md)."""
-    from engine.packed import native_bf16
-
-    return "bfloat16" if native_bf16() else "auto"
-
-
 def serve(args: argparse.Namespace) -> None:
     from engine import Engine
     from engine.models import SHIPPED_MODEL_DIR, default_model_dir
+    from engine.packed import server_packed_dtype
     from service.server import start_server
 
     try:
@@ -108,7 +100,7 @@ def serve(args: argparse.Namespace) -> None:
                 steps=args.voice_adapt_steps, lm_share=args.voice_adapt_lm_share, lm_match=args.voice_adapt_lm_match
             ),
             stream=StreamConfig(first_chunk_ms=args.first_chunk_ms, audio_process=args.audio_process),
-            packed_dtype=args.packed_dtype or serve_packed_dtype(),
+            packed_dtype=args.packed_dtype or server_packed_dtype(),
             decode_attention=args.decode_attention,
         ),
     )

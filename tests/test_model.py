@@ -135,6 +135,15 @@ def test_a_packed_linear_matches_nn_linear_and_gives_a_row_the_same_bits_in_any_
         for rows in (slice(0, 1), slice(5, 6), slice(3, 7)):
             assert torch.equal(packed(x[rows]), out[rows])
         assert packed(x.view(4, 4, 384)).shape == (4, 4, 640)
+    # A long inner dimension in calls of many rows: where oneDNN picks another kernel past
+    # 80 rows (an AVX2 EPYC), a row must still keep its bits (a prompt's prefill, a codec batch).
+    wide = PackedLinear(torch.randn(256, 1024) * 0.05, torch.randn(256), dtype=dtype)
+    x = torch.randn(300, 1024)
+    with torch.inference_mode():
+        alone = torch.cat([wide(x[r : r + 1]) for r in range(len(x))])
+        for n in (64, 81, 300):
+            assert torch.equal(wide(x[:n]), alone[:n]), n
+        assert torch.equal(wide(x.view(3, 100, 1024)), alone.view(3, 100, 256))
 
 
 @needs_onednn

