@@ -148,6 +148,23 @@ def test_the_packed_codec_decodes_what_the_plain_one_does():
         torch.testing.assert_close(packed.decode(window), plain.decode(window), atol=1e-4, rtol=0)
 
 
+def test_every_kernel_choice_loads_on_this_cpu_and_the_codec_uses_bfloat16_only_where_native():
+    """int8 LM linears run on any CPU (their bfloat16 activations are converted, not multiplied);
+    the codec's oneDNN convolutions take bfloat16 weights only where the CPU multiplies them."""
+    import torch
+
+    from engine.packed import PackedLinear, can_pack, native_bf16
+
+    if not can_pack(torch.device("cpu"), torch.float32):
+        pytest.skip("no oneDNN in this torch")
+    choices = ["auto", "float32", "int8"] + (["bfloat16"] if native_bf16() else [])
+    for choice in choices:
+        with Engine(SHIPPED_MODEL_DIR, EngineConfig(packed_dtype=choice)) as engine:
+            codec = {m.dtype for m in engine.codec.vocoder.modules() if isinstance(m, PackedLinear)}
+            assert codec == {torch.bfloat16 if choice == "bfloat16" or (choice != "float32" and native_bf16())
+                             else torch.float32}, choice  # fmt: skip
+
+
 def test_expected_latent_decoding_changes_the_audio_not_the_frames():
     """The LM reads back its drawn codes either way; only what the codec is given differs.
     At temperature 0 the expected latent is the greedy code's own, so the audio matches too."""

@@ -79,7 +79,9 @@ def _packed_kernels(cfg: EngineConfig) -> tuple[torch.dtype, bool]:
     name = cfg.packed_dtype
     if name == "auto":
         name = "int8" if native_bf16() else "float32"
-    return (torch.bfloat16, True) if name == "int8" else (getattr(torch, name), False)
+    if name == "int8":  # the codec's convolutions in bfloat16 only where the CPU has it natively
+        return (torch.bfloat16 if native_bf16() else torch.float32), True
+    return getattr(torch, name), False
 
 
 class Engine:
