@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import random
+import sys
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -32,6 +33,7 @@ from tqdm import tqdm
 from engine.config import CACHE_ROOT
 from engine.models.speech_lm.config import GenerationConfig, ModelConfig
 from engine.models.speech_lm.model import CONFIG_FILE, WEIGHTS_FILE, SpeechLM, save_model
+from engine.packed import native_bf16
 from engine.train.augment_tokens import source_voice
 from engine.train.lm_data import IGNORE, build_example
 from engine.train.snapshots import average_last, keep_snapshot, save_checkpoint
@@ -275,7 +277,12 @@ def main() -> None:
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--keep", type=int, default=3, help="weight snapshots kept from the last saves, for --average")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--fp32", action="store_true", help="train without bf16 autocast")
+    ap.add_argument(
+        "--fp32",
+        action="store_true",
+        help="train without bf16 autocast (always so on a CPU without native bfloat16, where it is emulated: "
+        "65 s a step against 4 s in float32 on a 2-core AVX2 EPYC)",
+    )
     ap.add_argument("--export", type=Path, help="write config.json + model.safetensors (int8) beside the codec here")
     ap.add_argument("--average", type=int, default=1, help="with --export: the mean of the last N kept snapshots")
     ap.add_argument("--plot", type=Path, help="draw the training curves to this PNG and exit")
@@ -287,6 +294,9 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    bf16 = not args.fp32 and native_bf16()
+    if not (bf16 or args.fp32):
+        print("this CPU has no native bfloat16: training in float32", file=sys.stderr)
     codec_dir = args.codec or args.export or args.init
     codec_cfg = (
         json.loads((codec_dir / "codec.json").read_text()) if codec_dir else {"groups": 8, "levels": [4, 4, 4, 4]}
@@ -345,7 +355,7 @@ def main() -> None:
             return
         model.eval()
         with torch.no_grad():
-            parts = np.mean([lm_loss(model, f, t, bf16=not args.fp32)[1] for f, t in val_batches], axis=0)
+            parts = np.mean([lm_loss(model, f, t, bf16=bf16)[1] for f, t in val_batches], axis=0)
         model.train()
         new = not val_path.exists()
         with open(val_path, "a", newline="") as f:
@@ -370,11 +380,9 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = args.lr * sched(step)
         frames, targets = data.batch(args.batch)
-        frames = self_feed(
-            model, frames, targets, args.self_feed, cfg.generation.temperature, drop_gen, bf16=not args.fp32
-        )
+        frames = self_feed(model, frames, targets, args.self_feed, cfg.generation.temperature, drop_gen, bf16=bf16)
         frames = drop_audio(frames, targets, args.drop_audio, cfg.audio_pad, drop_gen)
-        loss, parts = lm_loss(model, frames, targets, bf16=not args.fp32)
+        loss, parts = lm_loss(model, frames, targets, bf16=bf16)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
