@@ -66,8 +66,8 @@ def test_examples_draw_lines_evenly_or_voices_evenly(tmp_path):
         counts = Counter(data.draw()["voice"] for _ in range(3000))
         assert "solo" not in counts  # no other line of its voice to prompt with
         shares[per_voice] = counts["big"] / 3000
-        frames, targets = data.batch(4)
-        assert frames.shape[0] == 4 and frames.shape == targets.shape
+        frames, targets, speaker = data.batch(4)
+        assert frames.shape[0] == 4 and frames.shape == targets.shape and speaker is None
     assert abs(shares[False] - 30 / 34) < 0.03  # every line alike
     assert abs(shares[True] - 0.5) < 0.04  # every voice alike
 
@@ -80,10 +80,43 @@ def test_no_voice_gives_that_share_of_examples_a_prefix_of_bos_alone():
     data = Examples(TOKENS / "train", cfg, max_ref_frames=250, seed=0, no_voice=0.3)
     voiceless = 0
     for _ in range(300):
-        frames, targets = data.sample()
+        frames, targets, _ = data.sample()
         speech = int((frames[:, 0] == cfg.speech_start).nonzero()[0])
         before = frames[:speech]
         assert before[0, 0] == cfg.bos and (targets[:speech] == -100).all()
         # A voice prefix holds audio frames before the text; a voiceless one only text.
         voiceless += bool((before[:, 1:] == cfg.audio_pad).all())
     assert 0.2 < voiceless / 300 < 0.4
+
+
+def test_speaker_vectors_come_with_their_voice_and_are_zero_without_a_voice_prefix(tmp_path):
+    import numpy as np
+    import pytest
+
+    from engine.train.speaker_vectors import VECTORS, load_vectors
+    from engine.train.synth_data import write_npz
+    from engine.train.token_store import TOKENS, load_token_shard, save_token_shard
+    from engine.train.train_lm import Examples, model_config
+
+    real = load_token_shard(sorted((TOKENS / "train").glob("shard_*.npz"))[0])
+    voices = ["a"] * 6 + ["b"] * 6
+    save_token_shard(tmp_path / "shard_00000.npz", [{**r, "voice": v} for r, v in zip(real * 2, voices)])
+    cfg = model_config(64, 1, 8, 256, speaker_dim=4)
+    with pytest.raises(SystemExit, match="no speaker vector"):
+        Examples(tmp_path, cfg, max_ref_frames=250, seed=0, speakers=True)
+    write_npz(tmp_path / VECTORS, a=np.array([1, 0, 0, 0], np.float32), b=np.array([0, 1, 0, 0], np.float32))
+    assert set(load_vectors(tmp_path)) == {"a", "b"}
+    data = Examples(tmp_path, cfg, max_ref_frames=250, seed=0, speakers=True, no_voice=0.3)
+    zeros = 0
+    for _ in range(200):
+        frames, _, speaker = data.sample()
+        voiceless = bool((frames[: int((frames[:, 0] == cfg.speech_start).nonzero()[0]), 1:] == cfg.audio_pad).all())
+        if voiceless:
+            zeros += 1
+            assert not speaker.any()
+        else:  # the vector of the voice whose line the example ends with
+            (line,) = [i for i, r in enumerate(real[:12]) if torch.equal(frames[-len(r["codes"]) :, 1:], r["codes"])]
+            assert speaker.tolist() == ([1, 0, 0, 0] if voices[line] == "a" else [0, 1, 0, 0])
+    assert 0.2 < zeros / 200 < 0.4
+    frames, targets, speakers = data.batch(4)
+    assert speakers.shape == (4, 4)

@@ -279,12 +279,13 @@ class Engine:
                 )
             self._inflight += 1
         seed = sampling.seed if sampling.seed is not None else random.SystemRandom().getrandbits(63)
-        seq = Sequence(prompt, voice.num_frames, voice.key, sampling, max_frames, seed)
+        seq = Sequence(prompt, voice.num_frames, voice.prefix_key, sampling, max_frames, seed)
+        seq.speaker = voice.speaker
         # At least one frame: an utterance that ends before any audio says nothing at all.
         seq.min_frames = min(max_frames - 1, max(1, plan.min_frames))
         seq.family_state = plan.state
         if plan.unvoiced is not None:
-            seq.guide = Sequence(plan.unvoiced, 1, b"unvoiced|" + voice.key, sampling, max_frames, seed)
+            seq.guide = Sequence(plan.unvoiced, 1, b"unvoiced|" + voice.prefix_key, sampling, max_frames, seed)
         seq.after = after.seq if after is not None else None
         outbox = Outbox(self._wake, self.config.scheduler.max_buffered_frames)
         stream = UtteranceStream(
@@ -326,7 +327,7 @@ class Engine:
 
         def probe(fut: Future) -> None:
             fut.set_result(
-                self.blocks.match(voice.frames, voice.num_frames, voice.key).cached_tokens == voice.num_frames
+                self.blocks.match(voice.frames, voice.num_frames, voice.prefix_key).cached_tokens == voice.num_frames
             )
 
         return self._call(probe).result()
@@ -589,16 +590,17 @@ class Engine:
 
     def _warm(self, voice: VoicePrompt, fut: Future) -> None:
         name = voice.voice_hash
-        if self.pins.touch(name) or self.pins.pin(name, voice.frames, voice.key):
+        if self.pins.touch(name) or self.pins.pin(name, voice.frames, voice.prefix_key):
             fut.set_result(True)
             return
-        seq = Sequence(voice.frames, voice.num_frames, voice.key, SamplingParams(), 0, 0)
+        seq = Sequence(voice.frames, voice.num_frames, voice.prefix_key, SamplingParams(), 0, 0)
+        seq.speaker = voice.speaker
 
         def done(s: Sequence, error: str | None) -> None:  # prefilled: its blocks are in the cache now
             if error is not None:
                 fut.set_exception(EngineError(f"warming voice {name} failed: {error}"))
                 return
-            self.pins.pin(name, voice.frames, voice.key)
+            self.pins.pin(name, voice.frames, voice.prefix_key)
             fut.set_result(False)
 
         self._on_prefilled[seq.seq_id] = done

@@ -66,7 +66,9 @@ class FamilyModel(Protocol):
 
     def __call__(self, frames: torch.Tensor, positions: torch.Tensor, paged: object = None) -> torch.Tensor:
         """frames [B, T, channels] long, positions [B, T] -> hidden states [B, T, dim]; with
-        `paged` (engine.runtime.attention.PagedAttention) K/V go through the block pool."""
+        `paged` (engine.runtime.attention.PagedAttention) K/V go through the block pool. A
+        model with a `speaker_proj` layer is also given `speaker=` [B, speaker_dim], each
+        row's VoicePrompt.speaker, on every pass that runs some row's position 0."""
 
 
 class ModelFamily(Protocol):

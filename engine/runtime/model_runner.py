@@ -45,6 +45,8 @@ class ModelRunner:
         # context (EngineConfig.decode_attention; the tests' reference).
         self.split_decode = device.type == "cpu"
         self.pad_frame = model.pad_frame
+        proj = getattr(model, "speaker_proj", None)  # a model reading a speaker vector at position 0
+        self.speaker_dim = proj.in_features if proj is not None else 0
 
     def copy_rows(self, src: int, dst: int, n: int) -> None:
         self.k_cache[:, dst, :n] = self.k_cache[:, src, :n]
@@ -72,6 +74,14 @@ class ModelRunner:
         if self.p_buf.shape[1] < n:  # grown, never shrunk, like the main workspace
             self.p_buf = torch.empty((2, n, self.k_cache[0, 0].numel()), device=self.device, dtype=self.k_cache.dtype)
         return self.p_buf
+
+    def _speakers(self, items: list[tuple[Sequence, int, int]]) -> torch.Tensor:
+        """Each row's speaker vector [B, speaker_dim]; zeros for a row without one."""
+        out = torch.zeros(len(items), self.speaker_dim)
+        for b, (seq, _, _) in enumerate(items):
+            if seq.speaker is not None:
+                out[b] = seq.speaker
+        return out
 
     def forward(self, items: list[tuple[Sequence, int, int]]) -> torch.Tensor:
         """Run frames [start, start + n) of each sequence; K/V for them land in the pool.
@@ -132,5 +142,8 @@ class ModelRunner:
             run=run_start(own[0]) if B == 1 else None,
         )
         positions = torch.where(valid, positions, 0)
-        hidden = self.model(frames.to(dev), positions.to(dev), paged)
+        extra = {}
+        if self.speaker_dim and any(start == 0 for _, start, _ in items):  # a prefill from the voice's first frame
+            extra["speaker"] = self._speakers(items).to(dev)
+        hidden = self.model(frames.to(dev), positions.to(dev), paged, **extra)
         return hidden[torch.arange(B, device=dev), (lens - 1).to(dev)]

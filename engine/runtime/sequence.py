@@ -74,6 +74,9 @@ class Sequence:
         # prefix. It is never scheduled by itself: it holds blocks, is preempted and freed with
         # this sequence, and reads back every frame this one draws.
         self.guide: Sequence | None = None
+        # The voice's speaker-encoder vector (VoicePrompt.speaker), read where the model runs
+        # position 0; None: no vector (a guide's voiceless prompt, or a model without them).
+        self.speaker: torch.Tensor | None = None
         self.cancelled = threading.Event()
 
     def __len__(self) -> int:

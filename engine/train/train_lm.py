@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import random
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -33,10 +34,13 @@ from tqdm import tqdm
 from engine.config import CACHE_ROOT
 from engine.models.speech_lm.config import GenerationConfig, ModelConfig
 from engine.models.speech_lm.model import CONFIG_FILE, WEIGHTS_FILE, SpeechLM, save_model
+from engine.models.speech_lm.speaker import DIM as SPEAKER_DIM
+from engine.models.speech_lm.speaker import WEIGHTS_FILE as SPEAKER_WEIGHTS
 from engine.packed import native_bf16
 from engine.train.augment_tokens import source_voice
 from engine.train.lm_data import IGNORE, build_example
 from engine.train.snapshots import average_last, keep_snapshot, save_checkpoint
+from engine.train.speaker_vectors import load_vectors
 from engine.train.token_store import TOKENS, check_stamp, load_token_shard
 from engine.weights import load_weights
 
@@ -44,7 +48,9 @@ WORK = CACHE_ROOT / "train" / "lm"
 DELAY = 3  # frames a unit is fed before its audio (120 ms of lookahead)
 
 
-def model_config(dim: int, layers: int, codebooks: int, codebook_size: int, max_ref_frames: int = 250) -> ModelConfig:
+def model_config(
+    dim: int, layers: int, codebooks: int, codebook_size: int, max_ref_frames: int = 250, speaker_dim: int = 0
+) -> ModelConfig:
     return ModelConfig(
         dim=dim,
         n_layers=layers,
@@ -59,6 +65,7 @@ def model_config(dim: int, layers: int, codebooks: int, codebook_size: int, max_
         mark_delay_frames=DELAY,
         hold_units=True,
         max_reference_frames=max_ref_frames,
+        speaker_dim=speaker_dim,
         frame_rate=25.0,
         codec="mel",
         tokenizer="phonemes",
@@ -78,6 +85,7 @@ class Examples:
         seed: int,
         per_voice: bool = False,
         no_voice: float = 0.0,
+        speakers: bool = False,
     ):
         """`per_voice` draws a voice first, then one of its lines, so a voice with 28 lines
         is trained as often as one with 265: what matters for voices never heard is how
@@ -86,8 +94,11 @@ class Examples:
         to half the draws however many variants it made.
         `no_voice`: the share of examples given an empty voice prefix (bos alone), so the
         model also learns to speak with no voice to copy: the unconditional half of
-        guidance on the voice (GenerationConfig.voice_guidance)."""
+        guidance on the voice (GenerationConfig.voice_guidance).
+        `speakers`: each example also carries its voice's speaker-encoder vector, from
+        <token_dir>/speakers.npz (engine.train.speaker_vectors); zeros with no voice prefix."""
         self.cfg, self.token_dir, self.per_voice, self.no_voice = cfg, token_dir, per_voice, no_voice
+        self.speakers = load_vectors(token_dir) if speakers else None
         self.by_voice: dict[str, list[dict]] = defaultdict(list)
         self.shards: set[str] = set()
         if not self.load_new():
@@ -106,6 +117,11 @@ class Examples:
                 self.by_voice[r["voice"]].append(r)
             self.shards.add(path.name)
         self.voices = [v for v, rs in self.by_voice.items() if len(rs) > 1]
+        if self.speakers is not None and (lacking := [v for v in self.voices if v not in self.speakers]):
+            raise SystemExit(
+                f"{len(lacking)} voices in {self.token_dir} have no speaker vector (e.g. {lacking[0]}): "
+                "run engine.train.speaker_vectors first"
+            )
         sources: dict[str, list[dict]] = defaultdict(list)
         for v in self.voices:
             sources[source_voice(v)] += self.by_voice[v]
@@ -117,15 +133,18 @@ class Examples:
         """The next line to train on (a voice with a single line has no prompt and is never drawn)."""
         return self.rng.choice(self.rng.choice(self.sources) if self.per_voice else self.utts)
 
-    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Input frames, targets and the voice's speaker vector (empty without `speakers`)."""
         while True:
             utt = self.draw()
             refs = [r for r in self.by_voice[utt["voice"]] if r is not utt and len(r["codes"]) <= self.max_ref]
             ref = self.rng.choice(refs or [r for r in self.by_voice[utt["voice"]] if r is not utt])
+            speaker = torch.from_numpy(self.speakers[utt["voice"]]) if self.speakers else torch.zeros(0)
             if self.no_voice and self.rng.random() < self.no_voice:
                 ref = {"ids": [], "codes": utt["codes"][:0]}
+                speaker = torch.zeros_like(speaker)
             try:
-                return build_example(
+                return *build_example(
                     self.cfg,
                     ref["ids"],
                     ref["codes"][: self.max_ref],
@@ -133,11 +152,12 @@ class Examples:
                     utt["codes"],
                     utt["durations"],
                     DELAY,
-                )
+                ), speaker
             except ValueError:  # more units than frames (a teacher glitch): draw another
                 self.skipped += 1
 
-    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Frames, targets and speaker vectors [size, dim] (None without `speakers`)."""
         # Examples are drawn 8 batches at a time and grouped by length, so a batch
         # pads little (about a third fewer positions to compute than random batches).
         if not self.ready:
@@ -145,13 +165,13 @@ class Examples:
             self.ready = [pool[i : i + size] for i in range(0, len(pool), size)]
             self.rng.shuffle(self.ready)
         pairs = self.ready.pop()
-        T = max(len(f) for f, _ in pairs)
+        T = max(len(f) for f, _, _ in pairs)
         frames = torch.full((size, T, self.cfg.num_channels), self.cfg.audio_pad, dtype=torch.long)
         frames[..., 0] = self.cfg.text_pad
         targets = torch.full((size, T, self.cfg.num_channels), IGNORE, dtype=torch.long)
-        for i, (f, t) in enumerate(pairs):
+        for i, (f, t, _) in enumerate(pairs):
             frames[i, : len(f)], targets[i, : len(t)] = f, t
-        return frames, targets
+        return frames, targets, (torch.stack([p[2] for p in pairs]) if self.speakers else None)
 
 
 def drop_audio(frames: torch.Tensor, targets: torch.Tensor, p: float, pad: int, gen: torch.Generator) -> torch.Tensor:
@@ -177,6 +197,7 @@ def self_feed(
     temperature: float,
     gen: torch.Generator,
     bf16: bool = False,
+    speaker: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Replace the audio inputs of a share `p` of the generated frames by the model's own
     draws for them (inputs only; the targets stay the teacher's).
@@ -192,7 +213,7 @@ def self_feed(
     was_training = model.training
     model.eval()  # draw as served: no dropout
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        hidden = model(frames, torch.arange(T).expand(B, T))
+        hidden = model(frames, torch.arange(T).expand(B, T), speaker=speaker)
         logits = torch.stack([head(hidden) for head in model.heads[1:]], dim=2).float()
     model.train(was_training)
     probs = (logits / temperature).softmax(-1)
@@ -205,12 +226,16 @@ def self_feed(
 
 
 def lm_loss(
-    model: SpeechLM, frames: torch.Tensor, targets: torch.Tensor, bf16: bool = False
+    model: SpeechLM,
+    frames: torch.Tensor,
+    targets: torch.Tensor,
+    bf16: bool = False,
+    speaker: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     B, T, C = frames.shape
     # bf16 autocast: ~3x faster matmuls on this CPU (avx512_bf16); the losses stay float32.
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        hidden = model(frames, torch.arange(T).expand(B, T))
+        hidden = model(frames, torch.arange(T).expand(B, T), speaker=speaker)
         logits = [head(hidden) for head in model.heads]
     losses = [
         F.cross_entropy(logit.flatten(0, 1).float(), targets[..., c].flatten(), ignore_index=IGNORE)
@@ -274,6 +299,12 @@ def main() -> None:
     ap.add_argument("--per-voice", action="store_true", help="draw source voices evenly, not lines (see Examples)")
     ap.add_argument("--no-voice", type=float, default=0.0, help="share of examples with no voice prefix (Examples)")
     ap.add_argument("--max-ref-frames", type=int, default=250, help="longest reference clip (10 s)")
+    ap.add_argument(
+        "--speaker",
+        type=Path,
+        help="speaker encoder weights: condition on each voice's vector (engine.train.speaker_vectors made "
+        "them with these weights); --export copies them beside the model",
+    )
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--keep", type=int, default=3, help="weight snapshots kept from the last saves, for --average")
     ap.add_argument("--threads", type=int, default=2)
@@ -303,7 +334,12 @@ def main() -> None:
     )
     state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
     cfg = model_config(
-        args.dim, args.layers, codec_cfg["groups"], int(np.prod(codec_cfg["levels"])), args.max_ref_frames
+        args.dim,
+        args.layers,
+        codec_cfg["groups"],
+        int(np.prod(codec_cfg["levels"])),
+        args.max_ref_frames,
+        speaker_dim=SPEAKER_DIM if args.speaker else 0,
     )
     model = SpeechLM(cfg)
     for m in model.modules():
@@ -318,7 +354,10 @@ def main() -> None:
     elif args.init:
         # A new machine has no checkpoint; a shipped model (int8, dequantised) is the
         # next best start. The optimiser's moments start afresh, hence the warmup.
-        model.load_state_dict(load_weights(args.init / WEIGHTS_FILE))
+        # A model gaining speaker conditioning starts with its projection at zero.
+        missing, unexpected = model.load_state_dict(load_weights(args.init / WEIGHTS_FILE), strict=False)
+        if unexpected or set(missing) - {"speaker_proj.weight"}:
+            raise SystemExit(f"{args.init} does not fit this model: missing {missing}, unexpected {unexpected}")
         print(f"starting from the weights in {args.init}")
     if args.export:
         check_codec(args.export, token_dir)
@@ -332,9 +371,20 @@ def main() -> None:
             # for it on dev, and the training config knows nothing of them.
             model.cfg = replace(model.cfg, generation=ModelConfig.load(args.export / CONFIG_FILE).generation)
         save_model(model.eval(), args.export, int8=True)
+        if args.speaker:
+            shutil.copyfile(args.speaker, args.export / SPEAKER_WEIGHTS)
         print(f"exported {what} to {args.export}")
         return
-    data = Examples(token_dir, cfg, args.max_ref_frames, seed=step, per_voice=args.per_voice, no_voice=args.no_voice)
+    speakers = args.speaker is not None
+    data = Examples(
+        token_dir,
+        cfg,
+        args.max_ref_frames,
+        seed=step,
+        per_voice=args.per_voice,
+        no_voice=args.no_voice,
+        speakers=speakers,
+    )
     print(
         f"{len(data.utts)} utterances of {len(data.voices)} voices ({len(data.sources)} sources)"
         f" in {len(data.shards)} token shards; starting at step {step}"
@@ -343,7 +393,7 @@ def main() -> None:
     # The same few held-out batches every time, so the curve compares like with like.
     val_batches = []
     if val_dir.exists():
-        val = Examples(val_dir, cfg, args.max_ref_frames, seed=1234)
+        val = Examples(val_dir, cfg, args.max_ref_frames, seed=1234, speakers=speakers)
         val_batches = [val.batch(args.batch) for _ in range(4)]
 
     def save() -> None:
@@ -355,7 +405,7 @@ def main() -> None:
             return
         model.eval()
         with torch.no_grad():
-            parts = np.mean([lm_loss(model, f, t, bf16=bf16)[1] for f, t in val_batches], axis=0)
+            parts = np.mean([lm_loss(model, f, t, bf16, s)[1] for f, t, s in val_batches], axis=0)
         model.train()
         new = not val_path.exists()
         with open(val_path, "a", newline="") as f:
@@ -379,10 +429,10 @@ def main() -> None:
     while step < args.steps and time.time() < deadline:
         for g in opt.param_groups:
             g["lr"] = args.lr * sched(step)
-        frames, targets = data.batch(args.batch)
-        frames = self_feed(model, frames, targets, args.self_feed, cfg.generation.temperature, drop_gen, bf16=bf16)
+        frames, targets, speaker = data.batch(args.batch)
+        frames = self_feed(model, frames, targets, args.self_feed, cfg.generation.temperature, drop_gen, bf16, speaker)
         frames = drop_audio(frames, targets, args.drop_audio, cfg.audio_pad, drop_gen)
-        loss, parts = lm_loss(model, frames, targets, bf16=bf16)
+        loss, parts = lm_loss(model, frames, targets, bf16, speaker)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

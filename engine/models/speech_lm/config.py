@@ -110,6 +110,9 @@ class ModelConfig:
     # Longest reference clip the model was trained to clone from (0: no limit); a
     # longer one puts positions and prompt lengths outside what it has seen.
     max_reference_frames: int = 0
+    # Width of a speaker-encoder vector added (projected) to the first frame of the voice
+    # prefix (engine.models.speech_lm.speaker); 0: the model reads the voice from its codes alone.
+    speaker_dim: int = 0
     # Audio framing, needed to turn frame indices into milliseconds.
     frame_rate: float = 25.0
     codec: CodecName = "parametric"

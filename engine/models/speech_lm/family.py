@@ -22,6 +22,9 @@ from engine.models.speech_lm.durations import load_durations, schedule, trim_end
 from engine.models.speech_lm.model import load_model
 from engine.models.speech_lm.pointer import TextPointer
 from engine.models.speech_lm.prompt import utterance_prompt, voice_prefix
+from engine.models.speech_lm.speaker import DIM as SPEAKER_DIM
+from engine.models.speech_lm.speaker import WEIGHTS_FILE as SPEAKER_WEIGHTS
+from engine.models.speech_lm.speaker import SpeakerEncoder
 from engine.packed import pack_for_cpu
 from engine.runtime.family import Plan, Step
 from engine.runtime.outputs import NothingToSay
@@ -73,6 +76,13 @@ class SpeechLMFamily:
         self.language = cfg.language
         self.name = cfg.description or cfg.codec
         self.max_reference_frames = cfg.max_reference_frames
+        # Reads each voice's speaker-encoder vector beside its codes (engine.models.speech_lm.speaker).
+        self.speaker_encoder = None
+        if cfg.speaker_dim:
+            if cfg.speaker_dim != SPEAKER_DIM:
+                raise ValueError(f"{model_dir}: speaker_dim {cfg.speaker_dim}; the speaker encoder gives {SPEAKER_DIM}")
+            self.speaker_encoder = SpeakerEncoder.load(Path(model_dir) / SPEAKER_WEIGHTS)
+            self._speaker_digest = tensor_digest(self.speaker_encoder.state_dict())[:8]
 
     def default_sampling(self) -> SamplingParams:
         gen = self.cfg.generation
@@ -82,7 +92,8 @@ class SpeechLMFamily:
         adapted = "noadapt"
         if self.adapts:
             adapted = f"{self.config.adapt.identity}-{self.codec.decoder_digest}{self._lm_digest}"
-        return f"{self.codec.identity}|{self.cfg.tokenizer}|{adapted}"
+        speaker = f"|speaker-{self._speaker_digest}" if self.speaker_encoder is not None else ""
+        return f"{self.codec.identity}|{self.cfg.tokenizer}|{adapted}{speaker}"
 
     def make_voice(self, wave: torch.Tensor, transcript: str, key: bytes) -> VoicePrompt:
         ids = self.tokenizer.encode(transcript)
@@ -90,14 +101,17 @@ class SpeechLMFamily:
             raise ValueError("the reference transcript is empty")
         codes = self.codec.encode(wave)
         prompt = voice_prefix(self.cfg, ids, codes)
+        speaker = None
+        if self.speaker_encoder is not None:  # from the recording itself, not its codec round trip
+            speaker = self.speaker_encoder.embed([wave], self.codec.sample_rate)
         if not self.adapts:
-            return VoicePrompt(prompt, key)
+            return VoicePrompt(prompt, key, speaker=speaker)
         # The codec tuned to this voice (seconds of CPU, once per voice; see engine.codecs.adapt),
         # on what the LM says in it too where the engine can make it speak.
         spoken = None
         if self.config.adapt.lm_share and self.speak is not None:
-            spoken = self.speak(VoicePrompt(prompt, key), transcript)
-        return VoicePrompt(prompt, key, self.codec.adapt(wave, self.config.adapt, spoken))
+            spoken = self.speak(VoicePrompt(prompt, key, speaker=speaker), transcript)
+        return VoicePrompt(prompt, key, self.codec.adapt(wave, self.config.adapt, spoken), speaker)
 
     def plan(self, voice: VoicePrompt, text: str, sampling: SamplingParams) -> Plan:
         ids, spans = self.tokenizer.encode_spans(text)

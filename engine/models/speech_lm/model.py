@@ -112,6 +112,10 @@ class SpeechLM(nn.Module):
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.heads = nn.ModuleList(nn.Linear(cfg.dim, v, bias=False) for v in vocabs)
+        # Zero at first, so a model trained without speaker vectors starts out unchanged.
+        self.speaker_proj = nn.Linear(cfg.speaker_dim, cfg.dim, bias=False) if cfg.speaker_dim else None
+        if self.speaker_proj is not None:
+            nn.init.zeros_(self.speaker_proj.weight)
         self.max_vocab = max(vocabs)
         # Set by fuse_for_inference(): every channel's table and head as one tensor. Buffers,
         # so that .to() moves them with the model; never saved.
@@ -159,12 +163,21 @@ class SpeechLM(nn.Module):
         return x
 
     def forward(
-        self, frames: torch.Tensor, positions: torch.Tensor, paged: PagedAttention | None = None
+        self,
+        frames: torch.Tensor,
+        positions: torch.Tensor,
+        paged: PagedAttention | None = None,
+        speaker: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Returns final hidden states [B, T, dim]."""
+        """Returns final hidden states [B, T, dim]. `speaker` [B, speaker_dim]: each row's
+        voice vector, added (projected) where a row is at position 0; zeros for no voice."""
         if int(positions.max()) >= self.cfg.max_positions:
             raise ValueError(f"position {int(positions.max())} exceeds max_positions {self.cfg.max_positions}")
         x = self.embed(frames)
+        if speaker is not None and self.speaker_proj is not None:
+            # Only the first frame: every later one reads it through attention, as it reads
+            # the reference codes, and the K/V of the prefix is all that depends on it.
+            x = x + (positions == 0)[..., None] * self.speaker_proj(speaker.to(x.dtype))[:, None, :]
         # Tables stay float32 even when the weights are bf16/fp16.
         cos, sin = self.rope_cos[positions].float(), self.rope_sin[positions].float()
         for layer in self.layers:

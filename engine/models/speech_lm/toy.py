@@ -15,6 +15,9 @@ import torch
 from engine.config import CACHE_ROOT
 from engine.models.speech_lm.config import GenerationConfig, ModelConfig
 from engine.models.speech_lm.model import SpeechLM, save_model
+from engine.models.speech_lm.speaker import WEIGHTS_FILE as SPEAKER_WEIGHTS
+from engine.models.speech_lm.speaker import SpeakerEncoder
+from engine.weights import save_weights
 
 # Length limits of about 1.5-3 frames per character keep utterances near the
 # length real speech would have (~15 characters/s is 1.7 frames per character at
@@ -33,8 +36,12 @@ def make_toy_model(model_dir: str | Path, seed: int = 0, **overrides) -> Path:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" not in name:
-                p.normal_(0.0, 0.02 if p.ndim == 2 and "embeds" not in name else 0.5)
+                # The speaker projection as strong as an embedding: a voice's vector steers the draws.
+                big = "embeds" in name or "speaker_proj" in name
+                p.normal_(0.0, 0.02 if p.ndim == 2 and not big else 0.5)
     save_model(model, model_dir)
+    if cfg.speaker_dim:  # a speaker encoder with torch's own random initialisation
+        save_weights(Path(model_dir) / SPEAKER_WEIGHTS, SpeakerEncoder().state_dict())
     return Path(model_dir)
 
 
