@@ -299,6 +299,8 @@ def main() -> None:
     ap.add_argument("--per-voice", action="store_true", help="draw source voices evenly, not lines (see Examples)")
     ap.add_argument("--no-voice", type=float, default=0.0, help="share of examples with no voice prefix (Examples)")
     ap.add_argument("--max-ref-frames", type=int, default=250, help="longest reference clip (10 s)")
+    ap.add_argument("--warmup", type=int, default=500, help="steps of linear learning-rate warmup")
+    ap.add_argument("--speaker-lr-scale", type=float, default=20.0, help="the speaker projection's rate over --lr")
     ap.add_argument(
         "--speaker",
         type=Path,
@@ -345,7 +347,15 @@ def main() -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = args.dropout
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    # The speaker projection starts at zero beside a trained network whose first-frame embedding
+    # has a norm of ~22; at the network's rate it had grown to move that frame by 0.3% after 400
+    # steps, too little for the LM to read. Its own group learns `--speaker-lr-scale` times faster.
+    speaker_params = [model.speaker_proj.weight] if model.speaker_proj is not None else []
+    others = [p for n, p in model.named_parameters() if not n.startswith("speaker_proj.")]
+    groups = [{"params": others, "scale": 1.0}]
+    if speaker_params:
+        groups.append({"params": speaker_params, "scale": args.speaker_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     step = 0
     if state:
         model.load_state_dict(state["model"])
@@ -416,7 +426,9 @@ def main() -> None:
     # Warmup, then constant, then a linear decay over the last 20% of --steps: a run
     # stopped by --minutes can resume, and a later, longer --steps simply extends it.
     decay_from = 0.8 * args.steps
-    sched = lambda s: min(1.0, (s + 1) / 500) * max(0.05, min(1.0, (args.steps - s) / (args.steps - decay_from)))
+    sched = lambda s: (
+        min(1.0, (s + 1) / args.warmup) * max(0.05, min(1.0, (args.steps - s) / (args.steps - decay_from)))
+    )
     new_log = not log_path.exists()
     args.work.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "a", newline="")
@@ -428,7 +440,7 @@ def main() -> None:
     model.train()
     while step < args.steps and time.time() < deadline:
         for g in opt.param_groups:
-            g["lr"] = args.lr * sched(step)
+            g["lr"] = args.lr * g.get("scale", 1.0) * sched(step)  # (no scale: a checkpoint from before)
         frames, targets, speaker = data.batch(args.batch)
         frames = self_feed(model, frames, targets, args.self_feed, cfg.generation.temperature, drop_gen, bf16, speaker)
         frames = drop_audio(frames, targets, args.drop_audio, cfg.audio_pad, drop_gen)
