@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     for split in ("train", "eval"):
         split_dir = args.tokens / split
         if split_dir.exists():
-            check_stamp(args.tokens / split, codec.encoder_digest)
+            check_stamp(split_dir, codec.encoder_digest)
             print(f"{split}: {embed_voices(split_dir, codec, encoder, args.lines)} voices embedded")
 
 

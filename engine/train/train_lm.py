@@ -139,7 +139,7 @@ class Examples:
             utt = self.draw()
             refs = [r for r in self.by_voice[utt["voice"]] if r is not utt and len(r["codes"]) <= self.max_ref]
             ref = self.rng.choice(refs or [r for r in self.by_voice[utt["voice"]] if r is not utt])
-            speaker = torch.from_numpy(self.speakers[utt["voice"]]) if self.speakers else torch.zeros(0)
+            speaker = torch.from_numpy(self.speakers[utt["voice"]]) if self.speakers is not None else torch.zeros(0)
             if self.no_voice and self.rng.random() < self.no_voice:
                 ref = {"ids": [], "codes": utt["codes"][:0]}
                 speaker = torch.zeros_like(speaker)
@@ -171,7 +171,7 @@ class Examples:
         targets = torch.full((size, T, self.cfg.num_channels), IGNORE, dtype=torch.long)
         for i, (f, t, _) in enumerate(pairs):
             frames[i, : len(f)], targets[i, : len(t)] = f, t
-        return frames, targets, (torch.stack([p[2] for p in pairs]) if self.speakers else None)
+        return frames, targets, (torch.stack([p[2] for p in pairs]) if self.speakers is not None else None)
 
 
 def drop_audio(frames: torch.Tensor, targets: torch.Tensor, p: float, pad: int, gen: torch.Generator) -> torch.Tensor:

@@ -135,7 +135,7 @@ def convert_onnx(onnx_path: str | Path, out: str | Path) -> SpeakerEncoder:
         raise ValueError(f"{onnx_path}: {len(lstms)} LSTM layers, expected {LAYERS}")
     state = {}
     for layer, node in enumerate(lstms):
-        x, w, r, b = node.input[:4]
+        _, w, r, b = node.input[:4]
         w_scale, w_zero, r_scale, r_zero = node.input[8:12]
         # ONNX keeps the quantised matrices as [directions, in, 4 * hidden].
         state[f"lstm.weight_ih_l{layer}"] = _onnx_gates(dequant(w, w_scale, w_zero)[0].T)
