@@ -67,6 +67,11 @@ class SchedulerConfig:
     max_starting: int = 0
     start_window_s: float = 0.5
 
+    def __post_init__(self) -> None:
+        for name in ("max_running", "prefill_chunk_tokens"):  # (0: nothing would ever run)
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class StreamConfig:

@@ -64,8 +64,12 @@ def native_bf16() -> bool:
 def server_packed_dtype() -> str:
     """EngineConfig.packed_dtype for a server running many streams per step: bfloat16 where the
     CPU multiplies it natively (the engine's own default, int8 there, is faster for a few
-    streams and slower from about 12; docs/benchmarks.md), else the default (float32)."""
-    return "bfloat16" if native_bf16() else "auto"
+    streams and slower from about 12), else int8. Without native bfloat16 a server's float32
+    decode steps wait on memory: the LM's float32 matrices (38 MB) outgrow the cache that the
+    codec process shares, and in a loaded server on an AVX2-only EPYC the int8 ones made steps
+    25-50% shorter at every batch size, 1 to 16 (docs/benchmarks.md). The engine's own default
+    stays float32 there, which the evaluation figures on such CPUs were measured with."""
+    return "bfloat16" if native_bf16() else "int8"
 
 
 # Rows per oneDNN call. On an AVX2-only EPYC, float32 products of more than 80 rows with a

@@ -11,7 +11,9 @@ a capacity figure can say how much of the machine the driver took.
 
 Writes <out>_samples.jsonl in the Locust users' format (events ttfa, utterance, underrun,
 stream), plus `refused`: a conversation the server turned away with RESOURCE_EXHAUSTED at
-its start; the user waits the server's `retry-after-ms` hint and tries again. Prints one
+its start; the user waits the server's `retry-after-ms` hint and tries again; and `cut`: a
+turn still under way `GRACE_S` after the run's end, stopped there as Locust's stop timeout
+stops a user (not a failure: under pacing a long turn may legitimately run that long). Prints one
 JSON line: users, wall and CPU seconds, and event counts. Users start spread over the first
 3 s (--ramp-s; 0 starts them together).
 """
@@ -97,6 +99,9 @@ class Conversation:
             voice = random.choice(DEMO_VOICES)
             try:
                 await self.converse(voice, random.randint(2, 3))
+            except TimeoutError:  # (asyncio.wait_for's, at the run's end plus GRACE_S)
+                self.fire("cut", 0)
+                return
             except grpc.aio.AioRpcError as exc:
                 wait = refusal_wait(exc)
                 if wait is not None:

@@ -86,9 +86,8 @@ def serve(args: argparse.Namespace) -> None:
     except ValueError as exc:  # (checked before the model loads, which takes seconds)
         sys.exit(f"error: {exc}")
     model_dir = Path(args.model) if args.model else default_model_dir()
-    engine = Engine(
-        model_dir,
-        EngineConfig(
+    try:
+        engine_config = EngineConfig(
             cache=CacheConfig(memory_budget_mb=args.kv_cache_mb, prefix_cache=not args.no_prefix_cache),
             scheduler=SchedulerConfig(
                 max_running=args.max_batch,
@@ -102,8 +101,10 @@ def serve(args: argparse.Namespace) -> None:
             stream=StreamConfig(first_chunk_ms=args.first_chunk_ms, audio_process=args.audio_process),
             packed_dtype=args.packed_dtype or server_packed_dtype(),
             decode_attention=args.decode_attention,
-        ),
-    )
+        )
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    engine = Engine(model_dir, engine_config)
     if model_dir != SHIPPED_MODEL_DIR and not args.model:
         logging.warning(
             "the trained model is missing from %s: serving the random-weight toy model from %s. "

@@ -186,3 +186,40 @@ def test_a_sweep_goes_on_past_refusals_while_most_users_get_in():
     assert not saturated({**base, "admitted_users": 16})
     assert saturated({**base, "admitted_users": 11})
     assert saturated({**base, "admitted_users": 24, "users_with_underruns": 13})
+
+
+def test_lean_driver_cuts_a_turn_still_open_after_the_run_and_its_grace(monkeypatch):
+    """A server that starts every session and then never speaks: each user's turn is cut once
+    the run and GRACE_S are over, as a `cut` event (not a failure, not a crash of the run)."""
+    import asyncio
+
+    import grpc
+
+    from loadtest import driver
+    from service.gen import npc_voice_pb2 as pb
+    from service.gen import npc_voice_pb2_grpc as pb_grpc
+
+    class Silent(pb_grpc.NpcVoiceServicer):
+        async def WarmVoice(self, request, context):
+            return pb.WarmVoiceResponse()
+
+        async def Converse(self, requests, context):
+            async for request in requests:
+                if request.HasField("config"):
+                    yield pb.ConverseResponse(started=pb.SessionStarted())
+
+    async def run():
+        server = grpc.aio.server()
+        pb_grpc.add_NpcVoiceServicer_to_server(Silent(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            return await driver.drive(f"127.0.0.1:{port}", 2, 0.5, fast=True, seed=1, ramp_s=0)
+        finally:
+            await server.stop(0)
+
+    monkeypatch.setattr(driver, "GRACE_S", 0.0)
+    samples, summary = asyncio.run(run())
+    assert summary["events"] == {"cut": 2}, summary
+    assert all(not row["failed"] for row in samples.rows)
+    assert summary["wall_s"] < 5, summary
