@@ -83,10 +83,6 @@ def serve(args: argparse.Namespace) -> None:
             demo_voices=not args.no_demo_voices,
             metrics_port=args.metrics_port,
         )
-    except ValueError as exc:  # (checked before the model loads, which takes seconds)
-        sys.exit(f"error: {exc}")
-    model_dir = Path(args.model) if args.model else default_model_dir()
-    try:
         engine_config = EngineConfig(
             cache=CacheConfig(memory_budget_mb=args.kv_cache_mb, prefix_cache=not args.no_prefix_cache),
             scheduler=SchedulerConfig(
@@ -102,8 +98,9 @@ def serve(args: argparse.Namespace) -> None:
             packed_dtype=args.packed_dtype or server_packed_dtype(),
             decode_attention=args.decode_attention,
         )
-    except ValueError as exc:
+    except ValueError as exc:  # (both checked before the model loads, which takes seconds)
         sys.exit(f"error: {exc}")
+    model_dir = Path(args.model) if args.model else default_model_dir()
     engine = Engine(model_dir, engine_config)
     if model_dir != SHIPPED_MODEL_DIR and not args.model:
         logging.warning(
