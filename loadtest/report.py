@@ -31,7 +31,7 @@ CONFIGS = {
     "prefix cache off": ["--no-prefix-cache"],
     "batching off": ["--max-batch", "1"],
     # serve as the library's ServiceConfig admits: by a count of 64 alone
-    "admission off": ["--max-sessions", "64", "--starts-per-s", "0", "--min-slack-ms", "0"],
+    "admission off": ["--max-sessions", "64", "--starts-per-s", "0", "--min-slack-ms", "0", "--limit-raise-s", "0"],
 }
 TTFA_LIMIT_MS = 500.0
 

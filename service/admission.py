@@ -103,17 +103,23 @@ class StartRate:
         self._at = time.monotonic()
         self._lock = threading.Lock()
 
-    def take(self, now: float | None = None) -> float:
+    def scaled(self, share: float = 1.0) -> tuple[int, float]:
+        """The burst and the rate at `share` of the configured ones (at least one start at once)."""
+        return max(1, round(self.burst * share)), self.per_s * share
+
+    def take(self, now: float | None = None, share: float = 1.0) -> float:
         """The seconds until one more start's token comes (0.0: it may go now). At most `hold_s`:
         the token is booked and the start must wait that long. Beyond it: nothing is spent (the
-        start is refused), and a retry after `wait - hold_s` would be booked."""
+        start is refused), and a retry after `wait - hold_s` would be booked. `share` scales the
+        burst and the rate (the server passes the share of max_sessions it admits now)."""
         if self.per_s <= 0:
             return 0.0
         now = time.monotonic() if now is None else now
+        burst, per_s = self.scaled(share)
         with self._lock:
-            self._tokens = min(self.burst, self._tokens + max(0.0, now - self._at) * self.per_s)
+            self._tokens = min(burst, self._tokens + max(0.0, now - self._at) * per_s)
             self._at = now
-            wait = max(0.0, (1 - self._tokens) / self.per_s)
+            wait = max(0.0, (1 - self._tokens) / per_s)
             if wait <= self.hold_s:
                 self._tokens -= 1
             return wait
@@ -125,3 +131,63 @@ class StartRate:
             return
         with self._lock:
             self._tokens = min(self.burst, self._tokens + 1)
+
+
+class SessionLimit:
+    """How many streams may be open at once: `ceiling` (max_sessions), lowered when the server
+    keeps letting listeners run dry and raised back one at a time after quiet spells.
+
+    The headroom gate (`Headroom`) closes the door for a window of seconds after a thin moment.
+    Where conversations last a few turns, few starts fall inside that window, and a machine
+    slower than the one the ceiling was measured on runs listeners dry turn after turn with
+    the door open (docs/benchmarks.md, the AVX2 host). This gate remembers instead, as a
+    congestion window does. Dry listeners less than `moment_s` apart are one thin moment: a
+    crowd whose first turns start together makes one, and passes. A second moment within
+    `raise_s` of the one before says the load itself is too much: it sets the limit to the
+    streams then open minus one. Each `raise_s` with no listener run dry admits one more
+    again, so a passing disturbance (another tenant, a noisy hour) costs a stream for a
+    while, not for good. While more streams are open than the limit (admitted before the
+    cut), the cut has not yet taken effect, and a moment then cuts nothing more. The start
+    rate (`StartRate`) scales with the limit: a machine that keeps fewer streams also starts
+    fewer at once."""
+
+    def __init__(self, ceiling: int, raise_s: float = 0.0, moment_s: float = 3.0):
+        self.ceiling = ceiling
+        self.raise_s = raise_s  # 0: off, the limit stays at the ceiling
+        self.moment_s = moment_s
+        self._limit = ceiling
+        self._since = -math.inf  # the last dry listener or raise: quiet time counts from here
+        self._last_dry = -math.inf  # ends the thin moment it belongs to
+        self.cuts = 0  # how often the limit was lowered
+        self._lock = threading.Lock()
+
+    def dry(self, open_streams: int, now: float | None = None) -> bool:
+        """A listener ran dry with `open_streams` streams open; True when that lowered the limit."""
+        if self.raise_s <= 0:
+            return False
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._settle(now)
+            cut = False
+            if now - self._last_dry >= self.moment_s:  # a new thin moment
+                recurs = now - self._last_dry <= self.raise_s
+                if recurs and 1 < open_streams <= self._limit:  # (one stream alone: nothing to protect)
+                    self._limit = open_streams - 1
+                    self.cuts += 1
+                    cut = True
+            self._last_dry = self._since = now
+            return cut
+
+    def value(self, now: float | None = None) -> int:
+        """The streams that may be open now."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._settle(now)
+            return self._limit
+
+    def _settle(self, now: float) -> None:
+        if self._limit < self.ceiling and self.raise_s > 0:
+            raised = int((now - self._since) // self.raise_s)
+            if raised > 0:
+                self._limit = min(self.ceiling, self._limit + raised)
+                self._since += raised * self.raise_s

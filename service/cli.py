@@ -40,10 +40,12 @@ from service.tls import open_channel, server_tls
 SERVE_AUDIO_PROCESS = True
 # Admission as measured on the 2-core reference machine (docs/benchmarks.md, "Past capacity"):
 # 16 conversations hold real time when they start at most 8 at once and 5 a second after that,
-# and a fresh server's first crowd ran listeners dry less after a 16-stream warm-up.
-# The library's ServiceConfig admits by count alone (64); other hardware measures its own
-# figures with loadtest.report and passes them to serve.
-SERVE_DEFAULTS = ServiceConfig(max_sessions=16, min_slack_ms=20.0, starts_per_s=5.0, start_burst=8, warmup_streams=16)
+# and a fresh server's first crowd ran listeners dry less after a 16-stream warm-up. On slower
+# hardware the first listener run dry lowers these (limit_raise_s; docs/benchmarks.md, "An AVX2
+# host"). The library's ServiceConfig admits by count alone (64).
+SERVE_DEFAULTS = ServiceConfig(
+    max_sessions=16, min_slack_ms=20.0, limit_raise_s=30.0, starts_per_s=5.0, start_burst=8, warmup_streams=16
+)
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -74,6 +76,7 @@ def serve(args: argparse.Namespace) -> None:
             lexicon_path=Path(args.lexicon) if args.lexicon else None,
             max_sessions=args.max_sessions,
             min_slack_ms=args.min_slack_ms,
+            limit_raise_s=args.limit_raise_s,
             starts_per_s=args.starts_per_s,
             start_burst=args.start_burst,
             start_hold_s=args.start_hold_s,
@@ -273,6 +276,13 @@ def parser() -> argparse.ArgumentParser:
         default=svc.min_slack_ms,
         help="refuse new streams (RESOURCE_EXHAUSTED with a retry hint) while some listener's audio came "
         f"within this many ms of running dry in the last {svc.headroom_window_s:.0f} s; 0: by count only",
+    )
+    s.add_argument(
+        "--limit-raise-s",
+        type=float,
+        default=svc.limit_raise_s,
+        help="a listener run dry with N streams open lowers the limit on open streams to N - 1; each this "
+        "many seconds with none run dry raises it by one, up to --max-sessions; 0: the limit stays fixed",
     )
     s.add_argument(
         "--starts-per-s",

@@ -24,6 +24,10 @@ class ServiceConfig:
     # 0: off (by count only).
     min_slack_ms: float = 0.0
     headroom_window_s: float = 2.0
+    # A listener run dry with n streams open lowers the limit on open streams to n - 1; each
+    # `limit_raise_s` with none run dry raises it by one, up to max_sessions (SessionLimit in
+    # service/admission.py). 0: off, the limit is max_sessions.
+    limit_raise_s: float = 0.0
     # New streams admitted at once, then per second (a token bucket, service/admission.py): a
     # stream's start costs several times its steady state. 0: off. A start whose token comes
     # within `start_hold_s` waits for it (before SessionStarted) instead of being refused.
@@ -59,6 +63,8 @@ class ServiceConfig:
             raise ValueError(
                 f"switch_interval_ms (serve --switch-interval-ms) must be above 0, got {self.switch_interval_ms:g}"
             )
+        if not self.limit_raise_s >= 0:
+            raise ValueError(f"limit_raise_s (serve --limit-raise-s) must be 0 or more, got {self.limit_raise_s:g}")
         if not self.start_hold_s >= 0:
             raise ValueError(f"start_hold_s (serve --start-hold-s) must be 0 or more, got {self.start_hold_s:g}")
         if self.warmup_streams < 0:

@@ -29,6 +29,10 @@ class _Live:
         v = self.read()
         gauges = {
             "open_streams": ("Converse and Synthesize streams open", v["open_streams"]),
+            "session_limit": (
+                "streams admitted at once now (max_sessions, lower after listeners ran dry)",
+                v["session_limit"],
+            ),
             "engine_waiting": ("utterances queued for the engine", v["waiting"]),
             "engine_running": ("utterances in the running batch", v["running"]),
             "kv_blocks_free": ("KV blocks free (cached but unreferenced included)", v["kv_free"]),
@@ -46,6 +50,7 @@ class _Live:
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(f"{NS}_{name}", doc, value=value)
         counters = {
+            "session_limit_cuts": ("times a listener run dry lowered the session limit", v["limit_cuts"]),
             "prefix_hits": ("KV blocks reused from the prefix cache", v["hits"]),
             "prefix_misses": ("KV blocks looked up and not found", v["misses"]),
             "prefix_evictions": ("cached KV blocks evicted", v["evictions"]),

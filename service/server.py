@@ -23,7 +23,7 @@ from engine import Engine
 from engine.runtime.heap import freeze_startup_heap
 from engine.runtime.streaming import MAX_RATE, MIN_RATE, check_rate
 from engine.runtime.warmup import WarmupReport, warm_up
-from service.admission import Headroom, ListenerClock, StartRate
+from service.admission import Headroom, ListenerClock, SessionLimit, StartRate
 from service.audio_input import MIN_SECONDS
 from service.auth import TENANT, Keys
 from service.config import ServiceConfig
@@ -56,6 +56,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         self.engine, self.voices, self.lexicon, self.config = engine, voices, lexicon, config
         self.sessions = 0
         self.headroom = Headroom(config.headroom_window_s, config.min_slack_ms / 1000)
+        self.limit = SessionLimit(config.max_sessions, config.limit_raise_s)
         self.starts = StartRate(config.starts_per_s, config.start_burst, config.start_hold_s)
         self.model_name = engine.model_name
         self.draining = False
@@ -212,6 +213,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         st = self.engine.stats()
         return {
             "open_streams": self.sessions,
+            "session_limit": self.limit.value(),
+            "limit_cuts": self.limit.cuts,
             "waiting": st.waiting,
             "running": st.running,
             "kv_free": st.free_blocks,
@@ -240,12 +243,15 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         """A stream whose request checked out starts here, if the start rate allows (a malformed
         request is refused before it can spend a start that another stream could use). A start
         whose turn comes within `start_hold_s` waits for it before SessionStarted."""
-        wait = self.starts.take()
+        share = self.limit.value() / self.limit.ceiling
+        wait = self.starts.take(share=share)
         if wait > self.starts.hold_s:
+            burst, per_s = self.starts.scaled(share)
+            scaled = "" if share == 1 else f", scaled to the session limit of {self.limit.value()}"
             raise StreamError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server is starting other streams: it admits {self.config.start_burst} at once and "
-                f"{self.config.starts_per_s:g} a second after that (start_burst, starts_per_s)",
+                f"the server is starting other streams: it admits {burst} at once and {per_s:.3g} a second "
+                f"after that (start_burst, starts_per_s{scaled})",
                 max(wait - self.starts.hold_s, MIN_RETRY_S),
             )
         if wait:
@@ -283,6 +289,15 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                         self.metrics.lateness.observe(max(0.0, -slack))
                         if starved:
                             self.headroom.record(slack)
+                            if slack < 0 and self.limit.dry(self.sessions):
+                                log.warning(
+                                    "listeners ran dry again with %d streams open: admitting at most %d (of %d) "
+                                    "until %g s pass with none run dry",
+                                    self.sessions,
+                                    self.limit.value(),
+                                    self.limit.ceiling,
+                                    self.limit.raise_s,
+                                )
                 yield msg
             if msg.error is not None:
                 raise msg.error
@@ -372,17 +387,23 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             prefix_cache_enabled=self.engine.config.cache.prefix_cache,
             max_batch=self.engine.config.scheduler.max_running,
             event_loop_tasks=len(asyncio.all_tasks()),
+            session_limit=self.limit.value(),
         )
 
     # ---- helpers -------------------------------------------------------------------
     def _open_session(self, context) -> None:
         """Count a stream against max_sessions until its RPC is done, however it ends."""
         self._refuse_when_draining()
-        if self.sessions >= self.config.max_sessions:
+        limit = self.limit.value()
+        if self.sessions >= limit:
+            why = (
+                "(max_sessions)"
+                if limit == self.config.max_sessions
+                else f"(of {self.config.max_sessions}, lowered after listeners ran dry again; one more every "
+                f"{self.limit.raise_s:g} s with none run dry)"
+            )
             raise StreamError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server is at its limit of {self.config.max_sessions} open streams (max_sessions)",
-                1.0,
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"the server is at its limit of {limit} open streams {why}", 1.0
             )
         self._refuse_past_headroom()
         self.sessions += 1

@@ -57,6 +57,17 @@ def concurrently(fn, n: int, timeout: float = 60.0) -> list:
     return out
 
 
+def eventually(check, timeout: float = 5.0):
+    """The value of `check()` once it is truthy; fails after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s")
+
+
 def make_engine(model_dir, num_blocks: int | None = 512, prefix_cache: bool = True, **sched) -> Engine:
     cfg = EngineConfig(
         cache=CacheConfig(block_size=16, num_blocks=num_blocks, prefix_cache=prefix_cache),

@@ -1,5 +1,6 @@
 """What admission reads (service/admission.py): the least slack over a window, the server's
-model of a listener's playback that gives each chunk its slack, and the rate of new streams."""
+model of a listener's playback that gives each chunk its slack, the rate of new streams, and
+the limit on open streams that a listener run dry lowers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 
 import pytest
 
-from service.admission import Headroom, ListenerClock, StartRate
+from service.admission import Headroom, ListenerClock, SessionLimit, StartRate
 
 
 def test_headroom_is_the_least_slack_within_the_window_and_forgets_older_ones():
@@ -78,6 +79,18 @@ def test_start_rate_admits_a_burst_then_the_rate_and_says_how_long_to_wait():
     assert [gate.take(now=100.0) for _ in range(4)][:3] == [0.0, 0.0, 0.0] and gate.take(now=100.0) > 0
 
 
+def test_start_rate_at_a_share_of_the_session_limit_scales_its_burst_and_rate():
+    gate = StartRate(per_s=4.0, burst=8)
+    assert gate.scaled(0.25) == (2, 1.0) and gate.scaled(0.01) == (1, 0.04)  # at least one at once
+    # An idle gate at a quarter: two go at once, then one a second.
+    assert [gate.take(now=50.0, share=0.25) for _ in range(2)] == [0.0, 0.0]
+    assert gate.take(now=50.0, share=0.25) == pytest.approx(1.0)
+    assert gate.take(now=51.0, share=0.25) == 0.0
+    # Back at the full limit it refills at the full rate, up to the full burst.
+    assert gate.take(now=51.25, share=1.0) == 0.0
+    assert [gate.take(now=60.0) for _ in range(9)].count(0.0) == 8
+
+
 def test_start_rate_matches_a_count_of_admissions_over_random_arrivals():
     """Over any stretch of time, admissions never exceed the burst plus the rate times its length."""
     rng = random.Random(3)
@@ -143,3 +156,57 @@ def test_held_starts_keep_to_the_rate_over_random_arrivals():
 def test_start_rate_off_admits_everything():
     gate = StartRate(per_s=0.0)
     assert all(gate.take(now=0.0) == 0.0 for _ in range(100))
+
+
+def test_a_second_thin_moment_lowers_the_limit_below_the_streams_open_and_quiet_spells_raise_it_back():
+    lim = SessionLimit(ceiling=16, raise_s=10.0, moment_s=3.0)
+    assert lim.value(now=0.0) == 16
+    # One thin moment (dry listeners less than 3 s apart) cuts nothing: a crowd's first turns.
+    assert [lim.dry(open_streams=6, now=t) for t in (1.0, 2.0, 4.5)] == [False, False, False]
+    assert lim.value(now=4.5) == 16
+    # A second moment within 10 s of the first: the load itself is too much.
+    assert lim.dry(open_streams=6, now=8.0) and lim.value(now=8.0) == 5 and lim.cuts == 1
+    # Six are still open (admitted before the cut): another moment cuts nothing more,
+    # but the quiet time starts again from it.
+    assert not lim.dry(open_streams=6, now=12.0)
+    assert lim.value(now=21.9) == 5 and lim.cuts == 1
+    assert lim.value(now=22.0) == 6  # ten quiet seconds after the last one
+    # After a quiet spell a moment is a first one again; once the cut is in force (at most the
+    # limit open), a moment soon after it cuts again.
+    assert not lim.dry(open_streams=5, now=23.0)
+    assert lim.dry(open_streams=5, now=26.5) and lim.value(now=26.5) == 4 and lim.cuts == 2
+    assert [lim.value(now=t) for t in (36.4, 36.5, 46.5, 76.5, 1000.0)] == [4, 5, 6, 9, 16]  # up to the ceiling
+    # Moments further apart than raise_s are each passing: no cut.
+    assert not lim.dry(open_streams=16, now=1000.0) and not lim.dry(open_streams=16, now=1011.0)
+    assert lim.value(now=1011.0) == 16
+
+
+def test_the_limit_never_falls_below_one_stream_and_stays_fixed_when_off():
+    lim = SessionLimit(ceiling=4, raise_s=10.0, moment_s=1.0)
+    lim.dry(open_streams=2, now=0.0)
+    lim.dry(open_streams=2, now=2.0)
+    assert lim.value(now=2.0) == 1
+    lim.dry(open_streams=1, now=4.0)  # a stream alone: nothing to protect by refusing others
+    assert lim.value(now=4.0) == 1 and lim.cuts == 1
+    off = SessionLimit(ceiling=4, raise_s=0.0)
+    for t in (0.0, 5.0, 10.0):
+        off.dry(open_streams=3, now=t)
+    assert off.value(now=10.0) == 4 and off.cuts == 0
+
+
+def test_the_limit_matches_a_replay_of_its_rule_over_random_dry_listeners():
+    rng = random.Random(3)
+    raise_s, moment_s, ceiling = 4.0, 1.0, 12
+    lim = SessionLimit(ceiling=ceiling, raise_s=raise_s, moment_s=moment_s)
+    want, since, last, now = ceiling, -math.inf, -math.inf, 0.0
+    for _ in range(3000):
+        now += rng.uniform(0.0, 3.0)
+        steps = int((now - since) // raise_s) if want < ceiling else 0
+        want, since = min(ceiling, want + steps), since + steps * raise_s
+        if rng.random() < 0.5:
+            n = rng.randint(1, 14)
+            lim.dry(open_streams=n, now=now)
+            if moment_s <= now - last <= raise_s and 1 < n <= want:
+                want = n - 1
+            since = last = now
+        assert lim.value(now=now) == want

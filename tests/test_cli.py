@@ -112,9 +112,13 @@ def test_serve_refuses_other_machines_without_keys_and_the_cli_sends_a_key(model
         proc.wait(60)
 
 
-def test_serve_refuses_an_engine_setting_that_could_never_run_with_a_one_line_error(model_dir):
-    """A batch of 0 streams would leave every utterance waiting forever: serve says so and exits
-    before it loads the model, rather than hanging or printing a traceback."""
+def test_serve_refuses_settings_that_could_never_work_with_a_one_line_error(model_dir):
+    """A batch of 0 streams would leave every utterance waiting forever, and a negative raise
+    time means nothing: serve says so and exits before it loads the model, rather than hanging
+    or printing a traceback."""
     refused = cli("serve", "--port", "0", "--model", str(model_dir), "--max-batch", "0")
     assert refused.returncode != 0
     assert "error: max_running must be at least 1" in refused.stderr and "Traceback" not in refused.stderr
+    refused = cli("serve", "--port", "0", "--model", str(model_dir), "--limit-raise-s", "-1")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "error: limit_raise_s (serve --limit-raise-s) must be 0 or more, got -1" in refused.stderr

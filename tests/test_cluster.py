@@ -30,7 +30,7 @@ from service.audio_input import encode_wav
 from service.gen import npc_voice_pb2 as pb
 from service.gen import npc_voice_pb2_grpc as pb_grpc
 from service.routing import voice_route
-from tests.test_voice_store import eventually
+from tests.support import eventually
 
 pytestmark = pytest.mark.skipif(have_cluster_tools() is not None, reason=str(have_cluster_tools()))
 

@@ -21,7 +21,7 @@ from service.cli import parser as cli_parser
 from service.config import ServiceConfig
 from service.fragments import llm_tokens
 from service.gen import npc_voice_pb2 as pb
-from tests.support import SMALL, ServerThread, make_engine, wait_idle
+from tests.support import SMALL, ServerThread, eventually, make_engine, wait_idle
 
 LINE = "Over here! The bridge is out, so we take the ford at dawn."
 
@@ -537,6 +537,49 @@ def test_past_the_measured_headroom_new_streams_are_refused_and_admitted_again_o
         # (with no stream open there is nothing to protect: admitted whatever the measure reads)
         srv.servicer.headroom.record(-1.0)
         close_then_admitted(srv, holder)
+    finally:
+        srv.stop()
+        eng.close()
+
+
+def test_a_listener_run_dry_again_lowers_the_session_limit_until_a_quiet_spell_raises_it(model_dir, tmp_path):
+    """Two conversations open, and a thin moment on record from 4 s before (one alone changes
+    nothing: tests/test_admission.py). The engine thread then stalls (as under a noisy
+    neighbour) while one of them speaks, so its listener really runs dry: the limit on open
+    streams falls to one. GetStats and /metrics say so, and a new conversation is refused with
+    RESOURCE_EXHAUSTED saying why, even after the other closes. After `limit_raise_s` with no
+    listener run dry, the limit is two again and the same request is admitted. The engine is
+    paced (serve --pace-s), so a stream is never far enough ahead of its listener to outlast
+    a 2 s stall."""
+    eng = make_engine(model_dir, pace_lead_s=0.3)
+    srv = ServerThread(eng, tmp_path, limit_raise_s=10.0)
+
+    def limit() -> int:
+        return srv.stub.GetStats(pb.GetStatsRequest()).session_limit
+
+    try:
+        speaker, other = Session(srv.stub, cfg()), Session(srv.stub, cfg())
+        speaker.until("started")
+        other.until("started")
+        srv.servicer.limit.dry(2, now=time.monotonic() - 4.0)
+        assert limit() == 64
+        speaker.send(text(LINE, "t1"), pb.ConverseRequest(flush=pb.Flush(turn_id="t1")))
+        speaker.until("audio")
+        eng._post(lambda: time.sleep(2.0))  # the engine thread stops making audio for 2 s
+        eventually(lambda: limit() == 1, timeout=5.0)
+        assert srv.servicer.metrics.registry.get_sample_value("npc_voice_session_limit_cuts_total") == 1
+        err = status_of(lambda: list(srv.stub.Converse(iter([cfg(), text("Hi.")]))))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
+        assert "limit of 1 open streams (of 64, lowered after listeners ran dry again" in err.details(), err.details()
+        other.send(pb.ConverseRequest(close=pb.Close()))
+        other.end()
+        while other.next() is not None:
+            pass
+        assert status_of(lambda: list(srv.stub.Converse(iter([cfg(), text("Hi.")])))).code() == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
+        eventually(lambda: limit() == 2, timeout=15.0)
+        close_then_admitted(srv, speaker)
     finally:
         srv.stop()
         eng.close()

@@ -8,8 +8,6 @@ speaking while changes fail with StoreUnavailable."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from engine.audio import speechlike_wave
@@ -17,23 +15,12 @@ from loadtest.cluster import RedisProcess, have_cluster_tools
 from service.audio_input import encode_wav
 from service.voice_store import RedisStore, StoreUnavailable
 from service.voices import VoiceExists, VoiceLibrary, VoiceNotFound
-from tests.support import make_engine
+from tests.support import eventually, make_engine
 
 pytestmark = pytest.mark.skipif(have_cluster_tools() is not None, reason=str(have_cluster_tools()))
 
 WAV = encode_wav(speechlike_wave(3.0, 16000, f0=150.0, floor=0.05), 16000)
 OTHER_WAV = encode_wav(speechlike_wave(3.5, 16000, f0=210.0, floor=0.05), 16000)
-
-
-def eventually(check, timeout: float = 5.0):
-    """The value of `check()` once it is truthy; fails after `timeout` seconds."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s")
 
 
 def has(lib: VoiceLibrary, voice_id: str, transcript: str | None = None) -> bool:

@@ -381,7 +381,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerStats(_message.Message):
-    __slots__ = ("open_streams", "running", "waiting", "kv_blocks_total", "kv_blocks_free", "prefix_hits", "prefix_misses", "prefix_evictions", "prefill_frames", "cached_frames", "decode_frames", "preemptions", "pinned_voices", "prefix_cache_enabled", "max_batch", "event_loop_tasks")
+    __slots__ = ("open_streams", "running", "waiting", "kv_blocks_total", "kv_blocks_free", "prefix_hits", "prefix_misses", "prefix_evictions", "prefill_frames", "cached_frames", "decode_frames", "preemptions", "pinned_voices", "prefix_cache_enabled", "max_batch", "event_loop_tasks", "session_limit")
     OPEN_STREAMS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
@@ -398,6 +398,7 @@ class ServerStats(_message.Message):
     PREFIX_CACHE_ENABLED_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     EVENT_LOOP_TASKS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_LIMIT_FIELD_NUMBER: _ClassVar[int]
     open_streams: int
     running: int
     waiting: int
@@ -414,4 +415,5 @@ class ServerStats(_message.Message):
     prefix_cache_enabled: bool
     max_batch: int
     event_loop_tasks: int
-    def __init__(self, open_streams: _Optional[int] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_free: _Optional[int] = ..., prefix_hits: _Optional[int] = ..., prefix_misses: _Optional[int] = ..., prefix_evictions: _Optional[int] = ..., prefill_frames: _Optional[int] = ..., cached_frames: _Optional[int] = ..., decode_frames: _Optional[int] = ..., preemptions: _Optional[int] = ..., pinned_voices: _Optional[int] = ..., prefix_cache_enabled: _Optional[bool] = ..., max_batch: _Optional[int] = ..., event_loop_tasks: _Optional[int] = ...) -> None: ...
+    session_limit: int
+    def __init__(self, open_streams: _Optional[int] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_free: _Optional[int] = ..., prefix_hits: _Optional[int] = ..., prefix_misses: _Optional[int] = ..., prefix_evictions: _Optional[int] = ..., prefill_frames: _Optional[int] = ..., cached_frames: _Optional[int] = ..., decode_frames: _Optional[int] = ..., preemptions: _Optional[int] = ..., pinned_voices: _Optional[int] = ..., prefix_cache_enabled: _Optional[bool] = ..., max_batch: _Optional[int] = ..., event_loop_tasks: _Optional[int] = ..., session_limit: _Optional[int] = ...) -> None: ...
