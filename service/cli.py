@@ -268,7 +268,8 @@ def parser() -> argparse.ArgumentParser:
         "--max-sessions",
         type=int,
         default=svc.max_sessions,
-        help="open Converse + Synthesize streams; more get RESOURCE_EXHAUSTED",
+        help="open Converse + Synthesize streams; more get RESOURCE_EXHAUSTED (fewer for a while after "
+        "listeners ran dry: --limit-raise-s)",
     )
     s.add_argument(
         "--min-slack-ms",
