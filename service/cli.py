@@ -41,8 +41,8 @@ SERVE_AUDIO_PROCESS = True
 # Admission as measured on the 2-core reference machine (docs/benchmarks.md, "Past capacity"):
 # 16 conversations hold real time when they start at most 8 at once and 5 a second after that,
 # and a fresh server's first crowd ran listeners dry less after a 16-stream warm-up. On slower
-# hardware the first listener run dry lowers these (limit_raise_s; docs/benchmarks.md, "An AVX2
-# host"). The library's ServiceConfig admits by count alone (64).
+# hardware, listeners that keep running dry lower these (limit_raise_s; docs/benchmarks.md, "An
+# AVX2 host"). The library's ServiceConfig admits by count alone (64).
 SERVE_DEFAULTS = ServiceConfig(
     max_sessions=16, min_slack_ms=20.0, limit_raise_s=30.0, starts_per_s=5.0, start_burst=8, warmup_streams=16
 )
@@ -282,8 +282,9 @@ def parser() -> argparse.ArgumentParser:
         "--limit-raise-s",
         type=float,
         default=svc.limit_raise_s,
-        help="a listener run dry with N streams open lowers the limit on open streams to N - 1; each this "
-        "many seconds with none run dry raises it by one, up to --max-sessions; 0: the limit stays fixed",
+        help="listeners run dry again within this many seconds (after a first thin moment) lower the limit on "
+        "open streams to those then open minus one; each this many seconds with none run dry raises it by "
+        "one, up to --max-sessions; 0: the limit stays fixed",
     )
     s.add_argument(
         "--starts-per-s",

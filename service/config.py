@@ -24,9 +24,10 @@ class ServiceConfig:
     # 0: off (by count only).
     min_slack_ms: float = 0.0
     headroom_window_s: float = 2.0
-    # A listener run dry with n streams open lowers the limit on open streams to n - 1; each
-    # `limit_raise_s` with none run dry raises it by one, up to max_sessions (SessionLimit in
-    # service/admission.py). 0: off, the limit is max_sessions.
+    # Listeners run dry again within `limit_raise_s` of a first thin moment lower the limit on
+    # open streams to those then open minus one; each `limit_raise_s` with none run dry raises it
+    # by one, up to max_sessions (SessionLimit in service/admission.py). 0: off, the limit is
+    # max_sessions.
     limit_raise_s: float = 0.0
     # New streams admitted at once, then per second (a token bucket, service/admission.py): a
     # stream's start costs several times its steady state. 0: off. A start whose token comes

@@ -50,7 +50,7 @@ class _Live:
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(f"{NS}_{name}", doc, value=value)
         counters = {
-            "session_limit_cuts": ("times a listener run dry lowered the session limit", v["limit_cuts"]),
+            "session_limit_cuts": ("times listeners running dry again lowered the session limit", v["limit_cuts"]),
             "prefix_hits": ("KV blocks reused from the prefix cache", v["hits"]),
             "prefix_misses": ("KV blocks looked up and not found", v["misses"]),
             "prefix_evictions": ("cached KV blocks evicted", v["evictions"]),

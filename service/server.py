@@ -243,11 +243,12 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         """A stream whose request checked out starts here, if the start rate allows (a malformed
         request is refused before it can spend a start that another stream could use). A start
         whose turn comes within `start_hold_s` waits for it before SessionStarted."""
-        share = self.limit.value() / self.limit.ceiling
+        limit = self.limit.value()
+        share = limit / self.limit.ceiling
         wait = self.starts.take(share=share)
         if wait > self.starts.hold_s:
             burst, per_s = self.starts.scaled(share)
-            scaled = "" if share == 1 else f", scaled to the session limit of {self.limit.value()}"
+            scaled = "" if share == 1 else f", scaled to the session limit of {limit}"
             raise StreamError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"the server is starting other streams: it admits {burst} at once and {per_s:.3g} a second "
@@ -398,8 +399,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         if self.sessions >= limit:
             why = (
                 "(max_sessions)"
-                if limit == self.config.max_sessions
-                else f"(of {self.config.max_sessions}, lowered after listeners ran dry again; one more every "
+                if limit == self.limit.ceiling
+                else f"(of {self.limit.ceiling}, lowered after listeners ran dry again; one more every "
                 f"{self.limit.raise_s:g} s with none run dry)"
             )
             raise StreamError(
